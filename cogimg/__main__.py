@@ -1,0 +1,3 @@
+from cogimg.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""The ``cogimg`` console script.
+
+Two kinds of subcommands share one entry point:
+
+* ``fit | validate | test`` go to :class:`lightning.pytorch.cli.LightningCLI`, configured by
+  YAML files (``cogimg fit --config experiments/stroke/seg_unet.yaml``). jsonargparse
+  rejects unknown keys with an error that names them.
+* plain subcommands (``check``, ``split``, ``synth``, …) live in :mod:`cogimg.commands`,
+  one module each, imported lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+LIGHTNING_SUBCOMMANDS = {
+    "fit": "train a task on a datamodule (LightningCLI)",
+    "validate": "evaluate a checkpoint on the validation split (LightningCLI)",
+    "test": "evaluate a checkpoint on the test split (LightningCLI)",
+}
+
+#: name -> module under cogimg.commands (each defines HELP, add_arguments, run)
+PLAIN_SUBCOMMANDS = {
+    "check": "check",
+    "split": "split",
+    "synth": "synth",
+}
+
+
+def _plain_module(name: str):
+    return importlib.import_module(f"cogimg.commands.{PLAIN_SUBCOMMANDS[name]}")
+
+
+def _available_plain() -> dict[str, object]:
+    """Plain subcommands whose module imports (a missing one is a bug, not a hidden command)."""
+    return {name: _plain_module(name) for name in PLAIN_SUBCOMMANDS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cogimg",
+        description="Brain MRI deep learning for cognitive impairment (stroke, AD, PD).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Lightning subcommands take --config FILE.yaml; see `cogimg fit --help`.",
+    )
+    from cogimg import __version__
+
+    parser.add_argument("--version", action="version", version=f"cogimg {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, help_text in LIGHTNING_SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    for name, module in _available_plain().items():
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+    return parser
+
+
+def run_lightning(argv: list[str]) -> int:
+    from cogimg.lightning_cli import run_lightning_cli
+
+    run_lightning_cli(argv)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
+        return run_lightning(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(_plain_module(args.command).run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

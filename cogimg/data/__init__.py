@@ -1,0 +1,1 @@
+"""Data layer: BIDS loading and validation, splits, preprocessing, cache, datamodules, synthesis."""
