@@ -1,0 +1,32 @@
+"""LightningCLI entry for ``cogimg fit|validate|test --config experiments/….yaml``.
+
+Configs name a task (``model:``) and a datamodule (``data:``) by ``class_path`` so that any
+task or datamodule of cogimg — or a user's subclass — can be configured from YAML.
+jsonargparse rejects unknown keys with an error naming them, so a typo in a config never
+trains silently with a default.
+"""
+
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+
+class CogimgCLI(LightningCLI):
+    """LightningCLI with cogimg's defaults (seeded, subclass mode for tasks and datamodules)."""
+
+    def add_arguments_to_parser(self, parser) -> None:  # noqa: D401 - Lightning hook
+        parser.set_defaults({"seed_everything": 0})
+
+
+def run_lightning_cli(argv: list[str]) -> CogimgCLI:
+    """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``)."""
+    return CogimgCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+    )
