@@ -1,0 +1,383 @@
+"""Load a BIDS-like tree into TorchIO subjects, validating it on the way.
+
+Layout (``[]`` = optional; ISLES'22 puts raw data under ``rawdata/`` and its masks directly
+under ``derivatives/sub-*``)::
+
+    participants.tsv                       participant_id, diagnosis, site, [age, sex, MMSE …]
+    [rawdata/]sub-X/[ses-Y/][anat|dwi|pet/]sub-X[_ses-Y][_trc-T]…_<suffix>.nii[.gz]
+    derivatives/[<pipeline>/]sub-X/[ses-Y/][anat|dwi|pet/]sub-X[_ses-Y][_desc-D]…_<suffix>.<ext>
+
+Keys (see :mod:`cogimg.diseases`): an image's modality is its suffix (``T1w``, ``FLAIR``,
+``T2starw``, ``dwi``, ``adc``), or ``pet_<tracer>`` for ``_trc-<tracer>_pet``. Derivative
+files are keyed ``<pipeline>_[<desc>_]<suffix>`` (parts left out when absent): ``_msk``
+(binary) and ``_dseg`` (integer) NIfTIs become label maps (``lesions_msk``, or ``msk`` in
+ISLES'22), everything else (``lesions_boxes``, ``truth_atrophy_map``, ``truth_effects``) is
+recorded by path in ``subject["files"]``. Files that match no rule are listed in
+``BIDSDataset.skipped`` with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torchio as tio
+
+from cogimg.data.nifti import NiftiSummary, inspect_nifti
+from cogimg.data.validation import (
+    DatasetError,
+    Problem,
+    check_coverage,
+    check_file,
+    check_label_grid,
+    check_required_modalities,
+    load_participants,
+)
+from cogimg.diseases import normalise_diagnosis
+
+__all__ = ["BIDSDataset", "DatasetError", "Problem", "load_dataset"]
+
+IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "T2starw", "dwi", "adc", "pet")
+LABEL_SUFFIXES = ("msk", "dseg")
+#: BIDS datatype folders holding the images above; other datatypes are skipped whole.
+IMAGE_DATATYPES = frozenset({"anat", "dwi", "pet"})
+OTHER_DATATYPES = frozenset({"func", "fmap", "perf", "beh", "eeg", "meg", "ieeg", "nirs", "micr", "motion"})
+#: Files BIDS defines that cogimg does not read (skipped without a warning).
+METADATA_FILES = frozenset({"dataset_description.json", "participants.json", "README", "README.md", "README.txt",
+                            "CHANGES", "LICENSE", "CITATION.cff", ".bidsignore"})
+METADATA_DIRS = frozenset({"code", "sourcedata", "stimuli", "phenotype"})
+_NAME = re.compile(r"^(?P<entities>(?:[A-Za-z0-9]+-[A-Za-z0-9]+_)+)(?P<suffix>[A-Za-z0-9]+)(?P<ext>\..+)$")
+
+
+@dataclass
+class BIDSDataset:
+    """A loaded dataset: subjects, their participants table, and everything found wrong.
+
+    Attributes:
+        root: the dataset folder.
+        subjects: one ``tio.Subject`` per participant-session, sorted by ``subject_id``.
+        participants: ``participants.tsv`` rows of the participants in ``subjects``, indexed
+            by ``participant_id`` (diagnosis normalised, numeric columns float, NaN = n/a).
+        problems: every error and warning (errors only appear when ``strict=False``).
+        skipped: ``(path relative to root, reason)`` for every file or folder not loaded.
+        summaries: absolute path → :class:`NiftiSummary` of every NIfTI that was inspected
+            (shape, affine, spacing in mm, label values), so reports need not re-read headers.
+    """
+
+    root: Path
+    subjects: list[tio.Subject]
+    participants: pd.DataFrame
+    problems: list[Problem] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    summaries: dict[str, NiftiSummary] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __iter__(self) -> Iterator[tio.Subject]:
+        return iter(self.subjects)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def modalities(self) -> list[str]:
+        """Sorted modality keys present in at least one subject."""
+        return sorted({m for s in self.subjects for m in s["modalities"]})
+
+    def label_keys(self) -> list[str]:
+        """Sorted label-map keys present in at least one subject."""
+        return sorted({k for s in self.subjects for k in s["labels"]})
+
+    def subject(self, subject_id: str) -> tio.Subject:
+        for s in self.subjects:
+            if s["subject_id"] == subject_id:
+                return s
+        raise KeyError(f"no subject {subject_id!r} in {self.root}")
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One recognised file: which participant-session it belongs to and under which key."""
+
+    path: Path
+    rel: str
+    participant_id: str
+    session_id: str
+    role: str  # "image" | "label" | "file"
+    key: str
+    kind: str  # "image" | "msk" | "dseg" | "file"
+
+    @property
+    def subject_id(self) -> str:
+        return f"{self.participant_id}_{self.session_id}" if self.session_id else self.participant_id
+
+
+@dataclass
+class _Scan:
+    entries: list[_Entry] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def skip(self, rel: str, reason: str, *, warn: bool) -> None:
+        """List a file or folder as not loaded; ``warn`` for ones that match no known pattern."""
+        self.skipped.append((rel, reason))
+        if warn:
+            self.problems.append(Problem("warning", rel, f"skipped: {reason}"))
+
+
+def load_dataset(root: str | Path, *, required_modalities: Iterable[str] = (), modalities: Iterable[str] | None = None,
+                 diagnoses: Iterable[str] | None = None, strict: bool = True,
+                 validate_voxels: bool = True) -> BIDSDataset:
+    """Load and validate a BIDS-like dataset.
+
+    Args:
+        root: dataset folder (holding ``participants.tsv``).
+        required_modalities: every subject-session must have these modality keys.
+        modalities: load only these modality keys (plus the required ones); ``None`` = all.
+        diagnoses: keep only participants with these diagnoses (any case; ``ValueError`` on
+            an unknown one).
+        strict: raise :class:`DatasetError` listing every problem if any is an error.
+            Otherwise return the dataset with ``problems`` recorded and the subjects
+            concerned excluded (each exclusion is listed as a warning).
+        validate_voxels: decode every NIfTI to check for truncation, NaN/Inf and label
+            values (read once per file, threaded); ``False`` checks headers only.
+
+    Each subject holds ``tio.ScalarImage`` per modality and ``tio.LabelMap`` per label key
+    (lazily loaded), plus metadata: ``subject_id`` (``sub-X`` or ``sub-X_ses-Y``),
+    ``participant_id``, ``session_id`` (``""`` if none), ``diagnosis``, ``site``, every other
+    ``participants.tsv`` column (float with NaN for numbers, ``"n/a"`` for missing text),
+    ``modalities`` and ``labels`` (tuples of keys) and ``files`` (key → path string, with
+    the same keys in every subject of the dataset, ``""`` where a subject lacks that file,
+    so batches collate).
+    """
+    root = Path(os.path.abspath(Path(root).expanduser()))
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} is not a directory")
+    required = tuple(required_modalities)
+    wanted = None if modalities is None else set(modalities) | set(required)
+    wanted_dx = None if diagnoses is None else {normalise_diagnosis(d) for d in diagnoses}
+
+    table, problems = load_participants(root / "participants.tsv")
+    scan = _scan(root)
+    problems += scan.problems
+    entries = [e for e in scan.entries if e.role != "image" or wanted is None or e.key in wanted]
+
+    if table is not None:
+        problems += check_coverage(table.index, {e.participant_id for e in scan.entries})
+        if wanted_dx is not None:
+            table = table[table["diagnosis"].isin(wanted_dx)]
+            entries = [e for e in entries if e.participant_id in table.index]
+        problems += _key_clashes(table.columns, {e.key for e in entries if e.role != "file"})
+
+    sessions: dict[str, dict[str, dict[str, _Entry]]] = defaultdict(lambda: defaultdict(dict))
+    for e in entries:
+        slot = sessions[e.subject_id][e.role]
+        if e.key in slot:
+            problems.append(Problem("error", e.rel, f"{e.key!r} of {e.subject_id} is also given by {slot[e.key].rel}; "
+                                    "one file per key", e.subject_id))
+        else:
+            slot[e.key] = e
+
+    summaries = _inspect_all([e for e in entries if e.role != "file"], validate_voxels)
+    for sid, roles in sorted(sessions.items()):
+        problems += _check_session(sid, roles, summaries, required)
+
+    if strict and any(p.severity == "error" for p in problems):
+        raise DatasetError(root, problems)
+    subject_ids = []
+    if table is not None:
+        bad = {p.subject_id for p in problems if p.severity == "error"}
+        participant_of = {e.subject_id: e.participant_id for e in entries}
+        for sid in sorted(sessions):
+            pid = participant_of[sid]
+            if pid not in table.index:
+                continue  # already an error from check_coverage
+            if sid in bad or pid in bad:
+                problems.append(Problem("warning", sid, "excluded from the dataset because of the error(s) above"))
+            else:
+                subject_ids.append(sid)
+    file_keys = sorted({k for sid in subject_ids for k in sessions[sid]["file"]})
+    subjects = [_make_subject(sessions[sid], table, file_keys) for sid in subject_ids]
+    kept = sorted({s["participant_id"] for s in subjects})
+    participants = table.loc[kept] if table is not None else pd.DataFrame(columns=["diagnosis", "site"])
+    participants.index.name = "participant_id"
+    return BIDSDataset(root, subjects, participants, problems, scan.skipped,
+                       {str(e.path): summaries[e.path] for e in entries if e.path in summaries})
+
+
+def _key_clashes(columns: Iterable[str], keys: set[str]) -> list[Problem]:
+    """TSV columns and image/label keys share one subject namespace; tio.Subject attributes are off limits."""
+    problems = [Problem("error", "participants.tsv", f"column {c!r} has the same name as an image or label key")
+                for c in columns if c in keys]
+    problems += [Problem("error", "participants.tsv" if k in columns else k,
+                         f"{k!r} cannot be a subject key: it is a tio.Subject attribute")
+                 for k in sorted(set(columns) | keys) if hasattr(tio.Subject, k)]
+    return problems
+
+
+def _inspect_all(entries: list[_Entry], read_voxels: bool) -> dict[Path, NiftiSummary]:
+    """Inspect every NIfTI once, in threads (gzip decoding and numpy release the GIL)."""
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda e: inspect_nifti(e.path, is_label=e.role == "label", read_voxels=read_voxels),
+                           entries)
+        return {e.path: s for e, s in zip(entries, results)}
+
+
+def _check_session(sid: str, roles: dict[str, dict[str, _Entry]], summaries: dict[Path, NiftiSummary],
+                   required: tuple[str, ...]) -> list[Problem]:
+    problems = []
+    images = {k: summaries[e.path] for k, e in roles.get("image", {}).items()}
+    for k, e in sorted(roles.get("image", {}).items()):
+        problems += check_file(summaries[e.path], e.rel, "image", sid)
+    for k, e in sorted(roles.get("label", {}).items()):
+        problems += check_file(summaries[e.path], e.rel, e.kind, sid)
+        problems += check_label_grid(summaries[e.path], e.rel, images, sid)
+    if not images:
+        found = ", ".join(sorted(roles.get("label", {})) + sorted(roles.get("file", {})))
+        problems.append(Problem("error", sid, f"{sid} has derivatives ({found}) but no image", sid))
+    else:
+        problems += check_required_modalities(sid, images, required)
+    return problems
+
+
+def _make_subject(roles: dict[str, dict[str, _Entry]], table: pd.DataFrame, file_keys: list[str]) -> tio.Subject:
+    first = next(iter(roles["image"].values()))
+    row = table.loc[first.participant_id]
+    meta: dict[str, object] = {
+        "subject_id": first.subject_id,
+        "participant_id": first.participant_id,
+        "session_id": first.session_id,
+    }
+    for column, value in row.items():
+        meta[str(column)] = float(value) if pd.api.types.is_float_dtype(table[column]) else str(value)
+    images = {k: tio.ScalarImage(e.path) for k, e in sorted(roles["image"].items())}
+    labels = {k: tio.LabelMap(e.path) for k, e in sorted(roles.get("label", {}).items())}
+    files = roles.get("file", {})
+    return tio.Subject(
+        **images,
+        **labels,
+        **meta,
+        modalities=tuple(images),
+        labels=tuple(labels),
+        files={k: str(files[k].path) if k in files else "" for k in file_keys},
+    )
+
+
+def _scan(root: Path) -> _Scan:
+    """Classify every file under ``root`` (no voxel reading)."""
+    scan = _Scan()
+    for top in sorted(root.iterdir()):
+        if top.name == "participants.tsv":
+            continue
+        if top.is_dir() and top.name in ("rawdata", "derivatives") and not top.name.startswith("."):
+            _scan_container(root, top, "", top.name == "derivatives", scan)
+        elif top.is_dir() and top.name.startswith("sub-"):
+            _scan_subject(root, top, "", False, scan)
+        else:
+            _skip(root, top, scan)
+    return scan
+
+
+def _scan_container(root: Path, folder: Path, pipeline: str, derivative: bool, scan: _Scan) -> None:
+    """``rawdata/``, ``derivatives/`` or ``derivatives/<pipeline>/``: subject folders plus metadata."""
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.startswith("sub-"):
+            _scan_subject(root, child, pipeline, derivative, scan)
+        elif derivative and not pipeline and child.is_dir() and not child.name.startswith("."):
+            _scan_container(root, child, child.name, True, scan)
+        else:
+            _skip(root, child, scan)
+
+
+def _skip(root: Path, path: Path, scan: _Scan) -> None:
+    """Skip a file or folder outside the subject folders, saying why."""
+    rel = path.relative_to(root).as_posix()
+    if path.name.startswith("."):
+        scan.skip(rel, "hidden file or folder", warn=False)
+    elif path.name in METADATA_FILES or path.name.endswith(("_sessions.tsv", "_scans.tsv")):
+        scan.skip(rel, "dataset metadata (not read)", warn=False)
+    elif path.is_dir() and path.name in METADATA_DIRS:
+        scan.skip(rel, f"BIDS {path.name}/ folder (not read)", warn=False)
+    else:
+        scan.skip(rel, "unknown file or folder: not part of the BIDS layout cogimg reads", warn=True)
+
+
+def _scan_subject(root: Path, sub_dir: Path, pipeline: str, derivative: bool, scan: _Scan) -> None:
+    pid = sub_dir.name
+    for child in sorted(sub_dir.iterdir()):
+        if child.is_dir() and child.name.startswith("ses-"):
+            for grandchild in sorted(child.iterdir()):
+                _scan_item(root, grandchild, pid, child.name, pipeline, derivative, scan)
+        else:
+            _scan_item(root, child, pid, "", pipeline, derivative, scan)
+
+
+def _scan_item(root: Path, path: Path, pid: str, ses: str, pipeline: str, derivative: bool, scan: _Scan) -> None:
+    rel = path.relative_to(root).as_posix()
+    if path.is_dir():
+        if path.name in IMAGE_DATATYPES:
+            for f in sorted(path.iterdir()):
+                if f.is_dir():
+                    scan.skip(f.relative_to(root).as_posix(), "unknown folder inside a datatype folder", warn=True)
+                else:
+                    _classify_file(root, f, pid, ses, pipeline, derivative, scan)
+        elif path.name in OTHER_DATATYPES:
+            scan.skip(rel, f"BIDS datatype {path.name}/ is not used by cogimg", warn=False)
+        else:
+            scan.skip(rel, "unknown folder: expected ses-<label>/ or anat/, dwi/, pet/", warn=True)
+    else:
+        _classify_file(root, path, pid, ses, pipeline, derivative, scan)
+
+
+def _classify_file(root: Path, path: Path, pid: str, ses: str, pipeline: str, derivative: bool, scan: _Scan) -> None:
+    rel = path.relative_to(root).as_posix()
+    match = _NAME.match(path.name)
+    if path.name.startswith(".") or path.name.endswith(("_sessions.tsv", "_scans.tsv")):
+        _skip(root, path, scan)
+        return
+    if match is None:
+        scan.skip(rel, "unknown file name: expected sub-<label>[_ses-<label>][_<key>-<value>…]_<suffix>.<ext>",
+                  warn=True)
+        return
+    entities = dict(pair.split("-", 1) for pair in match["entities"].rstrip("_").split("_"))
+    suffix, ext = match["suffix"], match["ext"]
+    where = f"{pid}/{ses + '/' if ses else ''}"
+    if f"sub-{entities.get('sub', '')}" != pid or (f"ses-{entities['ses']}" if "ses" in entities else "") != ses:
+        scan.problems.append(Problem("error", rel, f"file name entities (sub-{entities.get('sub')}, "
+                                     f"ses-{entities.get('ses', '<none>')}) disagree with its folder {where}", pid))
+        return
+    nifti = ext in (".nii", ".nii.gz")
+    if not nifti and (ext in (".bval", ".bvec") or (ext == ".json" and _has_nifti_sibling(path))):
+        scan.skip(rel, "sidecar metadata (not read)", warn=False)
+        return
+    if not derivative:
+        if not nifti:
+            scan.skip(rel, f"unknown raw file type {ext!r}: expected .nii or .nii.gz images", warn=True)
+        elif suffix not in IMAGE_SUFFIXES:
+            scan.skip(rel, f"unknown image suffix {suffix!r}: expected one of {list(IMAGE_SUFFIXES)}", warn=True)
+        else:
+            key = f"pet_{entities['trc']}" if suffix == "pet" and "trc" in entities else suffix
+            scan.entries.append(_Entry(path, rel, pid, ses, "image", key, "image"))
+        return
+    key = "_".join(part for part in (pipeline, entities.get("desc", ""), suffix) if part)
+    if nifti and suffix in LABEL_SUFFIXES:
+        scan.entries.append(_Entry(path, rel, pid, ses, "label", key, suffix))
+    else:
+        scan.entries.append(_Entry(path, rel, pid, ses, "file", key, "file"))
+
+
+def _has_nifti_sibling(path: Path) -> bool:
+    stem = path.name[: -len(".json")]
+    return path.with_name(stem + ".nii.gz").exists() or path.with_name(stem + ".nii").exists()

@@ -1,0 +1,146 @@
+"""Safe NIfTI inspection: read a file once and summarise what validation needs.
+
+:func:`inspect_nifti` never raises on a bad file: a missing, truncated or non-NIfTI file
+comes back as a :class:`NiftiSummary` whose ``error`` says what went wrong, so a dataset
+scan can report every bad file instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+#: How many distinct label values a summary keeps (enough to name offending values).
+MAX_LABEL_VALUES = 20
+
+
+@dataclass(frozen=True)
+class NiftiSummary:
+    """What one NIfTI file holds, from its header and (optionally) its voxels.
+
+    Attributes:
+        path: the file.
+        shape: full array shape, ``(X, Y, Z)`` or ``(X, Y, Z, C)``; ``()`` if unreadable.
+        affine: (4, 4) voxel → world (mm) as nibabel resolves it (sform, else qform).
+        spacing_mm: voxel size along X, Y, Z in mm (header zooms).
+        dtype: on-disk data type name (``float32``, ``uint8`` …).
+        voxels_read: whether the voxel checks below ran (``validate_voxels``).
+        nan_voxels / inf_voxels: counts of non-finite voxels (0 for integer types).
+        intensity_range: (min, max) of the finite voxels, ``None`` if not read.
+        foreground_voxels: number of non-zero voxels (label maps only, else ``None``).
+        label_values: sorted distinct values (label maps only; at most
+            :data:`MAX_LABEL_VALUES`, ``label_values_truncated`` says when more exist).
+        error: why the file could not be read; ``""`` when it could.
+    """
+
+    path: str
+    shape: tuple[int, ...] = ()
+    affine: np.ndarray = field(default_factory=lambda: np.full((4, 4), np.nan))
+    spacing_mm: tuple[float, float, float] = (np.nan, np.nan, np.nan)
+    dtype: str = ""
+    voxels_read: bool = False
+    nan_voxels: int = 0
+    inf_voxels: int = 0
+    intensity_range: tuple[float, float] | None = None
+    foreground_voxels: int | None = None
+    label_values: tuple[float, ...] = ()
+    label_values_truncated: bool = False
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """The first three dimensions ``(X, Y, Z)``."""
+        return tuple(self.shape[:3])
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        """Volume of one voxel in mL (1 mL = 1000 mm³)."""
+        return float(np.prod(self.spacing_mm) / 1000.0)
+
+
+def inspect_nifti(path: str | Path, *, is_label: bool = False, read_voxels: bool = True) -> NiftiSummary:
+    """Read ``path`` once and summarise it; problems are returned in ``error``, not raised.
+
+    Args:
+        path: a ``.nii`` or ``.nii.gz`` file.
+        is_label: also count foreground voxels and collect the distinct label values.
+        read_voxels: decode the voxel data. A truncated ``.nii.gz`` often has an intact
+            header, so only a full read proves the file is whole.
+    """
+    path = str(path)
+    try:
+        img = nib.load(path)
+    except Exception as exc:  # nibabel raises many types for bad files (ImageFileError, OSError, EOFError …)
+        return NiftiSummary(path=path, error=f"cannot read as NIfTI: {_describe(exc)}")
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return NiftiSummary(path=path, error=f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+
+    shape = tuple(int(s) for s in img.shape)
+    header = dict(
+        path=path,
+        shape=shape,
+        affine=np.asarray(img.affine, dtype=float),
+        spacing_mm=tuple(float(z) for z in img.header.get_zooms()[:3]),
+        dtype=str(img.get_data_dtype()),
+    )
+    if len(shape) < 3 or len(shape) > 4 or min(shape) == 0:
+        return NiftiSummary(**header, error=f"expected a 3D (X, Y, Z) or 4D (X, Y, Z, C) image, got shape {shape}")
+    if not np.all(np.isfinite(header["affine"])):
+        return NiftiSummary(**header, error="affine holds NaN or Inf")
+    if not read_voxels:
+        return NiftiSummary(**header)
+
+    try:
+        data = np.asanyarray(img.dataobj)
+    except Exception as exc:  # truncated gzip: EOFError, zlib.error, "ValueError: buffer is smaller …"
+        return NiftiSummary(**header, error=f"cannot read voxel data (truncated or corrupt file?): {_describe(exc)}")
+    return NiftiSummary(**header, voxels_read=True, **_voxel_stats(data, is_label))
+
+
+def _voxel_stats(data: np.ndarray, is_label: bool) -> dict:
+    stats: dict = {}
+    if data.dtype.kind == "f":
+        # min/max propagate NaN and reach ±Inf, so the common all-finite case costs two passes
+        lo, hi = float(np.min(data)), float(np.max(data))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            stats["nan_voxels"] = int(np.count_nonzero(np.isnan(data)))
+            stats["inf_voxels"] = int(np.count_nonzero(np.isinf(data)))
+            finite = data[np.isfinite(data)]
+            lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (np.nan, np.nan)
+    elif data.dtype.kind in "uib":
+        lo, hi = float(np.min(data)), float(np.max(data))
+    else:
+        return {"intensity_range": None}
+    stats["intensity_range"] = (lo, hi)
+    if is_label:
+        stats["foreground_voxels"] = int(np.count_nonzero(data))
+        values = _distinct_values(data, lo, hi)
+        stats["label_values"] = tuple(values[:MAX_LABEL_VALUES])
+        stats["label_values_truncated"] = len(values) > MAX_LABEL_VALUES
+    return stats
+
+
+def _distinct_values(data: np.ndarray, lo: float, hi: float) -> list[float]:
+    """Sorted distinct finite values; ``bincount`` for small integer ranges (far faster than ``unique``)."""
+    if data.dtype.kind == "f":
+        finite = data[np.isfinite(data)] if not (np.isfinite(lo) and np.isfinite(hi)) else data
+        if finite.size and np.array_equal(finite, np.round(finite)) and 0 <= lo and hi < 2**16:
+            data = finite.astype(np.int64)
+        else:
+            return [float(v) for v in np.unique(finite)]
+    if data.dtype.kind in "uib" and lo >= 0 and hi < 2**16:
+        counts = np.bincount(data.ravel().astype(np.intp, copy=False), minlength=1)
+        return [float(v) for v in np.flatnonzero(counts)]
+    return [float(v) for v in np.unique(data)]
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

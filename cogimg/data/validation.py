@@ -1,0 +1,215 @@
+"""Validation rules for BIDS-like datasets: each rule returns :class:`Problem` records.
+
+Rules never raise on bad data; :func:`cogimg.data.bids.load_dataset` collects every problem
+and decides (``strict``) whether to raise :class:`DatasetError` or exclude the subjects
+concerned. Each problem names one file or key and says what is wrong with it, so a user can
+fix a dataset from one ``cogimg check`` run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from cogimg.data.nifti import NiftiSummary
+from cogimg.diseases import DIAGNOSES, normalise_diagnosis
+
+Severity = Literal["error", "warning"]
+
+#: Values of ``participants.tsv`` that mean "missing" (BIDS writes ``n/a``).
+MISSING_VALUES = frozenset({"n/a", ""})
+#: What a missing text value becomes in subject metadata (``None`` would break collation).
+MISSING_TEXT = "n/a"
+REQUIRED_COLUMNS = ("participant_id", "diagnosis")
+#: Subject metadata keys the loader sets itself; a TSV column may not reuse them.
+RESERVED_KEYS = frozenset({"subject_id", "participant_id", "session_id", "modalities", "labels", "files"})
+
+#: Grid tolerance: two affines agree when every entry is within ``atol + rtol * |entry|``
+#: (1e-3 mm absorbs float32 header round-off; real misregistration is ≥ 0.1 mm).
+AFFINE_ATOL_MM = 1e-3
+AFFINE_RTOL = 1e-4
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a dataset.
+
+    Attributes:
+        severity: ``"error"`` (the data cannot be used as is) or ``"warning"``.
+        path_or_key: the file (relative to the dataset root) or key (``participants.tsv:
+            sub-01``, ``sub-01_ses-1``) the problem is about.
+        message: what is wrong, with the offending values.
+        subject_id: the subject-session (``sub-X_ses-Y``) or participant (``sub-X``) an
+            error makes unusable; ``""`` for dataset-wide problems.
+    """
+
+    severity: Severity
+    path_or_key: str
+    message: str
+    subject_id: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.path_or_key}: {self.message}"
+
+
+class DatasetError(ValueError):
+    """A dataset has errors; ``problems`` holds all of them (the message lists them, one a line)."""
+
+    def __init__(self, root: str | Path, problems: Sequence[Problem]):
+        self.root = str(root)
+        self.problems = list(problems)
+        n_err = sum(p.severity == "error" for p in self.problems)
+        lines = [str(p) for p in sorted(self.problems, key=lambda p: p.severity != "error")]
+        super().__init__(f"dataset {self.root} has {n_err} error(s):\n  " + "\n  ".join(lines))
+
+
+def load_participants(path: Path, table_key: str = "participants.tsv") -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Read and check ``participants.tsv``.
+
+    Returns:
+        ``(table, problems)``. ``table`` is indexed by ``participant_id`` (first row wins for
+        duplicated IDs, which are reported), ``diagnosis`` is normalised to
+        :data:`cogimg.diseases.DIAGNOSES` spelling (unknown labels are kept verbatim and
+        reported), columns whose present values are all numbers become float with NaN for
+        ``n/a``, other columns stay text with ``n/a`` for missing. ``table`` is ``None``
+        when the file is missing or unusable.
+    """
+    if not path.is_file():
+        return None, [Problem("error", table_key, "participants.tsv is missing: every participant needs a row "
+                              "with participant_id and diagnosis")]
+    try:
+        raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
+    except Exception as exc:  # pandas raises ParserError, UnicodeDecodeError, EmptyDataError …
+        return None, [Problem("error", table_key, f"cannot parse as tab-separated values: {exc}")]
+    raw.columns = [str(c).strip() for c in raw.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if missing:
+        return None, [Problem("error", table_key, f"missing column(s) {missing}; found columns {list(raw.columns)}")]
+
+    problems: list[Problem] = []
+    raw = raw.apply(lambda col: col.str.strip())
+    clashes = sorted(RESERVED_KEYS.intersection(raw.columns) - {"participant_id"})
+    if clashes:
+        problems.append(Problem("error", table_key, f"column(s) {clashes} are reserved for metadata the loader sets"))
+    if "site" not in raw.columns:
+        problems.append(Problem("warning", table_key, f"no 'site' column: every site is set to {MISSING_TEXT!r} "
+                                "(leave-site-out splits and site adaptation need it)"))
+        raw["site"] = MISSING_TEXT
+
+    keep = np.ones(len(raw), dtype=bool)
+    for row, pid in enumerate(raw["participant_id"]):
+        line = row + 2  # 1-based, after the header line
+        if not pid.startswith("sub-") or len(pid) <= 4:
+            problems.append(Problem("error", f"{table_key}:{line}", f"participant_id {pid!r} must look like 'sub-<label>'"))
+            keep[row] = False
+    dup = raw["participant_id"].duplicated(keep=False) & keep
+    for pid in sorted(set(raw.loc[dup, "participant_id"])):
+        lines = [i + 2 for i in np.flatnonzero(raw["participant_id"].to_numpy() == pid)]
+        problems.append(Problem("error", f"{table_key}: {pid}", f"duplicate participant_id on lines {lines}", pid))
+    keep &= ~raw["participant_id"].duplicated(keep="first").to_numpy()
+    table = raw[keep].set_index("participant_id")
+
+    diagnoses = []
+    for pid, label in table["diagnosis"].items():
+        try:
+            diagnoses.append(normalise_diagnosis(label))
+        except ValueError:
+            problems.append(Problem("error", f"{table_key}: {pid}",
+                                    f"unknown diagnosis {label!r}; expected one of {list(DIAGNOSES)}", pid))
+            diagnoses.append(label)
+    table["diagnosis"] = diagnoses
+    for column in table.columns.drop(["diagnosis", "site"]):
+        table[column] = _typed_column(table[column])
+    table["site"] = table["site"].replace(list(MISSING_VALUES), MISSING_TEXT)
+    return table, problems
+
+
+def _typed_column(column: pd.Series) -> pd.Series:
+    """Float column (NaN for missing) when every present value is a number, else text."""
+    present = ~column.isin(MISSING_VALUES)
+    numbers = pd.to_numeric(column[present], errors="coerce")
+    if present.any() and numbers.notna().all():
+        return pd.to_numeric(column.where(present), errors="coerce").astype(float)
+    return column.where(present, MISSING_TEXT).astype(object)
+
+
+def check_file(summary: NiftiSummary, key: str, kind: Literal["image", "msk", "dseg"], subject_id: str) -> list[Problem]:
+    """Readability, non-finite voxels and label values of one file (``key`` names it in messages)."""
+    if summary.error:
+        return [Problem("error", key, summary.error, subject_id)]
+    problems = []
+    if summary.nan_voxels or summary.inf_voxels:
+        problems.append(Problem("error", key, f"{summary.nan_voxels} NaN and {summary.inf_voxels} Inf voxels",
+                                subject_id))
+    if kind != "image" and len(summary.spatial_shape) == 3 and any(s != 1 for s in summary.shape[3:]):
+        problems.append(Problem("error", key, f"a label map must be 3D (X, Y, Z), got shape {summary.shape}",
+                                subject_id))
+    if kind != "image" and summary.voxels_read:
+        values = summary.label_values
+        shown = _format_values(values, summary.label_values_truncated)
+        if kind == "msk" and not set(values) <= {0.0, 1.0}:
+            problems.append(Problem("error", key, f"label values {shown} but a _msk must be binary {{0, 1}}",
+                                    subject_id))
+        if kind == "dseg" and (summary.label_values_truncated or any(v < 0 or v != round(v) for v in values)):
+            problems.append(Problem("error", key,
+                                    f"label values {shown} but a _dseg must hold non-negative integers", subject_id))
+    return problems
+
+
+def _format_values(values: Iterable[float], truncated: bool) -> str:
+    text = ", ".join(str(int(v)) if float(v).is_integer() else f"{v:g}" for v in values)
+    return "{" + text + (", …" if truncated else "") + "}"
+
+
+def same_grid(a: NiftiSummary, b: NiftiSummary) -> bool:
+    """Whether two files share a voxel grid: equal ``(X, Y, Z)`` and affines within tolerance."""
+    return a.spatial_shape == b.spatial_shape and np.allclose(a.affine, b.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM)
+
+
+def check_label_grid(label: NiftiSummary, label_key: str, images: Mapping[str, NiftiSummary],
+                     subject_id: str) -> list[Problem]:
+    """A label map must sit on the grid of at least one image of its session.
+
+    Images of one session may each have their own grid (a native anisotropic FLAIR beside
+    a 2 mm DWI), so one match is enough; the message lists how every image differs.
+    """
+    readable = {m: s for m, s in images.items() if s.ok}
+    if not label.ok or not readable or any(same_grid(label, s) for s in readable.values()):
+        return []
+    diffs = "; ".join(f"{m} {_grid_difference(label, s)}" for m, s in sorted(readable.items()))
+    return [Problem("error", label_key,
+                    f"grid (shape {label.spatial_shape}) matches no image of {subject_id}: {diffs}", subject_id)]
+
+
+def _grid_difference(label: NiftiSummary, image: NiftiSummary) -> str:
+    parts = []
+    if label.spatial_shape != image.spatial_shape:
+        parts.append(f"has shape {image.spatial_shape}")
+    delta = np.abs(label.affine - image.affine)
+    if not np.allclose(label.affine, image.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
+        parts.append(f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
+                     f"{delta[:3, 3].max():.4g} mm in translation")
+    return " and ".join(parts)
+
+
+def check_required_modalities(subject_id: str, present: Iterable[str], required: Iterable[str]) -> list[Problem]:
+    present = sorted(present)
+    return [Problem("error", subject_id,
+                    f"missing required modality {m!r} for {subject_id} (found: {', '.join(present) or 'none'})",
+                    subject_id)
+            for m in required if m not in present]
+
+
+def check_coverage(table_ids: Iterable[str], image_ids: Iterable[str], table_key: str = "participants.tsv") -> list[Problem]:
+    """Participants listed without images (warning) and images without a participant row (error)."""
+    table_ids, image_ids = set(table_ids), set(image_ids)
+    problems = [Problem("warning", f"{table_key}: {pid}", "participant has a row but no image files") for pid in
+                sorted(table_ids - image_ids)]
+    problems += [Problem("error", pid, f"files found for {pid} but {table_key} has no row for it "
+                         "(its diagnosis and site are unknown)", pid) for pid in sorted(image_ids - table_ids)]
+    return problems
