@@ -1,0 +1,393 @@
+"""TorchIO preprocessing and augmentation presets.
+
+Preprocessing is deterministic and runs once per subject (its output is cached by
+:mod:`cogimg.data.cache`); augmentation is random and runs in the training loop.
+
+Preprocessing, in order (every step a TorchIO transform):
+
+1. ``tio.ToCanonical``: voxel axes reordered/flipped to RAS+.
+2. :class:`ResampleToReference`: the reference modality is resampled to ``spacing_mm``
+   (field of view kept), every other image and label is resampled onto that one grid
+   (linear for images, nearest for labels) — modalities of a session may come on
+   different grids (real ISLES'22 FLAIR does).
+3. Optional crop/pad: :class:`CropToForeground` (bounding box of the reference's
+   foreground) and/or ``tio.CropOrPad(target_shape)``.
+4. Optional ``tio.HistogramStandardization`` with landmarks fitted on training subjects
+   (:func:`fit_histogram_landmarks`).
+5. Percentile clip + z-score inside the foreground mask (``normalization="zscore"``), or
+   percentile clip + rescale to [0, 1] (``"minmax"``), or nothing (``"none"``).
+
+:class:`PreprocessingConfig` holds these parameters; its :meth:`~PreprocessingConfig.config_hash`
+names the cache directory, so any change of a parameter (or of the landmark values) gives a
+new cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchio as tio
+
+#: Bump when the meaning of a preprocessing parameter changes, so old caches are not reused.
+PREPROCESSING_VERSION = 1
+
+NORMALIZATIONS = ("zscore", "minmax", "none")
+FOREGROUND_METHODS = ("mean", "nonzero")
+TASKS = ("segmentation", "detection", "classification")
+STRENGTHS = ("none", "light", "default", "strong")
+
+
+# --------------------------------------------------------------------------- foreground masks
+def foreground_above_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Voxels brighter than the image mean: a robust head/brain mask for MRI with dark or
+    noisy background (TorchIO's documented heuristic). ``(C, X, Y, Z)`` → bool, same shape."""
+    return tensor > tensor.float().mean()
+
+
+def foreground_nonzero(tensor: torch.Tensor) -> torch.Tensor:
+    """Non-zero voxels: the brain of skull-stripped images with an exact-zero background."""
+    return tensor != 0
+
+
+def masking_method(foreground: str):
+    """TorchIO ``masking_method`` for a foreground name: ``"mean"``, ``"nonzero"``, or the key
+    of a label map in the subject (e.g. a brain mask) used as is."""
+    if foreground == "mean":
+        return foreground_above_mean
+    if foreground == "nonzero":
+        return foreground_nonzero
+    return foreground
+
+
+# --------------------------------------------------------------------------- grid transforms
+def grid_at_spacing(
+    shape: Sequence[int], affine: np.ndarray, spacing_mm: Sequence[float]
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """The grid covering the same field of view as ``(shape, affine)`` at ``spacing_mm``.
+
+    The new grid keeps the orientation and the centre of the old one; its size is
+    ``floor(shape * old_spacing / spacing_mm)`` so it never extrapolates (TorchIO's rule).
+    Returns ``(shape (X, Y, Z), affine (4, 4) voxel → mm)``.
+    """
+    shape_in = np.asarray(shape[:3], dtype=float)
+    old_spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    new_spacing = np.asarray(spacing_mm, dtype=float)
+    new_shape = np.maximum(np.floor(shape_in * old_spacing / new_spacing), 1).astype(int)
+    rotation = affine[:3, :3] / old_spacing
+    new_affine = np.eye(4)
+    new_affine[:3, :3] = rotation * new_spacing
+    centre_mm = affine[:3, :3] @ ((shape_in - 1) / 2) + affine[:3, 3]
+    new_affine[:3, 3] = centre_mm - new_affine[:3, :3] @ ((new_shape - 1) / 2)
+    return tuple(int(s) for s in new_shape), new_affine
+
+
+def reference_key(subject: tio.Subject, reference: str | None) -> str:
+    """Key of the reference modality: ``reference``, or the subject's first intensity image."""
+    images = subject.get_images_dict(intensity_only=True)
+    if reference is None:
+        if not images:
+            raise ValueError(f"subject {subject.get('subject_id')!r} has no intensity image")
+        return next(iter(images))
+    if reference not in images:
+        raise KeyError(
+            f"reference modality {reference!r} not in subject {subject.get('subject_id')!r};"
+            f" its images are {sorted(images)}"
+        )
+    return reference
+
+
+class ResampleToReference(tio.SpatialTransform):
+    """Resample the reference image to ``spacing_mm`` and every image onto its grid.
+
+    Args:
+        spacing_mm: target voxel size in mm (one value = isotropic, or three values).
+        reference: key of the reference modality; ``None`` = first intensity image.
+    """
+
+    def __init__(self, spacing_mm: float | Sequence[float], reference: str | None = None, **kw):
+        super().__init__(**kw)
+        self.spacing_mm = spacing_mm
+        self.reference = reference
+        self.args_names = ["spacing_mm", "reference"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        spacing = tio.Resample._parse_spacing(self.spacing_mm)
+        ref = subject[reference_key(subject, self.reference)]
+        shape, affine = grid_at_spacing(ref.spatial_shape, ref.affine, spacing)
+        # Images already on the target grid are skipped: resampling them would only blur.
+        off_grid = [
+            key
+            for key, image in subject.get_images_dict(intensity_only=False).items()
+            if tuple(image.spatial_shape) != shape or not np.allclose(image.affine, affine, atol=1e-4)
+        ]
+        if off_grid:
+            tio.Resample((shape, affine), include=off_grid).apply_transform(subject)
+        return subject
+
+
+class CropToForeground(tio.SpatialTransform):
+    """Crop every image to the bounding box of the reference image's foreground.
+
+    Args:
+        foreground: ``"mean"``, ``"nonzero"`` or a label key (see :func:`masking_method`).
+        reference: key of the reference modality; ``None`` = first intensity image.
+        margin_vox: voxels kept around the bounding box on every side.
+    """
+
+    def __init__(self, foreground: str = "mean", reference: str | None = None, margin_vox: int = 2,
+                 **kw):
+        super().__init__(**kw)
+        self.foreground, self.reference, self.margin_vox = foreground, reference, margin_vox
+        self.args_names = ["foreground", "reference", "margin_vox"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        ref = subject[reference_key(subject, self.reference)]
+        method = masking_method(self.foreground)
+        mask = subject[method].data > 0 if isinstance(method, str) else method(ref.data)
+        mask = mask.any(dim=0).numpy()
+        if not mask.any():
+            raise ValueError(f"subject {subject.get('subject_id')!r}: empty foreground mask")
+        coords = np.argwhere(mask)
+        lo = np.maximum(coords.min(axis=0) - self.margin_vox, 0)
+        hi = np.minimum(coords.max(axis=0) + 1 + self.margin_vox, mask.shape)
+        cropping = [int(v) for pair in zip(lo, np.asarray(mask.shape) - hi) for v in pair]
+        return tio.Crop(cropping).apply_transform(subject)
+
+
+# --------------------------------------------------------------------------- preprocessing
+def preprocessing(
+    spacing_mm: float | Sequence[float],
+    target_shape: Sequence[int] | None = None,
+    crop_to_brain: bool = False,
+    normalization: str = "zscore",
+    clip_percentiles: Sequence[float] | None = (0.5, 99.5),
+    reference: str | None = None,
+    histogram_landmarks: str | Path | dict | None = None,
+    foreground: str = "mean",
+) -> tio.Compose:
+    """The deterministic preprocessing pipeline (see the module docstring for the steps).
+
+    Args:
+        spacing_mm: output voxel size in mm.
+        target_shape: output shape ``(X, Y, Z)`` in voxels after crop/pad; ``None`` keeps the
+            resampled field of view (or the foreground box when ``crop_to_brain``).
+        crop_to_brain: crop to the reference's foreground first (then pad/crop to
+            ``target_shape`` around it).
+        normalization: ``"zscore"`` (mean 0, std 1 in the foreground), ``"minmax"``
+            (percentile range → [0, 1]) or ``"none"``.
+        clip_percentiles: ``(low, high)`` percentiles (0–100) of the foreground intensities
+            the image is clipped to before normalisation; ``None`` = no clipping.
+        reference: modality whose grid all images are resampled onto; ``None`` = first image.
+        histogram_landmarks: ``{modality: landmarks}`` or the JSON file written by
+            :func:`fit_histogram_landmarks`; ``None`` = no histogram standardisation.
+        foreground: mask for the normalisation statistics and the crop: ``"mean"`` (voxels
+            above the image mean), ``"nonzero"`` or the key of a label map (brain mask).
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATIONS}")
+    mask = masking_method(foreground)
+    steps: list[tio.Transform] = [tio.ToCanonical(), ResampleToReference(spacing_mm, reference)]
+    if crop_to_brain:
+        steps.append(CropToForeground(foreground, reference))
+    if target_shape is not None:
+        steps.append(tio.CropOrPad(tuple(int(s) for s in target_shape), padding_mode=0))
+    if histogram_landmarks is not None:
+        steps.append(tio.HistogramStandardization(load_landmarks(histogram_landmarks),
+                                                  masking_method=mask))
+    percentiles = tuple(clip_percentiles) if clip_percentiles is not None else (0.0, 100.0)
+    if normalization in ("zscore", "minmax"):
+        # RescaleIntensity clips to the foreground percentiles; z-score is invariant to the
+        # rescale, so for "zscore" it only acts as the percentile clip.
+        steps.append(tio.RescaleIntensity((0, 1), percentiles=percentiles, masking_method=mask))
+    if normalization == "zscore":
+        steps.append(tio.ZNormalization(masking_method=mask))
+    return tio.Compose(steps)
+
+
+@dataclass(frozen=True)
+class PreprocessingConfig:
+    """Parameters of :func:`preprocessing`; hashable into a cache key.
+
+    Attributes mirror :func:`preprocessing`; ``histogram_landmarks`` is a path to the JSON
+    written by :func:`fit_histogram_landmarks` (its *content* enters the hash).
+    """
+
+    spacing_mm: float | tuple[float, float, float] = (2.0, 2.0, 2.0)
+    target_shape: tuple[int, int, int] | None = None
+    crop_to_brain: bool = False
+    normalization: str = "zscore"
+    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
+    reference: str | None = None
+    histogram_landmarks: str | None = None
+    foreground: str = "mean"
+
+    def __post_init__(self):
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization={self.normalization!r}; expected one of {NORMALIZATIONS}")
+        if self.foreground in ("", None):
+            raise ValueError("foreground must be 'mean', 'nonzero' or a label key")
+        # Normalise so equal configs hash equally: 2 == (2, 2, 2), YAML lists == tuples.
+        spacing = self.spacing_mm
+        spacing = (spacing,) * 3 if isinstance(spacing, (int, float)) else tuple(spacing)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing_mm={self.spacing_mm!r}: expected one or three positive mm")
+        object.__setattr__(self, "spacing_mm", tuple(float(v) for v in spacing))
+        for name in ("target_shape", "clip_percentiles"):
+            value = getattr(self, name)
+            if isinstance(value, (list, np.ndarray)):
+                object.__setattr__(self, name, tuple(value))
+        if self.histogram_landmarks is not None:
+            object.__setattr__(self, "histogram_landmarks", str(self.histogram_landmarks))
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable parameters (what ``meta.json`` and ``config.json`` record)."""
+        data = asdict(self)
+        data["version"] = PREPROCESSING_VERSION
+        return data
+
+    def config_hash(self) -> str:
+        """16 hex digits identifying the parameters, the landmark values and the version."""
+        data = self.to_dict()
+        if self.histogram_landmarks is not None:
+            landmarks = load_landmarks(self.histogram_landmarks)
+            data["histogram_landmarks"] = {k: np.round(v, 6).tolist() for k, v in sorted(landmarks.items())}
+        text = json.dumps(data, sort_keys=True, default=_json_number)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def build(self) -> tio.Compose:
+        """The :func:`preprocessing` pipeline for these parameters."""
+        return preprocessing(**{k: v for k, v in asdict(self).items()})
+
+
+def _json_number(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"not JSON-serialisable: {value!r}")
+
+
+# --------------------------------------------------------------------------- histogram landmarks
+def fit_histogram_landmarks(
+    subjects: Sequence[tio.Subject],
+    modalities: Sequence[str],
+    out_path: str | Path,
+    foreground: str = "mean",
+) -> dict[str, np.ndarray]:
+    """Fit Nyúl–Udupa histogram landmarks per modality on ``subjects`` (the TRAINING subjects
+    only — fitting on validation/test data leaks) and write them as JSON to ``out_path``.
+
+    Wraps ``tio.HistogramStandardization.train`` on the subjects' image files. Returns
+    ``{modality: landmarks (11,)}``; pass ``out_path`` as ``histogram_landmarks``.
+    """
+    if not subjects:
+        raise ValueError("fit_histogram_landmarks needs at least one training subject")
+    method = masking_method(foreground)
+    if isinstance(method, str):
+        raise ValueError("fit_histogram_landmarks supports foreground 'mean' or 'nonzero'")
+    landmarks = {}
+    for modality in modalities:
+        paths = []
+        for subject in subjects:
+            image = subject.get(modality)
+            if image is None or image.path is None:
+                raise ValueError(
+                    f"subject {subject.get('subject_id')!r} has no {modality!r} image file;"
+                    " histogram landmarks are fitted on image files"
+                )
+            paths.append(image.path)
+        landmarks[modality] = tio.HistogramStandardization.train(
+            paths, masking_function=method, progress=False
+        )
+    text = json.dumps({k: v.tolist() for k, v in landmarks.items()}, indent=1)
+    atomic_write_text(Path(out_path), text)
+    return landmarks
+
+
+def load_landmarks(source: str | Path | dict) -> dict[str, np.ndarray]:
+    """``{modality: landmarks}`` from a dict or the JSON file of :func:`fit_histogram_landmarks`."""
+    if isinstance(source, dict):
+        return {k: np.asarray(v, dtype=float) for k, v in source.items()}
+    path = Path(source)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read histogram landmarks {path}: {err}") from err
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise ValueError(f"{path}: expected a JSON object {{modality: [landmarks]}}")
+    return {k: np.asarray(v, dtype=float) for k, v in data.items()}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- augmentation
+#: Magnitudes of the default preset; ``light`` scales them by 0.5, ``strong`` by 1.5.
+#: Angles in degrees, scales as fractions (0.1 = ±10 %), displacements in mm, noise std in
+#: z-score units, gamma as log(γ).
+_SCALE = {"light": 0.5, "default": 1.0, "strong": 1.5}
+
+
+def augmentation(task: str, strength: str = "default") -> tio.Compose:
+    """Random augmentation preset for a task, applied to whole preprocessed subjects.
+
+    - ``segmentation``: L-R flip (p 0.5), RandomAffine (±10° rotation, ±10 % scale,
+      p 0.5), RandomElasticDeformation (7 control points/axis, ≤ 5 mm displacement, p 0.2),
+      RandomBiasField (coefficients 0.3, p 0.3), RandomMotion (≤ 5°, ≤ 5 mm, p 0.1),
+      RandomGhosting (p 0.1), RandomGamma (log γ ±0.3, p 0.3), RandomNoise (std ≤ 0.1, p 0.25).
+    - ``detection``: as segmentation without the elastic deformation (keeps small lesions and
+      their boxes intact).
+    - ``classification``: milder — L-R flip, RandomAffine (±5°, ±5 %, p 0.5), bias field,
+      gamma and noise; no elastic/motion/ghosting (atrophy patterns are subtle).
+
+    ``strength``: ``"none"`` (identity), ``"light"`` (magnitudes × 0.5, no elastic, motion or
+    ghosting), ``"default"``, ``"strong"`` (magnitudes × 1.5, probabilities × 1.5, capped at 1).
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    if strength not in STRENGTHS:
+        raise ValueError(f"unknown augmentation strength {strength!r}; expected one of {STRENGTHS}")
+    if strength == "none":
+        return tio.Compose([])
+    s = _SCALE[strength]
+
+    def p(value: float) -> float:
+        return min(1.0, value * (1.5 if strength == "strong" else 1.0))
+
+    mild = task == "classification"
+    degrees, scales = (5.0, 0.05) if mild else (10.0, 0.1)
+    steps: list[tio.Transform] = [
+        tio.RandomFlip(axes=("LR",), flip_probability=0.5),
+        tio.RandomAffine(scales=scales * s, degrees=degrees * s, default_pad_value="minimum",
+                         p=p(0.5)),
+    ]
+    if task == "segmentation" and strength != "light":
+        steps.append(tio.RandomElasticDeformation(num_control_points=7, max_displacement=5.0 * s,
+                                                  p=p(0.2)))
+    steps.append(tio.RandomBiasField(coefficients=0.3 * s, p=p(0.3)))
+    if not mild and strength != "light":
+        steps += [
+            tio.RandomMotion(degrees=5.0 * s, translation=5.0 * s, num_transforms=2, p=p(0.1)),
+            tio.RandomGhosting(num_ghosts=(2, 6), intensity=(0.2, 0.5 * s), p=p(0.1)),
+        ]
+    steps += [
+        tio.RandomGamma(log_gamma=0.3 * s, p=p(0.3)),
+        tio.RandomNoise(std=(0.0, 0.1 * s), p=p(0.25)),
+    ]
+    return tio.Compose(steps)

@@ -1,0 +1,191 @@
+"""Preprocessing and augmentation presets (cogimg.data.transforms)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import torchio as tio
+
+from cogimg.data.transforms import (
+    PreprocessingConfig,
+    augmentation,
+    fit_histogram_landmarks,
+    grid_at_spacing,
+    load_landmarks,
+    preprocessing,
+)
+
+#: LAS, anisotropic 2 × 2 × 4 mm, 40 × 44 × 16 voxels (80 × 88 × 64 mm).
+LAS_AFFINE = np.array([[-2.0, 0, 0, 40.0], [0, 2.0, 0, -44.0], [0, 0, 4.0, -32.0], [0, 0, 0, 1]])
+SHAPE = (40, 44, 16)
+
+
+def ellipsoid(shape, centre, radii) -> np.ndarray:
+    grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    return sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii)) < 1
+
+
+def make_subject(seed: int = 0, affine: np.ndarray = LAS_AFFINE, shape=SHAPE) -> tio.Subject:
+    rng = np.random.default_rng(seed)
+    brain = ellipsoid(shape, [(n - 1) / 2 for n in shape], [n * 0.4 for n in shape])
+    dwi = np.where(brain, rng.normal(100.0, 15.0, shape), 0.0).astype(np.float32)
+    mask = brain.astype(np.uint8)
+    return tio.Subject(
+        dwi=tio.ScalarImage(tensor=torch.from_numpy(dwi[None]), affine=affine),
+        brain=tio.LabelMap(tensor=torch.from_numpy(mask[None]), affine=affine),
+        subject_id=f"sub-{seed:02d}",
+    )
+
+
+def test_canonical_ras_and_resampled_spacing():
+    out = preprocessing(spacing_mm=2.0)(make_subject())
+    for image in out.get_images(intensity_only=False):
+        assert image.orientation == ("R", "A", "S")
+        np.testing.assert_allclose(image.spacing, (2.0, 2.0, 2.0))
+        # Same field of view: z extent 16 × 4 mm = 64 mm → 32 voxels of 2 mm.
+        assert image.spatial_shape == (40, 44, 32)
+    # The centre of the field of view stays where it was (in mm).
+    centre_in = LAS_AFFINE @ np.r_[(np.array(SHAPE) - 1) / 2, 1]
+    centre_out = out.dwi.affine @ np.r_[(np.array(out.dwi.spatial_shape) - 1) / 2, 1]
+    np.testing.assert_allclose(centre_out, centre_in, atol=1e-6)
+
+
+def test_grid_at_spacing_matches_torchio_resample():
+    shape, affine = grid_at_spacing(SHAPE, LAS_AFFINE, (3.0, 3.0, 3.0))
+    reference = tio.Resample(3.0)(make_subject().dwi)
+    assert shape == reference.spatial_shape
+    np.testing.assert_allclose(affine, reference.affine, atol=1e-6)
+
+
+def test_modalities_on_different_grids_end_on_the_reference_grid():
+    subject = make_subject()
+    # A second modality on its own coarse, oblique-free grid (like ISLES'22 FLAIR).
+    flair_affine = np.diag([1.0, 1.0, 5.0, 1.0])
+    flair_affine[:3, 3] = [-45.0, -50.0, -35.0]
+    subject.add_image(tio.ScalarImage(tensor=torch.rand(1, 90, 100, 14) * 100, affine=flair_affine), "FLAIR")
+    out = preprocessing(spacing_mm=2.0, reference="dwi")(subject)
+    assert out.FLAIR.spatial_shape == out.dwi.spatial_shape
+    np.testing.assert_allclose(out.FLAIR.affine, out.dwi.affine)
+    with pytest.raises(KeyError, match="reference modality 'T1w'"):
+        preprocessing(spacing_mm=2.0, reference="T1w")(make_subject())
+
+
+def test_zscore_inside_the_mask_and_percentile_clip():
+    subject = make_subject()
+    subject.dwi.data[0, 20, 22, 8] = 1e5  # one hot voxel must not dominate the statistics
+    out = preprocessing(spacing_mm=2.0, foreground="brain", clip_percentiles=(1, 99))(subject)
+    inside = out.dwi.data[out.brain.data.bool()]
+    assert abs(float(inside.mean())) < 1e-4
+    assert float(inside.std()) == pytest.approx(1.0, abs=1e-3)
+    # Clipped at the 99th percentile of the brain: nothing near 1e5 survives.
+    assert float(out.dwi.data.max()) < 4.0
+
+
+def test_minmax_and_none_normalisations():
+    subject = make_subject()
+    out = preprocessing(spacing_mm=2.0, normalization="minmax", foreground="brain")(subject)
+    assert float(out.dwi.data.min()) == pytest.approx(0.0) and float(out.dwi.data.max()) == pytest.approx(1.0)
+    raw = preprocessing(spacing_mm=(2.0, 2.0, 4.0), normalization="none")(subject)
+    np.testing.assert_allclose(raw.dwi.data.numpy()[0, ::-1], subject.dwi.data.numpy()[0], atol=1e-3)
+    with pytest.raises(ValueError, match="normalization='robust'"):
+        preprocessing(spacing_mm=2.0, normalization="robust")
+
+
+def test_crop_to_brain_and_target_shape():
+    out = preprocessing(spacing_mm=2.0, crop_to_brain=True, foreground="brain")(make_subject())
+    mask = out.brain.data[0].numpy()
+    # Tight box + 2 voxels margin on each side.
+    for axis in range(3):
+        profile = mask.any(axis=tuple(a for a in range(3) if a != axis))
+        assert profile[:2].sum() == 0 and profile[2] and profile[-3] and profile[-2:].sum() == 0
+    padded = preprocessing(spacing_mm=2.0, crop_to_brain=True, target_shape=(48, 48, 48),
+                           foreground="brain")(make_subject())
+    assert padded.dwi.spatial_shape == (48, 48, 48)
+    assert int(padded.brain.data.sum()) == int(out.brain.data.sum())
+
+
+def test_config_hash_is_stable_and_normalises_equal_values():
+    a = PreprocessingConfig(spacing_mm=2.0, target_shape=[48, 56, 48])
+    b = PreprocessingConfig(spacing_mm=(2, 2, 2), target_shape=(48, 56, 48))
+    assert a == b and a.config_hash() == b.config_hash()
+    assert len(a.config_hash()) == 16
+    assert json.loads(json.dumps(a.to_dict()))["spacing_mm"] == [2.0, 2.0, 2.0]
+
+
+@pytest.mark.parametrize("change", [
+    {"spacing_mm": 1.5}, {"target_shape": (48, 56, 48)}, {"crop_to_brain": True},
+    {"normalization": "minmax"}, {"clip_percentiles": (1.0, 99.0)}, {"clip_percentiles": None},
+    {"reference": "adc"}, {"foreground": "nonzero"},
+])
+def test_config_hash_changes_with_every_parameter(change):
+    base = PreprocessingConfig()
+    assert dataclasses.replace(base, **change).config_hash() != base.config_hash()
+
+
+def test_bad_config_values_raise():
+    with pytest.raises(ValueError, match="spacing_mm"):
+        PreprocessingConfig(spacing_mm=(2.0, 2.0))
+    with pytest.raises(ValueError, match="normalization"):
+        PreprocessingConfig(normalization="z")
+
+
+def test_histogram_landmarks_fitted_on_files_enter_the_hash(tmp_path):
+    subjects = []
+    for seed in range(3):
+        subject = make_subject(seed)
+        path = tmp_path / f"sub-{seed}_dwi.nii.gz"
+        nib.save(nib.Nifti1Image(subject.dwi.data[0].numpy() * (1 + seed), LAS_AFFINE), path)
+        subjects.append(tio.Subject(dwi=tio.ScalarImage(path), subject_id=f"sub-{seed}"))
+    out = tmp_path / "landmarks.json"
+    landmarks = fit_histogram_landmarks(subjects[:2], ["dwi"], out)
+    assert set(load_landmarks(out)) == {"dwi"}
+    np.testing.assert_allclose(load_landmarks(out)["dwi"], landmarks["dwi"])
+    assert np.all(np.diff(landmarks["dwi"]) > 0)
+
+    # Spacing of the input: no resampling, so the mapping can be checked voxel for voxel.
+    config = PreprocessingConfig(spacing_mm=(2, 2, 4), histogram_landmarks=str(out), normalization="none")
+    standardised = config.build()(subjects[2]).dwi.data[0].numpy()[::-1]  # undo LAS → RAS
+    raw = subjects[2].dwi.data[0].numpy()
+    # Nyúl–Udupa: the 1st, 50th and 99th foreground percentiles land on the fitted landmarks.
+    got = np.percentile(standardised[raw > raw.mean()], [1, 50, 99])
+    np.testing.assert_allclose(got, landmarks["dwi"][[0, 6, -1]], atol=0.5)
+    before = config.config_hash()
+    out.write_text(json.dumps({"dwi": (landmarks["dwi"] * 2).tolist()}))
+    assert config.config_hash() != before  # same path, new landmark values → new cache
+    with pytest.raises(ValueError, match="no 'adc' image file"):
+        fit_histogram_landmarks(subjects, ["adc"], tmp_path / "x.json")
+
+
+def test_augmentation_presets_per_task():
+    names = {task: [type(t).__name__ for t in augmentation(task)]
+             for task in ("segmentation", "detection", "classification")}
+    assert "RandomElasticDeformation" in names["segmentation"]
+    assert "RandomElasticDeformation" not in names["detection"]
+    assert {"RandomMotion", "RandomGhosting"}.isdisjoint(names["classification"])
+    for expected in ("RandomFlip", "RandomAffine", "RandomBiasField", "RandomGamma", "RandomNoise"):
+        assert all(expected in n for n in names.values())
+    assert len(augmentation("segmentation", "none")) == 0
+    strong = augmentation("segmentation", "strong")
+    default = augmentation("segmentation", "default")
+    affine_strong = next(t for t in strong if isinstance(t, tio.RandomAffine))
+    affine_default = next(t for t in default if isinstance(t, tio.RandomAffine))
+    assert affine_strong.degrees[1] == pytest.approx(1.5 * affine_default.degrees[1])
+    with pytest.raises(ValueError, match="unknown task"):
+        augmentation("registration")
+    with pytest.raises(ValueError, match="unknown augmentation strength"):
+        augmentation("segmentation", "extreme")
+
+
+def test_augmentation_keeps_shapes_and_binary_labels():
+    subject = preprocessing(spacing_mm=2.0, foreground="brain")(make_subject())
+    torch.manual_seed(0)
+    for strength in ("light", "default", "strong"):
+        out = augmentation("segmentation", strength)(subject)
+        assert out.dwi.spatial_shape == subject.dwi.spatial_shape
+        assert set(torch.unique(out.brain.data).tolist()) <= {0, 1}
+        assert torch.isfinite(out.dwi.data).all()
