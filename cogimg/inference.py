@@ -1,0 +1,79 @@
+"""Patch-based whole-volume inference: Gaussian-weighted sliding windows, flip TTA, AMP.
+
+The windowing itself is MONAI's ``sliding_window_inference`` (the field's reference). What
+cogimg adds is what a user otherwise forgets: no autograd (``torch.inference_mode``), the
+Gaussian importance map built once per (patch, device) instead of once per call, several
+windows per forward pass, mixed precision on GPU, mirror test-time augmentation, and
+softmax probabilities out. ``benchmarks/sliding_window.py`` measures it against plain MONAI.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from functools import lru_cache
+
+import torch
+from monai.data.utils import compute_importance_map
+from monai.inferers import sliding_window_inference
+
+
+@lru_cache(maxsize=8)
+def gaussian_importance_map(roi_size: tuple[int, ...], sigma_scale: float, device: str) -> torch.Tensor:
+    """MONAI's Gaussian window weights for ``roi_size`` (voxels), cached per device."""
+    return compute_importance_map(roi_size, mode="gaussian", sigma_scale=sigma_scale,
+                                  device=torch.device(device))
+
+
+def flip_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
+    """All mirror combinations of spatial ``axes`` (0-based over X, Y, Z), identity first."""
+    return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
+
+
+def sliding_window_predict(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    roi_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    sigma_scale: float = 0.125,
+    tta_flip_axes: Sequence[int] = (),
+    amp: bool | None = None,
+) -> torch.Tensor:
+    """Class probabilities of a whole volume.
+
+    Args:
+        model: maps ``(N, C, *roi_size)`` to logits ``(N, K, *roi_size)``.
+        image: ``(B, C, X, Y, Z)`` float tensor on the model's device; volumes smaller than
+            ``roi_size`` are padded by MONAI and cropped back.
+        roi_size: window size in voxels.
+        overlap: fraction of overlap between neighbouring windows (0 ≤ overlap < 1).
+        sw_batch_size: windows per forward pass.
+        sigma_scale: Gaussian sigma as a fraction of the window size (nnU-Net: 1/8).
+        tta_flip_axes: spatial axes (0, 1, 2 = X, Y, Z) to mirror for test-time augmentation;
+            probabilities are averaged over every combination (``(0, 1, 2)`` → 8 passes).
+        amp: autocast to float16/bfloat16; default: on for CUDA, off on CPU.
+
+    Returns:
+        ``(B, K, X, Y, Z)`` float32 softmax probabilities.
+    """
+    if image.ndim != 5:
+        raise ValueError(f"image must be (B, C, X, Y, Z), got shape {tuple(image.shape)}")
+    roi = tuple(int(s) for s in roi_size)
+    device = image.device
+    amp = device.type == "cuda" if amp is None else amp
+    weights = gaussian_importance_map(roi, float(sigma_scale), str(device))
+    total = None
+    flips = flip_combinations(tuple(tta_flip_axes))
+    with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+        for axes in flips:
+            dims = [a + 2 for a in axes]
+            x = torch.flip(image, dims) if dims else image
+            logits = sliding_window_inference(
+                x, roi, sw_batch_size, model, overlap=overlap, mode="gaussian",
+                sigma_scale=sigma_scale, roi_weight_map=weights,
+            )
+            probs = torch.softmax(logits.float(), dim=1)
+            probs = torch.flip(probs, dims) if dims else probs
+            total = probs if total is None else total + probs
+    return total / len(flips)

@@ -1,0 +1,153 @@
+"""SegmentationTask: patch training, whole-volume sliding-window validation, ISLES'22 metrics.
+
+Batches (from ``cogimg.data.datamodules.PatchDataModule``):
+    training: ``image`` (B, C, X, Y, Z) float32 patches, ``label`` (B, 1, X, Y, Z) integer.
+    validation/test: one whole preprocessed volume per batch (B = 1) with ``subject_id`` and
+    ``spacing_mm``; the task runs sliding-window inference over it and scores it with the
+    ISLES'22 definitions (Dice, volume difference in mL, lesion count difference,
+    lesion-wise F1, HD95 in mm), one row per subject in ``self.subject_rows``.
+
+Binary lesion masks and multi-label maps both work: ``num_classes`` counts background, the
+loss is softmax-based, and metrics are computed per foreground class (the binary case logs
+plain names such as ``val/dice``; multi-class logs ``val/dice_<class>`` and their mean).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from cogimg import models
+from cogimg.inference import sliding_window_predict
+from cogimg.metrics.segmentation import segmentation_report, summarise
+from cogimg.tasks.base import BaseTask
+from cogimg.tasks.losses import segmentation_loss
+
+
+class SegmentationTask(BaseTask):
+    """Dense lesion segmentation with any registry model.
+
+    Args:
+        model: registry name, e.g. ``unet``, ``dynunet``, ``unetr``, ``swinunetr``.
+        in_channels: input modalities (stroke preset: DWI + ADC = 2).
+        num_classes: output classes including background (binary lesion mask: 2).
+        patch_size: training patch and sliding-window size, voxels (X, Y, Z).
+        loss: ``dice_ce``, ``dice_focal`` or ``tversky`` (MONAI).
+        sw_overlap: sliding-window overlap fraction at validation/test.
+        sw_batch_size: windows per forward pass at validation/test.
+        tta_flip_axes: mirror axes averaged at test time (e.g. ``[0]`` = left-right).
+        class_names: optional names of the foreground classes, for metric keys.
+        **base: optimizer/scheduler arguments of :class:`BaseTask`.
+    """
+
+    def __init__(
+        self,
+        model: str = "unet",
+        in_channels: int = 2,
+        num_classes: int = 2,
+        patch_size: tuple[int, int, int] = (64, 64, 64),
+        model_kwargs: dict[str, Any] | None = None,
+        loss: str = "dice_ce",
+        sw_overlap: float = 0.5,
+        sw_batch_size: int = 4,
+        tta_flip_axes: tuple[int, ...] = (),
+        class_names: tuple[str, ...] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        optimizer: str = "adamw",
+        scheduler: str = "cosine",
+        warmup_steps: int = 20,
+    ) -> None:
+        if num_classes < 2:
+            raise ValueError(f"num_classes={num_classes}: count background too (binary = 2)")
+        if class_names is not None and len(class_names) != num_classes - 1:
+            raise ValueError(f"class_names has {len(class_names)} names for "
+                             f"{num_classes - 1} foreground classes")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.patch_size = tuple(int(s) for s in patch_size)
+        super().__init__(model, model_kwargs, lr, weight_decay, optimizer, scheduler, warmup_steps)
+
+    def configure_models(self) -> None:
+        self.model = models.get(
+            self.hparams.model, in_channels=self.in_channels, out_channels=self.num_classes,
+            patch_size=self.patch_size, **(self.hparams.model_kwargs or {}),
+        )
+
+    def configure_losses(self) -> None:
+        self.loss = segmentation_loss(self.hparams.loss)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, K, X, Y, Z)`` for ``x`` ``(B, C, X, Y, Z)`` (eval-mode output)."""
+        return self.model(x)
+
+    # -- training ------------------------------------------------------------------------
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        image, label = batch["image"], batch["label"].long()
+        output = self.model(image)
+        if output.ndim == image.ndim + 1:  # deep supervision: (B, heads, K, X, Y, Z)
+            heads = torch.unbind(output, dim=1)
+            weights = torch.tensor([0.5**i for i in range(len(heads))], device=image.device)
+            weights = weights / weights.sum()
+            loss = sum(w * self.loss(h, label) for w, h in zip(weights, heads))
+        else:
+            loss = self.loss(output, label)
+        self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
+        return loss
+
+    # -- whole-volume evaluation ---------------------------------------------------------
+    def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities ``(B, K, X, Y, Z)`` of whole volumes by sliding windows."""
+        hp = self.hparams
+        return sliding_window_predict(
+            self.model, image, self.patch_size, overlap=hp.sw_overlap,
+            sw_batch_size=hp.sw_batch_size, tta_flip_axes=hp.tta_flip_axes,
+        )
+
+    def _evaluate(self, batch: dict, stage: str) -> None:
+        probs = self.predict_volume(batch["image"])
+        pred = probs.argmax(dim=1).cpu().numpy()
+        truth = batch["label"][:, 0].cpu().numpy()
+        spacing = _as_spacing(batch.get("spacing_mm"), pred.shape[0])
+        ids = batch.get("subject_id", [f"{stage}-{i}" for i in range(pred.shape[0])])
+        names = self.hparams.class_names or tuple(f"class{k}" for k in range(1, self.num_classes))
+        for i in range(pred.shape[0]):
+            for k, name in enumerate(names, start=1):
+                row = segmentation_report(pred[i] == k, truth[i] == k, spacing[i],
+                                          subject_id=str(ids[i]))
+                if self.num_classes > 2:
+                    row["class"] = name
+                self.subject_rows[stage].append(row)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _log_summary(self, stage: str) -> None:
+        rows = self.subject_rows[stage]
+        if not rows:
+            return
+        summary = summarise(rows)
+        for key, stats in summary.items():
+            value = stats["mean"] if isinstance(stats, dict) else stats
+            if value is not None and np.isfinite(value):
+                self.log(f"{stage}/{key}", float(value), prog_bar=key == "dice", sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_summary("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_summary("test")
+
+
+def _as_spacing(value, batch_size: int) -> list[tuple[float, float, float]]:
+    """Per-sample voxel spacing in mm from a collated batch entry (tensor (B, 3) or list)."""
+    if value is None:
+        raise KeyError("validation batches must carry 'spacing_mm' (voxel size in mm) so "
+                       "that volumes (mL) and HD95 (mm) are in physical units")
+    arr = torch.as_tensor(value, dtype=torch.float64).reshape(batch_size, 3)
+    return [tuple(float(v) for v in row) for row in arr]
