@@ -26,7 +26,9 @@ import pytest
 SHAPE = (12, 12, 12)
 SPACING_MM = 2.0
 #: 2 mm voxels, origin so that the volume is roughly centred on (0, 0, 0) mm.
-AFFINE = np.array([[SPACING_MM, 0, 0, -12.0], [0, SPACING_MM, 0, -12.0], [0, 0, SPACING_MM, -12.0], [0, 0, 0, 1]])
+AFFINE = np.array(
+    [[SPACING_MM, 0, 0, -12.0], [0, SPACING_MM, 0, -12.0], [0, 0, SPACING_MM, -12.0], [0, 0, 0, 1]]
+)
 #: Voxels in the fixture's lesion masks: a 2×2×2 cube (sub-04) and a 3×2×2 box (sub-05).
 LESION_VOXELS = {"sub-04": 8, "sub-05": 12}
 
@@ -52,7 +54,9 @@ def random_image(seed: int, shape: tuple[int, ...] = SHAPE) -> np.ndarray:
     return np.random.default_rng(seed).normal(100.0, 10.0, shape).astype(np.float32)
 
 
-def cube_mask(corner: tuple[int, int, int], size: tuple[int, int, int], shape: tuple[int, ...] = SHAPE) -> np.ndarray:
+def cube_mask(
+    corner: tuple[int, int, int], size: tuple[int, int, int], shape: tuple[int, ...] = SHAPE
+) -> np.ndarray:
     mask = np.zeros(shape, dtype=np.uint8)
     x, y, z = corner
     mask[x : x + size[0], y : y + size[1], z : z + size[2]] = 1
@@ -63,18 +67,27 @@ def build_bids_tree(root: Path) -> Path:
     """Write the tiny valid tree described in the module docstring under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "participants.tsv").write_text(PARTICIPANTS_TSV)
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0"}))
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0"})
+    )
     for i, pid in enumerate(["sub-01", "sub-02", "sub-06"]):
         write_nifti(root / pid / "anat" / f"{pid}_T1w.nii.gz", random_image(i))
     for ses in ("ses-1", "ses-2"):
-        write_nifti(root / "sub-03" / ses / "anat" / f"sub-03_{ses}_T1w.nii.gz", random_image(10 + int(ses[-1])))
+        write_nifti(
+            root / "sub-03" / ses / "anat" / f"sub-03_{ses}_T1w.nii.gz",
+            random_image(10 + int(ses[-1])),
+        )
     lesions = {"sub-04": cube_mask((4, 4, 4), (2, 2, 2)), "sub-05": cube_mask((6, 5, 3), (3, 2, 2))}
     for i, (pid, mask) in enumerate(lesions.items()):
         write_nifti(root / pid / "dwi" / f"{pid}_dwi.nii.gz", random_image(20 + i) * (1 + mask))
-        write_nifti(root / pid / "dwi" / f"{pid}_adc.nii.gz", random_image(30 + i) * (1 - 0.5 * mask))
+        write_nifti(
+            root / pid / "dwi" / f"{pid}_adc.nii.gz", random_image(30 + i) * (1 - 0.5 * mask)
+        )
         deriv = root / "derivatives" / "lesions" / pid / "dwi"
         write_nifti(deriv / f"{pid}_msk.nii.gz", mask)
-        (deriv / f"{pid}_boxes.json").write_text(json.dumps([{"label": 1, "bbox_vox": [4, 4, 4, 6, 6, 6]}]))
+        (deriv / f"{pid}_boxes.json").write_text(
+            json.dumps([{"label": 1, "bbox_vox": [4, 4, 4, 6, 6, 6]}])
+        )
     truth = root / "derivatives" / "truth" / "sub-02" / "anat"
     write_nifti(truth / "sub-02_desc-atrophy_map.nii.gz", np.zeros(SHAPE, dtype=np.float32))
     (truth / "sub-02_effects.json").write_text(json.dumps({"atrophy": {"hippocampus": 0.2}}))

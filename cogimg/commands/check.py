@@ -18,13 +18,24 @@ HELP = "validate a BIDS dataset (NIfTI integrity, labels, grids, participants) a
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("data_root", metavar="DATA_ROOT", help="dataset folder holding participants.tsv")
-    parser.add_argument("--required", default="", metavar="MODS",
-                        help="comma-separated modality keys every subject must have, e.g. dwi,adc")
-    parser.add_argument("--split", metavar="FILE", help="split JSON to check for participant leakage")
+    parser.add_argument(
+        "data_root", metavar="DATA_ROOT", help="dataset folder holding participants.tsv"
+    )
+    parser.add_argument(
+        "--required",
+        default="",
+        metavar="MODS",
+        help="comma-separated modality keys every subject must have, e.g. dwi,adc",
+    )
+    parser.add_argument(
+        "--split", metavar="FILE", help="split JSON to check for participant leakage"
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the summary and problems as JSON")
-    parser.add_argument("--headers-only", action="store_true",
-                        help="skip voxel checks (truncation, NaN, label values): fast on large datasets")
+    parser.add_argument(
+        "--headers-only",
+        action="store_true",
+        help="skip voxel checks (truncation, NaN, label values): fast on large datasets",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,8 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
     required = tuple(m.strip() for m in args.required.split(",") if m.strip())
     try:
-        dataset = load_dataset(args.data_root, required_modalities=required, strict=False,
-                               validate_voxels=not args.headers_only)
+        dataset = load_dataset(
+            args.data_root,
+            required_modalities=required,
+            strict=False,
+            validate_voxels=not args.headers_only,
+        )
     except (FileNotFoundError, NotADirectoryError) as exc:
         print(f"error: {exc}")
         return 1
@@ -47,7 +62,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summarise(dataset, *, read_labels: bool = True) -> dict:
-    """JSON-ready summary of a :class:`~cogimg.data.bids.BIDSDataset` (label stats read the label files)."""
+    """JSON-ready summary of a :class:`~cogimg.data.bids.BIDSDataset`.
+
+    Label statistics (foreground voxels, volume in mL, 26-connected components) re-read the
+    label files unless ``read_labels`` is false.
+    """
     subjects = dataset.subjects
     by_participant = {s["participant_id"]: s for s in subjects}
     summary: dict = {
@@ -58,13 +77,19 @@ def summarise(dataset, *, read_labels: bool = True) -> dict:
         "sites": _counts(subjects, "site"),
         "modalities": {},
         "labels": {},
-        "problems": [{"severity": p.severity, "path_or_key": p.path_or_key, "message": p.message}
-                     for p in dataset.problems],
+        "problems": [
+            {"severity": p.severity, "path_or_key": p.path_or_key, "message": p.message}
+            for p in dataset.problems
+        ],
         "skipped": [{"path": path, "reason": reason} for path, reason in dataset.skipped],
         "ok": not dataset.errors,
     }
     for modality in dataset.modalities():
-        infos = [dataset.summaries[str(s[modality].path)] for s in subjects if modality in s["modalities"]]
+        infos = [
+            dataset.summaries[str(s[modality].path)]
+            for s in subjects
+            if modality in s["modalities"]
+        ]
         summary["modalities"][modality] = {
             "sessions": len(infos),
             "shapes": dict(Counter(_fmt_shape(i.shape) for i in infos).most_common()),
@@ -72,10 +97,16 @@ def summarise(dataset, *, read_labels: bool = True) -> dict:
         }
     for key in dataset.label_keys():
         labelled = [s for s in subjects if key in s["labels"]]
-        stats = _label_stats([str(s[key].path) for s in labelled]) if read_labels else [{}] * len(labelled)
+        stats = (
+            _label_stats([str(s[key].path) for s in labelled])
+            if read_labels
+            else [{}] * len(labelled)
+        )
         summary["labels"][key] = {
             "sessions": len(labelled),
-            "per_subject": [{"subject_id": s["subject_id"], **st} for s, st in zip(labelled, stats)],
+            "per_subject": [
+                {"subject_id": s["subject_id"], **st} for s, st in zip(labelled, stats, strict=True)
+            ],
         }
     return summary
 
@@ -100,7 +131,11 @@ def _label_stats(paths: list[str]) -> list[dict]:
         voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
         _, components = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
         voxels = int(foreground.sum())
-        return {"voxels": voxels, "volume_ml": round(voxels * voxel_ml, 4), "components": int(components)}
+        return {
+            "voxels": voxels,
+            "volume_ml": round(voxels * voxel_ml, 4),
+            "components": int(components),
+        }
 
     with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
         return list(pool.map(one, paths))
@@ -115,11 +150,17 @@ def _check_split(path: str, dataset) -> dict:
         split = load_split(path)
         sessions = sessions_table(dataset.subjects)
         if split.group in sessions:
-            listed = set(split.test) | {i for f in split.folds for s in ("train", "val", "test") for i in f.get(s, [])}
+            listed = set(split.test) | {
+                i for f in split.folds for s in ("train", "val", "test") for i in f.get(s, [])
+            }
             unknown = sorted(listed - set(sessions[split.group].astype(str)))
             if unknown:
-                errors.append(f"{len(unknown)} {split.group} value(s) in the split have no subject in the dataset: "
-                              + ", ".join(unknown[:20]) + (" …" if len(unknown) > 20 else ""))
+                errors.append(
+                    f"{len(unknown)} {split.group} value(s) in the split have no subject "
+                    "in the dataset: "
+                    + ", ".join(unknown[:20])
+                    + (" …" if len(unknown) > 20 else "")
+                )
         check_leakage(split, sessions if len(sessions) else None)
     except LeakageError as exc:
         errors.extend(exc.problems)
@@ -130,33 +171,57 @@ def _check_split(path: str, dataset) -> dict:
 
 def format_summary(summary: dict) -> str:
     """Human-readable report of :func:`summarise`'s output."""
-    lines = [f"Dataset {summary['root']}",
-             f"  {summary['sessions']} subject-session(s) from {summary['participants']} participant(s) loaded", ""]
-    for title, table in (("Diagnosis", summary["diagnoses"]), ("Site", summary["sites"])):
-        lines.append(f"{title:<14}{'participants':>13}{'sessions':>10}")
-        lines += [f"  {k:<12}{v['participants']:>13}{v['sessions']:>10}" for k, v in table.items()]
-        lines.append("")
-    lines.append(f"{'Modality':<14}{'sessions':>9}  {'shape (X, Y, Z) [count]':<32}spacing mm [count]")
-    for key, info in summary["modalities"].items():
-        lines.append(f"  {key:<12}{info['sessions']:>9}  {_fmt_counts(info['shapes']):<32}"
-                     f"{_fmt_counts(info['spacings_mm'])}")
-    lines.append("")
-    if summary["labels"]:
-        lines.append(f"{'Label':<16}{'sessions':>9}{'non-empty':>11}  {'voxels':<22}{'volume mL':<22}"
-                     "components (26-conn.)")
+    lines = [
+        f"Dataset {summary['root']}",
+        (
+            f"  {summary['sessions']} subject-session(s) from {summary['participants']} "
+            "participant(s) loaded"
+        ),
+        "",
+    ]
+    for title, table in (("diagnosis", summary["diagnoses"]), ("site", summary["sites"])):
+        lines += _table(
+            [title, "participants", "sessions"],
+            [[k, v["participants"], v["sessions"]] for k, v in table.items()],
+        )
+    lines += _table(
+        ["modality", "sessions", "shape (X, Y, Z) [count]", "spacing mm [count]"],
+        [
+            [k, v["sessions"], _fmt_counts(v["shapes"]), _fmt_counts(v["spacings_mm"])]
+            for k, v in summary["modalities"].items()
+        ],
+    )
+    label_rows = []
     for key, info in summary["labels"].items():
         per = info["per_subject"]
-        nonempty = sum(p.get("voxels", 0) > 0 for p in per)
-        lines.append(f"  {key:<14}{info['sessions']:>9}{nonempty if per and 'voxels' in per[0] else '-':>11}  "
-                     f"{_fmt_range(per, 'voxels'):<22}{_fmt_range(per, 'volume_ml'):<22}"
-                     f"{_fmt_range(per, 'components')}")
-    if summary["labels"]:
-        lines.append("")
+        nonempty = sum(p["voxels"] > 0 for p in per) if per and "voxels" in per[0] else "-"
+        label_rows.append(
+            [
+                key,
+                info["sessions"],
+                nonempty,
+                _fmt_range(per, "voxels"),
+                _fmt_range(per, "volume_ml"),
+                _fmt_range(per, "components"),
+            ]
+        )
+    lines += _table(
+        ["label", "sessions", "non-empty", "voxels", "volume mL", "components (26-conn.)"],
+        label_rows,
+    )
+    if len(summary["labels"]) and summary["sessions"] > 1:
+        lines[-1:] = [
+            "  (one value when all sessions agree, else median [min–max] over sessions)",
+            "",
+        ]
+
     problems = summary["problems"]
     n_err = sum(p["severity"] == "error" for p in problems)
     lines.append(f"Problems: {n_err} error(s), {len(problems) - n_err} warning(s)")
-    lines += [f"  {p['severity']}: {p['path_or_key']}: {p['message']}"
-              for p in sorted(problems, key=lambda p: p["severity"] != "error")]
+    lines += [
+        f"  {p['severity']}: {p['path_or_key']}: {p['message']}"
+        for p in sorted(problems, key=lambda p: p["severity"] != "error")
+    ]
     lines.append(f"Skipped: {len(summary['skipped'])} file(s) or folder(s)")
     lines += [f"  {s['path']}: {s['reason']}" for s in summary["skipped"]]
     if "split" in summary:
@@ -164,9 +229,17 @@ def format_summary(summary: dict) -> str:
         lines.append(f"Split {split['path']}: {'no leakage' if split['ok'] else 'ERRORS'}")
         lines += [f"  error: {e}" for e in split["errors"]]
     ok = summary["ok"] and summary.get("split", {}).get("ok", True)
-    lines.append("")
-    lines.append("OK: no errors" if ok else "FAILED: fix the errors above")
+    lines += ["", "OK: no errors" if ok else "FAILED: fix the errors above"]
     return "\n".join(lines)
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    """Indented left-aligned columns sized to their content, a blank line; ``(none)`` if no rows."""
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    text = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in cells]
+    return ["  " + line for line in text] + (["  (none)"] if not rows else []) + [""]
 
 
 def _fmt_shape(shape) -> str:

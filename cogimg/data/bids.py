@@ -33,6 +33,7 @@ from cogimg.data.nifti import NiftiSummary, inspect_nifti
 from cogimg.data.validation import (
     DatasetError,
     Problem,
+    check_column_names,
     check_coverage,
     check_file,
     check_label_grid,
@@ -47,12 +48,15 @@ IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "T2starw", "dwi", "adc", "pet")
 LABEL_SUFFIXES = ("msk", "dseg")
 #: BIDS datatype folders holding the images above; other datatypes are skipped whole.
 IMAGE_DATATYPES = frozenset({"anat", "dwi", "pet"})
-OTHER_DATATYPES = frozenset({"func", "fmap", "perf", "beh", "eeg", "meg", "ieeg", "nirs", "micr", "motion"})
-#: Files BIDS defines that cogimg does not read (skipped without a warning).
-METADATA_FILES = frozenset({"dataset_description.json", "participants.json", "README", "README.md", "README.txt",
-                            "CHANGES", "LICENSE", "CITATION.cff", ".bidsignore"})
+OTHER_DATATYPES = frozenset({"func", "fmap", "perf", "beh", "eeg", "meg", "ieeg", "nirs", "micr"})
+#: Files and folders BIDS defines that cogimg does not read (skipped without a warning).
+METADATA_FILES = frozenset({"dataset_description.json", "participants.json", "README",
+                            "README.md", "README.txt", "CHANGES", "LICENSE", "CITATION.cff"})
 METADATA_DIRS = frozenset({"code", "sourcedata", "stimuli", "phenotype"})
-_NAME = re.compile(r"^(?P<entities>(?:[A-Za-z0-9]+-[A-Za-z0-9]+_)+)(?P<suffix>[A-Za-z0-9]+)(?P<ext>\..+)$")
+_NAME = re.compile(r"^(?P<entities>(?:[A-Za-z0-9]+-[A-Za-z0-9]+_)+)(?P<suffix>[A-Za-z0-9]+)"
+                   r"(?P<ext>\..+)$")
+#: Session maps: subject_id -> role ("image", "unloaded", "label", "file") -> key -> entry.
+Sessions = dict[str, dict[str, dict[str, "_Entry"]]]
 
 
 @dataclass
@@ -120,7 +124,9 @@ class _Entry:
 
     @property
     def subject_id(self) -> str:
-        return f"{self.participant_id}_{self.session_id}" if self.session_id else self.participant_id
+        if self.session_id:
+            return f"{self.participant_id}_{self.session_id}"
+        return self.participant_id
 
 
 @dataclass
@@ -136,15 +142,18 @@ class _Scan:
             self.problems.append(Problem("warning", rel, f"skipped: {reason}"))
 
 
-def load_dataset(root: str | Path, *, required_modalities: Iterable[str] = (), modalities: Iterable[str] | None = None,
-                 diagnoses: Iterable[str] | None = None, strict: bool = True,
-                 validate_voxels: bool = True) -> BIDSDataset:
+def load_dataset(root: str | Path, *, required_modalities: Iterable[str] = (),
+                 modalities: Iterable[str] | None = None, diagnoses: Iterable[str] | None = None,
+                 strict: bool = True, validate_voxels: bool = True,
+                 num_workers: int | None = None) -> BIDSDataset:
     """Load and validate a BIDS-like dataset.
 
     Args:
         root: dataset folder (holding ``participants.tsv``).
         required_modalities: every subject-session must have these modality keys.
         modalities: load only these modality keys (plus the required ones); ``None`` = all.
+            Sessions with none of them are left out; labels are still checked against the
+            grids of every image of their session.
         diagnoses: keep only participants with these diagnoses (any case; ``ValueError`` on
             an unknown one).
         strict: raise :class:`DatasetError` listing every problem if any is an error.
@@ -152,6 +161,7 @@ def load_dataset(root: str | Path, *, required_modalities: Iterable[str] = (), m
             concerned excluded (each exclusion is listed as a warning).
         validate_voxels: decode every NIfTI to check for truncation, NaN/Inf and label
             values (read once per file, threaded); ``False`` checks headers only.
+        num_workers: threads that read files; default: the usable CPUs, at most 8.
 
     Each subject holds ``tio.ScalarImage`` per modality and ``tio.LabelMap`` per label key
     (lazily loaded), plus metadata: ``subject_id`` (``sub-X`` or ``sub-X_ses-Y``),
@@ -171,108 +181,122 @@ def load_dataset(root: str | Path, *, required_modalities: Iterable[str] = (), m
     table, problems = load_participants(root / "participants.tsv")
     scan = _scan(root)
     problems += scan.problems
-    entries = [e for e in scan.entries if e.role != "image" or wanted is None or e.key in wanted]
-
+    entries = scan.entries
     if table is not None:
-        problems += check_coverage(table.index, {e.participant_id for e in scan.entries})
+        problems += check_coverage(table.index, {e.participant_id for e in entries})
         if wanted_dx is not None:
             table = table[table["diagnosis"].isin(wanted_dx)]
             entries = [e for e in entries if e.participant_id in table.index]
-        problems += _key_clashes(table.columns, {e.key for e in entries if e.role != "file"})
+        keys = {e.key for e in entries if e.role != "file"}
+        table, clashes = check_column_names(table, keys, lambda c: hasattr(tio.Subject, c))
+        problems += clashes
+    sessions = _group_sessions(entries, wanted, problems)
 
-    sessions: dict[str, dict[str, dict[str, _Entry]]] = defaultdict(lambda: defaultdict(dict))
-    for e in entries:
-        slot = sessions[e.subject_id][e.role]
-        if e.key in slot:
-            problems.append(Problem("error", e.rel, f"{e.key!r} of {e.subject_id} is also given by {slot[e.key].rel}; "
-                                    "one file per key", e.subject_id))
-        else:
-            slot[e.key] = e
-
-    summaries = _inspect_all([e for e in entries if e.role != "file"], validate_voxels)
+    to_read = [e for r in sessions.values() for e in [*r["image"].values(), *r["label"].values()]]
+    headers = [e for r in sessions.values() for e in r["unloaded"].values()]
+    summaries = _inspect_all(to_read, validate_voxels, num_workers)
+    summaries |= _inspect_all(headers, False, num_workers)
     for sid, roles in sorted(sessions.items()):
         problems += _check_session(sid, roles, summaries, required)
-
     if strict and any(p.severity == "error" for p in problems):
         raise DatasetError(root, problems)
-    subject_ids = []
-    if table is not None:
-        bad = {p.subject_id for p in problems if p.severity == "error"}
-        participant_of = {e.subject_id: e.participant_id for e in entries}
-        for sid in sorted(sessions):
-            pid = participant_of[sid]
-            if pid not in table.index:
-                continue  # already an error from check_coverage
-            if sid in bad or pid in bad:
-                problems.append(Problem("warning", sid, "excluded from the dataset because of the error(s) above"))
-            else:
-                subject_ids.append(sid)
+
+    subject_ids = [] if table is None else _usable_sessions(sessions, table, problems)
     file_keys = sorted({k for sid in subject_ids for k in sessions[sid]["file"]})
     subjects = [_make_subject(sessions[sid], table, file_keys) for sid in subject_ids]
-    kept = sorted({s["participant_id"] for s in subjects})
-    participants = table.loc[kept] if table is not None else pd.DataFrame(columns=["diagnosis", "site"])
+    if table is None:
+        participants = pd.DataFrame(columns=["diagnosis", "site"])
+    else:
+        participants = table.loc[sorted({s["participant_id"] for s in subjects})]
     participants.index.name = "participant_id"
     return BIDSDataset(root, subjects, participants, problems, scan.skipped,
-                       {str(e.path): summaries[e.path] for e in entries if e.path in summaries})
+                       {str(path): summary for path, summary in summaries.items()})
 
 
-def _key_clashes(columns: Iterable[str], keys: set[str]) -> list[Problem]:
-    """TSV columns and image/label keys share one subject namespace; tio.Subject attributes are off limits."""
-    problems = [Problem("error", "participants.tsv", f"column {c!r} has the same name as an image or label key")
-                for c in columns if c in keys]
-    problems += [Problem("error", "participants.tsv" if k in columns else k,
-                         f"{k!r} cannot be a subject key: it is a tio.Subject attribute")
-                 for k in sorted(set(columns) | keys) if hasattr(tio.Subject, k)]
-    return problems
+def _group_sessions(entries: list[_Entry], wanted: set[str] | None,
+                    problems: list[Problem]) -> Sessions:
+    """Entries by subject-session, role and key; a second file for one key is an error."""
+    sessions: Sessions = defaultdict(lambda: defaultdict(dict))
+    for e in entries:
+        # images left out by `modalities` still give their grid to label checks, unloaded
+        unloaded = e.role == "image" and wanted is not None and e.key not in wanted
+        slot = sessions[e.subject_id]["unloaded" if unloaded else e.role]
+        if e.key in slot:
+            problems.append(Problem("error", e.rel, f"{e.key!r} of {e.subject_id} is also given "
+                                    f"by {slot[e.key].rel}; one file per key", e.subject_id))
+        else:
+            slot[e.key] = e
+    return sessions
 
 
-def _inspect_all(entries: list[_Entry], read_voxels: bool) -> dict[Path, NiftiSummary]:
-    """Inspect every NIfTI once, in threads (gzip decoding and numpy release the GIL)."""
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda e: inspect_nifti(e.path, is_label=e.role == "label", read_voxels=read_voxels),
-                           entries)
-        return {e.path: s for e, s in zip(entries, results)}
+def _usable_sessions(sessions: Sessions, table: pd.DataFrame, problems: list[Problem]) -> list[str]:
+    """Sessions with a participants row, a loaded image and no error; exclusions are listed."""
+    bad = {p.subject_id for p in problems if p.severity == "error"}
+    usable = []
+    for sid, roles in sorted(sessions.items()):
+        pid = next(e for r in roles.values() for e in r.values()).participant_id
+        if pid not in table.index or not roles["image"]:
+            continue  # no row: an error from check_coverage; no image: none of `modalities`
+        if sid in bad or pid in bad:
+            problems.append(Problem("warning", sid, "excluded from the dataset because of the "
+                                    "error(s) above"))
+        else:
+            usable.append(sid)
+    return usable
 
 
-def _check_session(sid: str, roles: dict[str, dict[str, _Entry]], summaries: dict[Path, NiftiSummary],
-                   required: tuple[str, ...]) -> list[Problem]:
+def _inspect_all(entries: list[_Entry], read_voxels: bool,
+                 num_workers: int | None) -> dict[Path, NiftiSummary]:
+    """Inspect every NIfTI once, in threads (zlib decoding and numpy release the GIL)."""
+    with ThreadPoolExecutor(num_workers or min(8, _usable_cpus())) as pool:
+        results = pool.map(lambda e: inspect_nifti(e.path, is_label=e.role == "label",
+                                                   read_voxels=read_voxels), entries)
+        return {e.path: s for e, s in zip(entries, results, strict=True)}
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (respects taskset / cgroup pinning where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _check_session(sid: str, roles: dict[str, dict[str, _Entry]],
+                   summaries: dict[Path, NiftiSummary], required: tuple[str, ...]) -> list[Problem]:
+    """File checks, label grids against every image of the session, required modalities."""
     problems = []
-    images = {k: summaries[e.path] for k, e in roles.get("image", {}).items()}
-    for k, e in sorted(roles.get("image", {}).items()):
+    for e in roles["image"].values():
         problems += check_file(summaries[e.path], e.rel, "image", sid)
-    for k, e in sorted(roles.get("label", {}).items()):
+    grids = {k: summaries[e.path] for r in ("image", "unloaded") for k, e in roles[r].items()}
+    for e in roles["label"].values():
         problems += check_file(summaries[e.path], e.rel, e.kind, sid)
-        problems += check_label_grid(summaries[e.path], e.rel, images, sid)
-    if not images:
-        found = ", ".join(sorted(roles.get("label", {})) + sorted(roles.get("file", {})))
+        problems += check_label_grid(summaries[e.path], e.rel, grids, sid)
+    if not grids:
+        found = ", ".join(sorted(roles["label"]) + sorted(roles["file"]))
         problems.append(Problem("error", sid, f"{sid} has derivatives ({found}) but no image", sid))
     else:
-        problems += check_required_modalities(sid, images, required)
+        problems += check_required_modalities(sid, roles["image"], required)
     return problems
 
 
-def _make_subject(roles: dict[str, dict[str, _Entry]], table: pd.DataFrame, file_keys: list[str]) -> tio.Subject:
+def _make_subject(roles: dict[str, dict[str, _Entry]], table: pd.DataFrame,
+                  file_keys: list[str]) -> tio.Subject:
     first = next(iter(roles["image"].values()))
-    row = table.loc[first.participant_id]
-    meta: dict[str, object] = {
-        "subject_id": first.subject_id,
-        "participant_id": first.participant_id,
-        "session_id": first.session_id,
-    }
-    for column, value in row.items():
-        meta[str(column)] = float(value) if pd.api.types.is_float_dtype(table[column]) else str(value)
+    meta: dict[str, object] = {"subject_id": first.subject_id,
+                               "participant_id": first.participant_id,
+                               "session_id": first.session_id}
+    for column, value in table.loc[first.participant_id].items():
+        numeric = pd.api.types.is_float_dtype(table[column])
+        meta[str(column)] = float(value) if numeric else str(value)
     images = {k: tio.ScalarImage(e.path) for k, e in sorted(roles["image"].items())}
-    labels = {k: tio.LabelMap(e.path) for k, e in sorted(roles.get("label", {}).items())}
-    files = roles.get("file", {})
-    return tio.Subject(
-        **images,
-        **labels,
-        **meta,
-        modalities=tuple(images),
-        labels=tuple(labels),
-        files={k: str(files[k].path) if k in files else "" for k in file_keys},
-    )
+    labels = {k: tio.LabelMap(e.path) for k, e in sorted(roles["label"].items())}
+    files = {k: str(roles["file"][k].path) if k in roles["file"] else "" for k in file_keys}
+    return tio.Subject(**images, **labels, **meta, modalities=tuple(images), labels=tuple(labels),
+                       files=files)
+
+
+# --------------------------------------------------------------------------- layout scan
 
 
 def _scan(root: Path) -> _Scan:
@@ -281,7 +305,7 @@ def _scan(root: Path) -> _Scan:
     for top in sorted(root.iterdir()):
         if top.name == "participants.tsv":
             continue
-        if top.is_dir() and top.name in ("rawdata", "derivatives") and not top.name.startswith("."):
+        if top.is_dir() and top.name in ("rawdata", "derivatives"):
             _scan_container(root, top, "", top.name == "derivatives", scan)
         elif top.is_dir() and top.name.startswith("sub-"):
             _scan_subject(root, top, "", False, scan)
@@ -290,8 +314,9 @@ def _scan(root: Path) -> _Scan:
     return scan
 
 
-def _scan_container(root: Path, folder: Path, pipeline: str, derivative: bool, scan: _Scan) -> None:
-    """``rawdata/``, ``derivatives/`` or ``derivatives/<pipeline>/``: subject folders plus metadata."""
+def _scan_container(root: Path, folder: Path, pipeline: str, derivative: bool,
+                    scan: _Scan) -> None:
+    """``rawdata/``, ``derivatives/`` or ``derivatives/<pipeline>/``: subject folders, metadata."""
     for child in sorted(folder.iterdir()):
         if child.is_dir() and child.name.startswith("sub-"):
             _scan_subject(root, child, pipeline, derivative, scan)
@@ -311,71 +336,79 @@ def _skip(root: Path, path: Path, scan: _Scan) -> None:
     elif path.is_dir() and path.name in METADATA_DIRS:
         scan.skip(rel, f"BIDS {path.name}/ folder (not read)", warn=False)
     else:
-        scan.skip(rel, "unknown file or folder: not part of the BIDS layout cogimg reads", warn=True)
+        scan.skip(rel, "unknown file or folder: not part of the BIDS layout cogimg reads",
+                  warn=True)
 
 
-def _scan_subject(root: Path, sub_dir: Path, pipeline: str, derivative: bool, scan: _Scan) -> None:
-    pid = sub_dir.name
+def _scan_subject(root: Path, sub_dir: Path, pipeline: str, derivative: bool,
+                  scan: _Scan) -> None:
     for child in sorted(sub_dir.iterdir()):
         if child.is_dir() and child.name.startswith("ses-"):
             for grandchild in sorted(child.iterdir()):
-                _scan_item(root, grandchild, pid, child.name, pipeline, derivative, scan)
+                _scan_item(root, grandchild, sub_dir.name, child.name, pipeline, derivative, scan)
         else:
-            _scan_item(root, child, pid, "", pipeline, derivative, scan)
+            _scan_item(root, child, sub_dir.name, "", pipeline, derivative, scan)
 
 
-def _scan_item(root: Path, path: Path, pid: str, ses: str, pipeline: str, derivative: bool, scan: _Scan) -> None:
+def _scan_item(root: Path, path: Path, pid: str, ses: str, pipeline: str, derivative: bool,
+               scan: _Scan) -> None:
     rel = path.relative_to(root).as_posix()
-    if path.is_dir():
-        if path.name in IMAGE_DATATYPES:
-            for f in sorted(path.iterdir()):
-                if f.is_dir():
-                    scan.skip(f.relative_to(root).as_posix(), "unknown folder inside a datatype folder", warn=True)
-                else:
-                    _classify_file(root, f, pid, ses, pipeline, derivative, scan)
-        elif path.name in OTHER_DATATYPES:
-            scan.skip(rel, f"BIDS datatype {path.name}/ is not used by cogimg", warn=False)
-        else:
-            scan.skip(rel, "unknown folder: expected ses-<label>/ or anat/, dwi/, pet/", warn=True)
-    else:
+    if not path.is_dir():
         _classify_file(root, path, pid, ses, pipeline, derivative, scan)
+    elif path.name in IMAGE_DATATYPES:
+        for f in sorted(path.iterdir()):
+            if f.is_dir():
+                scan.skip(f.relative_to(root).as_posix(),
+                          "unknown folder inside a datatype folder", warn=True)
+            else:
+                _classify_file(root, f, pid, ses, pipeline, derivative, scan)
+    elif path.name in OTHER_DATATYPES:
+        scan.skip(rel, f"BIDS datatype {path.name}/ is not used by cogimg", warn=False)
+    else:
+        scan.skip(rel, "unknown folder: expected ses-<label>/ or anat/, dwi/, pet/", warn=True)
 
 
-def _classify_file(root: Path, path: Path, pid: str, ses: str, pipeline: str, derivative: bool, scan: _Scan) -> None:
+def _classify_file(root: Path, path: Path, pid: str, ses: str, pipeline: str, derivative: bool,
+                   scan: _Scan) -> None:
+    """Record ``path`` as an image, label map or derivative file of ``pid``/``ses``, or skip it."""
     rel = path.relative_to(root).as_posix()
     match = _NAME.match(path.name)
     if path.name.startswith(".") or path.name.endswith(("_sessions.tsv", "_scans.tsv")):
         _skip(root, path, scan)
-        return
-    if match is None:
-        scan.skip(rel, "unknown file name: expected sub-<label>[_ses-<label>][_<key>-<value>…]_<suffix>.<ext>",
-                  warn=True)
-        return
-    entities = dict(pair.split("-", 1) for pair in match["entities"].rstrip("_").split("_"))
-    suffix, ext = match["suffix"], match["ext"]
-    where = f"{pid}/{ses + '/' if ses else ''}"
-    if f"sub-{entities.get('sub', '')}" != pid or (f"ses-{entities['ses']}" if "ses" in entities else "") != ses:
-        scan.problems.append(Problem("error", rel, f"file name entities (sub-{entities.get('sub')}, "
-                                     f"ses-{entities.get('ses', '<none>')}) disagree with its folder {where}", pid))
-        return
-    nifti = ext in (".nii", ".nii.gz")
-    if not nifti and (ext in (".bval", ".bvec") or (ext == ".json" and _has_nifti_sibling(path))):
-        scan.skip(rel, "sidecar metadata (not read)", warn=False)
-        return
-    if not derivative:
-        if not nifti:
-            scan.skip(rel, f"unknown raw file type {ext!r}: expected .nii or .nii.gz images", warn=True)
-        elif suffix not in IMAGE_SUFFIXES:
-            scan.skip(rel, f"unknown image suffix {suffix!r}: expected one of {list(IMAGE_SUFFIXES)}", warn=True)
-        else:
-            key = f"pet_{entities['trc']}" if suffix == "pet" and "trc" in entities else suffix
-            scan.entries.append(_Entry(path, rel, pid, ses, "image", key, "image"))
-        return
-    key = "_".join(part for part in (pipeline, entities.get("desc", ""), suffix) if part)
-    if nifti and suffix in LABEL_SUFFIXES:
-        scan.entries.append(_Entry(path, rel, pid, ses, "label", key, suffix))
+    elif match is None:
+        scan.skip(rel, "unknown file name: expected sub-<label>[_ses-<label>]"
+                  "[_<key>-<value>…]_<suffix>.<ext>", warn=True)
     else:
-        scan.entries.append(_Entry(path, rel, pid, ses, "file", key, "file"))
+        entities = dict(pair.split("-", 1) for pair in match["entities"].rstrip("_").split("_"))
+        _record(scan, _Entry(path, rel, pid, ses, "", "", ""), entities, match["suffix"],
+                match["ext"], pipeline, derivative)
+
+
+def _record(scan: _Scan, where: _Entry, entities: dict[str, str], suffix: str, ext: str,
+            pipeline: str, derivative: bool) -> None:
+    """Key a BIDS-named file (``where`` gives its path and folder's participant and session)."""
+    path, rel, pid, ses = where.path, where.rel, where.participant_id, where.session_id
+    named_ses = f"ses-{entities['ses']}" if "ses" in entities else ""
+    nifti = ext in (".nii", ".nii.gz")
+    if f"sub-{entities.get('sub', '')}" != pid or named_ses != ses:
+        folder = f"{pid}/{ses}/" if ses else f"{pid}/"
+        scan.problems.append(Problem("error", rel, f"file name entities (sub-{entities.get('sub')},"
+                                     f" ses-{entities.get('ses', '<none>')}) disagree with its "
+                                     f"folder {folder}", pid))
+    elif not nifti and (ext in (".bval", ".bvec") or (ext == ".json" and _has_nifti_sibling(path))):
+        scan.skip(rel, "sidecar metadata (not read)", warn=False)
+    elif derivative:
+        key = "_".join(part for part in (pipeline, entities.get("desc", ""), suffix) if part)
+        role, kind = ("label", suffix) if nifti and suffix in LABEL_SUFFIXES else ("file", "file")
+        scan.entries.append(_Entry(path, rel, pid, ses, role, key, kind))
+    elif not nifti:
+        scan.skip(rel, f"unknown raw file type {ext!r}: expected .nii or .nii.gz images", warn=True)
+    elif suffix not in IMAGE_SUFFIXES:
+        scan.skip(rel, f"unknown image suffix {suffix!r}: expected one of {list(IMAGE_SUFFIXES)}",
+                  warn=True)
+    else:
+        key = f"pet_{entities['trc']}" if suffix == "pet" and "trc" in entities else suffix
+        scan.entries.append(_Entry(path, rel, pid, ses, "image", key, "image"))
 
 
 def _has_nifti_sibling(path: Path) -> bool:

@@ -65,7 +65,9 @@ class NiftiSummary:
         return float(np.prod(self.spacing_mm) / 1000.0)
 
 
-def inspect_nifti(path: str | Path, *, is_label: bool = False, read_voxels: bool = True) -> NiftiSummary:
+def inspect_nifti(
+    path: str | Path, *, is_label: bool = False, read_voxels: bool = True
+) -> NiftiSummary:
     """Read ``path`` once and summarise it; problems are returned in ``error``, not raised.
 
     Args:
@@ -77,21 +79,27 @@ def inspect_nifti(path: str | Path, *, is_label: bool = False, read_voxels: bool
     path = str(path)
     try:
         img = nib.load(path)
-    except Exception as exc:  # nibabel raises many types for bad files (ImageFileError, OSError, EOFError …)
+    # nibabel raises many types for bad files (ImageFileError, OSError, EOFError, ValueError …);
+    # any of them is a finding about this file, never a reason to stop scanning the dataset
+    except Exception as exc:  # noqa: BLE001
         return NiftiSummary(path=path, error=f"cannot read as NIfTI: {_describe(exc)}")
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        return NiftiSummary(path=path, error=f"not a NIfTI image (nibabel read it as {type(img).__name__})")
+        return NiftiSummary(
+            path=path, error=f"not a NIfTI image (nibabel read it as {type(img).__name__})"
+        )
 
     shape = tuple(int(s) for s in img.shape)
-    header = dict(
-        path=path,
-        shape=shape,
-        affine=np.asarray(img.affine, dtype=float),
-        spacing_mm=tuple(float(z) for z in img.header.get_zooms()[:3]),
-        dtype=str(img.get_data_dtype()),
-    )
+    header = {
+        "path": path,
+        "shape": shape,
+        "affine": np.asarray(img.affine, dtype=float),
+        "spacing_mm": tuple(float(z) for z in img.header.get_zooms()[:3]),
+        "dtype": str(img.get_data_dtype()),
+    }
     if len(shape) < 3 or len(shape) > 4 or min(shape) == 0:
-        return NiftiSummary(**header, error=f"expected a 3D (X, Y, Z) or 4D (X, Y, Z, C) image, got shape {shape}")
+        return NiftiSummary(
+            **header, error=f"expected a 3D (X, Y, Z) or 4D (X, Y, Z, C) image, got shape {shape}"
+        )
     if not np.all(np.isfinite(header["affine"])):
         return NiftiSummary(**header, error="affine holds NaN or Inf")
     if not read_voxels:
@@ -99,8 +107,10 @@ def inspect_nifti(path: str | Path, *, is_label: bool = False, read_voxels: bool
 
     try:
         data = np.asanyarray(img.dataobj)
-    except Exception as exc:  # truncated gzip: EOFError, zlib.error, "ValueError: buffer is smaller …"
-        return NiftiSummary(**header, error=f"cannot read voxel data (truncated or corrupt file?): {_describe(exc)}")
+    except Exception as exc:  # noqa: BLE001 -- truncated gzip: EOFError, zlib.error, ValueError …
+        return NiftiSummary(
+            **header, error=f"cannot read voxel data (truncated or corrupt file?): {_describe(exc)}"
+        )
     return NiftiSummary(**header, voxels_read=True, **_voxel_stats(data, is_label))
 
 
@@ -128,7 +138,8 @@ def _voxel_stats(data: np.ndarray, is_label: bool) -> dict:
 
 
 def _distinct_values(data: np.ndarray, lo: float, hi: float) -> list[float]:
-    """Sorted distinct finite values; ``bincount`` for small integer ranges (far faster than ``unique``)."""
+    """Sorted distinct finite values (``bincount`` for small integer ranges: far faster than
+    ``np.unique``, which sorts)."""
     if data.dtype.kind == "f":
         finite = data[np.isfinite(data)] if not (np.isfinite(lo) and np.isfinite(hi)) else data
         if finite.size and np.array_equal(finite, np.round(finite)) and 0 <= lo and hi < 2**16:

@@ -8,7 +8,7 @@ fix a dataset from one ``cogimg check`` run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,7 +27,9 @@ MISSING_VALUES = frozenset({"n/a", ""})
 MISSING_TEXT = "n/a"
 REQUIRED_COLUMNS = ("participant_id", "diagnosis")
 #: Subject metadata keys the loader sets itself; a TSV column may not reuse them.
-RESERVED_KEYS = frozenset({"subject_id", "participant_id", "session_id", "modalities", "labels", "files"})
+RESERVED_KEYS = frozenset(
+    {"subject_id", "participant_id", "session_id", "modalities", "labels", "files"}
+)
 
 #: Grid tolerance: two affines agree when every entry is within ``atol + rtol * |entry|``
 #: (1e-3 mm absorbs float32 header round-off; real misregistration is ≥ 0.1 mm).
@@ -68,7 +70,9 @@ class DatasetError(ValueError):
         super().__init__(f"dataset {self.root} has {n_err} error(s):\n  " + "\n  ".join(lines))
 
 
-def load_participants(path: Path, table_key: str = "participants.tsv") -> tuple[pd.DataFrame | None, list[Problem]]:
+def load_participants(
+    path: Path, table_key: str = "participants.tsv"
+) -> tuple[pd.DataFrame | None, list[Problem]]:
     """Read and check ``participants.tsv``.
 
     Returns:
@@ -80,37 +84,72 @@ def load_participants(path: Path, table_key: str = "participants.tsv") -> tuple[
         when the file is missing or unusable.
     """
     if not path.is_file():
-        return None, [Problem("error", table_key, "participants.tsv is missing: every participant needs a row "
-                              "with participant_id and diagnosis")]
+        return None, [
+            Problem(
+                "error",
+                table_key,
+                "participants.tsv is missing: every participant needs a row "
+                "with participant_id and diagnosis",
+            )
+        ]
     try:
         raw = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_filter=False)
-    except Exception as exc:  # pandas raises ParserError, UnicodeDecodeError, EmptyDataError …
+    except Exception as exc:  # noqa: BLE001 -- ParserError, UnicodeDecodeError, EmptyDataError …
         return None, [Problem("error", table_key, f"cannot parse as tab-separated values: {exc}")]
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
     if missing:
-        return None, [Problem("error", table_key, f"missing column(s) {missing}; found columns {list(raw.columns)}")]
+        return None, [
+            Problem(
+                "error",
+                table_key,
+                f"missing column(s) {missing}; found columns {list(raw.columns)}",
+            )
+        ]
 
     problems: list[Problem] = []
     raw = raw.apply(lambda col: col.str.strip())
     clashes = sorted(RESERVED_KEYS.intersection(raw.columns) - {"participant_id"})
     if clashes:
-        problems.append(Problem("error", table_key, f"column(s) {clashes} are reserved for metadata the loader sets"))
+        problems.append(
+            Problem(
+                "error",
+                table_key,
+                f"column(s) {clashes} are reserved for metadata the loader sets; not loaded",
+            )
+        )
+        raw = raw.drop(columns=clashes)
     if "site" not in raw.columns:
-        problems.append(Problem("warning", table_key, f"no 'site' column: every site is set to {MISSING_TEXT!r} "
-                                "(leave-site-out splits and site adaptation need it)"))
+        problems.append(
+            Problem(
+                "warning",
+                table_key,
+                f"no 'site' column: every site is set to {MISSING_TEXT!r} "
+                "(leave-site-out splits and site adaptation need it)",
+            )
+        )
         raw["site"] = MISSING_TEXT
 
     keep = np.ones(len(raw), dtype=bool)
     for row, pid in enumerate(raw["participant_id"]):
         line = row + 2  # 1-based, after the header line
         if not pid.startswith("sub-") or len(pid) <= 4:
-            problems.append(Problem("error", f"{table_key}:{line}", f"participant_id {pid!r} must look like 'sub-<label>'"))
+            problems.append(
+                Problem(
+                    "error",
+                    f"{table_key}:{line}",
+                    f"participant_id {pid!r} must look like 'sub-<label>'",
+                )
+            )
             keep[row] = False
     dup = raw["participant_id"].duplicated(keep=False) & keep
     for pid in sorted(set(raw.loc[dup, "participant_id"])):
-        lines = [i + 2 for i in np.flatnonzero(raw["participant_id"].to_numpy() == pid)]
-        problems.append(Problem("error", f"{table_key}: {pid}", f"duplicate participant_id on lines {lines}", pid))
+        lines = [int(i) + 2 for i in np.flatnonzero(raw["participant_id"].to_numpy() == pid)]
+        problems.append(
+            Problem(
+                "error", f"{table_key}: {pid}", f"duplicate participant_id on lines {lines}", pid
+            )
+        )
     keep &= ~raw["participant_id"].duplicated(keep="first").to_numpy()
     table = raw[keep].set_index("participant_id")
 
@@ -119,14 +158,42 @@ def load_participants(path: Path, table_key: str = "participants.tsv") -> tuple[
         try:
             diagnoses.append(normalise_diagnosis(label))
         except ValueError:
-            problems.append(Problem("error", f"{table_key}: {pid}",
-                                    f"unknown diagnosis {label!r}; expected one of {list(DIAGNOSES)}", pid))
+            problems.append(
+                Problem(
+                    "error",
+                    f"{table_key}: {pid}",
+                    f"unknown diagnosis {label!r}; expected one of {list(DIAGNOSES)}",
+                    pid,
+                )
+            )
             diagnoses.append(label)
     table["diagnosis"] = diagnoses
     for column in table.columns.drop(["diagnosis", "site"]):
         table[column] = _typed_column(table[column])
     table["site"] = table["site"].replace(list(MISSING_VALUES), MISSING_TEXT)
     return table, problems
+
+
+def check_column_names(table: pd.DataFrame, keys: set[str],
+                       is_reserved: Callable[[str], bool]) -> tuple[pd.DataFrame, list[Problem]]:
+    """Drop (and report) columns that would collide with subject keys.
+
+    Columns, image keys and label keys share one ``tio.Subject`` namespace, and subject keys
+    become attributes: a column named like an image would overwrite it, one named like a
+    method (``is_reserved``, e.g. ``plot``) would shadow it.
+    """
+    problems, clashing = [], []
+    for column in table.columns:
+        if column in keys:
+            reason = "has the same name as an image or label key"
+        elif is_reserved(column):
+            reason = "cannot be a subject key: it is a tio.Subject attribute"
+        else:
+            continue
+        clashing.append(column)
+        message = f"column {column!r} {reason}; not loaded"
+        problems.append(Problem("error", "participants.tsv", message))
+    return table.drop(columns=clashing), problems
 
 
 def _typed_column(column: pd.Series) -> pd.Series:
@@ -138,26 +205,58 @@ def _typed_column(column: pd.Series) -> pd.Series:
     return column.where(present, MISSING_TEXT).astype(object)
 
 
-def check_file(summary: NiftiSummary, key: str, kind: Literal["image", "msk", "dseg"], subject_id: str) -> list[Problem]:
-    """Readability, non-finite voxels and label values of one file (``key`` names it in messages)."""
+def check_file(
+    summary: NiftiSummary, key: str, kind: Literal["image", "msk", "dseg"], subject_id: str
+) -> list[Problem]:
+    """Readability, non-finite voxels and label values of one file (``key`` names it)."""
     if summary.error:
         return [Problem("error", key, summary.error, subject_id)]
     problems = []
     if summary.nan_voxels or summary.inf_voxels:
-        problems.append(Problem("error", key, f"{summary.nan_voxels} NaN and {summary.inf_voxels} Inf voxels",
-                                subject_id))
-    if kind != "image" and len(summary.spatial_shape) == 3 and any(s != 1 for s in summary.shape[3:]):
-        problems.append(Problem("error", key, f"a label map must be 3D (X, Y, Z), got shape {summary.shape}",
-                                subject_id))
+        problems.append(
+            Problem(
+                "error",
+                key,
+                f"{summary.nan_voxels} NaN and {summary.inf_voxels} Inf voxels",
+                subject_id,
+            )
+        )
+    if (
+        kind != "image"
+        and len(summary.spatial_shape) == 3
+        and any(s != 1 for s in summary.shape[3:])
+    ):
+        problems.append(
+            Problem(
+                "error",
+                key,
+                f"a label map must be 3D (X, Y, Z), got shape {summary.shape}",
+                subject_id,
+            )
+        )
     if kind != "image" and summary.voxels_read:
         values = summary.label_values
         shown = _format_values(values, summary.label_values_truncated)
         if kind == "msk" and not set(values) <= {0.0, 1.0}:
-            problems.append(Problem("error", key, f"label values {shown} but a _msk must be binary {{0, 1}}",
-                                    subject_id))
-        if kind == "dseg" and (summary.label_values_truncated or any(v < 0 or v != round(v) for v in values)):
-            problems.append(Problem("error", key,
-                                    f"label values {shown} but a _dseg must hold non-negative integers", subject_id))
+            problems.append(
+                Problem(
+                    "error",
+                    key,
+                    f"label values {shown} but a _msk must be binary {{0, 1}}",
+                    subject_id,
+                )
+            )
+        if kind == "dseg" and (
+            summary.label_values_truncated or any(v < 0 or v != round(v) for v in values)
+        ):
+            problems.append(
+                Problem(
+                    "error",
+                    key,
+                    f"label values {shown} but a _dseg must hold non-negative integers",
+                    subject_id,
+                )
+            )
     return problems
 
 
@@ -168,11 +267,14 @@ def _format_values(values: Iterable[float], truncated: bool) -> str:
 
 def same_grid(a: NiftiSummary, b: NiftiSummary) -> bool:
     """Whether two files share a voxel grid: equal ``(X, Y, Z)`` and affines within tolerance."""
-    return a.spatial_shape == b.spatial_shape and np.allclose(a.affine, b.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM)
+    return a.spatial_shape == b.spatial_shape and np.allclose(
+        a.affine, b.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM
+    )
 
 
-def check_label_grid(label: NiftiSummary, label_key: str, images: Mapping[str, NiftiSummary],
-                     subject_id: str) -> list[Problem]:
+def check_label_grid(
+    label: NiftiSummary, label_key: str, images: Mapping[str, NiftiSummary], subject_id: str
+) -> list[Problem]:
     """A label map must sit on the grid of at least one image of its session.
 
     Images of one session may each have their own grid (a native anisotropic FLAIR beside
@@ -182,8 +284,14 @@ def check_label_grid(label: NiftiSummary, label_key: str, images: Mapping[str, N
     if not label.ok or not readable or any(same_grid(label, s) for s in readable.values()):
         return []
     diffs = "; ".join(f"{m} {_grid_difference(label, s)}" for m, s in sorted(readable.items()))
-    return [Problem("error", label_key,
-                    f"grid (shape {label.spatial_shape}) matches no image of {subject_id}: {diffs}", subject_id)]
+    return [
+        Problem(
+            "error",
+            label_key,
+            f"grid (shape {label.spatial_shape}) matches no image of {subject_id}: {diffs}",
+            subject_id,
+        )
+    ]
 
 
 def _grid_difference(label: NiftiSummary, image: NiftiSummary) -> str:
@@ -192,24 +300,47 @@ def _grid_difference(label: NiftiSummary, image: NiftiSummary) -> str:
         parts.append(f"has shape {image.spatial_shape}")
     delta = np.abs(label.affine - image.affine)
     if not np.allclose(label.affine, image.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
-        parts.append(f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
-                     f"{delta[:3, 3].max():.4g} mm in translation")
+        parts.append(
+            f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
+            f"{delta[:3, 3].max():.4g} mm in translation"
+        )
     return " and ".join(parts)
 
 
-def check_required_modalities(subject_id: str, present: Iterable[str], required: Iterable[str]) -> list[Problem]:
+def check_required_modalities(
+    subject_id: str, present: Iterable[str], required: Iterable[str]
+) -> list[Problem]:
     present = sorted(present)
-    return [Problem("error", subject_id,
-                    f"missing required modality {m!r} for {subject_id} (found: {', '.join(present) or 'none'})",
-                    subject_id)
-            for m in required if m not in present]
+    return [
+        Problem(
+            "error",
+            subject_id,
+            f"missing required modality {m!r} for {subject_id} "
+            f"(found: {', '.join(present) or 'none'})",
+            subject_id,
+        )
+        for m in required
+        if m not in present
+    ]
 
 
-def check_coverage(table_ids: Iterable[str], image_ids: Iterable[str], table_key: str = "participants.tsv") -> list[Problem]:
+def check_coverage(
+    table_ids: Iterable[str], image_ids: Iterable[str], table_key: str = "participants.tsv"
+) -> list[Problem]:
     """Participants listed without images (warning) and images without a participant row (error)."""
     table_ids, image_ids = set(table_ids), set(image_ids)
-    problems = [Problem("warning", f"{table_key}: {pid}", "participant has a row but no image files") for pid in
-                sorted(table_ids - image_ids)]
-    problems += [Problem("error", pid, f"files found for {pid} but {table_key} has no row for it "
-                         "(its diagnosis and site are unknown)", pid) for pid in sorted(image_ids - table_ids)]
+    problems = [
+        Problem("warning", f"{table_key}: {pid}", "participant has a row but no image files")
+        for pid in sorted(table_ids - image_ids)
+    ]
+    problems += [
+        Problem(
+            "error",
+            pid,
+            f"files found for {pid} but {table_key} has no row for it "
+            "(its diagnosis and site are unknown)",
+            pid,
+        )
+        for pid in sorted(image_ids - table_ids)
+    ]
     return problems
