@@ -322,6 +322,9 @@ def _scan_container(root: Path, folder: Path, pipeline: str, derivative: bool,
             _scan_subject(root, child, pipeline, derivative, scan)
         elif derivative and not pipeline and child.is_dir() and not child.name.startswith("."):
             _scan_container(root, child, child.name, True, scan)
+        elif pipeline and not child.name.startswith("."):  # e.g. truth/sites.json, a README
+            scan.skip(child.relative_to(root).as_posix(),
+                      f"pipeline-level file of derivatives/{pipeline}/ (not read)", warn=False)
         else:
             _skip(root, child, scan)
 

@@ -31,8 +31,10 @@ class NiftiSummary:
         nan_voxels / inf_voxels: counts of non-finite voxels (0 for integer types).
         intensity_range: (min, max) of the finite voxels, ``None`` if not read.
         foreground_voxels: number of non-zero voxels (label maps only, else ``None``).
-        label_values: sorted distinct values (label maps only; at most
+        label_values: sorted distinct values (label maps only; the lowest
             :data:`MAX_LABEL_VALUES`, ``label_values_truncated`` says when more exist).
+        labels_nonnegative_integers: whether every label value is an integer ≥ 0 (judged on
+            all values, not only those kept in ``label_values``); ``None`` if not read.
         error: why the file could not be read; ``""`` when it could.
     """
 
@@ -48,6 +50,7 @@ class NiftiSummary:
     foreground_voxels: int | None = None
     label_values: tuple[float, ...] = ()
     label_values_truncated: bool = False
+    labels_nonnegative_integers: bool | None = None
     error: str = ""
 
     @property
@@ -132,24 +135,25 @@ def _voxel_stats(data: np.ndarray, is_label: bool) -> dict:
     if is_label:
         stats["foreground_voxels"] = int(np.count_nonzero(data))
         values = _distinct_values(data, lo, hi)
-        stats["label_values"] = tuple(values[:MAX_LABEL_VALUES])
-        stats["label_values_truncated"] = len(values) > MAX_LABEL_VALUES
+        stats["label_values"] = tuple(float(v) for v in values[:MAX_LABEL_VALUES])
+        stats["label_values_truncated"] = values.size > MAX_LABEL_VALUES
+        stats["labels_nonnegative_integers"] = bool(
+            values.size == 0 or (values[0] >= 0 and np.array_equal(values, np.round(values))))
     return stats
 
 
-def _distinct_values(data: np.ndarray, lo: float, hi: float) -> list[float]:
-    """Sorted distinct finite values (``bincount`` for small integer ranges: far faster than
-    ``np.unique``, which sorts)."""
+def _distinct_values(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Sorted distinct finite values, as float64 (``bincount`` for small non-negative integer
+    ranges: far faster than ``np.unique``, which sorts)."""
     if data.dtype.kind == "f":
         finite = data[np.isfinite(data)] if not (np.isfinite(lo) and np.isfinite(hi)) else data
-        if finite.size and np.array_equal(finite, np.round(finite)) and 0 <= lo and hi < 2**16:
-            data = finite.astype(np.int64)
-        else:
-            return [float(v) for v in np.unique(finite)]
-    if data.dtype.kind in "uib" and lo >= 0 and hi < 2**16:
+        if not (finite.size and np.array_equal(finite, np.round(finite)) and 0 <= lo and hi < 2**16):
+            return np.unique(finite).astype(np.float64)
+        data = finite.astype(np.int64)
+    if lo >= 0 and hi < 2**16:
         counts = np.bincount(data.ravel().astype(np.intp, copy=False), minlength=1)
-        return [float(v) for v in np.flatnonzero(counts)]
-    return [float(v) for v in np.unique(data)]
+        return np.flatnonzero(counts).astype(np.float64)
+    return np.unique(data).astype(np.float64)
 
 
 def _describe(exc: BaseException) -> str:

@@ -246,9 +246,7 @@ def check_file(
                     subject_id,
                 )
             )
-        if kind == "dseg" and (
-            summary.label_values_truncated or any(v < 0 or v != round(v) for v in values)
-        ):
+        if kind == "dseg" and not summary.labels_nonnegative_integers:
             problems.append(
                 Problem(
                     "error",

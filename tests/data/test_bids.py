@@ -191,6 +191,17 @@ def test_pet_tracer_keys_and_sidecars(bids_root, nifti_writer):
     assert ds.warnings == []  # known BIDS files are listed as skipped, without a warning
 
 
+def test_pipeline_level_derivative_files_are_listed_without_warning(bids_root):
+    (bids_root / "derivatives" / "truth" / "sites.json").write_text("{}")
+    (bids_root / "derivatives" / "lesions" / "dataset_description.json").write_text("{}")
+    ds = load_dataset(bids_root)
+    assert ("derivatives/truth/sites.json",
+            "pipeline-level file of derivatives/truth/ (not read)") in ds.skipped
+    assert ("derivatives/lesions/dataset_description.json",
+            "pipeline-level file of derivatives/lesions/ (not read)") in ds.skipped
+    assert ds.warnings == []
+
+
 def test_unknown_files_are_skipped_with_a_warning(bids_root):
     (bids_root / "sub-01" / "anat" / "notes.txt").write_text("scanner broke")
     (bids_root / "sub-01" / "anat" / "sub-01_bold.nii.gz").write_bytes(b"")

@@ -130,6 +130,16 @@ def test_split_with_unknown_ids_and_bad_files(bids_root, tmp_path, capsys):
     assert code == 1 and "split file" in out and "does not exist" in out
 
 
+def test_headers_only_skips_voxel_checks(bids_root, capsys):
+    t1 = bids_root / "sub-01" / "anat" / "sub-01_T1w.nii.gz"
+    t1.write_bytes(t1.read_bytes()[:2000])  # header intact, voxels cut
+    code, out = check(capsys, bids_root, "--headers-only")
+    assert code == 0
+    assert row(out, "lesions_msk") == ["lesions_msk", "2", "-", "-", "-", "-"]
+    code, out = check(capsys, bids_root)
+    assert code == 1 and "error: sub-01/anat/sub-01_T1w.nii.gz: cannot read voxel data" in out
+
+
 def test_missing_root_is_one_clean_error(tmp_path, capsys):
     code, out = check(capsys, tmp_path / "nowhere")
     assert code == 1 and out.startswith("error: dataset root") and "is not a directory" in out

@@ -114,7 +114,11 @@ def test_dseg_must_hold_non_negative_integers(bids_root, nifti_writer):
     ds = load_dataset(bids_root)
     assert ds.subject("sub-06")["labels"] == ("regions_dseg",)
     assert ds.summaries[str(bids_root / dseg)].label_values == (0.0, 3.0)
+    labels[3, :, :] = np.arange(144).reshape(12, 12)  # instance maps may hold many labels
+    nifti_writer(bids_root / dseg, labels)
+    assert errors_of(bids_root) == []
     labels[5, 5, 5] = -1
+    labels[3] = 0
     nifti_writer(bids_root / dseg, labels)
     err = only_error(bids_root)
     assert (err.path_or_key, err.message) == (
