@@ -147,7 +147,8 @@ def _distinct_values(data: np.ndarray, lo: float, hi: float) -> np.ndarray:
     ranges: far faster than ``np.unique``, which sorts)."""
     if data.dtype.kind == "f":
         finite = data[np.isfinite(data)] if not (np.isfinite(lo) and np.isfinite(hi)) else data
-        if not (finite.size and np.array_equal(finite, np.round(finite)) and 0 <= lo and hi < 2**16):
+        small_counts = 0 <= lo and hi < 2**16 and np.array_equal(finite, np.round(finite))
+        if not (finite.size and small_counts):
             return np.unique(finite).astype(np.float64)
         data = finite.astype(np.int64)
     if lo >= 0 and hi < 2**16:
