@@ -1,0 +1,32 @@
+"""Model registry: every network is a name.
+
+    >>> from cogimg import models
+    >>> models.available("segmentation")
+    ['attention_unet', 'dynunet', 'segresnet', 'swinunetr', 'unet', 'unet2d_timm', 'unetr']
+    >>> net = models.get("unet", in_channels=2, out_channels=2, patch_size=(64, 64, 64))
+    >>> models.profile(net, (1, 2, 64, 64, 64))["params"]
+    4808917
+
+Builders register themselves with ``@register(name, task=...)`` when their module is
+imported below; a module adding classification or detection models is imported here too.
+"""
+
+from cogimg.models import segmentation, slicewise  # noqa: F401  (registers the builders)
+from cogimg.models.profiling import Profile, count_flops, profile
+from cogimg.models.registry import TASKS, ModelSpec, available, get, register, spec
+from cogimg.models.segmentation import deep_supervision_outputs
+from cogimg.models.slicewise import SliceWiseUNet
+
+__all__ = [
+    "TASKS",
+    "ModelSpec",
+    "Profile",
+    "SliceWiseUNet",
+    "available",
+    "count_flops",
+    "deep_supervision_outputs",
+    "get",
+    "profile",
+    "register",
+    "spec",
+]

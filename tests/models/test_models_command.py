@@ -1,0 +1,52 @@
+"""``cogimg models``: the listing, the per-model error row and argument checking."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from cogimg.commands import models as command
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    code = command.run(parser.parse_args(argv))
+    return code, capsys.readouterr().out
+
+
+def test_lists_params_and_gflops_and_explains_models_that_cannot_take_the_shape(capsys):
+    code, out = _run(["--task", "segmentation", "--input", "1,32,32,16"], capsys)
+    assert code == 0
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert set(rows) == {"attention_unet", "dynunet", "segresnet", "swinunetr", "unet",
+                         "unet2d_timm", "unetr"}
+    assert "n/a" in rows["swinunetr"] and "divisible by 32" in rows["swinunetr"]
+    params_m, gflops = rows["unet"].split()[2:4]
+    assert float(params_m) == pytest.approx(4.81, abs=0.01) and float(gflops) > 0
+
+
+def test_names_only_and_unknown_task(capsys):
+    code, out = _run(["--names-only"], capsys)
+    assert code == 0 and "unet2d_timm" in out
+    code, out = _run(["--task", "segmentaion"], capsys)
+    assert code == 1 and "unknown task tag 'segmentaion'" in out
+
+
+def test_input_shape_is_validated():
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--input", "2,64,x,64"])
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--input", "0,64,64,64"])
+
+
+def test_command_module_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = "import sys, cogimg.commands.models; print(sorted({'torch','monai','timm'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
