@@ -52,6 +52,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _command_line(args: argparse.Namespace) -> str:
+    """The equivalent command line, for the cohort's README."""
+    parts = ["cogimg", "synth", "--out", str(args.out), "--subjects", str(args.subjects),
+             "--seed", str(args.seed), "--spacing", f"{args.spacing:g}", "--sites", str(args.sites),
+             "--diseases", args.diseases, "--difficulty", args.difficulty,
+             "--site-confound", f"{args.site_confound:g}"]
+    if args.proportions:
+        parts += ["--proportions", ",".join(f"{k}={v:g}" for k, v in args.proportions.items())]
+    return shlex.join(parts)
+
+
 def run(args: argparse.Namespace) -> int:
     from cogimg.data.synth import generate_cohort
     from cogimg.data.synth.preview import make_preview
@@ -71,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 diseases=args.diseases, difficulty=args.difficulty, workers=args.workers,
                 proportions=args.proportions, site_confound=args.site_confound,
                 overwrite=args.overwrite, progress=not args.no_progress,
-                command="cogimg " + shlex.join(sys.argv[1:]) if sys.argv[1:2] == ["synth"] else None,
+                command=_command_line(args),
             )
         except (FileExistsError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)

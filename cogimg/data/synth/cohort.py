@@ -134,6 +134,10 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
         write_nifti(root / modality_path(pid, modality), img, affine, "image")
 
     label_files = _write_labels(root, pid, anatomy, effects)
+    # The subject's own anatomical regions (names in derivatives/truth/regions.json), so
+    # region-level analyses and explanations need no registration.
+    regions_rel = f"derivatives/truth/{pid}/{pid}_desc-regions_dseg.nii.gz"
+    write_nifti(root / regions_rel, anatomy.regions.labels, affine, "mask")
     map_files = {}
     for e in effects:
         for key, arr in e.maps.items():
@@ -159,6 +163,7 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
         "scanner": {"site": site.name, "session": scan.to_json()},
         "maps": map_files,
         "labels": label_files,
+        "regions": regions_rel,
     }
     write_json(root / f"derivatives/truth/{pid}/{pid}_effects.json", truth)
     return row

@@ -97,7 +97,7 @@ def subject_contrast(
     for r in ("substantia_nigra", "pallidum", "red_nucleus"):
         factors["T2starw"][r] *= float(np.exp(rng.normal(-0.002 * years, 0.05)))
     for r in ("putamen", "caudate"):
-        bp = (factors["pet_dat"][r] - 1.0) * (1.0 - 0.006 * years) * float(np.exp(rng.normal(0.0, 0.10)))
+        bp = (factors["pet_dat"][r] - 1.0) * (1.0 - 0.006 * years) * float(np.exp(rng.normal(0.0, 0.07)))
         factors["pet_dat"][r] = 1.0 + max(bp, 0.2)
     return ContrastParams(means, factors, t1_texture=float(np.exp(rng.normal(0.0, 0.1))))
 

@@ -27,7 +27,7 @@ from cogimg.data.synth.types import Effect, SubjectAnatomy
 
 #: Relative MRI signal change at full severity (``medium``): modality → region → change.
 MRI_CHANGE = {
-    "T2starw": {"substantia_nigra": -0.15, "putamen": -0.03},
+    "T2starw": {"substantia_nigra": -0.20, "putamen": -0.03},
     "T1w": {"substantia_nigra": -0.06, "putamen": -0.03, "caudate": -0.02},
 }
 
@@ -55,7 +55,7 @@ def sample_pd_profile(rng: np.random.Generator, diagnosis: str, age: float) -> P
     sev = float(rng.uniform(0.15, 1.0))
     side = "l" if rng.uniform() < 0.5 else "r"
     asym = float(rng.uniform(0.1, 0.45))
-    worse = float(np.clip(0.45 + 0.35 * sev + rng.normal(0.0, 0.08), 0.2, 0.9))
+    worse = float(np.clip(0.5 + 0.35 * sev + rng.normal(0.0, 0.08), 0.25, 0.9))
     other = "r" if side == "l" else "l"
     putamen = {side: worse, other: worse * (1.0 - asym)}
     caud = float(np.clip(0.15 + 0.25 * sev + rng.normal(0.0, 0.06), 0.0, 0.7))

@@ -191,6 +191,10 @@ def write_dataset_files(root: Path, rows: list[dict], config: dict, sites: list[
             "DatasetType": "derivative", "GeneratedBy": generated_by,
         })
     write_json(root / "derivatives" / "truth" / "sites.json", sites)
+    from cogimg.data.synth.regions import region_names
+
+    write_json(root / "derivatives" / "truth" / "regions.json",
+               {str(k): name for k, name in enumerate(region_names(), start=1)})
     write_json(root / "derivatives" / "truth" / "cohort.json", config)
     counts: dict[str, int] = {}
     for row in rows:
@@ -209,7 +213,8 @@ def write_dataset_files(root: Path, rows: list[dict], config: dict, sites: list[
         "(trc-amyloid, trc-dat), all on one MNI152 grid. derivatives/lesions and",
         "derivatives/microbleeds hold masks (_msk), instance maps (_dseg) and boxes",
         "(_boxes.json); derivatives/truth holds, per subject, what was changed and where",
-        "(_effects.json, desc-<effect>_map.nii.gz) plus the scanner models (sites.json).",
+        "(_effects.json, desc-<effect>_map.nii.gz, desc-regions_dseg.nii.gz with the label",
+        "names in regions.json) plus the scanner models (sites.json).",
         "",
         "Anatomy: MNI152 2009a symmetric template and tissue maps as shipped with nilearn",
         "(Fonov et al. 2009, 2011; Copyright (C) 1993-2009 Louis Collins, McConnell Brain",
