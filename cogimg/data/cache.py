@@ -61,6 +61,22 @@ def read_cached_array(path: str | Path, affine: np.ndarray) -> tuple[torch.Tenso
     return torch.from_numpy(np.array(array, dtype=dtype)), affine
 
 
+def load_subject(subject: tio.Subject) -> tio.Subject:
+    """Load every image of ``subject`` in place: cached arrays with one read each (TorchIO's
+    ``Image.load`` would copy them once more), other images with ``Image.load``."""
+    for image in subject.get_images(intensity_only=False):
+        if image.get(tio.DATA) is not None:
+            continue
+        reader = image.reader
+        if isinstance(reader, partial) and reader.func is read_cached_array:
+            tensor, affine = reader(image.path)
+            image.set_data(tensor)
+            image.affine = affine
+        else:
+            image.load()
+    return subject
+
+
 class VolumeCache:
     """Preprocessed subjects cached under ``root/<config.config_hash()>/``.
 
