@@ -199,20 +199,22 @@ def random_displacement(
     rng: np.random.Generator, shape: tuple[int, int, int], spacing_mm: float,
     rms_mm: float, corr_mm: float = 30.0,
 ) -> np.ndarray:
-    """Smooth random displacement field, float32 (X, Y, Z, 3) in mm with RMS ``rms_mm``.
+    """Smooth random displacement field, float32 (3, X, Y, Z) in mm with RMS ``rms_mm``.
 
     White noise on knots every ``corr_mm / 2`` mm is convolved with a Gaussian of SD
-    ``corr_mm`` through separable kernel matrices (three small matrix products instead of
-    a full-volume filter), which also does the upsampling.
+    ``corr_mm`` through separable kernel matrices — three small matrix products (BLAS)
+    instead of a full-volume filter, which also does the upsampling.
     """
     step = corr_mm / 2.0
-    mats = [_smooth_axis_matrix(n, spacing_mm, step, corr_mm) for n in shape]
-    coeff = rng.standard_normal((3,) + tuple(m.shape[1] for m in mats)).astype(np.float32)
-    field = np.einsum("cijk,xi->cxjk", coeff, mats[0])
-    field = np.einsum("cxjk,yj->cxyk", field, mats[1])
-    field = np.einsum("cxyk,zk->xyzc", field, mats[2])
+    mx, my, mz = (_smooth_axis_matrix(n, spacing_mm, step, corr_mm) for n in shape)
+    coeff = rng.standard_normal((3, mx.shape[1], my.shape[1], mz.shape[1])).astype(np.float32)
+    field = np.tensordot(coeff, mz, axes=([3], [1]))   # (3, kx, ky, Z)
+    field = np.tensordot(field, my, axes=([2], [1]))   # (3, kx, Z, Y)
+    field = np.tensordot(field, mx, axes=([1], [1]))   # (3, Z, Y, X)
+    field = np.ascontiguousarray(field.transpose(0, 3, 2, 1))
     rms = float(np.sqrt(np.mean(field**2)))
-    return (field * (rms_mm / max(rms, 1e-6))).astype(np.float32)
+    field *= np.float32(rms_mm / max(rms, 1e-6))
+    return field
 
 
 def local_scaling_displacement(
@@ -287,12 +289,13 @@ def build_anatomy(
 
     axes = [template.affine[i, 3] + np.arange(n, dtype=np.float32) * spacing for i, n in enumerate(shape)]
     offset = (-lin @ HEAD_CENTRE_MM + HEAD_CENTRE_MM + shift).astype(np.float32)
-    coords = random_displacement(rng, shape, spacing, deformation_mm)
+    field = random_displacement(rng, shape, spacing, deformation_mm)  # (3, X, Y, Z)
     for i in range(3):
-        coords[..., i] += (
-            lin[i, 0] * axes[0][:, None, None] + lin[i, 1] * axes[1][None, :, None]
-            + lin[i, 2] * axes[2][None, None, :] + offset[i]
-        )
+        plane = lin[i, 0] * axes[0][:, None] + lin[i, 1] * axes[1][None, :] + offset[i]  # (X, Y)
+        field[i] += plane[:, :, None]
+        field[i] += (lin[i, 2] * axes[2])[None, None, :]
+    coords = np.ascontiguousarray(np.moveaxis(field, 0, -1))  # (X, Y, Z, 3) MNI mm
+    del field
 
     # Find the brain on every second voxel first, then sample at full resolution only
     # there (the brain fills ≈ 20 % of the field of view).
@@ -309,7 +312,8 @@ def build_anatomy(
         factor = float(np.exp(np.clip(rng.normal(0.0, sd), -2.5 * sd, 2.5 * sd)))
         size_factors[name] = factor
         amp = factor ** (-1.0 / 3.0) - 1.0  # sample further out → structure looks smaller
-        sig = 2.0 * template.extent_mm[name] + 3.0
+        # Capped so the ventricles' field (long structures) fades out well inside the brain.
+        sig = np.minimum(2.0 * template.extent_mm[name] + 3.0, 20.0)
         lo, hi = template.centroid_mm[name] - 3.0 * sig, template.centroid_mm[name] + 3.0 * sig
         near = np.flatnonzero((pts[:, 0] > lo[0]) & (pts[:, 0] < hi[0]) & (pts[:, 1] > lo[1])
                               & (pts[:, 1] < hi[1]) & (pts[:, 2] > lo[2]) & (pts[:, 2] < hi[2]))

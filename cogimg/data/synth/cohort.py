@@ -10,6 +10,7 @@ the ``participants.tsv`` row.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -160,7 +161,7 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
         "pd": plan.pd.to_json(),
         "effects": {e.name: e.info for e in effects},
         "contrast": params.to_json(),
-        "scanner": {"site": site.name, "session": scan.to_json()},
+        "scanner": {"site": site.name, "model": site.to_json(), "session": scan.to_json()},
         "maps": map_files,
         "labels": label_files,
         "regions": regions_rel,
@@ -193,9 +194,20 @@ def _write_labels(root: Path, pid: str, anatomy: SubjectAnatomy, effects: list[E
 _WORKER_CONFIG: SynthConfig | None = None
 
 
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread: the few small matrix products here run 3×
+    slower when OpenBLAS spreads them over cores that the workers already occupy."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it, just go on
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _init_worker(config: SynthConfig) -> None:
     global _WORKER_CONFIG
     _WORKER_CONFIG = config
+    _single_threaded_blas()  # kept for the worker's lifetime
     load_template(config.spacing_mm)  # no-op when forked from a parent that loaded it
 
 
@@ -212,9 +224,10 @@ def run_subjects(plans: list[SubjectPlan], config: SynthConfig, workers: int = 1
     rows = {}
     try:
         if workers <= 1:
-            for plan in plans:
-                rows[plan.participant_id] = synthesize_subject(plan, config)
-                bar.update()
+            with _single_threaded_blas():
+                for plan in plans:
+                    rows[plan.participant_id] = synthesize_subject(plan, config)
+                    bar.update()
         else:
             # fork shares the parent's loaded template copy-on-write; elsewhere each
             # worker loads its own in the initializer.

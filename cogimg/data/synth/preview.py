@@ -49,7 +49,7 @@ def _score(dx: str, truth: dict) -> float:
         return float(truth.get("pd", {}).get("severity", 0.0))
     if dx == "stroke":
         return float(eff.get("stroke", {}).get("total_volume_ml", 0.0))
-    return 0.0
+    return -float(truth.get("clinical", {}).get("age", 0.0))  # CN: the youngest, least atrophy
 
 
 def _pick_subjects(root: Path, rows: list[dict]) -> list[tuple[dict, dict]]:

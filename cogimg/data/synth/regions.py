@@ -6,7 +6,7 @@ structures that the disease effects act on are drawn procedurally: an ellipsoid 
 Coordinates are left-hemisphere (x < 0); bilateral regions are mirrored (the 2009a template
 is symmetric). They are approximate centroids and extents read off the Harvard–Oxford
 cortical/subcortical atlases and the AAL atlas, and were checked by overlaying them on the
-nilearn template (``tests/data/test_synth_anatomy.py`` checks their volumes):
+nilearn template (``tests/data/test_synth_effects.py`` checks their volumes):
 
 * hippocampus: Harvard–Oxford centroid ≈ (−25, −22, −14); long axis from the head at
   (−28, −10, −20) to the tail at (−22, −38, −2) (rises posteriorly).

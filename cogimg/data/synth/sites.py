@@ -203,7 +203,8 @@ def apply_scanner(
     if modality not in MRI_MODALITIES:
         # PET: reconstruction smooths the counting noise, so the noise is spatially
         # correlated — add it before the point-spread blur (×3 makes up for the smoothing).
-        noisy = image + (3.0 * sd) * rng.standard_normal(image.shape, dtype=np.float32) * inside
+        noisy = image.copy()
+        noisy[inside] += (3.0 * sd) * rng.standard_normal(int(inside.sum()), dtype=np.float32)
         img = ndi.gaussian_filter(noisy, sigma_vox, truncate=3.0) if sigma_vox.any() else noisy
         out = np.maximum(img, 0.0) * gain * inside
         return out.astype(np.float32, copy=False)
