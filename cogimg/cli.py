@@ -26,6 +26,7 @@ PLAIN_SUBCOMMANDS = {
     "check": "check",
     "split": "split",
     "synth": "synth",
+    "models": "models",
 }
 
 

@@ -8,6 +8,9 @@ trains silently with a default.
 
 from __future__ import annotations
 
+import sys
+from unittest import mock
+
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
@@ -21,12 +24,13 @@ class CogimgCLI(LightningCLI):
 
 def run_lightning_cli(argv: list[str]) -> CogimgCLI:
     """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``)."""
-    return CogimgCLI(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        auto_configure_optimizers=False,
-    )
+    # LightningCLI reads sys.argv (and warns when given both it and ``args``).
+    with mock.patch.object(sys, "argv", [sys.argv[0], *argv]):
+        return CogimgCLI(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )

@@ -214,7 +214,7 @@ class SubjectCollate:
 
     Batch keys: ``image`` (B, C, X, Y, Z) float32, channels = ``modalities`` in order, zeros
     for a missing modality; ``availability`` (B, C) float32, 1 where the modality exists;
-    ``subject_id`` (list of B str); ``cache_entry`` (list of B str, for
+    ``spacing_mm`` (B, 3) float64 voxel size in mm; ``subject_id`` (list of B str); ``cache_entry`` (list of B str, for
     :func:`~cogimg.data.cache.invert_to_native`); with ``label_key``: ``label`` (B, 1, X, Y, Z)
     int64; with ``class_key``: ``label`` (B,) int64; with ``tabular_key``: ``tabular`` (B, F)
     float32; patches also get ``location`` (B, 6) int64 (TorchIO's index_ini + index_fin).
@@ -234,6 +234,10 @@ class SubjectCollate:
                                      for m in self.modalities]))
             available.append([float(m in subject) for m in self.modalities])
         batch = {"image": torch.stack(images), "availability": torch.tensor(available),
+                 "spacing_mm": torch.tensor([subject[self.modalities[0]].spacing
+                                             if self.modalities[0] in subject else
+                                             next(iter(subject.get_images(False))).spacing
+                                             for subject in subjects], dtype=torch.float64),
                  "subject_id": [str(s["subject_id"]) for s in subjects],
                  "cache_entry": [str(s.get("cache_entry", "")) for s in subjects]}
         if self.label_key is not None:
