@@ -110,8 +110,11 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
     site = config.sites[plan.site]
 
     healthy = build_anatomy(template, rngs["anatomy"], plan.sex, deformation_mm=2.5 * diff.anatomy)
+    healthy_volumes = regional_volumes(healthy.anatomy)
     tissue, atrophy = atrophy_effect(rngs["atrophy"], healthy.anatomy, plan.ad, plan.age, diff)
     anatomy = replace(healthy.anatomy, tissue=tissue)
+    t1_residual, anatomy_info = healthy.t1_residual, healthy.info
+    del healthy  # the pre-atrophy tissue maps: ~100 MB at 1 mm
     gm_extra, amyloid = amyloid_effect(anatomy, plan.ad)
     effects = [atrophy, amyloid, *_lesion_effects(plan, rngs, anatomy, diff),
                pd_effect(rngs["pd"], anatomy, plan.pd, diff)]
@@ -124,7 +127,7 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
         fmap = region_factor_map(anatomy.regions, params.region_factors[modality], anatomy.spacing_mm)
         img = synthesize(
             modality, tissue, params, fmap,
-            t1_residual=healthy.t1_residual if modality == "T1w" else None,
+            t1_residual=t1_residual if modality == "T1w" else None,
             gm_extra=gm_extra if modality == "pet_amyloid" else None,
         )
         for e in effects:
@@ -133,6 +136,9 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
         img = apply_scanner(img, modality, anatomy.brain_mask, anatomy.spacing_mm, site, scan,
                             rngs["scanner"], bias)
         write_nifti(root / modality_path(pid, modality), img, affine, "image")
+        del img, fmap
+        if modality == "T1w":
+            t1_residual = None
 
     label_files = _write_labels(root, pid, anatomy, effects)
     # The subject's own anatomical regions (names in derivatives/truth/regions.json), so
@@ -154,9 +160,9 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
                       "subject_index": plan.index, "difficulty": diff.name,
                       "spacing_mm": anatomy.spacing_mm},
         "clinical": row,
-        "anatomy": healthy.info,
+        "anatomy": anatomy_info,
         "regional_volumes_ml": regional_volumes(anatomy, growth),
-        "healthy_volumes_ml": regional_volumes(healthy.anatomy),
+        "healthy_volumes_ml": healthy_volumes,
         "ad": plan.ad.to_json(),
         "pd": plan.pd.to_json(),
         "effects": {e.name: e.info for e in effects},
