@@ -27,6 +27,7 @@ PLAIN_SUBCOMMANDS = {
     "split": "split",
     "synth": "synth",
     "models": "models",
+    "predict": "predict",
 }
 
 

@@ -334,6 +334,16 @@ class _CachedDataModule(L.LightningDataModule):
         self.subjects: dict[str, list[tio.Subject]] = {}
         self.split_path: Path | None = None
 
+    # ------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        """Stored in every checkpoint: what ``cogimg predict`` needs to preprocess a new scan
+        exactly as in training (preset, input modalities in channel order, preprocessing)."""
+        return {"preset": self.preset.name, "modalities": list(self.modalities),
+                "preprocessing": self.config.to_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass  # the datamodule is rebuilt from its config; nothing to restore
+
     # ------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
         """Make/save the split and fill the cache (once, on the first process)."""

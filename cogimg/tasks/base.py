@@ -86,6 +86,11 @@ class BaseTask(LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Lets ``cogimg predict`` rebuild the task from a weights-only checkpoint.
+        cls = type(self)
+        checkpoint["cogimg"] = {"task": f"{cls.__module__}.{cls.__qualname__}"}
+
     def on_validation_epoch_start(self) -> None:
         self.subject_rows["val"] = []
 

@@ -1,0 +1,160 @@
+"""Clinical-workflow inference: NIfTI in, lesion mask NIfTI + JSON report out.
+
+``predict_dataset`` applies a trained segmentation checkpoint to a single NIfTI, a BIDS
+subject folder or a whole BIDS tree. Each scan goes through the same preprocessing as in
+training (stored in the checkpoint by the datamodule), Gaussian sliding-window inference,
+and back onto the native grid of its reference modality (affine and header of the input),
+so the mask overlays the scan the clinician opened. Per subject it writes
+``<subject_id>_pred_msk.nii.gz`` and ``<subject_id>_pred.json`` (lesion count, volume in mL
+and centroid in mm per lesion; ISLES'22 metrics when a ground-truth mask exists).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from dataclasses import fields
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torchio as tio
+
+from cogimg.data.bids import load_dataset
+from cogimg.data.boxes import boxes_from_mask
+from cogimg.data.cache import VolumeCache, invert_to_native, read_meta
+from cogimg.data.transforms import PreprocessingConfig, atomic_write_text
+from cogimg.diseases import get_preset
+from cogimg.metrics.segmentation import segmentation_report
+from cogimg.tasks.base import BaseTask
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that ``cogimg predict`` cannot use (names the file and what is missing)."""
+
+
+def load_task(ckpt: str | Path, map_location: str = "cpu") -> tuple[BaseTask, dict]:
+    """Rebuild a task and its data settings from a Lightning checkpoint.
+
+    The file is read with ``torch.load(weights_only=True)`` (no pickled code runs), the task
+    class must live in ``cogimg.tasks`` and the data settings are those the datamodule stored
+    (see ``_CachedDataModule.state_dict``).
+
+    Returns:
+        the task in eval mode and ``{"preset", "modalities", "preprocessing"}``.
+    """
+    ckpt = Path(ckpt)
+    try:
+        state = torch.load(ckpt, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
+        raise CheckpointError(f"{ckpt}: cannot read checkpoint ({exc})") from exc
+    info = state.get("cogimg")
+    data = next((v for k, v in state.items()
+                 if isinstance(v, dict) and {"preset", "preprocessing"} <= set(v)), None)
+    if not info or data is None or "hyper_parameters" not in state:
+        raise CheckpointError(f"{ckpt}: not a cogimg checkpoint (needs the task class, "
+                              "hyper-parameters and the datamodule's preprocessing)")
+    module_name, _, class_name = info["task"].rpartition(".")
+    if not module_name.startswith("cogimg.tasks."):
+        raise CheckpointError(f"{ckpt}: task class {info['task']!r} is outside cogimg.tasks")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, BaseTask)):
+        raise CheckpointError(f"{ckpt}: {info['task']!r} is not a cogimg task")
+    # LightningCLI adds bookkeeping keys such as "_class_path" to the hyper-parameters.
+    task = cls(**{k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")})
+    task.load_state_dict(state["state_dict"])
+    return task.eval(), data
+
+
+def preprocessing_config(data: dict) -> PreprocessingConfig:
+    names = {f.name for f in fields(PreprocessingConfig)}
+    return PreprocessingConfig(**{k: v for k, v in data["preprocessing"].items() if k in names})
+
+
+def subjects_from_input(path: str | Path, modalities: tuple[str, ...],
+                        preset_name: str) -> list[tio.Subject]:
+    """Subjects to predict: a NIfTI file (single-modality models), a BIDS subject folder
+    (``…/sub-X``) or a BIDS root. Every subject must have all ``modalities``."""
+    path = Path(path)
+    if path.is_file():
+        if len(modalities) != 1:
+            raise ValueError(f"{path}: the model reads {list(modalities)}; pass a BIDS subject "
+                             "folder or tree holding all of them, not one file")
+        sid = path.name.split(".nii")[0]
+        return [tio.Subject(**{modalities[0]: tio.ScalarImage(path)}, subject_id=sid,
+                            participant_id=sid, labels=())]
+    if not path.is_dir():
+        raise FileNotFoundError(f"--input {path} does not exist")
+    participant = None
+    if path.name.startswith("sub-"):
+        participant, path = path.name, path.parent
+        if path.name == "rawdata":
+            path = path.parent
+    dataset = load_dataset(path, required_modalities=modalities)
+    subjects = [s for s in dataset.subjects
+                if participant is None or s["participant_id"] == participant]
+    if not subjects:
+        raise ValueError(f"no subject {participant or ''} with {list(modalities)} under {path}")
+    return subjects
+
+
+def lesion_report(mask: nib.Nifti1Image) -> dict:
+    """Lesion count, total volume (mL) and per-lesion volume/centroid (mm) of a binary mask."""
+    boxes = boxes_from_mask(np.asarray(mask.dataobj) > 0, mask.affine)
+    return {
+        "n_lesions": len(boxes),
+        "total_volume_ml": float(sum(b["volume_ml"] for b in boxes)),
+        "lesions": [{"id": b["id"], "volume_ml": b["volume_ml"], "centroid_mm": b["centroid_mm"],
+                     "box_mm": b["mm"]} for b in boxes],
+    }
+
+
+def atomic_save_nifti(image: nib.Nifti1Image, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.nii.gz")
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | Path,
+                    device: str = "cpu", overwrite: bool = False) -> list[dict]:
+    """Predict every subject of ``input_path``; returns the per-subject reports."""
+    task, data = load_task(ckpt)
+    task.to(device)
+    preset = get_preset(data["preset"])
+    modalities = tuple(data["modalities"])
+    config = preprocessing_config(data)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    subjects = subjects_from_input(input_path, modalities, preset.name)
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="cogimg-predict-") as tmp:
+        cache = VolumeCache(tmp, config)
+        for subject in subjects:
+            sid = subject["subject_id"]
+            mask_path, json_path = out / f"{sid}_pred_msk.nii.gz", out / f"{sid}_pred.json"
+            if not overwrite and (mask_path.exists() or json_path.exists()):
+                raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
+            processed = cache.get(subject)
+            image = torch.cat([processed[m].data.float() for m in modalities])[None].to(device)
+            probs = task.predict_volume(image)[0]
+            pred = probs.argmax(0).to(torch.uint8).cpu()
+            native = invert_to_native(pred, read_meta(processed["cache_entry"]), is_label=True)
+            report = {"subject_id": sid, "checkpoint": str(ckpt), "preset": preset.name,
+                      "modalities": list(modalities), "mask": mask_path.name,
+                      **lesion_report(native)}
+            truth_key = next((k for k in preset.label_keys if k in subject), None)
+            if truth_key is not None:
+                truth = np.asarray(nib.load(subject[truth_key].path).dataobj) > 0
+                report["metrics"] = segmentation_report(
+                    np.asarray(native.dataobj) > 0, truth, native.header.get_zooms()[:3],
+                    subject_id=sid)
+            atomic_save_nifti(native, mask_path)
+            atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
+            reports.append(report)
+    return reports
