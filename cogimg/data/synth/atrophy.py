@@ -12,7 +12,9 @@ Jack et al. 2010):
   ventricular enlargement, plus age-related atrophy in everyone;
 * cognition (MMSE, CDR) follows the stage with test noise.
 
-So MCI vs CN is mostly an amyloid question, MCI vs AD mostly an atrophy question.
+So MCI vs CN is mostly an amyloid question, MCI vs AD mostly an atrophy question, and
+whether an MCI subject converts depends on both (logistic in neurodegeneration + amyloid),
+so MRI + PET predict conversion better than either.
 
 Atrophy is tissue loss: grey matter (or, around the ventricles, any tissue) becomes CSF.
 Hippocampus and entorhinal cortex shrink as shapes — the structure's grey-matter map is
@@ -91,7 +93,8 @@ def sample_ad_profile(rng: np.random.Generator, diagnosis: str, age: float) -> A
     cdr = 0.0 if x < 0.22 else 0.5 if x < 0.72 else 1.0 if x < 0.92 else 2.0
     converter = None
     if dx == "MCI":
-        converter = bool(rng.uniform() < _sigmoid(6.0 * (stage - 0.42) + (1.5 if positive else -1.5)))
+        # Conversion risk: neurodegeneration (seen by MRI) and amyloid (seen by PET) add up.
+        converter = bool(rng.uniform() < _sigmoid(12.0 * (nd - 0.22) + (1.5 if positive else -1.5)))
     return ADProfile(stage, apoe4, positive, load, nd, mmse, cdr, converter)
 
 
