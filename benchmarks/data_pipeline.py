@@ -23,7 +23,7 @@ the default segmentation augmentation vs. one optimizer step of MONAI
 of the same size, then the two together (queue loading in ``--workers`` processes while the
 main process trains), which is what a training epoch costs.
 
-Run: ``.venv/bin/python benchmarks/data_pipeline.py`` (about 3 minutes on 2 CPU cores).
+Run: ``.venv/bin/python benchmarks/data_pipeline.py`` (3–5 minutes on 2 busy CPU cores).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ class PreprocessThenAugment:
         return self.augment(subject)
 
 
-def patches_per_second(dataset, args, sampler_cls, repeats: int = 3) -> float:
+def patches_per_second(dataset, args, sampler_cls, repeats: int = 5) -> float:
     """Patches/second of one epoch (subjects × samples/volume) through the datamodule's
     seeded ``tio.Queue``: the same seed gives both pipelines the same subjects, patches and
     augmentation draws. Best of ``repeats`` epochs (other processes share the cores)."""
@@ -136,19 +136,22 @@ def training_comparison(dm, args) -> None:
     for threads in sorted({1, args.threads}, reverse=True):
         torch.set_num_threads(threads)
         step(batches[0])  # warm-up (allocations)
-        start = time.perf_counter()
+        times = []
         for batch in batches:
+            start = time.perf_counter()
             step(batch)
-        step_s[threads] = (time.perf_counter() - start) / len(batches)
+            times.append(time.perf_counter() - start)
+        step_s[threads] = float(np.median(times))  # robust to bursts of other processes
 
-    print(f"queue: one batch of {args.batch_size} patches (1 thread, main process) "
+    print(f"queue: one batch of {args.batch_size} patches, mean over {args.steps} (1 thread) "
           f"{queue_s * 1000:8.0f} ms")
     for threads, seconds in step_s.items():
-        print(f"U-Net step (forward + backward + Adam), {threads} thread(s)      {seconds * 1000:8.0f} ms")
+        print(f"U-Net step (forward + backward + Adam), median, {threads} thread(s) "
+              f"{seconds * 1000:8.0f} ms")
     verdict = "not the bottleneck" if queue_s < step_s[args.threads] else "THE BOTTLENECK"
     print(f"queue / step ({args.threads} threads) = {queue_s / step_s[args.threads]:.2f} "
           f"→ the queue is {verdict}")
-    print("training loop (queue + step), ms per step:")
+    print("training loop (queue + step), mean ms per step over the epoch:")
     for workers, threads in ((0, args.threads), (1, 1), (1, args.threads)):
         torch.set_num_threads(threads)
         dm.num_workers = workers
@@ -167,7 +170,8 @@ def main() -> int:
     parser.add_argument("--samples-per-volume", type=int, default=8)
     parser.add_argument("--queue-length", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=16, help="training steps timed")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps timed (default: one epoch, subjects × samples/volume / batch)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads of the training step (the target is 2 cores)")
     parser.add_argument("--workdir", type=Path, default=None)
@@ -176,6 +180,7 @@ def main() -> int:
     # there): intra-op threads on a busy 2-core machine make small tensor ops ~100× slower.
     torch.set_num_threads(1)
     args.patch = (args.patch,) * 3
+    args.steps = args.steps or args.subjects * args.samples_per_volume // args.batch_size
 
     from cogimg.data.bids import load_dataset
     from cogimg.data.cache import VolumeCache
