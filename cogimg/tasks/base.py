@@ -9,6 +9,7 @@ validation and test collect (one dict per subject, written to CSV by the run tra
 from __future__ import annotations
 
 import math
+from pathlib import PurePath
 from typing import Any
 
 import torch
@@ -90,9 +91,24 @@ class BaseTask(LightningModule):
         # Lets ``cogimg predict`` rebuild the task from a weights-only checkpoint.
         cls = type(self)
         checkpoint["cogimg"] = {"task": f"{cls.__module__}.{cls.__qualname__}"}
+        # Paths in hyper-parameters would make the file unreadable with weights_only=True.
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = _plain(checkpoint[key])
 
     def on_validation_epoch_start(self) -> None:
         self.subject_rows["val"] = []
 
     def on_test_epoch_start(self) -> None:
         self.subject_rows["test"] = []
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with paths as strings and tuples as lists, recursively (weights-only safe)."""
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
