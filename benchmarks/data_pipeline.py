@@ -99,7 +99,7 @@ def patches_per_second(dataset, args, sampler_cls, repeats: int = 5) -> float:
     """Patches/second of one epoch (subjects × samples/volume) through the datamodule's
     seeded ``tio.Queue``: the same seed gives both pipelines the same subjects, patches and
     augmentation draws. Best of ``repeats`` epochs (other processes share the cores)."""
-    from cogimg.data.datamodules import SeededQueue
+    from cogimg.data.sampling import SeededQueue
 
     sampler = sampler_cls(args.patch, label_name="lesions_msk", label_probabilities={0: 0.5, 1: 0.5})
     n = len(dataset) * args.samples_per_volume
@@ -182,10 +182,12 @@ def main() -> int:
     args.patch = (args.patch,) * 3
     args.steps = args.steps or args.subjects * args.samples_per_volume // args.batch_size
 
+    from cogimg.data.augmentation import augmentation
     from cogimg.data.bids import load_dataset
     from cogimg.data.cache import VolumeCache
-    from cogimg.data.datamodules import LabelPatchSampler, PatchDataModule, SeededSubjectsDataset
-    from cogimg.data.transforms import PreprocessingConfig, augmentation
+    from cogimg.data.datamodules import PatchDataModule
+    from cogimg.data.sampling import LabelPatchSampler, SeededSubjectsDataset
+    from cogimg.data.transforms import PreprocessingConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)

@@ -16,34 +16,33 @@ nothing about models.
 Determinism: every random draw (subject order, patch locations, augmentation parameters)
 comes from a ``torch.Generator`` seeded with ``seed`` — augmentation of each subject runs
 under its own seed drawn from it — so batches are the same for any ``num_workers`` and do
-not depend on (or change) the global RNG.
+not depend on (or change) the global RNG (see :mod:`cogimg.data.sampling`).
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 import torchio as tio
-from torch.utils.data import (
-    DataLoader,
-    RandomSampler,
-    Sampler,
-    SequentialSampler,
-    WeightedRandomSampler,
-)
+from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, WeightedRandomSampler
 
+from cogimg.data.augmentation import augmentation
 from cogimg.data.bids import load_dataset
-from cogimg.data.cache import VolumeCache, load_subject
+from cogimg.data.cache import VolumeCache
+from cogimg.data.sampling import (
+    LabelPatchSampler,
+    SeededQueue,
+    SeededSampler,
+    SeededSubjectsDataset,
+    SubjectCollate,
+)
 from cogimg.data.splits import (
     check_leakage,
     load_split,
@@ -53,253 +52,11 @@ from cogimg.data.splits import (
     sessions_table,
     subjects_for,
 )
-from cogimg.data.transforms import PreprocessingConfig, augmentation, fit_histogram_landmarks
+from cogimg.data.tabular import TabularEncoder
+from cogimg.data.transforms import PreprocessingConfig, fit_histogram_landmarks
 from cogimg.diseases import get_preset
 
 SUBSETS = ("train", "val", "test")
-
-
-# --------------------------------------------------------------------------- seeding
-def _draw_seed(generator: torch.Generator) -> int:
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
-
-
-class SeededSampler(Sampler):
-    """Wrap a sampler so it yields ``(index, seed)``; the seed comes from ``generator`` and
-    makes the item's random transform reproducible whichever worker runs it."""
-
-    def __init__(self, sampler: Sampler, generator: torch.Generator):
-        self.sampler, self.generator = sampler, generator
-
-    def __iter__(self):
-        for index in self.sampler:
-            yield int(index), _draw_seed(self.generator)
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-
-class SeededSubjectsDataset(tio.SubjectsDataset):
-    """``tio.SubjectsDataset`` of cached subjects whose ``dataset[(index, seed)]`` runs the
-    transform under ``torch.manual_seed(seed)`` without touching the caller's global RNG."""
-
-    def __init__(self, subjects: Sequence[tio.Subject], transform=None):
-        super().__init__(subjects, transform=transform, load_getitem=False)
-
-    def __getitem__(self, index):
-        if not isinstance(index, tuple):
-            return self._load_and_transform(index)
-        index, seed = index
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self._load_and_transform(index)
-
-    def _load_and_transform(self, index: int) -> tio.Subject:
-        subject = load_subject(copy.deepcopy(self._subjects[index]))
-        return self._transform(subject) if self._transform is not None else subject
-
-
-class SeededQueue(tio.Queue):
-    """``tio.Queue`` whose subject order, augmentation and patch sampling come from one seed.
-
-    Subjects are shuffled by a generator-driven sampler and transformed under per-subject
-    seeds (in the ``num_workers`` loader processes); patch locations and the patch shuffle
-    are drawn in the main process under a seed drawn from the same generator at each refill.
-    """
-
-    def __init__(self, subjects_dataset: SeededSubjectsDataset, *args, seed: int = 0, **kwargs):
-        # Two streams: worker prefetching consumes the subject stream ahead of time, so the
-        # patch stream (main process) must not share its generator.
-        self.generator = torch.Generator().manual_seed(seed)
-        self.patch_generator = torch.Generator().manual_seed(seed + 1)
-        super().__init__(subjects_dataset, *args, shuffle_subjects=False, **kwargs)
-
-    def _get_subjects_iterable(self):
-        order = RandomSampler(range(len(self.subjects_dataset)), generator=self.generator)
-        loader = DataLoader(self.subjects_dataset, batch_size=1, num_workers=self.num_workers,
-                            sampler=SeededSampler(order, self.generator),
-                            collate_fn=self._get_first_item, generator=self.generator)
-        self._num_sampled_subjects = 0
-        return iter(loader)
-
-    def _fill(self) -> None:
-        # Patch cutting is many small tensor ops: intra-op threads only add contention with
-        # the training step that runs in this process (measured in benchmarks/data_pipeline.py).
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(_draw_seed(self.patch_generator))
-                super()._fill()
-        finally:
-            torch.set_num_threads(threads)
-
-
-class LabelPatchSampler(tio.LabelSampler):
-    """``tio.LabelSampler`` with the same patch-centre distribution, drawn cheaply.
-
-    TorchIO builds a float64 probability map and its CDF over the whole volume for every
-    subject, and cuts each patch by deep-copying the whole subject. At 2 mm a brain has
-    ~1 M voxels per channel, so on cached data this cost more than loading the volume
-    (benchmarks/data_pipeline.py). Here a label value is drawn with ``label_probabilities``
-    (renormalised over the values present where a patch fits, as TorchIO does), then a
-    centre uniformly among its voxels — by rejection for common values, from the voxel
-    list for rare ones — and only the patch is copied. Multi-channel label maps and
-    ``label_probabilities=None`` fall back to TorchIO's implementation.
-    """
-
-    #: Values covering at least this fraction of the region are drawn by rejection.
-    REJECTION_FRACTION = 0.05
-
-    def _generate_patches(self, subject: tio.Subject, num_patches: int | None = None):
-        label = self.get_probability_map_image(subject).data
-        if self.label_probabilities_dict is None or label.shape[0] != 1:
-            yield from super()._generate_patches(subject, num_patches)
-            return
-        size = self.patch_size.astype(int)
-        lo, hi = size // 2, np.array(label.shape[1:]) - (size - 1) // 2
-        # Voxel (i, j, k) of the region is the centre of the patch starting at (i, j, k).
-        region = label[0, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
-        counts = {v: int((region == v).sum()) for v, p in self.label_probabilities_dict.items() if p > 0}
-        present = [v for v, n in counts.items() if n]
-        if not present:
-            raise RuntimeError(f"subject {subject.get('subject_id')!r}: no voxel labelled "
-                               f"{sorted(counts)} where a {tuple(size)} patch fits")
-        weights = np.array([float(self.label_probabilities_dict[v]) for v in present])
-        cumulative = np.cumsum(weights / weights.sum())
-        voxels: dict[int, torch.Tensor] = {}
-        left = num_patches
-        while left is None or left > 0:
-            draw = float(torch.rand(1))  # torch RNG: seeded per queue refill (SeededQueue)
-            value = present[min(int(np.searchsorted(cumulative, draw, side="right")), len(present) - 1)]
-            if counts[value] >= self.REJECTION_FRACTION * region.numel():
-                ini = self._draw_by_rejection(region, value)
-            else:
-                if value not in voxels:
-                    voxels[value] = torch.nonzero(region == value)
-                ini = voxels[value][int(torch.randint(len(voxels[value]), (1,)))].tolist()
-            yield self.extract_patch(subject, tuple(int(i) for i in ini))
-            left = None if left is None else left - 1
-
-    @staticmethod
-    def _draw_by_rejection(region: torch.Tensor, value: int) -> list[int]:
-        while True:  # the first accepted of i.i.d. uniform draws is uniform over the accepted
-            idx = [torch.randint(n, (32,)) for n in region.shape]
-            hits = torch.nonzero(region[idx[0], idx[1], idx[2]] == value)
-            if len(hits):
-                first = int(hits[0])
-                return [int(i[first]) for i in idx]
-
-    def crop(self, subject: tio.Subject, index_ini, patch_size) -> tio.Subject:
-        """The patch at ``index_ini``: sliced tensors (copied), affine shifted, metadata copied."""
-        ini = np.asarray(index_ini, dtype=int)
-        fin = ini + np.asarray(patch_size, dtype=int)
-        window = (slice(None), *(slice(a, b) for a, b in zip(ini.tolist(), fin.tolist())))
-        items = {}
-        for key, value in subject.items():
-            if isinstance(value, tio.Image):
-                affine = value.affine.copy()
-                affine[:3, 3] += affine[:3, :3] @ ini
-                items[key] = type(value)(tensor=value.data[window].clone(), affine=affine)
-            else:
-                items[key] = copy.deepcopy(value)
-        patch = tio.Subject(items)
-        patch[tio.LOCATION] = torch.as_tensor(ini.tolist() + fin.tolist())
-        return patch
-
-
-# --------------------------------------------------------------------------- batches
-class SubjectCollate:
-    """Stack ``tio.Subject`` samples into a batch dict (picklable, for worker processes).
-
-    Batch keys: ``image`` (B, C, X, Y, Z) float32, channels = ``modalities`` in order, zeros
-    for a missing modality; ``availability`` (B, C) float32, 1 where the modality exists;
-    ``spacing_mm`` (B, 3) float64 voxel size in mm; ``subject_id`` (list of B str); ``cache_entry`` (list of B str, for
-    :func:`~cogimg.data.cache.invert_to_native`); with ``label_key``: ``label`` (B, 1, X, Y, Z)
-    int64; with ``class_key``: ``label`` (B,) int64; with ``tabular_key``: ``tabular`` (B, F)
-    float32; patches also get ``location`` (B, 6) int64 (TorchIO's index_ini + index_fin).
-    """
-
-    def __init__(self, modalities: Sequence[str], label_key: str | None = None,
-                 class_key: str | None = None, tabular_key: str | None = None):
-        self.modalities = tuple(modalities)
-        self.label_key, self.class_key, self.tabular_key = label_key, class_key, tabular_key
-
-    def __call__(self, subjects: list[tio.Subject]) -> dict:
-        images, available = [], []
-        for subject in subjects:
-            present = [subject[m].data.float() for m in self.modalities if m in subject]
-            template = torch.zeros_like(present[0][:1])
-            images.append(torch.cat([subject[m].data.float() if m in subject else template
-                                     for m in self.modalities]))
-            available.append([float(m in subject) for m in self.modalities])
-        batch = {"image": torch.stack(images), "availability": torch.tensor(available),
-                 "spacing_mm": torch.tensor([subject[self.modalities[0]].spacing
-                                             if self.modalities[0] in subject else
-                                             next(iter(subject.get_images(False))).spacing
-                                             for subject in subjects], dtype=torch.float64),
-                 "subject_id": [str(s["subject_id"]) for s in subjects],
-                 "cache_entry": [str(s.get("cache_entry", "")) for s in subjects]}
-        if self.label_key is not None:
-            batch["label"] = torch.stack([s[self.label_key].data.long() for s in subjects])
-        if self.class_key is not None:
-            batch["label"] = torch.tensor([int(s[self.class_key]) for s in subjects])
-        if self.tabular_key is not None:
-            batch["tabular"] = torch.from_numpy(np.stack([s[self.tabular_key] for s in subjects]))
-        if tio.LOCATION in subjects[0]:
-            batch["location"] = torch.stack([torch.as_tensor(s[tio.LOCATION]) for s in subjects]).long()
-        return batch
-
-
-# --------------------------------------------------------------------------- tabular
-class TabularEncoder:
-    """Clinical columns → float32 features, standardised with TRAINING statistics only.
-
-    Per column, in the given order: a numeric column gives ``<col>`` = (x − train mean) /
-    train std (scikit-learn ``StandardScaler``, missing values left out of the fit) with
-    missing values imputed as the train mean (0 after standardisation) and ``<col>_missing``
-    (1 where missing). A text column gives one-hot ``<col>=<value>`` for the values seen in
-    training (unseen or missing → all zeros) and ``<col>_missing``. Missing = NaN, ``n/a``
-    or empty. The indicator columns are always present, so train/val/test have the same F.
-    """
-
-    def __init__(self, columns: Sequence[str]):
-        self.columns = list(columns)
-
-    @staticmethod
-    def _missing(values: pd.Series) -> np.ndarray:
-        return (values.isna() | values.astype(str).str.strip().isin(["n/a", ""])).to_numpy()
-
-    def fit(self, table: pd.DataFrame) -> TabularEncoder:
-        from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-        self.encoders, self.feature_names = {}, []
-        for col in self.columns:
-            values, missing = table[col], self._missing(table[col])
-            if pd.api.types.is_numeric_dtype(values):
-                self.encoders[col] = StandardScaler().fit(values.to_numpy(float)[:, None])
-                self.feature_names += [col, f"{col}_missing"]
-            else:
-                seen = sorted(set(values[~missing].astype(str)))
-                self.encoders[col] = OneHotEncoder(categories=[seen], handle_unknown="ignore",
-                                                   sparse_output=False).fit(np.array(seen, dtype=object)[:, None])
-                self.feature_names += [f"{col}={v}" for v in seen] + [f"{col}_missing"]
-        return self
-
-    def transform(self, table: pd.DataFrame) -> np.ndarray:
-        """``(N, F)`` float32 features of the rows of ``table``."""
-        blocks = []
-        for col in self.columns:
-            encoder, values, missing = self.encoders[col], table[col], self._missing(table[col])
-            if hasattr(encoder, "mean_"):
-                x = encoder.transform(pd.to_numeric(values, errors="coerce").to_numpy(float)[:, None])
-                blocks.append(np.nan_to_num(np.where(missing[:, None], 0.0, x)))
-            else:
-                text = np.where(missing, "", values.astype(str).to_numpy())[:, None].astype(object)
-                blocks.append(encoder.transform(text) if encoder.categories_[0].size else
-                              np.zeros((len(table), 0)))
-            blocks.append(missing[:, None].astype(float))
-        return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((len(table), 0), np.float32)
 
 
 # --------------------------------------------------------------------------- base
@@ -450,7 +207,7 @@ class PatchDataModule(_CachedDataModule):
         num_workers: processes that load/augment subjects (and warm the cache).
         label_probabilities: probability that a patch centre falls on each label value
             (``tio.LabelSampler``): ``{0: 0.5, 1: 0.5}`` = half the patches centred on lesion.
-        augmentation: strength of :func:`~cogimg.data.transforms.augmentation` for the task.
+        augmentation: strength of :func:`~cogimg.data.augmentation.augmentation` for the task.
         normalization / crop_to_brain / histogram_standardization: see
             :func:`~cogimg.data.transforms.preprocessing` (landmarks fitted on the train fold).
         seed: seeds subject order, patch sampling and augmentation.
@@ -556,7 +313,7 @@ class VolumeDataModule(_CachedDataModule):
         modalities: image channels in order; ``None`` = the preset's. Modalities the preset
             does not require (e.g. ``pet_amyloid``) may be missing: zeros + availability 0.
         tabular: clinical columns (``participants.tsv``) for ``tabular``; ``None`` = the
-            preset's, ``[]`` = none. See :class:`TabularEncoder` (train statistics only).
+            preset's, ``[]`` = none. See :class:`~cogimg.data.tabular.TabularEncoder` (train statistics only).
         batch_size: volumes per batch.
         augmentation: strength of the classification augmentation preset.
         balanced_sampling: draw training subjects with ``WeightedRandomSampler`` (weights
