@@ -28,6 +28,7 @@ PLAIN_SUBCOMMANDS = {
     "synth": "synth",
     "models": "models",
     "predict": "predict",
+    "demo": "demo",
 }
 
 

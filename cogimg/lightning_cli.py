@@ -22,8 +22,7 @@ class CogimgCLI(LightningCLI):
         parser.set_defaults({"seed_everything": 0})
 
 
-def run_lightning_cli(argv: list[str]) -> CogimgCLI:
-    """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``)."""
+def _cli(argv: list[str], run: bool) -> CogimgCLI:
     # LightningCLI reads sys.argv (and warns when given both it and ``args``).
     with mock.patch.object(sys, "argv", [sys.argv[0], *argv]):
         return CogimgCLI(
@@ -33,4 +32,16 @@ def run_lightning_cli(argv: list[str]) -> CogimgCLI:
             subclass_mode_data=True,
             save_config_kwargs={"overwrite": True},
             auto_configure_optimizers=False,
+            run=run,
         )
+
+
+def run_lightning_cli(argv: list[str]) -> CogimgCLI:
+    """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``)."""
+    return _cli(argv, run=True)
+
+
+def build_cli(argv: list[str]) -> CogimgCLI:
+    """Parse a config (``["--config", "x.yaml", overrides…]``, no subcommand) and instantiate
+    ``cli.trainer``, ``cli.model`` and ``cli.datamodule`` without running anything."""
+    return _cli(argv, run=False)

@@ -1,0 +1,136 @@
+"""Run one experiment YAML with a wall-time budget and record how it learned.
+
+Shared by ``cogimg demo`` and the benchmarks that compare architectures: the YAML (plus
+overrides) is parsed by the same LightningCLI as ``cogimg fit``, a callback records the
+validation metrics against training wall time, and the result gathers what a leaderboard
+row needs (final metrics, per-subject rows, parameters, training time, inference latency,
+peak memory).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback
+
+from cogimg.data.transforms import atomic_write_text
+from cogimg.lightning_cli import build_cli
+from cogimg.metrics.segmentation import write_subject_csv
+
+
+class LearningCurve(Callback):
+    """Validation metrics vs. seconds of training (wall time of fit minus validation time)."""
+
+    def __init__(self, keys: tuple[str, ...] = ("val/dice",)) -> None:
+        self.keys = keys
+        self.points: list[dict[str, float]] = []
+        self._fit_start = self._val_start = 0.0
+        self._val_s = 0.0
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start, self._val_s = time.perf_counter(), 0.0
+
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
+        self._val_start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        now = time.perf_counter()
+        self._val_s += now - self._val_start
+        if trainer.sanity_checking or not self._fit_start:
+            return
+        point = {"train_s": round(now - self._fit_start - self._val_s, 2),
+                 "step": trainer.global_step}
+        for key in self.keys:
+            if key in trainer.callback_metrics:
+                point[key] = float(trainer.callback_metrics[key])
+        self.points.append(point)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._fit_start = 0.0  # validations after fit are not part of the curve
+
+
+@dataclass
+class ExperimentResult:
+    """What one budgeted run produced (JSON-serialisable)."""
+
+    name: str
+    model: str
+    params: int
+    train_s: float
+    latency_s: float
+    peak_rss_gb: float
+    metrics: dict[str, float]
+    curve: list[dict[str, float]] = field(default_factory=list)
+    run_dir: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process in GiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
+
+
+def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str] = (),
+                   budget_s: float | None = None, name: str | None = None) -> ExperimentResult:
+    """Fit ``config`` (with LightningCLI-style ``overrides``) for at most ``budget_s`` seconds
+    of wall time, then validate the final weights; writes ``result.json`` and
+    ``subjects.csv`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    args = ["--config", str(config), "--trainer.default_root_dir", str(run_dir),
+            "--trainer.enable_progress_bar", "false", *overrides]
+    if budget_s is not None:
+        days, rest = divmod(int(budget_s), 86400)
+        hours, rest = divmod(rest, 3600)
+        args += ["--trainer.max_time", f"{days:02d}:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"]
+    cli = build_cli(args)
+    curve = LearningCurve()
+    cli.trainer.callbacks.append(curve)
+    task, data = cli.model, cli.datamodule
+    start = time.perf_counter()
+    cli.trainer.fit(task, datamodule=data)
+    train_s = time.perf_counter() - start
+    final = cli.trainer.validate(task, datamodule=data, verbose=False)[0]
+    rows = task.subject_rows["val"]
+    latency = _inference_latency(task, data)
+    result = ExperimentResult(
+        name=name or Path(config).stem, model=task.hparams.model,
+        params=sum(p.numel() for p in task.parameters()), train_s=round(train_s, 1),
+        latency_s=round(latency, 3), peak_rss_gb=round(peak_rss_gb(), 2),
+        metrics={k: float(v) for k, v in final.items()}, curve=curve.points, run_dir=str(run_dir))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "result.json", result.to_json())
+    if rows:
+        write_subject_csv(rows, run_dir / "subjects.csv", overwrite=True)
+    return result
+
+
+def _inference_latency(task, data) -> float:
+    """Seconds for whole-volume inference of the first validation volume (best of 2)."""
+    batch = next(iter(data.val_dataloader()))
+    image = batch["image"].to(task.device)
+    times = []
+    for _ in range(2):
+        start = time.perf_counter()
+        task.predict_volume(image)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def summary_row(result: ExperimentResult, primary: str = "val/dice") -> dict[str, Any]:
+    """A flat leaderboard row of a result."""
+    row = {"experiment": result.name, "model": result.model,
+           "params_M": round(result.params / 1e6, 2), "train_s": result.train_s,
+           "latency_s": result.latency_s, "peak_rss_gb": result.peak_rss_gb}
+    for key, value in sorted(result.metrics.items()):
+        row[key.removeprefix("val/")] = round(value, 4)
+    if primary in result.metrics:
+        row["primary"] = round(result.metrics[primary], 4)
+    return row
+
