@@ -38,7 +38,8 @@ class LearningCurve(Callback):
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._val_start = time.perf_counter()
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # (not on_validation_epoch_end: the task logs its metrics after the callbacks' hook)
         now = time.perf_counter()
         self._val_s += now - self._val_start
         if trainer.sanity_checking or not self._fit_start:

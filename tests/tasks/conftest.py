@@ -1,6 +1,7 @@
 """An easy stroke cohort for task tests: bright-DWI / dark-ADC spheres on noise.
 
-``easy_stroke_tree``: 10 stroke participants over two sites, 40³ voxels at 2 mm, DWI + ADC
+``easy_stroke_tree``: 10 stroke participants over two sites, 64×40×40 voxels at 2 mm (64 along
+X so that SwinUNETR's smallest trainable patch, 64×32×32, fits), DWI + ADC
 and a binary lesion mask (one or two spheres of radius 3–6 voxels), in the BIDS layout the
 data layer reads. Easy enough that a small U-Net learns it in a few dozen steps.
 """
@@ -18,7 +19,7 @@ import pytest
 from cogimg.data.datamodules import PatchDataModule
 from cogimg.tasks.segmentation import SegmentationTask
 
-SHAPE = (40, 40, 40)
+SHAPE = (64, 40, 40)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 AFFINE[:3, 3] = -40.0
 
@@ -41,8 +42,8 @@ def build_easy_stroke_tree(root: Path, n: int = 10, seed: int = 0) -> Path:
         rows.append(f"{pid}\tstroke\tsite-{1 + i % 2}\t{60 + i}\t{'MF'[i % 2]}")
         mask = np.zeros(SHAPE, np.uint8)
         for _ in range(1 + i % 2):
-            mask |= sphere(SHAPE, rng.integers(10, 30, 3), rng.uniform(3, 6))
-        brain = sphere(SHAPE, (20, 20, 20), 18).astype(np.float32)
+            mask |= sphere(SHAPE, rng.integers(10, 30, 3) + [12, 0, 0], rng.uniform(3, 6))
+        brain = sphere(SHAPE, (32, 20, 20), 18).astype(np.float32)
         noise = rng.normal(0, 0.15, (2, *SHAPE)).astype(np.float32)
         dwi = brain * (1.0 + 1.5 * mask) + noise[0]
         adc = brain * (1.0 - 0.5 * mask) + noise[1]

@@ -13,7 +13,7 @@ from scipy.ndimage import affine_transform
 from cogimg.cli import main
 from cogimg.metrics.segmentation import dice
 from cogimg.predict import CheckpointError, load_task, predict_dataset
-from tests.tasks.conftest import AFFINE, write_nifti
+from tests.tasks.conftest import AFFINE, SHAPE, write_nifti
 
 
 def oblique_scan(root, source, pid="sub-99"):
@@ -23,7 +23,7 @@ def oblique_scan(root, source, pid="sub-99"):
     affine = np.eye(4)
     affine[:3, :3] = rot @ np.diag([1.6, 1.6, 3.2])
     shape = (56, 56, 26)
-    centre_world = AFFINE[:3, :3] @ np.array([19.5, 19.5, 19.5]) + AFFINE[:3, 3]
+    centre_world = AFFINE[:3, :3] @ ((np.array(SHAPE) - 1) / 2) + AFFINE[:3, 3]
     affine[:3, 3] = centre_world - affine[:3, :3] @ (np.array(shape) - 1) / 2
     to_source = np.linalg.inv(AFFINE) @ affine
     out = {}
