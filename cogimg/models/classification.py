@@ -186,11 +186,15 @@ def densenet121_3d(
 
     Defaults: 16 initial features and growth rate 8 (published: 64 and 32), the published
     block layout (6, 12, 24, 16). Its stem (7³ stride-2 convolution + max-pool) and three
-    transitions give total stride 32; global pooling takes any ``input_shape``.
+    transitions give total stride 32, so ``input_shape`` needs ≥ 32 voxels per axis.
     """
     from monai.networks.nets import DenseNet121
 
-    check_core("densenet121_3d", in_channels, num_classes, input_shape)
+    shape = check_core("densenet121_3d", in_channels, num_classes, input_shape)
+    if min(shape) < 32:
+        raise ValueError(f"densenet121_3d: input_shape {shape} must be at least 32 voxels on every "
+                         "axis (a 4× stem and three 2× average-pool transitions); at 4 mm use the "
+                         "default (48, 56, 48) or a resnet*_3d, which takes any shape")
     net = DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=1,
                       init_features=init_features, growth_rate=growth_rate,
                       block_config=tuple(block_config))
@@ -249,4 +253,9 @@ def vit_3d(
     vit = ViT(in_channels=in_channels, img_size=shape, patch_size=patch, hidden_size=hidden_size,
               mlp_dim=mlp_dim, num_layers=num_layers, num_heads=num_heads, classification=False,
               dropout_rate=dropout_rate, spatial_dims=3)
+    for block in vit.blocks:
+        if not block.with_cross_attention:
+            # MONAI builds this LayerNorm even without cross-attention; unused parameters
+            # would make DDP (find_unused_parameters=False) fail.
+            block.norm_cross_attn = nn.Identity()
     return ClassifierNet(_ViTEncoder(vit), hidden_size, num_classes, in_channels, "vit_3d", drop_rate)

@@ -155,13 +155,18 @@ class FusionModel(nn.Module):
         return [self.tabular(tabular)] if self.tabular is not None else []
 
 
+def _classifier(backbone: str, in_channels: int, num_classes: int, input_shape, kwargs) -> nn.Module:
+    """A classification registry model ``(B, in_channels, X, Y, Z)`` → ``(B, num_classes)``."""
+    if "classification" not in models.spec(backbone).tasks:
+        raise ValueError(f"backbone {backbone!r} is not a classification model; choose one of "
+                         f"{models.available('classification')}")
+    return models.get(backbone, in_channels=in_channels, num_classes=num_classes,
+                      input_shape=tuple(input_shape), **dict(kwargs))
+
+
 def _encoder(backbone: str, in_channels: int, num_classes: int, input_shape, kwargs) -> nn.Module:
     """A registry backbone without its head: ``forward`` returns ``(B, num_features)``."""
-    net = models.get(backbone, in_channels=in_channels, num_classes=num_classes,
-                     input_shape=tuple(input_shape), **dict(kwargs))
-    if not hasattr(net, "reset_classifier") or not hasattr(net, "num_features"):
-        raise ValueError(f"backbone {backbone!r} is not a classification model (no num_features/"
-                         f"reset_classifier); choose one of {models.available('classification')}")
+    net = _classifier(backbone, in_channels, num_classes, input_shape, kwargs)
     net.reset_classifier(0)
     return net
 
@@ -238,9 +243,7 @@ class LateFusion(FusionModel):
             raise ValueError(f"late_combine={combine!r}; choose one of {list(LATE_COMBINES)}")
         self.combine = combine
         self.classifiers = nn.ModuleList(
-            models.get(backbone, in_channels=1, num_classes=self.num_classes,
-                       input_shape=tuple(input_shape), **dict(backbone_kwargs))
-            for _ in self.channels)
+            _classifier(backbone, 1, self.num_classes, input_shape, backbone_kwargs) for _ in self.channels)
         self.tabular_head = nn.Linear(self.tabular.num_features, self.num_classes) if self.tabular else None
 
     def forward(self, image, availability=None, tabular=None) -> torch.Tensor:
