@@ -12,6 +12,7 @@ import sys
 from unittest import mock
 
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 
@@ -19,7 +20,10 @@ class CogimgCLI(LightningCLI):
     """LightningCLI with cogimg's defaults (seeded, subclass mode for tasks and datamodules)."""
 
     def add_arguments_to_parser(self, parser) -> None:  # noqa: D401 - Lightning hook
-        parser.set_defaults({"seed_everything": 0})
+        # Always keep last.ckpt (what `cogimg predict` and resuming use); configs may add a
+        # monitored metric, e.g. `checkpoint: {monitor: val/dice, mode: max}`.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"seed_everything": 0, "checkpoint.save_last": True})
 
 
 def _cli(argv: list[str], run: bool) -> CogimgCLI:
