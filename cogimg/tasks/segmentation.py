@@ -131,11 +131,16 @@ class SegmentationTask(BaseTask):
         rows = self.subject_rows[stage]
         if not rows:
             return
-        summary = summarise(rows)
-        for key, stats in summary.items():
-            value = stats["mean"] if isinstance(stats, dict) else stats
-            if value is not None and np.isfinite(value):
-                self.log(f"{stage}/{key}", float(value), prog_bar=key == "dice", sync_dist=True)
+        groups = {"": rows}  # mean over subjects (and classes); per class when multi-class
+        if self.num_classes > 2:
+            for name in dict.fromkeys(r["class"] for r in rows):
+                groups[f"_{name}"] = [r for r in rows if r["class"] == name]
+        for suffix, group in groups.items():
+            metric_rows = [{k: v for k, v in r.items() if k != "class"} for r in group]
+            for key, stats in summarise(metric_rows).items():
+                if np.isfinite(stats["mean"]):
+                    self.log(f"{stage}/{key}{suffix}", float(stats["mean"]),
+                             prog_bar=key == "dice" and not suffix, sync_dist=True)
 
     def on_validation_epoch_end(self) -> None:
         self._log_summary("val")

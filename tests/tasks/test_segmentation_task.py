@@ -37,3 +37,24 @@ def test_bad_arguments():
         SegmentationTask("unet", optimizer="lion")
     with pytest.raises(KeyError, match="unet"):
         SegmentationTask("no_such_model")
+
+
+def test_multi_label_maps_are_scored_per_class(monkeypatch):
+    """Three classes: rows per subject and class, logged overall and per class name."""
+    task = SegmentationTask("unet", in_channels=1, num_classes=3, patch_size=(16, 16, 16),
+                            class_names=("core", "penumbra"),
+                            model_kwargs={"channels": [4, 8], "strides": [2]})
+    label = torch.zeros(1, 1, 16, 16, 16, dtype=torch.long)
+    label[0, 0, 2:6, 2:6, 2:6] = 1
+    label[0, 0, 9:13, 9:13, 9:13] = 2
+    logits = torch.nn.functional.one_hot(label[:, 0], 3).permute(0, 4, 1, 2, 3).float() * 10
+    monkeypatch.setattr(task, "predict_volume", lambda image: torch.softmax(logits, 1))
+    logged = {}
+    monkeypatch.setattr(task, "log", lambda key, value, **kw: logged.__setitem__(key, value))
+    task.on_validation_epoch_start()
+    task.validation_step({"image": torch.zeros(1, 1, 16, 16, 16), "label": label,
+                          "spacing_mm": torch.ones(1, 3), "subject_id": ["s1"]}, 0)
+    task.on_validation_epoch_end()
+    assert [r["class"] for r in task.subject_rows["val"]] == ["core", "penumbra"]
+    assert logged["val/dice"] == logged["val/dice_core"] == logged["val/dice_penumbra"] == 1.0
+    assert logged["val/volume_truth_ml_core"] == pytest.approx(64 / 1000)
