@@ -1,18 +1,24 @@
 """Training-step time of every registered segmentation model at cogimg's default sizes.
 
 For each model: parameters, forward GFLOPs per sample (2 x MACs, FlopCounterMode) and the
-time of one training step (forward + cross-entropy backward + SGD step) on random data,
-after one warm-up step. With ``--reference`` the published / MONAI-default sizes are
-timed too and the ratio reference / cogimg default is printed beside them.
+wall time of one training step (forward + cross-entropy backward + SGD step) on random
+data, after one warm-up step. With ``--reference`` the published / MONAI-default sizes
+are timed too and the ratio reference / cogimg default is printed beside them.
 
-    python benchmarks/model_step_time.py                     # CPU, batch 2 x 2 x 64^3
-    python benchmarks/model_step_time.py --reference         # + published sizes
-    python benchmarks/model_step_time.py --device cuda --size 128 --batch 2
+On a shared machine other processes inflate step times, so the table also reports
+``others``: the CPU cores other processes used during the timed steps (from
+/proc/stat, Linux); ``--wait-idle S`` waits up to S seconds for an idle CPU before each
+model. Compare ``step_min_s`` of rows whose ``others`` is near 0.
+
+    python benchmarks/model_step_time.py                        # CPU, batch 2 x 2 x 64^3
+    python benchmarks/model_step_time.py --reference --wait-idle 600
+    python benchmarks/model_step_time.py --device cuda --size 128
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -30,49 +36,71 @@ REFERENCE_KWARGS: dict[str, dict] = {
 }
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (NaN off Linux)."""
+    try:
+        with open("/proc/stat") as stat:
+            ticks = [int(v) for v in stat.readline().split()[1:9]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
+def wait_until_idle(max_seconds: float, max_cores: float = 0.1) -> None:
+    """Return once other processes use < ``max_cores`` over 2 s, or after ``max_seconds``."""
+    deadline = time.monotonic() + max_seconds
+    while time.monotonic() < deadline:
+        before = busy_cpu_seconds()
+        time.sleep(2.0)
+        if (busy_cpu_seconds() - before) / 2.0 < max_cores:
+            return
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def step_times(model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, steps: int) -> list[float]:
-    """Seconds per training step, ``steps`` steps after one warm-up step."""
+def step_times(
+    model: torch.nn.Module, shape: tuple[int, ...], device: torch.device, steps: int
+) -> tuple[list[float], list[float]]:
+    """Wall seconds per training step and cores used by other processes meanwhile."""
     model = model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(shape, generator=generator).to(device)
-    out_channels = None
-    times = []
+    labels = torch.randint(0, 2, (shape[0], *shape[2:]), generator=generator).to(device)
+    times, others = [], []
     for step in range(steps + 1):
         _sync(device)
-        start = time.perf_counter()
+        busy, own, start = busy_cpu_seconds(), time.process_time(), time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
         heads = models.deep_supervision_outputs(model(images))
-        if out_channels is None:
-            out_channels = heads[0].shape[1]
-            labels = torch.randint(0, out_channels, (shape[0], *shape[2:]), generator=generator)
-            labels = labels.to(device)
         loss = sum(F.cross_entropy(head, labels) for head in heads)
         loss.backward()
         optimizer.step()
         _sync(device)
+        wall = time.perf_counter() - start
         if step:  # the first step pays for allocation and kernel selection
-            times.append(time.perf_counter() - start)
-    return times
+            times.append(wall)
+            other = busy_cpu_seconds() - busy - (time.process_time() - own)
+            others.append(max(0.0, other) / wall)
+    return times, others
 
 
-def measure(name: str, kwargs: dict, args, device: torch.device) -> dict:
+def measure(name: str, kwargs: dict, args: argparse.Namespace, device: torch.device) -> dict:
     shape = (args.batch, args.channels, args.size, args.size, args.size)
-    model = models.get(
-        name, in_channels=args.channels, out_channels=2, patch_size=shape[2:], **kwargs
-    )
+    model = models.get(name, in_channels=args.channels, out_channels=2, patch_size=shape[2:], **kwargs)
     info = models.profile(model, (1, *shape[1:]))
-    times = step_times(model, shape, device, args.steps)
+    if args.wait_idle:
+        wait_until_idle(args.wait_idle)
+    times, others = step_times(model, shape, device, args.steps)
     return {
         "params_m": info["params"] / 1e6,
         "gflops": info["flops"] / 1e9,
         "mean_s": statistics.mean(times),
         "min_s": min(times),
+        "others": statistics.mean(others),
     }
 
 
@@ -86,6 +114,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--models", nargs="*", default=None, help="default: all segmentation")
     parser.add_argument("--reference", action="store_true", help="also time published sizes")
+    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
+                        help="wait up to S seconds for an idle CPU before each model")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,25 +128,21 @@ def main() -> None:
         f"# device={device} threads={torch.get_num_threads()} torch={torch.__version__} "
         f"input={args.batch}x{args.channels}x{args.size}^3 steps={args.steps} (+1 warm-up)"
     )
-    header = f"{'model':16s} {'params_M':>9s} {'GFLOPs':>8s} {'step_mean_s':>11s} {'step_min_s':>10s}"
+    header = (f"{'model':16s} {'params_M':>8s} {'GFLOPs':>7s} {'step_mean_s':>11s} "
+              f"{'step_min_s':>10s} {'others':>6s}")
     if args.reference:
-        header += f" | {'ref_params_M':>12s} {'ref_step_mean_s':>15s} {'ref/ours':>8s}"
+        header += f" | {'ref_params_M':>12s} {'ref_step_min_s':>14s} {'others':>6s} {'ref/ours':>8s}"
     print(header)
     for name in names:
         row = measure(name, {}, args, device)
-        line = (
-            f"{name:16s} {row['params_m']:9.2f} {row['gflops']:8.1f} "
-            f"{row['mean_s']:11.3f} {row['min_s']:10.3f}"
-        )
-        if args.reference:
-            if name in REFERENCE_KWARGS:
-                ref = measure(name, REFERENCE_KWARGS[name], args, device)
-                line += (
-                    f" | {ref['params_m']:12.2f} {ref['mean_s']:15.3f} "
-                    f"{ref['mean_s'] / row['mean_s']:8.1f}"
-                )
-            else:
-                line += f" | {'(same)':>12s}"
+        line = (f"{name:16s} {row['params_m']:8.2f} {row['gflops']:7.1f} {row['mean_s']:11.3f} "
+                f"{row['min_s']:10.3f} {row['others']:6.2f}")
+        if args.reference and name in REFERENCE_KWARGS:
+            ref = measure(name, REFERENCE_KWARGS[name], args, device)
+            line += (f" | {ref['params_m']:12.2f} {ref['min_s']:14.3f} {ref['others']:6.2f} "
+                     f"{ref['min_s'] / row['min_s']:8.1f}")
+        elif args.reference:
+            line += f" | {'(no separate reference size)':>45s}"
         print(line, flush=True)
 
 

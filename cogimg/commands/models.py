@@ -1,9 +1,10 @@
 """``cogimg models``: list the registered models with task, parameters and GFLOPs.
 
 Each model is built with its default kwargs plus the core kwargs it accepts, taken from
-``--input C,X,Y,Z`` (``in_channels``, ``patch_size``) and ``--out-channels``
-(``out_channels`` / ``num_classes``); its forward FLOPs for one sample of that shape are
-counted on the meta device (no compute, no memory). A model that cannot take the input
+``--input C,X,Y,Z`` (``in_channels``; X,Y,Z as ``patch_size`` for segmentation models,
+as ``input_shape`` for the others) and
+``--out-channels`` (``out_channels`` / ``num_classes``); its forward FLOPs for one sample
+of that shape are counted on the meta device (no compute, no memory). A model that cannot take the input
 shape (e.g. SwinUNETR needs multiples of 32) shows the reason instead of numbers.
 """
 
@@ -33,15 +34,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--names-only", action="store_true", help="list names and tasks, build nothing")
 
 
-def core_kwargs(parameters, input_shape: tuple[int, ...], out_channels: int) -> dict:
-    """The core kwargs a builder accepts, filled from the input shape and class count."""
-    offered = {
-        "in_channels": input_shape[0],
-        "out_channels": out_channels,
-        "num_classes": out_channels,
-        "patch_size": tuple(input_shape[1:]),
-    }
-    return {key: value for key, value in offered.items() if key in parameters}
+def core_kwargs(entry, input_shape: tuple[int, ...], out_channels: int) -> dict:
+    """The core kwargs ``entry``'s builder accepts, filled from the input shape and class count.
+
+    The spatial shape goes to ``patch_size`` for segmentation models (the training patch)
+    and to ``input_shape`` for the others (the whole volume): a classification ViT's own
+    ``patch_size`` is its token size and must keep its default.
+    """
+    spatial = tuple(input_shape[1:])
+    offered = {"in_channels": input_shape[0], "out_channels": out_channels, "num_classes": out_channels}
+    if "segmentation" in entry.tasks:
+        offered["patch_size"] = spatial
+    else:
+        offered["input_shape"] = spatial
+    return {key: value for key, value in offered.items() if key in entry.parameters}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:16s} {tasks:20s} {'':>9s} {'':>18s}  {entry.summary}")
             continue
         try:
-            model = models.get(name, **core_kwargs(entry.parameters, args.input, args.out_channels))
+            model = models.get(name, **core_kwargs(entry, args.input, args.out_channels))
             info = models.profile(model, (1, *args.input))
         except (TypeError, ValueError, RuntimeError) as exc:
             print(f"{name:16s} {tasks:20s} {'n/a':>9s} {'n/a':>18s}  {exc}")

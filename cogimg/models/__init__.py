@@ -5,13 +5,15 @@
     ['attention_unet', 'dynunet', 'segresnet', 'swinunetr', 'unet', 'unet2d_timm', 'unetr']
     >>> net = models.get("unet", in_channels=2, out_channels=2, patch_size=(64, 64, 64))
     >>> models.profile(net, (1, 2, 64, 64, 64))["params"]
-    4808917
+    4807345
 
 Builders register themselves with ``@register(name, task=...)`` when their module is
-imported below; a module adding classification or detection models is imported here too.
+imported below, so every registered name works from a config without further imports;
+a module adding models (e.g. detection) is imported here too.
 """
 
-from cogimg.models import segmentation, slicewise  # noqa: F401  (registers the builders)
+# Importing these modules registers their builders.
+from cogimg.models import classification, mil, segmentation, slicewise  # noqa: F401
 from cogimg.models.profiling import Profile, count_flops, profile
 from cogimg.models.registry import TASKS, ModelSpec, available, get, register, spec
 from cogimg.models.segmentation import deep_supervision_outputs

@@ -50,3 +50,20 @@ def test_command_module_imports_no_heavy_library():
     code = "import sys, cogimg.commands.models; print(sorted({'torch','monai','timm'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_core_kwargs_route_the_shape_by_task():
+    from cogimg.models import ModelSpec
+
+    def classifier(*, in_channels: int, num_classes: int, input_shape, patch_size: int = 8):
+        """A classifier whose own patch_size is a ViT token size."""
+
+    def segmenter(*, in_channels: int, out_channels: int, patch_size):
+        """A segmenter."""
+
+    cls = ModelSpec("toy_cls", frozenset({"classification"}), classifier)
+    seg = ModelSpec("toy_seg", frozenset({"segmentation"}), segmenter)
+    assert command.core_kwargs(cls, (2, 48, 56, 48), 3) == {
+        "in_channels": 2, "num_classes": 3, "input_shape": (48, 56, 48)}
+    assert command.core_kwargs(seg, (2, 64, 64, 32), 2) == {
+        "in_channels": 2, "out_channels": 2, "patch_size": (64, 64, 32)}
