@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import tempfile
 from dataclasses import fields
 from pathlib import Path
@@ -26,8 +25,9 @@ import torchio as tio
 from cogimg.data.bids import load_dataset
 from cogimg.data.boxes import boxes_from_mask
 from cogimg.data.cache import VolumeCache, invert_to_native, read_meta
-from cogimg.data.transforms import PreprocessingConfig, atomic_write_text
+from cogimg.data.transforms import PreprocessingConfig
 from cogimg.diseases import get_preset
+from cogimg.io import atomic_save_nifti, atomic_write_text
 from cogimg.metrics.segmentation import segmentation_report
 from cogimg.tasks.base import BaseTask
 
@@ -110,15 +110,6 @@ def lesion_report(mask: nib.Nifti1Image) -> dict:
         "lesions": [{"id": b["id"], "volume_ml": b["volume_ml"], "centroid_mm": b["centroid_mm"],
                      "box_mm": b["mm"]} for b in boxes],
     }
-
-
-def atomic_save_nifti(image: nib.Nifti1Image, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.nii.gz")
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | Path,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 from collections import Counter
 from pathlib import Path
+
+from cogimg.io import atomic_write_text  # light: no heavy imports, `cogimg --help` stays fast
 
 HELP = "validate a BIDS dataset (NIfTI integrity, labels, grids, participants) and summarise it"
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         summary["split"] = _check_split(args.split, dataset)
     print(format_summary(summary))
     if args.json:
-        _write_json_atomic(Path(args.json), summary)
+        atomic_write_text(Path(args.json), json.dumps(summary, indent=2) + "\n")
     return 0 if summary["ok"] and summary.get("split", {}).get("ok", True) else 1
 
 
@@ -266,16 +267,3 @@ def _fmt_range(per_subject: list[dict], key: str) -> str:
     if len(set(values)) == 1:
         return f"{values[0]:g}"
     return f"{np.median(values):g} [{min(values):g}–{max(values):g}]"
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

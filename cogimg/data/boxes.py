@@ -30,12 +30,12 @@ with ``voxel`` through the file's affine.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+
+from cogimg.io import atomic_write_text
 
 BOXES_FORMAT = "cogimg-boxes"
 BOXES_VERSION = 1
@@ -165,18 +165,7 @@ def write_boxes_json(path: str | Path, boxes: list[dict], shape, affine: np.ndar
         "meta": meta or {},
     }
     _validate(document, path)
-    text = json.dumps(document, indent=1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, json.dumps(document, indent=1))
 
 
 def read_boxes_json(path: str | Path) -> dict:

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 import torchio as tio
 
-from cogimg.data.transforms import PreprocessingConfig, atomic_write_text, reference_key
+from cogimg.data.transforms import PreprocessingConfig, reference_key
+from cogimg.io import atomic_write_text
 
 META_FILE = "meta.json"
 FORMAT_VERSION = 1

@@ -49,7 +49,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ import numpy as np
 import pandas as pd
 
 from cogimg.diseases import normalise_diagnosis
+from cogimg.io import atomic_write_text
 
 FORMAT_VERSION = 1
 KINDS = ("kfold", "leave-site-out", "custom")
@@ -337,9 +337,8 @@ def save_split(split: Split, path: str | os.PathLike, *, overwrite: bool = False
         raise FileExistsError(f"{', '.join(existing)} already exist(s); splits are made once "
                               "and reused (pass overwrite=True / --force to replace)")
     check_leakage(split)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, json.dumps(split.to_dict(), indent=2) + "\n")
-    _write_atomic(tsv, split_table(split).to_csv(sep="\t", index=False, lineterminator="\n"))
+    atomic_write_text(path, json.dumps(split.to_dict(), indent=2) + "\n")
+    atomic_write_text(tsv, split_table(split).to_csv(sep="\t", index=False, lineterminator="\n"))
     return path, tsv
 
 
@@ -505,17 +504,3 @@ def _listed(ids: Iterable[str]) -> str:
     ids = list(ids)
     more = f" … and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else ""
     return ", ".join(ids[:_MAX_LISTED]) + more
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same directory + ``os.replace`` (no half-written file)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchio as tio
+
+from cogimg.io import atomic_write_text
 
 #: Bump when the meaning of a preprocessing parameter changes, so old caches are not reused.
 PREPROCESSING_VERSION = 1
@@ -325,16 +325,3 @@ def load_landmarks(source: str | Path | dict) -> dict[str, np.ndarray]:
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise ValueError(f"{path}: expected a JSON object {{modality: [landmarks]}}")
     return {k: np.asarray(v, dtype=float) for k, v in data.items()}
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -39,7 +39,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +46,8 @@ from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from cogimg.io import atomic_path
 
 # 3×3×3 ones: voxels touching by a face, edge or corner belong to one lesion (ISLES'22).
 CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
@@ -316,17 +317,8 @@ def write_subject_csv(
                 f"row {index} (subject {row.get('subject_id')!r}) has columns "
                 f"{list(row.keys())}, expected {columns} as in row 0"
             )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
     return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
@@ -21,8 +20,8 @@ from cogimg.data.bids import load_dataset
 from cogimg.data.cache import VolumeCache, load_entry
 from cogimg.data.synth import generate_cohort
 from cogimg.data.synth.preview import make_preview
-from cogimg.data.transforms import atomic_write_text
 from cogimg.diseases import get_preset
+from cogimg.io import atomic_write_text
 from cogimg.predict import load_task, preprocessing_config
 from cogimg.tracking import figures
 from cogimg.tracking.experiment import run_experiment

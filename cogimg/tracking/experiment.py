@@ -18,7 +18,7 @@ from typing import Any
 
 from lightning.pytorch import Callback
 
-from cogimg.data.transforms import atomic_write_text
+from cogimg.io import atomic_write_text
 from cogimg.lightning_cli import build_cli
 from cogimg.metrics.segmentation import write_subject_csv
 

@@ -6,7 +6,6 @@ re-trains anything.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -16,15 +15,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cogimg.io import atomic_path  # noqa: E402
+
 
 def save_figure(fig, path: str | Path) -> Path:
     """Save ``fig`` to ``path`` through a temporary file (a crash leaves no partial PNG)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    with atomic_path(path, suffix=path.suffix) as tmp:  # matplotlib picks the format from it
+        fig.savefig(tmp, dpi=150, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cogimg.data.transforms import atomic_write_text
+from cogimg.io import atomic_write_text
 
 SECONDARY = ("lesion_f1", "absolute_volume_difference_ml", "lesion_count_difference",
              "hausdorff95_mm")

@@ -21,8 +21,6 @@ Rebuild it (≈ 1 min; needs the SOOP masks, see ``../shared/data/README.md``)::
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -31,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from cogimg.data.synth.territories import ASSETS_DIR, family_and_side
+from cogimg.io import atomic_path
 
 #: Packaged shape library; when this file is absent, :func:`load_library` returns None and
 #: the stroke effect falls back to :func:`procedural_blob`.
@@ -246,16 +245,9 @@ def build_library(soop_dir: str | Path, out: str | Path, n_shapes: int = 160, se
         "side": np.array(sides, dtype="<U1"), "source": np.array(sources, dtype="<U24"),
         "centroid_mm": np.array(centroids, dtype=np.float32), "spacing_mm": np.float32(voxel_size),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the asset is package data
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # A file handle, because given a name without ``.npz`` numpy would append one.
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
     return {"n_shapes": len(chosen), "n_candidates": len(candidates),
             "volume_ml": [float(min(volumes)), float(max(volumes))], "bytes": out.stat().st_size}
 

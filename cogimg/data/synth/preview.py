@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from cogimg.data.synth.writer import modality_path
+from cogimg.io import atomic_path
 
 COLUMNS = ("T1w", "FLAIR", "T2starw", "dwi", "adc", "pet_amyloid", "pet_dat")
 TITLES = {"T1w": "T1w", "FLAIR": "FLAIR", "T2starw": "T2*w", "dwi": "DWI", "adc": "ADC",
@@ -174,11 +174,9 @@ def make_preview(root: str | Path, png: str | Path, dpi: int = 80) -> Path:
                  "overlays: atrophy (T1w), PD change (T2*), DAT loss and lesions (cyan), microbleeds (green)",
                  color="white", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".tmp-{os.getpid()}-{png.name}")
-    fig.savefig(tmp, dpi=dpi, facecolor="black", format="png")
+    with atomic_path(png, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=dpi, facecolor="black", format="png")
     plt.close(fig)
-    os.replace(tmp, png)
     return png
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from cogimg.io import atomic_save_nifti, atomic_write_text
+
 #: BIDS folder and file suffix of each modality.
 MODALITY_FILES: dict[str, tuple[str, str]] = {
     "T1w": ("anat", "T1w"),
@@ -44,11 +46,6 @@ def modality_path(pid: str, modality: str) -> str:
     return f"{pid}/{folder}/{pid}_{suffix}.nii.gz"
 
 
-def _tmp_name(path: Path) -> Path:
-    # Keep the ``.nii.gz`` ending so nibabel picks the format and compression.
-    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
-
-
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, kind: str) -> None:
     """Write ``data`` (X, Y, Z) atomically.
 
@@ -56,7 +53,6 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, kind: str) -> 
         kind: ``image`` or ``map`` (float data stored as int16 + scl_slope), ``mask``
             (uint8) or ``instances`` (int16).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     if kind in ("image", "map"):
         img = nib.Nifti1Image(np.asarray(data, np.float32), affine)
         img.set_data_dtype(np.int16)  # nibabel scales float → int16 with scl_slope/inter
@@ -69,26 +65,7 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, kind: str) -> 
     img.header.set_xyzt_units("mm")
     img.header.set_qform(affine, code=1)  # scanner-anatomical (here MNI) space
     img.header.set_sform(affine, code=4)  # MNI152
-    tmp = _tmp_name(path)
-    try:
-        nib.save(img, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` atomically (UTF-8, ``\\n`` line ends)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_save_nifti(img, path)
 
 
 def _json_default(obj):
@@ -103,7 +80,7 @@ def _json_default(obj):
 
 def write_json(path: Path, obj) -> None:
     """Write ``obj`` as indented JSON atomically (NumPy scalars and arrays become lists)."""
-    write_text(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=1, default=_json_default) + "\n")
 
 
 def format_tsv(rows: list[dict], columns: tuple[str, ...] = PARTICIPANT_COLUMNS) -> str:
@@ -176,7 +153,7 @@ def write_dataset_files(root: Path, rows: list[dict], config: dict, sites: list[
     """participants.tsv/json, dataset_description.json, README, derivative descriptions."""
     from cogimg import __version__
 
-    write_text(root / "participants.tsv", format_tsv(rows))
+    atomic_write_text(root / "participants.tsv", format_tsv(rows))
     write_json(root / "participants.json", PARTICIPANT_DESCRIPTIONS)
     generated_by = [{"Name": "cogimg synth", "Version": __version__,
                      "Description": "synthetic multi-site cohort on the MNI152 2009a template"}]
@@ -221,4 +198,4 @@ def write_dataset_files(root: Path, rows: list[dict], config: dict, sites: list[
         "Imaging Centre, Montreal Neurological Institute, McGill University).",
         "",
     ]
-    write_text(root / "README", "\n".join(lines))
+    atomic_write_text(root / "README", "\n".join(lines))

@@ -1,0 +1,88 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never half of it.
+
+Every file cogimg writes (splits, cache config, metric tables, boxes, figures, predicted
+masks, synthetic cohorts …) goes through :func:`atomic_path`: the writer fills a hidden
+temporary file in the target's directory, which is flushed to disk and ``os.replace``d onto
+the target only when the writer finished without error. ``os.replace`` is atomic because the
+temporary file lies on the same file system as the target.
+
+Example::
+
+    with atomic_path("figures/dice.png", suffix=".png") as tmp:
+        fig.savefig(tmp)        # matplotlib picks PNG from the temporary name
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # nibabel is imported where it is used, so `cogimg --help` stays fast
+    import nibabel as nib
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a hidden temporary path next to ``path`` and publish it there on success.
+
+    The temporary file (``.NAME.<random>.tmp<suffix>``, created empty) lies in the same
+    directory as ``path``; give ``suffix`` (e.g. ``".nii.gz"``, ``".png"``) when the writer
+    picks its format from the file name. When the ``with`` block ends normally the file is
+    fsynced and ``os.replace``d onto ``path`` (replacing an existing file); when it raises,
+    the temporary file is removed and the exception propagates, leaving ``path`` untouched.
+    Creates the parent directory. The file gets the permissions of a plain ``open()``
+    (``0o666`` minus the umask), not ``tempfile.mkstemp``'s owner-only ``0o600``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp{suffix}")
+    # O_EXCL: two concurrent writers of the same target never share a temporary file.
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8, line ends as given). Returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8", newline="")
+    return path
+
+
+def atomic_save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> Path:
+    """``nib.save`` ``image`` to ``path`` atomically. Returns the path.
+
+    The temporary name keeps the ``.nii.gz`` / ``.nii`` ending, from which nibabel picks the
+    format and whether to gzip.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    with atomic_path(path, suffix=suffix) as tmp:
+        nib.save(image, tmp)
+    return path
+
+
+def _fsync(path: Path) -> None:
+    # Flush the data to disk before the rename publishes it, so a power loss cannot leave
+    # the new name pointing at an empty file. O_RDWR because Windows refuses fsync on a
+    # read-only descriptor.
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = ["atomic_path", "atomic_save_nifti", "atomic_write_text"]
