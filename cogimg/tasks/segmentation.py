@@ -39,9 +39,10 @@ class SegmentationTask(BaseTask):
         sw_batch_size: windows per forward pass at validation/test.
         tta_flip_axes: mirror axes averaged at test time (e.g. ``[0]`` = left-right).
         class_names: optional names of the foreground classes, for metric keys.
-        channels_last: keep weights and inputs in ``channels_last_3d`` memory format (same
-            results; measured on 2 CPU cores per training step at 2 × 2 × 64³: UNet 4.7×,
-            UNETR 1.6×, SegResNet 1.4× faster, but DynUNet 1.7× slower — its YAML turns it off).
+        channels_last: keep weights and inputs of 3D networks in ``channels_last_3d`` memory
+            format (same results; measured on 2 CPU cores per training step at 2 × 2 × 64³:
+            UNet 4.7×, UNETR 1.6×, SegResNet 1.4× faster, but DynUNet 1.7× slower — its YAML
+            turns it off). Ignored for networks with 2D layers (``unet2d_timm``).
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
 
@@ -79,7 +80,10 @@ class SegmentationTask(BaseTask):
             self.hparams.model, in_channels=self.in_channels, out_channels=self.num_classes,
             patch_size=self.patch_size, **(self.hparams.model_kwargs or {}),
         )
-        if self.hparams.channels_last:
+        # channels_last_3d needs rank-5 weights; slice-wise 2D networks keep their layout.
+        self.channels_last = self.hparams.channels_last and all(
+            p.ndim != 4 for p in self.model.parameters())
+        if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
 
     def configure_losses(self) -> None:
@@ -92,7 +96,7 @@ class SegmentationTask(BaseTask):
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         image, label = batch["image"], batch["label"].long()
-        if self.hparams.channels_last:
+        if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last_3d)
         output = self.model(image)
         if output.ndim == image.ndim + 1:  # deep supervision: (B, heads, K, X, Y, Z)
@@ -112,7 +116,7 @@ class SegmentationTask(BaseTask):
         return sliding_window_predict(
             self.model, image, self.patch_size, overlap=hp.sw_overlap,
             sw_batch_size=hp.sw_batch_size, tta_flip_axes=hp.tta_flip_axes,
-            channels_last=hp.channels_last,
+            channels_last=self.channels_last,
         )
 
     def _evaluate(self, batch: dict, stage: str) -> None:
