@@ -1,0 +1,184 @@
+"""How long does one classification epoch take on CPU with the default 3D CNN?
+
+Target (cogimg issue 6): "Classification of 120 subjects at 2 mm trains one epoch in ≤ 60 s on
+2 CPU cores with the default 3D CNN, peak RSS ≤ 4 GB".
+
+Setup: a synthetic AD cohort generated at 2 mm (``cogimg synth --diseases ad``; 130 subjects
+so that the split has 120 training subjects plus 5 validation and 5 test subjects), read by
+``VolumeDataModule`` with its defaults (resampled to 4 mm, cropped to the brain, 48 × 56 × 48,
+batch 8, light augmentation, ``--workers`` loader processes) and trained by
+``ClassificationTask`` with its defaults (``resnet10_3d``: MONAI ResNet-10, widths
+(16, 32, 64, 128), stride-2 stem). The one-time preprocessing into the cache is timed
+separately. Three training epochs run (the first pays for worker start-up and oneDNN
+warm-up); all three are printed, with the peak RSS of the whole process tree (psutil, sampled
+every 100 ms).
+
+For scale, the same script times a few training steps of MONAI's published ResNet-10
+(widths 64…512, stride-1 stem; what ``monai.networks.nets.resnet10`` builds) and of the
+published widths with cogimg's stride-2 stem, at the same batch, and extrapolates their
+epoch time.
+
+Run: ``.venv/bin/python benchmarks/cls_epoch_time.py [--data DIR]`` (a few minutes; without
+``--data`` it generates the cohort first, ~1.5 min).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Self
+
+import psutil
+
+TARGET_SECONDS = 60.0
+TARGET_RSS_GB = 4.0
+
+
+class TreeRSS:
+    """Peak summed RSS (GiB) of this process and its children, sampled in a thread."""
+
+    def __init__(self, interval_s: float = 0.1):
+        self.interval_s, self.peak = interval_s, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me, *me.children(recursive=True)]:
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total / 1024**3)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def write_split(root: Path, out: Path, n_train: int) -> Path:
+    """A one-fold split file: the first ``n_train`` participants train, the rest val/test."""
+    from cogimg.data.splits import Split, participants_hash, read_participants, save_split
+
+    table = read_participants(root / "participants.tsv")
+    ids = sorted(table.index.astype(str))  # indexed by participant_id
+    if len(ids) < n_train + 2:
+        raise SystemExit(f"{root} has {len(ids)} participants; need {n_train} + 2")
+    rest = ids[n_train:]
+    split = Split(kind="kfold", folds=[{"name": "fold0", "train": ids[:n_train],
+                                        "val": rest[: len(rest) // 2]}],
+                  test=rest[len(rest) // 2:], seed=0, stratify=None,
+                  participants_hash=participants_hash(table))
+    save_split(split, out, overwrite=True)
+    return out
+
+
+def step_time(model_kwargs: dict, batch: int, shape, repeats: int = 3) -> float:
+    """Best seconds per training step (forward, backward, AdamW) on random input."""
+    import torch
+
+    from cogimg import models
+    from cogimg.models import classification  # noqa: F401
+
+    net = models.get("resnet10_3d", in_channels=1, num_classes=3, input_shape=shape, **model_kwargs)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    x, y = torch.randn(batch, 1, *shape), torch.randint(0, 3, (batch,))
+    times = []
+    for _ in range(repeats + 1):
+        start = time.perf_counter()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - start)
+    return min(times[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, help="existing synthetic AD cohort (2 mm)")
+    parser.add_argument("--train-subjects", type=int, default=120)
+    parser.add_argument("--workers", type=int, default=1, help="datamodule loader processes")
+    parser.add_argument("--skip-published", action="store_true", help="skip the published-width timing")
+    args = parser.parse_args()
+
+    import lightning as L
+    import torch
+
+    from cogimg.data.datamodules import VolumeDataModule
+    from cogimg.tasks.classification import ClassificationTask
+
+    warnings.filterwarnings("ignore")
+    work = Path(tempfile.mkdtemp(prefix="cls_epoch_"))
+    root = args.data
+    if root is None:
+        from cogimg.data.synth import generate_cohort
+
+        start = time.perf_counter()
+        root = generate_cohort(work / "synth", args.train_subjects + 10, seed=0, spacing_mm=2.0,
+                               diseases="ad", workers=2, progress=False)
+        print(f"generated {args.train_subjects + 10} subjects at 2 mm in {time.perf_counter() - start:.0f} s")
+    split = write_split(root, work / "split.json", args.train_subjects)
+    print(f"torch threads: {torch.get_num_threads()}, CPU cores: {psutil.cpu_count()}, "
+          f"load average: {psutil.getloadavg()[0]:.1f}")
+
+    with TreeRSS() as rss:
+        dm = VolumeDataModule(root, preset="ad", split_file=split, cache_dir=work / "cache",
+                              num_workers=args.workers)
+        start = time.perf_counter()
+        dm.setup("fit")
+        print(f"one-time preprocessing into the cache ({len(dm.subjects['train'])} train + "
+              f"{len(dm.subjects['val'])} val + {len(dm.subjects['test'])} test subjects): "
+              f"{time.perf_counter() - start:.1f} s")
+        L.seed_everything(0)
+        task = ClassificationTask(classes=("CN", "MCI", "AD"))
+        epochs: list[float] = []
+
+        class EpochTimer(L.Callback):
+            def on_train_epoch_start(self, trainer, module):
+                self.start = time.perf_counter()
+
+            def on_train_epoch_end(self, trainer, module):
+                epochs.append(time.perf_counter() - self.start)
+
+        trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False,
+                            limit_val_batches=0, callbacks=[EpochTimer()])
+        trainer.fit(task, datamodule=dm)
+    batches = len(dm.train_dataloader())
+    n = len(dm.subjects["train"])
+    print(f"\ndefault 3D CNN (resnet10_3d, widths 16-128, stride-2 stem, "
+          f"{sum(p.numel() for p in task.parameters()) / 1e6:.2f} M params), {n} subjects, "
+          f"{batches} batches of {dm.batch_size} at 4 mm {tuple(dm.config.target_shape)}:")
+    for i, seconds in enumerate(epochs, 1):
+        print(f"  epoch {i}: {seconds:6.1f} s  ({seconds / n * 1000:.0f} ms/subject)   "
+              f"target ≤ {TARGET_SECONDS:.0f} s: {'PASS' if seconds <= TARGET_SECONDS else 'FAIL'}")
+    print(f"  peak RSS of the process tree: {rss.peak:.2f} GiB   target ≤ {TARGET_RSS_GB:.0f} GiB: "
+          f"{'PASS' if rss.peak <= TARGET_RSS_GB else 'FAIL'}")
+
+    if not args.skip_published:
+        shape, batch = tuple(dm.config.target_shape), dm.batch_size
+        default = step_time({}, batch, shape)
+        print(f"\nper training step at batch {batch} × {shape} (random input, best of 3):")
+        print(f"  cogimg default  (16-128, stride-2 stem): {default:6.2f} s  → {default * batches:6.1f} s/epoch")
+        for label, kw in (("published widths, stride-2 stem", {"block_inplanes": (64, 128, 256, 512)}),
+                          ("MONAI resnet10 (64-512, stride 1)", {"block_inplanes": (64, 128, 256, 512),
+                                                                  "conv1_stride": 1})):
+            seconds = step_time(kw, batch, shape)
+            print(f"  {label:34s}: {seconds:6.2f} s  → {seconds * batches:6.1f} s/epoch  "
+                  f"({seconds / default:.1f}× the default)")
+
+
+if __name__ == "__main__":
+    main()
