@@ -15,9 +15,9 @@ import argparse
 import copy
 
 import torch
+from _common import best_time
 from monai.inferers import sliding_window_inference
 
-from _common import best_time
 from cogimg import models
 from cogimg.inference import sliding_window_predict
 

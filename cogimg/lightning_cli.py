@@ -19,7 +19,7 @@ from lightning.pytorch.cli import LightningCLI
 class CogimgCLI(LightningCLI):
     """LightningCLI with cogimg's defaults (seeded, subclass mode for tasks and datamodules)."""
 
-    def add_arguments_to_parser(self, parser) -> None:  # noqa: D401 - Lightning hook
+    def add_arguments_to_parser(self, parser) -> None:
         # Always keep last.ckpt (what `cogimg predict` and resuming use); configs may add a
         # monitored metric, e.g. `checkpoint: {monitor: val/dice, mode: max}`.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")

@@ -49,7 +49,7 @@ def load_task(ckpt: str | Path, map_location: str = "cpu") -> tuple[BaseTask, di
     ckpt = Path(ckpt)
     try:
         state = torch.load(ckpt, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
+    except Exception as exc:
         raise CheckpointError(f"{ckpt}: cannot read checkpoint ({exc})") from exc
     info = state.get("cogimg")
     data = next((v for k, v in state.items()

@@ -26,7 +26,7 @@ def test_torch_torchvision_timm_import_together():
 
 
 def test_constraints_pin_the_matching_pair():
-    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)", (REPO / "constraints.txt").read_text(), re.M))
+    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)", (REPO / "constraints.txt").read_text(), re.MULTILINE))
     assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
 
 
@@ -34,7 +34,7 @@ def test_console_script_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "cogimg", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for command in ("fit", "validate", "test", "check", "split", "synth", "models", "predict", "demo"):
-        assert re.search(rf"^\s+{command}\s", out, re.M), command
+        assert re.search(rf"^\s+{command}\s", out, re.MULTILINE), command
 
 
 @pytest.mark.parametrize("marker", ["main-command", "test-command"])

@@ -14,7 +14,6 @@ import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lightning.pytorch import Callback
 
@@ -122,16 +121,3 @@ def _inference_latency(task, data) -> float:
         task.predict_volume(image)
         times.append(time.perf_counter() - start)
     return min(times)
-
-
-def summary_row(result: ExperimentResult, primary: str = "val/dice") -> dict[str, Any]:
-    """A flat leaderboard row of a result."""
-    row = {"experiment": result.name, "model": result.model,
-           "params_M": round(result.params / 1e6, 2), "train_s": result.train_s,
-           "latency_s": result.latency_s, "peak_rss_gb": result.peak_rss_gb}
-    for key, value in sorted(result.metrics.items()):
-        row[key.removeprefix("val/")] = round(value, 4)
-    if primary in result.metrics:
-        row["primary"] = round(result.metrics[primary], 4)
-    return row
-

@@ -50,7 +50,7 @@ def leaderboard(runs: list[tuple[dict, pd.DataFrame]], primary: str = "dice") ->
         low, high = bootstrap_mean_ci(values)
         row = {"model": result["name"], "params_M": round(result["params"] / 1e6, 2),
                f"{primary}_mean": np.nanmean(values), f"{primary}_std": np.nanstd(values, ddof=1),
-               f"{primary}_ci_low": low, f"{primary}_ci_high": high, "n_subjects": int(len(values))}
+               f"{primary}_ci_low": low, f"{primary}_ci_high": high, "n_subjects": len(values)}
         for key in SECONDARY:
             if key in subjects:
                 row[key] = float(np.nanmean(subjects[key].to_numpy(dtype=float)))
@@ -69,8 +69,8 @@ def to_markdown(table: pd.DataFrame, primary: str = "dice") -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for _, r in table.iterrows():
         cells = [str(r["rank"]), r["model"], f"{r['params_M']:.2f}",
-                 f"{r[f'{primary}_mean']:.3f} ± {r[f'{primary}_std']:.3f} "
-                 f"[{r[f'{primary}_ci_low']:.3f}, {r[f'{primary}_ci_high']:.3f}]",
+                 (f"{r[f'{primary}_mean']:.3f} ± {r[f'{primary}_std']:.3f} "
+                  f"[{r[f'{primary}_ci_low']:.3f}, {r[f'{primary}_ci_high']:.3f}]"),
                  *(f"{r.get(k, float('nan')):.3f}" for k in SECONDARY),
                  f"{r['train_s']:.0f}", f"{r['latency_s']:.2f}", f"{r['peak_rss_gb']:.2f}"]
         lines.append("| " + " | ".join(cells) + " |")

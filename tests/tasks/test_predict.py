@@ -67,7 +67,7 @@ def test_cli_refuses_to_overwrite(trained, easy_stroke_tree, tmp_path, capsys):
 
 def test_checkpoint_loading_is_weights_only_and_checked(trained, tmp_path):
     _, _, ckpt, _ = trained
-    task, data = load_task(ckpt)
+    _, data = load_task(ckpt)
     assert data["preset"] == "stroke" and data["modalities"] == ["dwi", "adc"]
     state = torch.load(ckpt, weights_only=True)
     state["cogimg"]["task"] = "os.system"

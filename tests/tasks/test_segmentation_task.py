@@ -8,6 +8,7 @@ import torch
 from cogimg.tasks.segmentation import SegmentationTask
 from tests.tasks.conftest import trainer
 
+
 def test_training_raises_validation_dice(trained, tmp_path):
     task, dm, _, before = trained
     after = trainer(tmp_path).validate(task, datamodule=dm, verbose=False)[0]
