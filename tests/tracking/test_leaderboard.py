@@ -8,8 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cogimg.tracking.leaderboard import (bootstrap_mean_ci, leaderboard, load_runs, to_markdown,
-                                         write_leaderboard)
+from cogimg.tracking.leaderboard import (
+    bootstrap_mean_ci,
+    leaderboard,
+    load_runs,
+    to_markdown,
+    write_leaderboard,
+)
 
 
 def fake_run(folder, name, dice, params=2_000_000):
