@@ -68,7 +68,7 @@ def unet(
 
     Defaults: channels (16, 32, 64, 128, 256), 4 stride-2 levels (the first convolution
     already downsamples, hence its speed): 4.8 M parameters, 3.1 GFLOPs per 2 x 64^3
-    sample, 0.28 s per training step at batch 2 x 2 x 64^3 on 2 CPU cores.
+    sample, 0.23 s per training step at batch 2 x 2 x 64^3 on 2 CPU cores.
     ``patch_size`` must be divisible by the product of ``strides`` (16), with more than
     one voxel left at the coarsest level.
     """
@@ -108,8 +108,8 @@ def dynunet(
     One level per entry of ``strides`` (the first is the full-resolution stem, stride 1)
     with ``filters[i]`` channels. nnU-Net's own widths are (32, 64, 128, 256, 320); the
     default (8, 16, 32, 64, 128) keeps the full-resolution level cheap on CPU: 1.4 M
-    parameters, 7.6 GFLOPs per sample, 0.86 s per training step at 2 x 2 x 64^3 on
-    2 CPU cores (nnU-Net widths: 5.7 M parameters, ~4-7 s).
+    parameters, 7.6 GFLOPs per sample, 0.84 s per training step at 2 x 2 x 64^3 on
+    2 CPU cores (nnU-Net's widths: 16.5 M parameters, several seconds per step).
 
     With ``deep_supervision=True`` the module returns, **in training mode only**, a
     stacked tensor ``(B, 1 + deep_supr_num, out_channels, X, Y, Z)`` (index 0 the main
@@ -250,11 +250,11 @@ def unetr(
 
     The ViT's position embedding is built for ``patch_size`` exactly, so inference must
     use the same window (sliding-window ``roi_size = patch_size``). The published size
-    is hidden_size 768, mlp_dim 3072, 12 heads, feature_size 16 (~2.5 s per step on
-    CPU); the default ViT-Tiny-like width (192 / 768 / 6 heads, feature_size 8) gives
-    7.8 M parameters, 8.9 GFLOPs per sample, 0.87 s per training step at 2 x 2 x 64^3
-    on 2 CPU cores.
-    ``patch_size`` must be divisible by 16 (the ViT patch).
+    is hidden_size 768, mlp_dim 3072, 12 heads, feature_size 16 (95.8 M parameters,
+    2.9 s per step on CPU); the default ViT-Tiny-like width (192 / 768 / 6 heads,
+    feature_size 8) gives 7.8 M parameters, 8.9 GFLOPs per sample, 0.85 s per training
+    step at 2 x 2 x 64^3 on 2 CPU cores. ``patch_size`` must be divisible by 16 (the
+    ViT patch).
     """
     from monai.networks.nets import UNETR
     from torch import nn
