@@ -129,8 +129,9 @@ def resnet10_3d(
     """3D ResNet-10 (monai.networks.nets.ResNet, one basic block per stage), CPU-sized widths.
 
     Defaults: widths (16, 32, 64, 128) — a quarter of the published ones — and a stride-2
-    7³ first convolution: 1.2 M parameters, total stride 32, global average pooling, so
-    any ``input_shape`` works. The cogimg default 3D CNN for classification.
+    7³ first convolution: 0.9 M parameters (published widths: 14.4 M), total stride 32,
+    global average pooling, so any ``input_shape`` works. The cogimg default 3D CNN for
+    classification.
     """
     return _resnet("resnet10_3d", in_channels, num_classes, input_shape, block_inplanes,
                    conv1_stride, conv1_size, no_max_pool, drop_rate)
