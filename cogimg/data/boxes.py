@@ -62,6 +62,38 @@ def voxel_box_to_mm(voxel_box, affine: np.ndarray) -> list[float]:
     return [float(v) for v in (*world.min(axis=0), *world.max(axis=0))]
 
 
+def mm_box_to_voxel(mm_box, affine: np.ndarray) -> list[float]:
+    """Continuous voxel box ``[x0, y0, z0, x1, y1, z1]`` (voxel ``i`` spans ``[i, i + 1)``) that
+    encloses the world box ``mm_box`` (mm); the inverse of :func:`voxel_box_to_mm` for
+    axis-aligned affines (flips and permutations included), an enclosing box otherwise."""
+    lo, hi = np.asarray(mm_box, dtype=np.float64)[:3], np.asarray(mm_box, dtype=np.float64)[3:]
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+    inverse = np.linalg.inv(np.asarray(affine, dtype=np.float64))
+    voxel = corners @ inverse[:3, :3].T + inverse[:3, 3] + 0.5
+    return [float(v) for v in (*voxel.min(axis=0), *voxel.max(axis=0))]
+
+
+def scored_boxes_from_probabilities(probabilities: np.ndarray, threshold: float = 0.5,
+                                    min_voxels: int = 1, connectivity: int = 26
+                                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Detections from a segmentation: one box per connected component of
+    ``probabilities >= threshold``, scored by the component's highest probability.
+
+    Args:
+        probabilities: foreground probability (X, Y, Z) in [0, 1].
+
+    Returns:
+        boxes ``(N, 6)`` float64 half-open voxel boxes (MONAI ``xyzxyz``) and scores ``(N,)``.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float32)
+    if probabilities.ndim != 3:
+        raise ValueError(f"probabilities must be (X, Y, Z), got shape {probabilities.shape}")
+    instances, count = label_components(probabilities >= threshold, connectivity)
+    boxes = boxes_from_instances(instances, np.eye(4), min_voxels=min_voxels)
+    peaks = ndimage.maximum(probabilities, instances, [b["id"] for b in boxes]) if boxes else []
+    return boxes_to_array(boxes), np.asarray(peaks, dtype=np.float64).reshape(-1)
+
+
 def boxes_from_instances(instances: np.ndarray, affine: np.ndarray, min_voxels: int = 1,
                          label: str = "lesion", offset=(0, 0, 0)) -> list[dict]:
     """One box per instance id of an instance map.

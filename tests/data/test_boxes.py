@@ -12,7 +12,9 @@ from cogimg.data.boxes import (
     boxes_from_mask,
     boxes_to_array,
     instances_and_boxes,
+    mm_box_to_voxel,
     read_boxes_json,
+    scored_boxes_from_probabilities,
     voxel_box_to_mm,
     write_boxes_json,
 )
@@ -147,3 +149,39 @@ def test_write_refuses_invalid_boxes_and_keeps_existing_file(tmp_path):
     with pytest.raises(ValueError, match="x1=0 must be greater than x0=0"):
         write_boxes_json(path, bad, SHAPE, FLIPPED)
     assert read_boxes_json(path)["boxes"] == good
+
+
+# --------------------------------------------------------------------------- detection utilities
+def test_monai_box_iou_nms_and_clipping_on_hand_computed_boxes():
+    from monai.data.box_utils import box_iou, clip_boxes_to_image, non_max_suppression
+
+    a = np.array([[0, 0, 0, 2, 2, 2], [1, 0, 0, 3, 2, 2], [10, 10, 10, 11, 11, 11]], dtype=float)
+    # a0 ∩ a1 = 1 × 2 × 2 = 4 voxels, union 8 + 8 - 4 = 12.
+    np.testing.assert_allclose(box_iou(a, a)[0], [1.0, 4 / 12, 0.0])
+    keep = non_max_suppression(a, np.array([0.5, 0.9, 0.1]), nms_thresh=0.3)
+    assert keep.tolist() == [1, 2]  # a0 overlaps the higher-scored a1 by IoU 1/3 > 0.3
+    clipped, kept = clip_boxes_to_image(np.array([[-2, 1, 1, 4, 3, 20.0]]), (3, 5, 8))
+    np.testing.assert_allclose(clipped, [[0, 1, 1, 3, 3, 8]])
+
+
+@pytest.mark.parametrize("affine", [FLIPPED, np.diag([0.9, 1.1, 3.0, 1.0])])
+def test_voxel_mm_round_trip(affine):
+    voxel = [2, 3, 4, 5, 7, 6]
+    np.testing.assert_allclose(mm_box_to_voxel(voxel_box_to_mm(voxel, affine), affine), voxel, atol=1e-9)
+
+
+def test_scored_boxes_from_probabilities():
+    probs = np.zeros((12, 12, 12), dtype=np.float32)
+    probs[1:3, 1:3, 1:3] = 0.6
+    probs[2, 2, 2] = 0.9
+    probs[8:10, 8, 8] = 0.7
+    probs[5, 5, 5] = 0.4  # below the threshold: no box
+    boxes, scores = scored_boxes_from_probabilities(probs, threshold=0.5)
+    np.testing.assert_array_equal(boxes, [[1, 1, 1, 3, 3, 3], [8, 8, 8, 10, 9, 9]])
+    np.testing.assert_allclose(scores, [0.9, 0.7])
+    boxes, scores = scored_boxes_from_probabilities(probs, threshold=0.5, min_voxels=3)
+    assert boxes.shape == (1, 6) and scores.tolist() == pytest.approx([0.9])
+    boxes, scores = scored_boxes_from_probabilities(np.zeros((4, 4, 4)))
+    assert boxes.shape == (0, 6) and scores.shape == (0,)
+    with pytest.raises(ValueError, match=r"\(X, Y, Z\)"):
+        scored_boxes_from_probabilities(np.zeros((4, 4)))
