@@ -4,7 +4,9 @@ Shared by ``cogimg demo`` and the benchmarks that compare architectures: the YAM
 overrides) is parsed by the same LightningCLI as ``cogimg fit``, a callback records the
 validation metrics against training wall time, and the result gathers what a leaderboard
 row needs (final metrics, per-subject rows, parameters, training time, inference latency,
-peak memory).
+peak memory). The fit also writes a normal run directory (:mod:`cogimg.tracking.run`:
+manifest, metrics, per-subject rows, checkpoints) under ``<run_dir>/lightning_logs/``, whose
+``metrics.json`` gains the measured inference latency.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from lightning.pytorch import Callback
 from cogimg.io import atomic_write_text
 from cogimg.lightning_cli import build_cli
 from cogimg.metrics.segmentation import write_subject_csv
+from cogimg.tracking.run import update_metrics
 
 
 class LearningCurve(Callback):
@@ -89,7 +92,7 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
         days, rest = divmod(int(budget_s), 86400)
         hours, rest = divmod(rest, 3600)
         args += ["--trainer.max_time", f"{days:02d}:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"]
-    cli = build_cli(args)
+    cli = build_cli(args, experiment=name or Path(config).stem)
     curve = LearningCurve()
     cli.trainer.callbacks.append(curve)
     task, data = cli.model, cli.datamodule
@@ -99,11 +102,14 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
     final = cli.trainer.validate(task, datamodule=data, verbose=False)[0]
     rows = task.subject_rows["val"]
     latency = _inference_latency(task, data)
+    log_dir = Path(cli.trainer.log_dir or run_dir)
+    if (log_dir / "manifest.json").is_file():
+        update_metrics(log_dir, latency_s=round(latency, 4))
     result = ExperimentResult(
         name=name or Path(config).stem, model=task.hparams.model,
         params=sum(p.numel() for p in task.parameters()), train_s=round(train_s, 1),
         latency_s=round(latency, 3), peak_rss_gb=round(peak_rss_gb(), 2),
-        metrics={k: float(v) for k, v in final.items()}, curve=curve.points, run_dir=str(run_dir))
+        metrics={k: float(v) for k, v in final.items()}, curve=curve.points, run_dir=str(log_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "result.json", result.to_json())
     if rows:
@@ -112,12 +118,18 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
 
 
 def _inference_latency(task, data) -> float:
-    """Seconds for whole-volume inference of the first validation volume (best of 2)."""
+    """Seconds for inference on the first validation batch (best of 2): whole-volume
+    sliding-window prediction for segmentation, one forward pass otherwise."""
+    import torch
+
     batch = next(iter(data.val_dataloader()))
-    image = batch["image"].to(task.device)
+    batch = {k: v.to(task.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    predict = getattr(task, "predict_volume", None)
     times = []
-    for _ in range(2):
-        start = time.perf_counter()
-        task.predict_volume(image)
-        times.append(time.perf_counter() - start)
+    task.eval()
+    with torch.no_grad():
+        for _ in range(2):
+            start = time.perf_counter()
+            predict(batch["image"]) if predict is not None else task.predict_step(batch, 0)
+            times.append(time.perf_counter() - start)
     return min(times)

@@ -1,0 +1,355 @@
+"""Run directories: what every fit leaves behind so that it can be reported and reproduced.
+
+A run directory is the Lightning log directory of one fit,
+``<default_root_dir>/lightning_logs/version_<N>/``, holding:
+
+* ``config.yaml`` — the resolved LightningCLI config (written by Lightning's SaveConfigCallback);
+* ``manifest.json`` — run id, experiment name, command line, git commit (+ dirty flag),
+  package versions, seed, data fingerprint (sha256) and split file (path + sha256), device,
+  task / model / variant, parameter count, one entry per fit (start, wall time in s, peak
+  RSS in GiB, peak CUDA memory in GiB, checkpoint resumed from) and their totals;
+* ``metrics.json`` — the last validation (``val``) and test (``test``) metrics, epoch, step,
+  the monitored best checkpoint, and extras such as inference latency (s);
+* ``subjects_val.csv`` / ``subjects_test.csv`` — one row per subject (the task's
+  ``subject_rows``);
+* ``metrics.csv`` + ``hparams.yaml`` (CSV logger, always), ``checkpoints/`` (``last.ckpt``
+  always) and ``wandb/`` (W&B, offline by default; ``COGIMG_WANDB=off|offline|online``;
+  upload an offline run later with ``wandb sync <run dir>/wandb/offline-run-*``).
+
+Resuming (``cogimg fit --config X.yaml --ckpt_path <run dir>/checkpoints/last.ckpt``)
+continues the same run directory: the CSV logger reuses its version, the manifest gains a
+fit entry and keeps its run id, and the total wall time adds up (the recorder's state travels
+in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback
+
+from cogimg.io import atomic_write_text
+
+MANIFEST, METRICS = "manifest.json", "metrics.json"
+PACKAGES = ("cogimg", "torch", "lightning", "monai", "torchio", "timm", "numpy", "scipy",
+            "scikit-learn", "nibabel", "optuna", "wandb")
+WANDB_MODES = ("off", "offline", "online")
+
+
+# ----------------------------------------------------------------------------- provenance
+def git_info(folder: str | Path | None = None) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` of the git checkout holding ``folder``
+    (default: cogimg's source)."""
+    folder = Path(folder) if folder else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
+                                capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}  # an installed wheel, or git missing
+    return {"commit": commit, "dirty": bool(status.strip())}
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution (``None`` when absent), plus Python's."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(root: str | Path) -> str:
+    """sha256 over ``participants.tsv``'s bytes and every file's relative path and size.
+
+    Cheap (no image is read) yet changes when a subject, scan or label is added, removed or
+    rewritten with another size, or when the participants table changes.
+    """
+    root = Path(root)
+    digest = hashlib.sha256()
+    table = root / "participants.tsv"
+    if table.is_file():
+        digest.update(table.read_bytes())
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(root).as_posix()}\t{path.stat().st_size}\n".encode())
+    return digest.hexdigest()
+
+
+def device_info(trainer) -> dict[str, Any]:
+    import torch
+
+    info = {"accelerator": type(trainer.accelerator).__name__, "devices": trainer.num_devices,
+            "precision": str(trainer.precision), "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "host": platform.node(),
+            "platform": platform.platform()}
+    if torch.cuda.is_available():
+        info["cuda_device"] = torch.cuda.get_device_name(0)
+    return info
+
+
+class PeakMemory:
+    """Peak resident memory (GiB) of this process and its children (data loader workers),
+    sampled every ``interval_s`` by a daemon thread between :meth:`start` and :meth:`stop`;
+    plus peak CUDA memory allocated by torch. (``ru_maxrss`` would report the lifetime peak of
+    the process, wrong for the second of two fits in one process.)"""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.peak_rss_gb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        me = psutil.Process()
+        while True:
+            try:
+                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+            except psutil.Error:  # a worker exited between listing and reading it
+                rss = 0
+            self.peak_rss_gb = max(self.peak_rss_gb, rss / 1024**3)
+            if self._stop.wait(self.interval_s):
+                return
+
+    def start(self) -> PeakMemory:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._sample, daemon=True, name="cogimg-peak-memory")
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        import torch
+
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        cuda = torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else 0.0
+        return {"peak_rss_gb": round(self.peak_rss_gb, 3), "peak_cuda_gb": round(cuda, 3)}
+
+
+# ----------------------------------------------------------------------------- files
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+
+
+def write_json(path: Path, data: dict) -> Path:
+    return atomic_write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON-serialisable")
+
+
+def update_metrics(run_dir: str | Path, **values: Any) -> dict:
+    """Merge ``values`` into ``metrics.json`` under ``extra`` (e.g. ``latency_s=0.8``)."""
+    path = Path(run_dir) / METRICS
+    metrics = read_json(path) if path.is_file() else {}
+    metrics.setdefault("extra", {}).update(values)
+    write_json(path, metrics)
+    return metrics
+
+
+def resume_version(ckpt_path: str | Path | None) -> int | str | None:
+    """The logger version of the run that wrote ``<…>/lightning_logs/<version>/checkpoints/X.ckpt``
+    (so a resumed fit logs into the same run directory); ``None`` for any other path."""
+    if not ckpt_path or str(ckpt_path) in ("last", "best", "hpc", "registry"):
+        return None
+    path = Path(ckpt_path)
+    if path.parent.name != "checkpoints":
+        return None
+    name = path.parent.parent.name
+    if name.startswith("version_") and name[len("version_"):].isdigit():
+        return int(name[len("version_"):])
+    return name
+
+
+def default_loggers(root_dir: str | Path, experiment: str, version: int | str | None = None,
+                    wandb_mode: str | None = None, run_id: str | None = None) -> list:
+    """CSV logger (always, first: it names the run directory) + W&B logger unless the mode is
+    ``off``. The mode defaults to ``$COGIMG_WANDB`` or ``offline`` (no login, no network)."""
+    from lightning.pytorch.loggers import CSVLogger
+
+    mode = wandb_mode or os.environ.get("COGIMG_WANDB", "offline")
+    if mode not in WANDB_MODES:
+        raise ValueError(f"COGIMG_WANDB={mode!r}; choose one of {list(WANDB_MODES)}")
+    csv = CSVLogger(save_dir=str(root_dir), name="lightning_logs", version=version)
+    loggers = [csv]
+    if mode != "off":
+        from lightning.pytorch.loggers import WandbLogger
+
+        run_dir = Path(csv.log_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if mode == "offline":
+            os.environ["WANDB_MODE"] = "offline"  # also covers wandb calls outside the logger
+        os.environ.setdefault("WANDB_SILENT", "true")
+        existing = run_dir / MANIFEST
+        run_id = run_id or (read_json(existing).get("run_id") if existing.is_file() else None) \
+            or uuid.uuid4().hex[:12]
+        loggers.append(WandbLogger(name=experiment, save_dir=str(run_dir), id=run_id,
+                                   offline=mode == "offline", resume="allow",
+                                   project=os.environ.get("WANDB_PROJECT", "cogimg")))
+    return loggers
+
+
+# ----------------------------------------------------------------------------- callback
+class RunRecorder(Callback):
+    """Writes ``manifest.json``, ``metrics.json`` and ``subjects_<stage>.csv`` into the run
+    directory (``trainer.log_dir``) — see the module docstring.
+
+    Args:
+        experiment: experiment name (the config file's stem by default in ``cogimg fit``).
+        seed: the global seed of the run.
+        config_files: config files the run was built from (recorded with their sha256).
+        variant: free-form variant label for the leaderboard (default: the task's fusion
+            strategy when it has one, else ``"default"``).
+    """
+
+    def __init__(self, experiment: str = "run", seed: int | None = None,
+                 config_files: list[str] | None = None, variant: str | None = None) -> None:
+        self.experiment, self.seed, self.variant = experiment, seed, variant
+        self.config_files = [str(c) for c in (config_files or [])]
+        self.run_id: str | None = None
+        self.previous_wall_s = 0.0
+        self._start = 0.0
+        self._memory: PeakMemory | None = None
+        self.run_dir: Path | None = None
+
+    # -- checkpointed state: a resumed fit continues the same run
+    def state_dict(self) -> dict[str, Any]:
+        elapsed = time.perf_counter() - self._start if self._start else 0.0
+        return {"run_id": self.run_id, "wall_s": self.previous_wall_s + elapsed}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.run_id = state_dict.get("run_id") or self.run_id
+        self.previous_wall_s = float(state_dict.get("wall_s", 0.0))
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+
+    # -- fit
+    def on_fit_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:
+            return
+        path = self.run_dir / MANIFEST
+        manifest = read_json(path) if path.is_file() else {}
+        self.run_id = self.run_id or manifest.get("run_id") or _wandb_id(trainer) or uuid.uuid4().hex[:12]
+        if manifest and not trainer.ckpt_path:
+            raise FileExistsError(f"{path} already records a run; resume it with --ckpt_path "
+                                  f"{self.run_dir / 'checkpoints' / 'last.ckpt'} or use another run directory")
+        manifest.update(self._describe(trainer, pl_module))
+        manifest.setdefault("fits", []).append(
+            {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+             "resumed_from": str(trainer.ckpt_path) if trainer.ckpt_path else None})
+        write_json(path, manifest)
+        self._memory = PeakMemory().start()
+        self._start = time.perf_counter()
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not self._start:
+            return
+        wall = time.perf_counter() - self._start
+        memory = self._memory.stop() if self._memory else {}
+        self._start, self.previous_wall_s = 0.0, self.previous_wall_s + wall
+        path = self.run_dir / MANIFEST
+        manifest = read_json(path)
+        manifest["fits"][-1].update(wall_s=round(wall, 2), epochs=trainer.current_epoch,
+                                    global_step=trainer.global_step, **memory)
+        manifest["wall_s"] = round(self.previous_wall_s, 2)
+        for key in ("peak_rss_gb", "peak_cuda_gb"):
+            manifest[key] = max(f.get(key, 0.0) for f in manifest["fits"])
+        write_json(path, manifest)
+        self._write_metrics(trainer, pl_module, "val")
+
+    def _describe(self, trainer, pl_module) -> dict[str, Any]:
+        data = trainer.datamodule
+        hp = dict(getattr(pl_module, "hparams", {}))
+        data_root = getattr(data, "data_root", None)
+        split = getattr(data, "split_path", None)
+        return {
+            "run_id": self.run_id, "experiment": self.experiment,
+            "task": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+            "model": hp.get("model"), "variant": self.variant or hp.get("fusion") or "default",
+            "params": sum(p.numel() for p in pl_module.parameters()),
+            "seed": self.seed, "command": sys.argv, "cwd": os.getcwd(),
+            "config_files": {c: file_sha256(c) for c in self.config_files if Path(c).is_file()},
+            "git": git_info(), "packages": package_versions(), "device": device_info(trainer),
+            "data": {"root": str(data_root) if data_root else None,
+                     "sha256": data_fingerprint(data_root) if data_root and Path(data_root).is_dir() else None,
+                     "preset": getattr(getattr(data, "preset", None), "name", None),
+                     "fold": getattr(data, "fold", None),
+                     "split_file": str(split) if split else None,
+                     "split_sha256": file_sha256(split) if split and Path(split).is_file() else None},
+        }
+
+    # -- evaluation
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # Every validation (in fit or `validate`) refreshes the last validation metrics.
+        if trainer.is_global_zero and not trainer.sanity_checking:
+            self._write_metrics(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._write_metrics(trainer, pl_module, "test")
+
+    def _write_metrics(self, trainer, pl_module, stage: str) -> None:
+        path = self.run_dir / METRICS
+        metrics = read_json(path) if path.is_file() else {}
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+        if not values:
+            return
+        metrics[stage] = values
+        metrics.update(epoch=trainer.current_epoch, global_step=trainer.global_step)
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
+            metrics["best"] = {"monitor": ckpt.monitor, "score": float(ckpt.best_model_score),
+                               "path": ckpt.best_model_path}
+        write_json(path, metrics)
+        rows = getattr(pl_module, "subject_rows", {}).get(stage)
+        if rows:
+            from cogimg.metrics.segmentation import write_subject_csv
+
+            write_subject_csv(rows, self.run_dir / f"subjects_{stage}.csv", overwrite=True)
+
+
+def _wandb_id(trainer) -> str | None:
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            return logger._id  # set before the experiment starts (no network access)
+    return None

@@ -1,0 +1,108 @@
+"""Every fit leaves a run directory: manifest, metrics, per-subject rows, CSV and offline W&B
+logs (without any network connection); resuming from last.ckpt continues the same run."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cogimg.cli import main
+from cogimg.tracking.run import data_fingerprint, file_sha256, resume_version
+from tests.tasks.conftest import build_easy_stroke_tree
+
+CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "stroke" / "seg_unet.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_tree(tmp_path_factory) -> Path:
+    return build_easy_stroke_tree(tmp_path_factory.mktemp("tiny_stroke"), n=8)
+
+
+def fit_args(root: Path, data: Path, steps: int, extra: tuple[str, ...] = ()) -> list[str]:
+    return ["fit", "--config", str(CONFIG), "--trainer.default_root_dir", str(root),
+            "--trainer.max_steps", str(steps), "--trainer.max_epochs", "10",
+            "--trainer.limit_train_batches", "1", "--trainer.check_val_every_n_epoch", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+            "--model.init_args.patch_size", "[24, 24, 24]", "--data.init_args.patch_size", "[24, 24, 24]",
+            "--model.init_args.model_kwargs", '{"channels": [4, 8], "strides": [2], "num_res_units": 0}',
+            "--data.init_args.samples_per_volume", "2", "--data.init_args.queue_length", "4",
+            "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(root / "cache"),
+            "--data.init_args.num_workers", "0", "--data.init_args.n_folds", "2",
+            "--data.init_args.test_fraction", "0.2", *extra]
+
+
+class NoRemoteSockets:
+    """Records every socket connection; only loopback and Unix sockets are allowed (W&B's
+    local service talks to its own process)."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.remote: list = []
+        original = socket.socket.connect
+
+        def connect(sock, address):
+            if sock.family in (socket.AF_INET, socket.AF_INET6) and address[0] not in ("127.0.0.1", "::1", "localhost"):
+                self.remote.append(address)
+                raise OSError(f"test forbids network access to {address}")
+            return original(sock, address)
+
+        monkeypatch.setattr(socket.socket, "connect", connect)
+
+
+def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("COGIMG_WANDB", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb_home"))
+    guard = NoRemoteSockets(monkeypatch)
+    assert main(fit_args(tmp_path, tiny_tree, steps=2)) == 0
+    run = tmp_path / "lightning_logs" / "version_0"
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["experiment"] == "seg_unet" and manifest["model"] == "unet"
+    assert manifest["seed"] == 0 and manifest["params"] > 0
+    assert len(manifest["git"]["commit"] or "0" * 40) == 40
+    assert manifest["packages"]["torch"] and manifest["packages"]["lightning"]
+    assert manifest["data"]["sha256"] == data_fingerprint(tiny_tree)
+    split = Path(manifest["data"]["split_file"])
+    assert split.is_file() and manifest["data"]["split_sha256"] == file_sha256(split)
+    assert manifest["config_files"] == {str(CONFIG): file_sha256(CONFIG)}
+    assert manifest["device"]["accelerator"] == "CPUAccelerator"
+    assert len(manifest["fits"]) == 1 and manifest["fits"][0]["global_step"] == 2
+    assert manifest["wall_s"] > 0 and 0 < manifest["peak_rss_gb"] < 8
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 <= metrics["val"]["val/dice"] <= 1 and metrics["global_step"] == 2
+    subjects = pd.read_csv(run / "subjects_val.csv")
+    assert subjects["dice"].mean() == pytest.approx(metrics["val"]["val/dice"], abs=1e-6)
+    assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].rglob("*.wandb"))
+    assert guard.remote == []
+
+    # Resume: same run directory, same run id, one more fit entry, wall time adds up.
+    last = run / "checkpoints" / "last.ckpt"
+    assert resume_version(last) == 0
+    assert main(fit_args(tmp_path, tiny_tree, steps=4, extra=("--ckpt_path", str(last)))) == 0
+    assert not (tmp_path / "lightning_logs" / "version_1").exists()
+    resumed = json.loads((run / "manifest.json").read_text())
+    assert resumed["run_id"] == manifest["run_id"] and len(resumed["fits"]) == 2
+    assert resumed["fits"][1]["resumed_from"] == str(last) and resumed["fits"][1]["global_step"] == 4
+    assert resumed["wall_s"] == pytest.approx(manifest["wall_s"] + resumed["fits"][1]["wall_s"], abs=0.05)
+    assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+    assert guard.remote == []
+
+
+def test_resume_version_only_for_run_directories(tmp_path):
+    assert resume_version(tmp_path / "lightning_logs" / "version_3" / "checkpoints" / "last.ckpt") == 3
+    assert resume_version(tmp_path / "x.ckpt") is None and resume_version(None) is None
+    assert resume_version("last") is None
+
+
+def test_bad_wandb_mode_is_one_clear_error(tiny_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("COGIMG_WANDB", "maybe")
+    with pytest.raises(ValueError, match="COGIMG_WANDB='maybe'"):
+        main(fit_args(tmp_path, tiny_tree, steps=1))
