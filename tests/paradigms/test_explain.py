@@ -12,8 +12,15 @@ from torch import nn
 from cogimg import models
 from cogimg.data.cache import VolumeCache, read_meta
 from cogimg.data.transforms import PreprocessingConfig
-from cogimg.paradigms.explain import (ClassificationScore, SegmentationScore, explain, gradcam,
-                                      integrated_gradients, last_conv_stage, occlusion)
+from cogimg.paradigms.explain import (
+    ClassificationScore,
+    SegmentationScore,
+    explain,
+    gradcam,
+    integrated_gradients,
+    last_conv_stage,
+    occlusion,
+)
 from cogimg.paradigms.explain.export import save_overlay_png, save_saliency_nifti
 from cogimg.paradigms.explain.rollout import attention_rollout, rollout_matrix
 from cogimg.paradigms.explain.targets import predicted_region

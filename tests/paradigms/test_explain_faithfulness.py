@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from cogimg.paradigms.explain.faithfulness import (curve_auc, deletion_curve, insertion_curve,
-                                                   pointing_game, relevance_mass)
+from cogimg.paradigms.explain.faithfulness import (
+    curve_auc,
+    deletion_curve,
+    insertion_curve,
+    pointing_game,
+    relevance_mass,
+)
 
 
 def region_box(shape=(8, 8, 8)) -> np.ndarray:

@@ -13,12 +13,22 @@ Example (a trained task, one preprocessed volume ``image`` ``(1, C, X, Y, Z)``):
     hit = pointing_game(saliency, lesion_mask)
 """
 
-from cogimg.paradigms.explain.attribution import (METHODS, explain, gradcam, integrated_gradients,
-                                                  last_conv_stage, occlusion)
-from cogimg.paradigms.explain.faithfulness import (curve_auc, deletion_curve, insertion_curve,
-                                                   pointing_game, relevance_mass)
-from cogimg.paradigms.explain.targets import (ClassificationScore, SegmentationScore,
-                                              scorer_for_task)
+from cogimg.paradigms.explain.attribution import (
+    METHODS,
+    explain,
+    gradcam,
+    integrated_gradients,
+    last_conv_stage,
+    occlusion,
+)
+from cogimg.paradigms.explain.faithfulness import (
+    curve_auc,
+    deletion_curve,
+    insertion_curve,
+    pointing_game,
+    relevance_mass,
+)
+from cogimg.paradigms.explain.targets import ClassificationScore, SegmentationScore, scorer_for_task
 
 __all__ = [
     "METHODS", "ClassificationScore", "SegmentationScore", "curve_auc", "deletion_curve", "explain",
