@@ -22,6 +22,7 @@ Under DDP each process scores its own shard of subjects and Lightning averages t
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from cogimg.metrics.classification import bootstrap_ci, classification_report
+from cogimg.paradigms.adaptation.domain import AdaptationConfig, DomainAdaptation, subject_sites
 from cogimg.paradigms.fusion import FUSIONS, build_fusion_model
 from cogimg.tasks.base import BaseTask
 
@@ -62,6 +64,9 @@ class ClassificationTask(BaseTask):
             ``compute_class_weight``) or one weight per class.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         model_kwargs: extra arguments of the backbone builder.
+        adaptation: domain adaptation across sites (:mod:`cogimg.paradigms.adaptation`),
+            e.g. ``{method: dann, weight: 0.1}`` (``dann``, ``coral`` or ``mmd`` on the
+            features entering the classifier ``head``); ``None`` = plain training.
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
 
@@ -86,7 +91,10 @@ class ClassificationTask(BaseTask):
         optimizer: str = "adamw",
         scheduler: str = "cosine",
         warmup_steps: int = 20,
+        adaptation: dict[str, Any] | None = None,
     ) -> None:
+        self._adaptation_config = AdaptationConfig.from_dict(adaptation) if adaptation is not None else None
+        self._subject_sites: dict[str, str] | None = None
         self.classes = tuple(str(c) for c in classes)
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be at least two distinct names, got {list(classes)}")
@@ -112,6 +120,7 @@ class ClassificationTask(BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         self.model = None
+        self.domain_adaptation: DomainAdaptation | None = None
         if hp.use_tabular and hp.tabular_features is None:
             return  # built in configure_model() once the datamodule tells the width
         self._build_model(int(hp.tabular_features or 0) if hp.use_tabular else 0)
@@ -125,6 +134,23 @@ class ClassificationTask(BaseTask):
             fusion_head=hp.fusion_head, late_combine=hp.late_combine,
             modality_dropout=hp.modality_dropout,
         )
+        self._build_adaptation()
+
+    def _build_adaptation(self) -> None:
+        """The domain-adaptation module, once the model and the site list are known."""
+        config = self._adaptation_config
+        if config is None or self.model is None or self.domain_adaptation is not None:
+            return
+        if config.sites is None:
+            return  # filled in at setup from the datamodule's subjects
+        head = self.model.get_submodule(config.feature_module)
+        if not hasattr(head, "in_features"):
+            raise ValueError(f"adaptation.feature_module {config.feature_module!r} is a "
+                             f"{type(head).__name__}; name a linear layer (fusion {self.hparams.fusion!r} "
+                             "has its features at 'head' except late fusion)")
+        self.domain_adaptation = DomainAdaptation(config, int(head.in_features))
+        if self._subject_sites is not None:
+            self.domain_adaptation.bind(self._subject_sites)
 
     def configure_losses(self) -> None:
         weights = self.hparams.class_weights
@@ -139,6 +165,18 @@ class ClassificationTask(BaseTask):
             self._check_datamodule(datamodule)
             if stage == "fit" and self.hparams.class_weights == "balanced":
                 self.class_weight.copy_(self._balanced_weights(datamodule))
+            if stage == "fit" and self._adaptation_config is not None:
+                self._setup_adaptation(datamodule)
+
+    def _setup_adaptation(self, datamodule) -> None:
+        self._subject_sites = subject_sites(datamodule)
+        if self._adaptation_config.sites is None:
+            sites = tuple(sorted(set(self._subject_sites.values())))
+            self._adaptation_config = dataclasses.replace(self._adaptation_config, sites=sites)
+            self.hparams.adaptation = self._adaptation_config.to_dict()  # checkpoints rebuild it
+        self._build_adaptation()
+        if self.domain_adaptation is not None:
+            self.domain_adaptation.bind(self._subject_sites)
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -192,6 +230,8 @@ class ClassificationTask(BaseTask):
                                label_smoothing=self.hparams.label_smoothing)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.domain_adaptation is not None:
+            return self.domain_adaptation.training_step(self, batch)
         label = batch["label"].long()
         loss = self._loss(self._logits(batch), label)
         self.log("train/loss", loss, prog_bar=True, batch_size=label.shape[0])

@@ -1,0 +1,56 @@
+"""Unlabelled target-site data for domain adaptation, handled by the datamodule.
+
+:class:`TargetSiteVolumeDataModule` is a :class:`~cogimg.data.datamodules.VolumeDataModule`
+whose training loader yields ``{"source": batch, "target": batch}``: the usual labelled
+training batch plus a batch of the *target* subjects' volumes (by default the split's test
+subjects — under a leave-site-out split, the held-out site). Target batches carry images,
+availability, tabular features and ``subject_id`` but **no label**: the collate function
+never reads their diagnosis. Lightning cycles the shorter loader (``max_size_cycle``).
+This is the transductive setting of unsupervised domain adaptation (Ganin et al. 2016):
+the target site's images, never its labels, are seen in training.
+"""
+
+from __future__ import annotations
+
+from torch.utils.data import DataLoader, RandomSampler
+
+from cogimg.data.augmentation import augmentation
+from cogimg.data.datamodules import SUBSETS, VolumeDataModule
+from cogimg.data.sampling import SeededSampler, SeededSubjectsDataset, SubjectCollate
+
+
+class TargetSiteVolumeDataModule(VolumeDataModule):
+    """VolumeDataModule + unlabelled target batches in training.
+
+    Args:
+        target_subset: which subset's images are the unlabelled target (``test``).
+        target_batch_size: target volumes per training batch (``None`` = ``batch_size``).
+        **kwargs: :class:`~cogimg.data.datamodules.VolumeDataModule` arguments.
+    """
+
+    def __init__(self, *args, target_subset: str = "test", target_batch_size: int | None = None,
+                 **kwargs) -> None:
+        if target_subset not in SUBSETS or target_subset == "train":
+            raise ValueError(f"target_subset={target_subset!r}; choose 'test' or 'val'")
+        super().__init__(*args, **kwargs)
+        self.target_subset = target_subset
+        self.target_batch_size = target_batch_size
+
+    def target_dataloader(self) -> DataLoader:
+        """Shuffled, augmented, label-free loader over the target subjects."""
+        self._require_setup()
+        target = self.subjects[self.target_subset]
+        if not target:
+            raise ValueError(f"target_subset {self.target_subset!r} of the split is empty; "
+                             "use a leave-site-out split (its test subset is the held-out site)")
+        dataset = SeededSubjectsDataset(self._select(target),
+                                        transform=augmentation("classification", self.augmentation))
+        generator = self._generator(4)
+        order = RandomSampler(dataset, generator=generator)
+        collate = SubjectCollate(self.modalities, tabular_key="tabular")  # no class_key: no labels
+        return DataLoader(dataset, batch_size=self.target_batch_size or self.batch_size,
+                          num_workers=self.num_workers, sampler=SeededSampler(order, generator),
+                          collate_fn=collate, generator=generator)
+
+    def train_dataloader(self) -> dict[str, DataLoader]:
+        return {"source": super().train_dataloader(), "target": self.target_dataloader()}

@@ -1,0 +1,218 @@
+"""Domain-adversarial and feature-alignment training added to any task by config.
+
+A task that takes ``adaptation: {method: dann, weight: 0.1}`` owns a :class:`DomainAdaptation`
+module and hands its training step to :meth:`DomainAdaptation.training_step`, which
+
+1. reads each sample's site from the datamodule (``participants.tsv`` ``site``, by
+   ``subject_id``), so no datamodule change is needed;
+2. runs the task's own forward on the labelled source batch — concatenated with an
+   unlabelled target-site batch when the datamodule provides one (``{"source": …,
+   "target": …}``, see :class:`~cogimg.paradigms.adaptation.datamodule.TargetSiteVolumeDataModule`);
+3. captures the encoder features at the input of ``feature_module`` (default ``head``: the
+   features the classifier sees, ``(B, D)``; spatial maps are averaged to ``(B, D)``);
+4. returns ``task loss (source only) + weight · domain loss``, where the domain loss is
+
+   - ``dann``: cross-entropy of a site classifier behind a gradient-reversal layer
+     (coefficient on Ganin et al.'s schedule over training progress);
+   - ``coral`` / ``mmd``: each site's features aligned with all other sites' features
+     (:func:`~cogimg.paradigms.adaptation.losses.domain_alignment`).
+
+Without target data this is multi-source domain generalisation (the training sites are
+made indistinguishable); with it, unsupervised domain adaptation to the target site.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cogimg.paradigms.adaptation.grl import GradientReversal, dann_coefficient
+from cogimg.paradigms.adaptation.losses import coral_loss, domain_alignment, mmd_loss
+
+METHODS = ("dann", "coral", "mmd")
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    """Options of a task's ``adaptation:`` entry.
+
+    Attributes:
+        method: ``dann``, ``coral`` or ``mmd``.
+        weight: multiplier of the domain loss added to the task loss.
+        sites: site names in index order (``None`` = every site of the datamodule's
+            subjects, sorted, filled in at setup and saved with the hyperparameters).
+        feature_module: dotted name, inside the task's ``model``, of the module whose
+            *input* are the features to align (``head`` for classification models).
+        hidden: width of the DANN site classifier's hidden layer.
+        gamma: steepness of the DANN coefficient schedule (0 = constant coefficient 1).
+    """
+
+    method: str
+    weight: float = 0.1
+    sites: tuple[str, ...] | None = None
+    feature_module: str = "head"
+    hidden: int = 64
+    gamma: float = 10.0
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> AdaptationConfig:
+        """Validate a config mapping; errors name the ``adaptation`` key at fault."""
+        if not isinstance(options, Mapping):
+            raise TypeError(f"adaptation must be a mapping like {{method: dann, weight: 0.1}}, "
+                             f"got {options!r}")
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(options) - known):
+            raise ValueError(f"adaptation: unknown key(s) {unknown}; known: {sorted(known)}")
+        if options.get("method") not in METHODS:
+            raise ValueError(f"adaptation.method={options.get('method')!r}; choose one of {list(METHODS)}")
+        values = dict(options)
+        if float(values.get("weight", 0.1)) < 0:
+            raise ValueError(f"adaptation.weight must be ≥ 0, got {values['weight']}")
+        if values.get("sites") is not None:
+            values["sites"] = tuple(str(s) for s in values["sites"])
+            if len(values["sites"]) < 2 or len(set(values["sites"])) != len(values["sites"]):
+                raise ValueError(f"adaptation.sites must list ≥ 2 distinct sites, got {list(values['sites'])}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["sites"] = list(self.sites) if self.sites is not None else None
+        return out
+
+
+@contextlib.contextmanager
+def captured_input(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Inside the block, ``store["features"]`` is the last input of ``module`` as ``(B, D)``
+    (spatial dimensions averaged)."""
+    store: dict[str, torch.Tensor] = {}
+
+    def hook(_module, args):
+        x = args[0]
+        store["features"] = x.flatten(2).mean(dim=2) if x.ndim > 2 else x
+
+    handle = module.register_forward_pre_hook(hook)
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+class DomainAdaptation(nn.Module):
+    """The domain loss of one task (see the module docstring).
+
+    Args:
+        config: the validated ``adaptation`` options.
+        feature_dim: width ``D`` of the features at ``feature_module``'s input.
+    """
+
+    def __init__(self, config: AdaptationConfig, feature_dim: int) -> None:
+        super().__init__()
+        if config.sites is None:
+            raise ValueError("DomainAdaptation needs the site list (filled in from the datamodule)")
+        self.config = config
+        self.site_index = {s: i for i, s in enumerate(config.sites)}
+        self.site_of: dict[str, str] = {}
+        if config.method == "dann":
+            self.reversal = GradientReversal(1.0)
+            self.site_classifier = nn.Sequential(
+                nn.Linear(feature_dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, len(config.sites)))
+
+    # ---------------------------------------------------------------- sites
+    def bind(self, site_of: Mapping[str, str]) -> None:
+        """Set the ``subject_id → site`` map (from :func:`subject_sites`); sites must be known."""
+        if unknown := sorted(set(site_of.values()) - set(self.site_index)):
+            raise ValueError(f"adaptation: site(s) {unknown} are not in adaptation.sites "
+                             f"{list(self.site_index)}; a checkpoint's site classifier cannot "
+                             "score new sites — retrain or list them")
+        self.site_of = dict(site_of)
+
+    def domains(self, subject_ids) -> torch.Tensor:
+        """Site indices ``(B,)`` of a batch's ``subject_id`` list."""
+        if not self.site_of:
+            raise RuntimeError("DomainAdaptation.bind() must run (task setup) before training")
+        try:
+            return torch.tensor([self.site_index[self.site_of[str(s)]] for s in subject_ids])
+        except KeyError as err:
+            raise KeyError(f"adaptation: subject {err.args[0]!r} has no site in the datamodule") from None
+
+    # ---------------------------------------------------------------- loss
+    def domain_loss(self, features: torch.Tensor, domains: torch.Tensor,
+                    progress: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, logs)`` for features ``(N, D)`` and site indices ``(N,)``."""
+        method = self.config.method
+        if method == "dann":
+            self.reversal.coeff = dann_coefficient(progress, self.config.gamma) if self.config.gamma else 1.0
+            logits = self.site_classifier(self.reversal(features))
+            loss = F.cross_entropy(logits, domains)
+            accuracy = float((logits.argmax(dim=1) == domains).float().mean())
+            return loss, {"site_accuracy": accuracy, "grl_coeff": self.reversal.coeff}
+        fn = coral_loss if method == "coral" else mmd_loss
+        return domain_alignment(features, domains, fn, minimum=2 if method == "coral" else 1), {}
+
+    def training_step(self, task, batch: Mapping[str, Any]) -> torch.Tensor:
+        """Task loss on the labelled source samples + weight · domain loss over all samples."""
+        source, target = (batch["source"], batch.get("target")) if "source" in batch else (batch, None)
+        merged = merge_batches(source, target) if target is not None else source
+        module = task.model.get_submodule(self.config.feature_module)
+        with captured_input(module) as store:
+            logits = task._logits(merged)
+        if "features" not in store:
+            raise RuntimeError(f"adaptation.feature_module {self.config.feature_module!r} was not "
+                               "called in the forward pass; name a module the model uses")
+        label = source["label"].long()
+        n = label.shape[0]
+        task_loss = task._loss(logits[:n], label)
+        domains = self.domains(merged["subject_id"]).to(logits.device)
+        domain_loss, logs = self.domain_loss(store["features"], domains, _progress(task))
+        loss = task_loss + self.config.weight * domain_loss
+        task.log("train/task_loss", task_loss, batch_size=n)
+        task.log(f"train/{self.config.method}_loss", domain_loss, batch_size=len(domains))
+        for key, value in logs.items():
+            task.log(f"train/{key}", value, batch_size=len(domains))
+        task.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+
+def merge_batches(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
+    """Source and target samples in one batch (tensors concatenated along dim 0, lists joined);
+    keys the target lacks (its ``label``) are kept from the source only."""
+    merged: dict[str, Any] = {}
+    for key, value in source.items():
+        if key not in target:
+            merged[key] = value
+        elif torch.is_tensor(value):
+            merged[key] = torch.cat([value, target[key].to(value.device)])
+        elif isinstance(value, list):
+            merged[key] = [*value, *target[key]]
+        else:
+            merged[key] = value
+    return merged
+
+
+def subject_sites(datamodule) -> dict[str, str]:
+    """``subject_id → site`` over every subset of a prepared cogimg datamodule."""
+    subjects = getattr(datamodule, "subjects", None)
+    if not subjects:
+        raise ValueError("adaptation needs a prepared cogimg datamodule (its subjects carry "
+                         "participants.tsv's 'site')")
+    out = {}
+    for subset in subjects.values():
+        for s in subset:
+            if "site" not in s or str(s["site"]) in ("", "n/a"):
+                raise ValueError(f"adaptation: subject {s['subject_id']} has no 'site' in participants.tsv")
+            out[str(s["subject_id"])] = str(s["site"])
+    return out
+
+
+def _progress(task) -> float:
+    trainer = task._trainer
+    if trainer is None:
+        return 1.0
+    total = max(1, int(trainer.estimated_stepping_batches))
+    return min(1.0, task.global_step / total)
