@@ -25,7 +25,8 @@ from cogimg.io import atomic_write_text
 from cogimg.predict import load_task, preprocessing_config
 from cogimg.tracking import figures
 from cogimg.tracking.experiment import run_experiment
-from cogimg.tracking.leaderboard import leaderboard, load_runs, to_markdown, write_leaderboard
+from cogimg.tracking.leaderboard import find_runs, leaderboard
+from cogimg.tracking.tables import to_markdown, write_leaderboard
 
 DEFAULT_MODELS = ("unet", "dynunet", "unetr")
 
@@ -77,12 +78,12 @@ def run_demo(out: str | Path, subjects: int = 120, seed: int = 0, spacing_mm: fl
               f"after {results[name].train_s:.0f} s")
 
     print("[4/4] leaderboard and figures")
-    runs = load_runs([out / "runs" / name for name in models])
+    runs, _ = find_runs(out / "runs")
     table = leaderboard(runs)
     write_leaderboard(table, out)
     figures.learning_curves({n: r.curve for n, r in results.items()}, figs / "dice_vs_time.png")
-    figures.per_subject_metric({r["name"]: s for r, s in runs}, figs / "dice_per_subject.png")
-    _overlay_figure(out, [n for n in table["model"]], cache, figs / "predictions.png")
+    figures.per_subject_metric({r.manifest["model"]: r.subjects for r in runs}, figs / "dice_per_subject.png")
+    _overlay_figure(out, list(table["model"]), cache, figs / "predictions.png")
     atomic_write_text(out / "summary.json", json.dumps(
         {"cohort": {"subjects": len(dataset.subjects), "diagnoses": counts},
          "leaderboard": table.to_dict(orient="records")}, indent=2, default=float))

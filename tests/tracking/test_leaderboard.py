@@ -2,53 +2,109 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cogimg.tracking.leaderboard import (
-    bootstrap_mean_ci,
-    leaderboard,
-    load_runs,
-    to_markdown,
-    write_leaderboard,
-)
+from cogimg.commands import leaderboard as command
+from cogimg.tracking.leaderboard import find_runs, leaderboard
+from cogimg.tracking.tables import to_html, to_latex, to_markdown
+
+SEG_TASK = "cogimg.tasks.segmentation.SegmentationTask"
+CLS_TASK = "cogimg.tasks.classification.ClassificationTask"
 
 
-def fake_run(folder, name, dice, params=2_000_000):
+def fake_run(folder, experiment, model, seed, subjects: dict, task=SEG_TASK, params=2_000_000,
+             wall_s=100.0, latency_s=1.5, peak=1.2, variant="default"):
     folder.mkdir(parents=True)
-    result = {"name": name, "model": name, "params": params, "train_s": 100.0, "latency_s": 1.5,
-              "peak_rss_gb": 1.2, "metrics": {}, "curve": []}
-    (folder / "result.json").write_text(json.dumps(result))
-    pd.DataFrame({"subject_id": [f"s{i}" for i in range(len(dice))], "dice": dice,
-                  "lesion_f1": [0.5] * len(dice), "hausdorff95_mm": [np.nan] + [2.0] * (len(dice) - 1)}
-                 ).to_csv(folder / "subjects.csv", index=False)
+    manifest = {"run_id": folder.name, "experiment": experiment, "model": model, "variant": variant,
+                "task": task, "seed": seed, "params": params, "wall_s": wall_s, "peak_rss_gb": peak}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    (folder / "metrics.json").write_text(json.dumps({"val": {}, "extra": {"latency_s": latency_s}}))
+    pd.DataFrame(subjects).to_csv(folder / "subjects_val.csv", index=False)
     return folder
 
 
-def test_rows_ranked_with_hand_computed_statistics(tmp_path):
-    a = fake_run(tmp_path / "a", "unet", [0.9, 0.7, 0.8])
-    b = fake_run(tmp_path / "b", "unetr", [0.95, 0.85, 0.9, 0.9])
-    (tmp_path / "incomplete").mkdir()  # no result.json: not a finished run, not listed
-    table = leaderboard(load_runs([a, b, tmp_path / "incomplete"]))
-    assert table["model"].tolist() == ["unetr", "unet"] and table["rank"].tolist() == [1, 2]
-    unet = table.set_index("model").loc["unet"]
-    assert unet["dice_mean"] == pytest.approx(0.8)
-    assert unet["dice_std"] == pytest.approx(0.1)  # sample std of 0.9, 0.7, 0.8
-    assert unet["hausdorff95_mm"] == pytest.approx(2.0)  # undefined (nan) subjects ignored
-    assert unet["params_M"] == 2.0 and unet["n_subjects"] == 3
-    assert unet["dice_ci_low"] <= 0.8 <= unet["dice_ci_high"]
-    write_leaderboard(table, tmp_path)
-    md = (tmp_path / "leaderboard.md").read_text()
-    assert "| 1 | unetr | 2.00 | 0.900 ± 0.041" in md and md == to_markdown(table)
-    assert pd.read_csv(tmp_path / "leaderboard.csv")["model"].tolist() == ["unetr", "unet"]
+def seg_subjects(dice, hd95=(np.nan, 2.0, 4.0)):
+    return {"subject_id": [f"s{i}" for i in range(len(dice))], "dice": dice, "lesion_f1": [0.5] * len(dice),
+            "hausdorff95_mm": list(hd95)}
 
 
-def test_bootstrap_ci():
-    low, high = bootstrap_mean_ci(np.array([0.5] * 10))
-    assert low == high == 0.5
-    low, high = bootstrap_mean_ci(np.random.default_rng(0).normal(0.7, 0.1, 200))
-    assert 0.67 < low < 0.7 < high < 0.73
-    assert all(np.isnan(bootstrap_mean_ci(np.array([np.nan]))))
+def cls_subjects(prob_ad):
+    return {"subject_id": ["c0", "c1", "c2", "c3"], "label": ["CN", "CN", "AD", "AD"],
+            "pred": ["CN" if p < 0.5 else "AD" for p in prob_ad],
+            "prob_CN": [1 - p for p in prob_ad], "prob_AD": prob_ad}
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    root = tmp_path / "runs"
+    fake_run(root / "unet_s0", "seg_unet", "unet", 0, seg_subjects([0.9, 0.7, 0.8]), wall_s=100, peak=1.0)
+    fake_run(root / "unet_s1", "seg_unet", "unet", 1, seg_subjects([0.8, 0.6, 0.7]), wall_s=120, peak=1.4)
+    fake_run(root / "unetr_s0", "seg_unetr", "unetr", 0, seg_subjects([0.95, 0.85, 0.9]), params=5_000_000)
+    # Classification, two seeds: seed 0 calls c1 AD (BA 0.75), seed 1 is right everywhere (BA 1).
+    fake_run(root / "cls_s0", "cls_resnet10", "resnet10_3d", 0, cls_subjects([0.2, 0.6, 0.7, 0.9]), task=CLS_TASK)
+    fake_run(root / "cls_s1", "cls_resnet10", "resnet10_3d", 1, cls_subjects([0.1, 0.3, 0.6, 0.8]), task=CLS_TASK)
+    (root / "unfinished").mkdir()
+    (root / "unfinished" / "manifest.json").write_text(json.dumps({"task": SEG_TASK}))
+    return root
+
+
+def test_rows_equal_hand_computation(runs_dir):
+    runs, skipped = find_runs(runs_dir)
+    assert [s[0].name for s in skipped] == ["unfinished"] and "unfinished" in skipped[0][1]
+    table = leaderboard(runs)
+    assert table[["kind", "experiment", "rank"]].values.tolist() == [
+        ["segmentation", "seg_unetr", 1], ["segmentation", "seg_unet", 2], ["classification", "cls_resnet10", 1]]
+    unet = table.set_index("experiment").loc["seg_unet"]
+    assert unet["dice_mean"] == pytest.approx(0.75)  # seed means 0.8 and 0.7
+    assert unet["dice_std"] == pytest.approx(math.sqrt(2 * 0.05**2))  # sample std of 0.8, 0.7
+    assert unet["hausdorff95_mm_mean"] == pytest.approx(3.0)  # the undefined subject is left out
+    assert unet["n_seeds"] == 2 and unet["seeds"] == "0,1" and unet["n_subjects"] == 3
+    assert unet["params_M"] == 2.0 and unet["train_s"] == 110.0 and unet["peak_rss_gb"] == 1.4
+    assert unet["latency_s"] == 1.5
+    # CI: percentile bootstrap of the per-subject seed averages (0.85, 0.65, 0.75).
+    rng = np.random.default_rng(0)
+    averages = np.array([0.85, 0.65, 0.75])
+    boot = [averages[rng.choice(np.arange(3), size=3, replace=True)].mean() for _ in range(1000)]
+    assert unet["dice_ci_low"] == pytest.approx(np.percentile(boot, 2.5))
+    assert unet["dice_ci_high"] == pytest.approx(np.percentile(boot, 97.5))
+    unetr = table.set_index("experiment").loc["seg_unetr"]
+    assert unetr["dice_mean"] == pytest.approx(0.9) and np.isnan(unetr["dice_std"])
+    cls = table.set_index("experiment").loc["cls_resnet10"]
+    assert cls["balanced_accuracy_mean"] == pytest.approx(0.875)
+    assert cls["balanced_accuracy_std"] == pytest.approx(math.sqrt(2 * 0.125**2))
+    assert cls["accuracy_mean"] == pytest.approx(0.875) and cls["auroc_mean"] == pytest.approx(1.0)
+    assert 0.5 <= cls["balanced_accuracy_ci_low"] <= 0.875 <= cls["balanced_accuracy_ci_high"] <= 1.0
+
+
+def test_renderings(runs_dir):
+    table = leaderboard(find_runs(runs_dir)[0], n_boot=200)
+    md = to_markdown(table)
+    assert "### segmentation (ranked by Dice)" in md and "### classification (ranked by BA)" in md
+    assert "| 2 | seg_unet | unet | default | 2 | 0.750 ± 0.071 [" in md
+    assert "| 1 | seg_unetr | unetr | default | 1 | 0.900 [" in md  # one seed: no std
+    tex = to_latex(table)
+    assert tex.count(r"\toprule") == 2 and r"0.750 $\pm$ 0.071" in tex and r"seg\_unet" in tex
+    page = to_html(table)
+    assert page.count('<table class="leaderboard">') == 2 and 'data-sort="0.75"' in page and "<script>" in page
+
+
+def test_command_writes_all_formats(runs_dir, tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    assert command.run(parser.parse_args([str(runs_dir), "--out", str(tmp_path / "lb"), "--n-boot", "100"])) == 0
+    assert {p.name for p in (tmp_path / "lb").iterdir()} == {f"leaderboard.{e}" for e in ("md", "csv", "tex", "html")}
+    csv = pd.read_csv(tmp_path / "lb" / "leaderboard.csv")
+    assert csv["experiment"].tolist() == ["seg_unetr", "seg_unet", "cls_resnet10"]
+    assert "skipped" in capsys.readouterr().err
+    assert command.run(parser.parse_args([str(tmp_path / "lb")])) == 1  # no runs there
+
+
+def test_missing_runs_dir_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        find_runs(tmp_path / "nope")
