@@ -144,7 +144,7 @@ def _task():
 
 
 def test_fedavg_of_identical_clients_equals_centralised_training(two_sites, tmp_path):
-    history, server, clients = simulate(_task, {"a": _dm(two_sites, "site-1"), "b": _dm(two_sites, "site-1")},
+    history, server, _ = simulate(_task, {"a": _dm(two_sites, "site-1"), "b": _dm(two_sites, "site-1")},
                                         FedAvg(), rounds=1, local_epochs=1, seed=0)
     L.seed_everything(0, verbose=False)
     central = _task()  # same seed, same initial weights as every client
@@ -168,7 +168,7 @@ def test_server_receives_only_weight_shaped_arrays_and_scalars(two_sites, monkey
         return original(self, updates)
 
     monkeypatch.setattr(FedBN, "aggregate", spy)
-    history, server, clients = simulate(_task, {"site-1": _dm(two_sites, "site-1"),
+    history, _, clients = simulate(_task, {"site-1": _dm(two_sites, "site-1"),
                                                 "site-2": _dm(two_sites, "site-2")},
                                         FedBN(), rounds=2, local_epochs=1, seed=0,
                                         trainer_kwargs={"limit_train_batches": 1})

@@ -39,12 +39,12 @@ def test_flower_loopback_aggregates_like_the_simulation():
     assert a.configs[0]["proximal_mu"] == pytest.approx(0.1) and a.configs[1]["round"] == 2
 
 
-def test_flower_runs_site_clients_end_to_end(two_sites):
+def test_flower_runs_site_clients_end_to_end(two_sites):  # noqa: F811  (fixture)
     from cogimg.paradigms.federated.client import SiteClient
 
     clients = [SiteClient(site, _task, _dm(two_sites, site), FedAvg(), local_epochs=1,
                           trainer_kwargs={"limit_train_batches": 1}) for site in ("site-1", "site-2")]
-    history, strategy = run_loopback(clients, FedAvg(), rounds=1,
+    _, strategy = run_loopback(clients, FedAvg(), rounds=1,
                                      initial_parameters=clients[0].get_parameters())
     assert len(strategy.history) == 1 and "balanced_accuracy" in strategy.history[0]
     # both clients now hold the same aggregated weights

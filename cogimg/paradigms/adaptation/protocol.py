@@ -1,0 +1,269 @@
+"""Leave-site-out evaluation of a task and of its domain-adaptation variants.
+
+For every site ``s`` of the cohort (a fold of
+:func:`~cogimg.data.splits.make_leave_site_out_split`, saved once and reused): train on the
+other sites and score
+
+- **in-site**: the held-out validation subjects of the *training* sites;
+- **out-of-site**: every subject of site ``s``;
+- **adapted**: out-of-site again, after one adaptation variant:
+
+  ======== =================================================================
+  histstd  TorchIO histogram standardisation, landmarks from the training sites
+  dann     gradient-reversal site classifier, site ``s`` images unlabelled in training
+  coral    CORAL alignment with site ``s`` (unlabelled)
+  mmd      MMD alignment with site ``s`` (unlabelled)
+  adabn    batch-norm statistics re-estimated on site ``s`` (no retraining)
+  tent     TENT entropy minimisation on site ``s`` (no retraining)
+  ======== =================================================================
+
+Scores are the task's primary metric with a 95 % percentile bootstrap interval over
+subjects: balanced accuracy (classification, class-stratified) or mean Dice (segmentation).
+The model of the last training epoch is scored (no checkpoint selection on the held-out site).
+
+Experiments are LightningCLI YAML files (``model:``/``data:``/``trainer:``); only cogimg's
+own task and datamodule classes are accepted, and run-management keys of ``trainer``
+(callbacks, loggers, ``default_root_dir``) are ignored here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import yaml
+
+from cogimg.data.datamodules import PatchDataModule, VolumeDataModule
+from cogimg.data.splits import (
+    load_split,
+    make_leave_site_out_split,
+    read_participants,
+    save_split,
+    select_diagnoses,
+)
+from cogimg.diseases import get_preset
+from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
+from cogimg.paradigms.adaptation.datamodule import TargetSiteVolumeDataModule
+from cogimg.paradigms.adaptation.test_time import adapt_batchnorm, tent
+from cogimg.tasks.classification import ClassificationTask
+from cogimg.tasks.segmentation import SegmentationTask
+
+VARIANTS = ("histstd", "dann", "coral", "mmd", "adabn", "tent")
+TRAINED_VARIANTS = ("baseline", "histstd", "dann", "coral", "mmd")
+TASKS = {f"{c.__module__}.{c.__qualname__}": c for c in (ClassificationTask, SegmentationTask)}
+DATAMODULES = {f"{c.__module__}.{c.__qualname__}": c
+               for c in (VolumeDataModule, PatchDataModule, TargetSiteVolumeDataModule)}
+TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "accelerator", "devices", "precision",
+                "gradient_clip_val", "accumulate_grad_batches", "log_every_n_steps", "deterministic")
+
+
+@dataclasses.dataclass
+class Experiment:
+    """A task + datamodule + trainer configuration (a LightningCLI YAML, parsed)."""
+
+    task_class: type
+    task_args: dict[str, Any]
+    data_class: type
+    data_args: dict[str, Any]
+    trainer_args: dict[str, Any]
+    seed: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Experiment:
+        path = Path(path)
+        try:
+            config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise FileNotFoundError(f"experiment config {path} does not exist") from None
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: not valid YAML ({err})") from None
+        if not isinstance(config, dict):
+            raise ValueError(f"{path}: expected a mapping with model/data/trainer keys")
+
+        def section(key: str, allowed: dict) -> tuple[type, dict]:
+            entry = config.get(key)
+            if not isinstance(entry, dict) or entry.get("class_path") not in allowed:
+                raise ValueError(f"{path}: {key}.class_path must be one of {sorted(allowed)}, "
+                                 f"got {entry.get('class_path') if isinstance(entry, dict) else entry!r}")
+            return allowed[entry["class_path"]], dict(entry.get("init_args") or {})
+
+        task_class, task_args = section("model", TASKS)
+        data_class, data_args = section("data", DATAMODULES)
+        trainer = config.get("trainer") or {}
+        return cls(task_class, task_args, data_class, data_args,
+                   {k: v for k, v in trainer.items() if k in TRAINER_KEYS}, int(config.get("seed_everything", 0)))
+
+
+# --------------------------------------------------------------------------- scoring
+def _percentile_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def score(task, stage: str) -> dict[str, float]:
+    """Primary metric of ``task``'s subject rows of ``stage``, with a 95 % bootstrap CI."""
+    if isinstance(task, ClassificationTask):
+        _, labels, prob = task.subject_table(stage)
+        value = balanced_accuracy(labels, prob.argmax(axis=1))
+        low, high = bootstrap_ci(labels, prob, "balanced_accuracy", n_boot=1000, seed=0)
+        return {"metric": "balanced_accuracy", "value": value, "ci_low": low, "ci_high": high, "n": len(labels)}
+    dice = np.array([r["dice"] for r in task.subject_rows[stage]], dtype=float)
+    low, high = _percentile_ci(dice)
+    return {"metric": "dice", "value": float(dice.mean()), "ci_low": low, "ci_high": high, "n": len(dice)}
+
+
+def _forward(task) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """``forward(model, batch) -> logits`` for test-time adaptation on ``task``'s batches."""
+    if isinstance(task, ClassificationTask):
+        return lambda model, batch: model(batch["image"], batch.get("availability"), batch.get("tabular"))
+    size = task.patch_size
+
+    def centre_patch(model, batch):  # whole volumes are too big to back-propagate through
+        image = batch["image"]
+        starts = [max(0, (s - p) // 2) for s, p in zip(image.shape[2:], size)]
+        crop = image[(..., *[slice(a, a + p) for a, p in zip(starts, size)])]
+        return model(crop)
+
+    return centre_patch
+
+
+# --------------------------------------------------------------------------- protocol
+class LeaveSiteOut:
+    """Runs the protocol (see the module docstring) for one experiment.
+
+    Args:
+        experiment: the parsed experiment.
+        out_dir: where the split (``split.json``) and results go.
+        val_fraction: share of the training sites' subjects held out as in-site validation.
+        tent_steps, tent_lr: TENT passes over the held-out site and its learning rate.
+        log: progress messages (``print`` by default).
+    """
+
+    def __init__(self, experiment: Experiment, out_dir: str | Path, val_fraction: float = 0.2,
+                 tent_steps: int = 1, tent_lr: float = 1e-3, log: Callable[[str], None] = print) -> None:
+        self.exp, self.out_dir = experiment, Path(out_dir)
+        self.val_fraction, self.tent_steps, self.tent_lr, self.log = val_fraction, tent_steps, tent_lr, log
+        data_root = self.exp.data_args.get("data_root")
+        if data_root is None:
+            raise ValueError("the experiment's data.init_args has no data_root")
+        self.data_root = Path(data_root)
+        self.preset = get_preset(self.exp.data_args.get("preset", "ad" if self.exp.data_class is VolumeDataModule
+                                                        else "stroke"))
+
+    def split_path(self) -> Path:
+        """The leave-site-out split, made once (preset's diagnoses only) and reused."""
+        # Named by preset and seed: histogram landmarks are cached under the split's name.
+        path = self.out_dir / f"lso_{self.preset.name}_seed{self.exp.seed}.json"
+        if not path.exists():
+            table = select_diagnoses(read_participants(self.data_root / "participants.tsv"), self.preset.diagnoses)
+            stratify = "diagnosis" if self.preset.task == "classification" else None
+            split = make_leave_site_out_split(table, val_fraction=self.val_fraction, stratify=stratify,
+                                              seed=self.exp.seed)
+            save_split(split, path)
+        return path
+
+    def sites(self) -> list[str]:
+        return load_split(self.split_path()).fold_names
+
+    def _datamodule(self, site: str, variant: str):
+        args = {**self.exp.data_args, "split_file": str(self.split_path()), "fold": self.sites().index(site)}
+        cls = self.exp.data_class
+        if variant == "histstd":
+            args["histogram_standardization"] = True
+        if variant in ("dann", "coral", "mmd"):
+            if not issubclass(cls, VolumeDataModule):
+                raise ValueError(f"variant {variant!r} needs a VolumeDataModule experiment "
+                                 f"(classification); this one uses {cls.__name__}")
+            cls = TargetSiteVolumeDataModule
+        elif cls is TargetSiteVolumeDataModule:
+            cls = VolumeDataModule
+            args.pop("target_subset", None)
+            args.pop("target_batch_size", None)
+        return cls(**args)
+
+    def _task(self, variant: str, adaptation_weight: float):
+        args = dict(self.exp.task_args)
+        if variant in ("dann", "coral", "mmd"):
+            args["adaptation"] = {"method": variant, "weight": adaptation_weight}
+        return self.exp.task_class(**args)
+
+    def _trainer(self, **kwargs) -> L.Trainer:
+        args = {"accelerator": "cpu", "logger": False, "enable_checkpointing": False,
+                "enable_progress_bar": False, "enable_model_summary": False, "num_sanity_val_steps": 0,
+                "default_root_dir": str(self.out_dir), **self.exp.trainer_args, **kwargs}
+        return L.Trainer(**args)
+
+    def _train(self, site: str, variant: str, adaptation_weight: float):
+        L.seed_everything(self.exp.seed, verbose=False)
+        dm, task = self._datamodule(site, variant), self._task(variant, adaptation_weight)
+        start = time.perf_counter()
+        self._trainer(limit_val_batches=0).fit(task, datamodule=dm)
+        self.log(f"  {site} {variant}: trained in {time.perf_counter() - start:.0f} s")
+        return task, dm
+
+    def _evaluate(self, task, dm, stage: str) -> dict[str, float]:
+        evaluator = self._trainer()
+        (evaluator.validate if stage == "val" else evaluator.test)(task, datamodule=dm, verbose=False)
+        return score(task, stage)
+
+    def _test_time(self, task, dm, variant: str) -> dict[str, float]:
+        batches = list(dm.test_dataloader())  # the held-out site's images; labels unused
+        forward = _forward(task)
+        if variant == "adabn":
+            adapted = adapt_batchnorm(task.model, batches, forward)
+        else:
+            adapted = tent(task.model, batches, forward, lr=self.tent_lr, steps=self.tent_steps)
+        original, task.model = task.model, adapted
+        try:
+            return self._evaluate(task, dm, "test")
+        finally:
+            task.model = original
+
+    def run(self, variants: Sequence[str] = VARIANTS, sites: Sequence[str] | None = None,
+            adaptation_weight: float = 0.1) -> list[dict[str, Any]]:
+        """Rows ``{site, variant, scope, metric, value, ci_low, ci_high, n}`` for every site."""
+        if unknown := [v for v in variants if v not in VARIANTS]:
+            raise ValueError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)}")
+        all_sites = self.sites()
+        if unknown := [s for s in (sites or []) if s not in all_sites]:
+            raise ValueError(f"site(s) {unknown} not in the cohort's sites {all_sites}")
+        rows: list[dict[str, Any]] = []
+        for site in sites or all_sites:
+            self.log(f"held-out site {site}")
+            base, dm = self._train(site, "baseline", adaptation_weight)
+            rows.append({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")})
+            rows.append({"site": site, "variant": "baseline", "scope": "out_of_site",
+                         **self._evaluate(base, dm, "test")})
+            for variant in variants:
+                if variant in ("adabn", "tent"):
+                    result = self._test_time(base, dm, variant)
+                else:
+                    task, vdm = self._train(site, variant, adaptation_weight)
+                    result = self._evaluate(task, vdm, "test")
+                rows.append({"site": site, "variant": variant, "scope": "out_of_site", **result})
+        return rows
+
+
+def recovery_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean over sites of in-site, out-of-site and each variant's adapted score, and the
+    fraction of the in→out drop each variant recovers: ``(adapted − out) / (in − out)``."""
+    def mean(variant: str, scope: str) -> float:
+        values = [r["value"] for r in rows if r["variant"] == variant and r["scope"] == scope]
+        return float(np.mean(values)) if values else float("nan")
+
+    in_site, out_site = mean("baseline", "in_site"), mean("baseline", "out_of_site")
+    drop = in_site - out_site
+    table = [{"variant": "in-site", "score": in_site, "recovered": float("nan")},
+             {"variant": "out-of-site", "score": out_site, "recovered": 0.0}]
+    for variant in dict.fromkeys(r["variant"] for r in rows if r["variant"] != "baseline"):
+        adapted = mean(variant, "out_of_site")
+        table.append({"variant": variant, "score": adapted,
+                      "recovered": (adapted - out_site) / drop if drop > 0 else float("nan")})
+    return table
