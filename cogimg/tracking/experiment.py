@@ -81,10 +81,12 @@ def peak_rss_gb() -> float:
 
 
 def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str] = (),
-                   budget_s: float | None = None, name: str | None = None) -> ExperimentResult:
+                   budget_s: float | None = None, name: str | None = None, callbacks: list = (),
+                   ckpt_path: str | Path | None = None) -> ExperimentResult:
     """Fit ``config`` (with LightningCLI-style ``overrides``) for at most ``budget_s`` seconds
     of wall time, then validate the final weights; writes ``result.json`` and
-    ``subjects.csv`` into ``run_dir``."""
+    ``subjects.csv`` into ``run_dir``. ``callbacks`` are added to the trainer's (e.g. a
+    pruning callback); ``ckpt_path`` resumes that checkpoint's run."""
     run_dir = Path(run_dir)
     args = ["--config", str(config), "--trainer.default_root_dir", str(run_dir),
             "--trainer.enable_progress_bar", "false", *overrides]
@@ -92,12 +94,13 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
         days, rest = divmod(int(budget_s), 86400)
         hours, rest = divmod(rest, 3600)
         args += ["--trainer.max_time", f"{days:02d}:{hours:02d}:{rest // 60:02d}:{rest % 60:02d}"]
-    cli = build_cli(args, experiment=name or Path(config).stem)
+    cli = build_cli(args, experiment=name or Path(config).stem,
+                    resume_from=str(ckpt_path) if ckpt_path else None)
     curve = LearningCurve()
-    cli.trainer.callbacks.append(curve)
+    cli.trainer.callbacks.extend([curve, *callbacks])
     task, data = cli.model, cli.datamodule
     start = time.perf_counter()
-    cli.trainer.fit(task, datamodule=data)
+    cli.trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     train_s = time.perf_counter() - start
     final = cli.trainer.validate(task, datamodule=data, verbose=False)[0]
     rows = task.subject_rows["val"]

@@ -87,6 +87,10 @@ def find_runs(root: str | Path, stage: str = "val") -> tuple[list[Run], list[tup
             skipped.append((folder, f"no {subjects_path.name}"))
             continue
         run = Run(folder, _read_json(manifest_path), _read_json(folder / METRICS), pd.read_csv(subjects_path))
+        status = run.manifest.get("status", "finished")
+        if status != "finished":
+            skipped.append((folder, f"status: {status}"))
+            continue
         if run.kind not in KINDS:
             skipped.append((folder, f"task {run.manifest.get('task')!r} has no leaderboard kind"))
             continue

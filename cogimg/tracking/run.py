@@ -271,7 +271,7 @@ class RunRecorder(Callback):
         if manifest and not trainer.ckpt_path:
             raise FileExistsError(f"{path} already records a run; resume it with --ckpt_path "
                                   f"{self.run_dir / 'checkpoints' / 'last.ckpt'} or use another run directory")
-        manifest.update(self._describe(trainer, pl_module))
+        manifest.update(self._describe(trainer, pl_module), status="running")
         manifest.setdefault("fits", []).append(
             {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "resumed_from": str(trainer.ckpt_path) if trainer.ckpt_path else None})
@@ -289,11 +289,25 @@ class RunRecorder(Callback):
         manifest = read_json(path)
         manifest["fits"][-1].update(wall_s=round(wall, 2), epochs=trainer.current_epoch,
                                     global_step=trainer.global_step, **memory)
-        manifest["wall_s"] = round(self.previous_wall_s, 2)
+        manifest.update(wall_s=round(self.previous_wall_s, 2), status="finished")
         for key in ("peak_rss_gb", "peak_cuda_gb"):
             manifest[key] = max(f.get(key, 0.0) for f in manifest["fits"])
         write_json(path, manifest)
         self._write_metrics(trainer, pl_module, "val")
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # An interrupted fit (pruned trial, error, Ctrl-C) says so; its last.ckpt resumes it.
+        if trainer.is_global_zero and self._start and self.run_dir is not None:
+            path = self.run_dir / MANIFEST
+            manifest = read_json(path)
+            wall = time.perf_counter() - self._start
+            memory = self._memory.stop() if self._memory else {}
+            self._start, self.previous_wall_s = 0.0, self.previous_wall_s + wall
+            manifest["fits"][-1].update(wall_s=round(wall, 2), epochs=trainer.current_epoch,
+                                        global_step=trainer.global_step, **memory)
+            manifest.update(wall_s=round(self.previous_wall_s, 2),
+                            status=f"interrupted ({type(exception).__name__}: {exception})")
+            write_json(path, manifest)
 
     def _describe(self, trainer, pl_module) -> dict[str, Any]:
         data = trainer.datamodule

@@ -1,0 +1,191 @@
+"""Optuna sweeps over experiment configs: ``cogimg sweep sweeps/<name>.yaml --out runs/sweeps/<name>``.
+
+Each trial samples the search space of a sweep file (:mod:`cogimg.tracking.sweep_spec`),
+fits the chosen experiment config with the sampled overrides through
+:func:`cogimg.tracking.experiment.run_experiment` — so every trial is a normal run directory
+under ``<out>/trials/trial_<NNNN>/lightning_logs/version_<N>/`` — and returns the objective
+metrics. TPE by default; single-objective sweeps are pruned per epoch (median or Hyperband)
+through optuna-integration's ``PyTorchLightningPruningCallback``; multi-objective sweeps
+report their Pareto front (``pareto.csv``).
+
+Storage: ``sqlite:///<out>/study.db`` by default, any SQLAlchemy URL (PostgreSQL, MySQL) for
+workers on several machines, or ``journal:<file>`` (Optuna's JournalStorage, a lock-guarded
+append-only log) for workers sharing a file system without a database. Start the same
+command in several processes to run workers in parallel; ``n_trials`` counts finished and
+pruned trials over all of them (a race can add at most one trial per extra worker).
+
+Resuming: rerunning the command continues the study. With RDB storage a heartbeat marks the
+trial of a killed worker failed after ``grace_s`` seconds, and the sweep retries it with the
+same parameters in the same run directory, resuming from its ``last.ckpt``. (JournalStorage
+has no heartbeat: pass ``--retry-running`` when no other worker is alive.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.trial import TrialState
+
+from cogimg.io import atomic_write_text
+from cogimg.tracking.sweep_spec import RUN_METRICS, SweepSpec, resolve_config
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+TrainFn = Callable[[SweepSpec, optuna.Trial, Path, dict], dict]
+
+
+def make_storage(url: str | None, out: Path, heartbeat_s: int = 60, grace_s: int = 180):
+    """Optuna storage for ``url`` (see module docstring)."""
+    if url is None:
+        out.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(out / 'study.db').resolve()}"
+    if url.startswith("journal:"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(url.removeprefix("journal:"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+
+
+def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE (default), random or NSGA-II; the seed is offset per worker so that parallel
+    workers do not draw the same first candidates."""
+    options = {k: v for k, v in spec.sampler.items() if k != "type"}
+    options["seed"] = int(options.get("seed", 0)) + offset
+    kind = spec.sampler["type"]
+    if kind == "random":
+        return optuna.samplers.RandomSampler(**options)
+    if kind == "nsga2":
+        return optuna.samplers.NSGAIISampler(**options)
+    return optuna.samplers.TPESampler(**options)
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    options = {k: v for k, v in spec.pruner.items() if k != "type"}
+    kind = spec.pruner["type"]
+    if kind == "none" or spec.multi_objective:  # Optuna cannot prune multi-objective trials
+        return optuna.pruners.NopPruner()
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(**options)
+    return optuna.pruners.MedianPruner(**options)
+
+
+def trial_run_root(out: Path, trial: optuna.Trial) -> Path:
+    """``<out>/trials/trial_<NNNN>``; a retried trial reuses its original's folder."""
+    frozen = trial.study.get_trials(deepcopy=False)[trial.number]  # trial numbers index the study
+    number = RetryFailedTrialCallback.retried_trial_number(frozen)
+    return out / "trials" / f"trial_{trial.number if number is None else number:04d}"
+
+
+def _last_checkpoint(root: Path) -> Path | None:
+    ckpts = sorted(root.glob("lightning_logs/*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return ckpts[-1] if ckpts else None
+
+
+def train_trial(spec: SweepSpec, trial: optuna.Trial, root: Path, params: dict) -> dict[str, float]:
+    """Fit the trial's config with its sampled overrides; return its metrics (validation
+    metrics plus ``params_M``, ``latency_s``, ``train_s``)."""
+    from cogimg.tracking.experiment import run_experiment
+
+    config, overrides = spec.config, [*spec.overrides]
+    for p in spec.space:
+        for target in p.targets:
+            if target == "config":
+                config = str(params[p.name])
+            else:
+                overrides += [f"--{target}", str(params[p.name])]
+    overrides += ["--seed_everything", str(spec.seed_everything)]
+    callbacks = []
+    if not spec.multi_objective and spec.pruner["type"] != "none":
+        from optuna_integration import PyTorchLightningPruningCallback
+
+        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=spec.prune_metric or spec.objectives[0][0]))
+    result = run_experiment(resolve_config(spec, config), root, overrides=overrides, budget_s=spec.budget_s,
+                            name=spec.name, callbacks=callbacks, ckpt_path=_last_checkpoint(root))
+    trial.set_user_attr("run_dir", result.run_dir)
+    return {**result.metrics, "params_M": result.params / 1e6, "latency_s": result.latency_s,
+            "train_s": result.train_s}
+
+
+def make_objective(spec: SweepSpec, out: Path, train: TrainFn = train_trial):
+    def objective(trial: optuna.Trial):
+        params = {p.name: p.suggest(trial) for p in spec.space}
+        root = trial_run_root(out, trial)
+        trial.set_user_attr("run_root", str(root))
+        trial.set_user_attr("worker_pid", os.getpid())
+        metrics = train(spec, trial, root, params)
+        missing = [m for m, _ in spec.objectives if m not in metrics]
+        if missing:
+            raise KeyError(f"objective metric(s) {missing} not produced by trial {trial.number}; "
+                           f"available: {sorted(metrics)} (+ {list(RUN_METRICS)})")
+        values = tuple(float(metrics[m]) for m, _ in spec.objectives)
+        return values if spec.multi_objective else values[0]
+
+    return objective
+
+
+def retry_running(study: optuna.Study) -> int:
+    """Mark every RUNNING trial failed and enqueue its parameters again (only when no
+    worker is alive: for storages without heartbeat). Returns how many were re-queued."""
+    count = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(trial.number, state=TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        count += 1
+    return count
+
+
+def run_sweep(spec: SweepSpec, out: str | Path, n_trials: int | None = None, storage: str | None = None,
+              train: TrainFn = train_trial, heartbeat_s: int = 60, grace_s: int = 180,
+              retry_running_trials: bool = False, progress: bool = True) -> optuna.Study:
+    """Run (or continue) the sweep until ``n_trials`` (default ``spec.n_trials``) trials of
+    the study have finished or were pruned; write ``trials.csv`` and ``pareto.csv`` /
+    ``best.json`` into ``out``. Returns the study."""
+    out = Path(out)
+    total = n_trials or spec.n_trials
+    storage_obj = make_storage(storage or spec.storage, out, heartbeat_s, grace_s)
+    # Peek at the study size for the sampler offset (0 for a fresh single-worker sweep).
+    study = optuna.create_study(study_name=spec.name, storage=storage_obj, directions=spec.directions,
+                                load_if_exists=True)
+    study = optuna.load_study(study_name=spec.name, storage=storage_obj,
+                              sampler=make_sampler(spec, offset=len(study.trials)), pruner=make_pruner(spec))
+    if retry_running_trials:
+        retry_running(study)
+    optuna.storages.fail_stale_trials(study)  # no-op without heartbeat
+    done = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if done < total:
+        study.optimize(make_objective(spec, out, train), n_trials=total,
+                       callbacks=[optuna.study.MaxTrialsCallback(total, states=FINISHED)],
+                       catch=(RuntimeError,), show_progress_bar=progress, gc_after_trial=True)
+    write_summary(study, spec, out)
+    return study
+
+
+def write_summary(study: optuna.Study, spec: SweepSpec, out: Path) -> None:
+    """``trials.csv`` (every trial), and ``pareto.csv`` (multi-objective) or ``best.json``."""
+    out.mkdir(parents=True, exist_ok=True)
+    frame = study.trials_dataframe()
+    atomic_write_text(out / "trials.csv", frame.to_csv(index=False))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    if spec.multi_objective:
+        rows = [{"number": t.number, **{m: v for (m, _), v in zip(spec.objectives, t.values)},
+                 **{f"params_{k}": v for k, v in t.params.items()}, "run_dir": t.user_attrs.get("run_dir")}
+                for t in study.best_trials]
+        import pandas as pd
+
+        atomic_write_text(out / "pareto.csv", pd.DataFrame(rows).to_csv(index=False))
+    else:
+        best = study.best_trial
+        atomic_write_text(out / "best.json", json.dumps(
+            {"number": best.number, spec.objectives[0][0]: best.value, "params": best.params,
+             "run_dir": best.user_attrs.get("run_dir")}, indent=2) + "\n")
