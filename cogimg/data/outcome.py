@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -85,6 +85,18 @@ class OutcomeCohort:
     def binary_maps(self) -> np.ndarray:
         """``(N, X', Y', Z')`` bool: a block counts as lesioned when ≥ half its voxels are."""
         return self.maps * 2 >= self.downsample**3
+
+    def coarsen(self, factor: int) -> OutcomeCohort:
+        """The cohort with ``maps`` summed over ``factor``³ blocks (e.g. 2 mm → 6 mm with 3),
+        so one read of the masks serves several resolutions; counts must stay ≤ 255."""
+        total = self.downsample * int(factor)
+        if factor < 1 or total**3 > 255:
+            raise ValueError(f"coarsen factor {factor} on {self.downsample}-voxel blocks gives "
+                             f"{total}³ voxels per block; at most 255 fit the uint8 counts")
+        maps = np.stack([_block_counts(m, int(factor), binary=False) for m in self.maps])
+        scale = np.diag([factor, factor, factor, 1.0])
+        scale[:3, 3] = (factor - 1) / 2.0
+        return replace(self, maps=maps, map_affine=self.map_affine @ scale, downsample=total)
 
     def table(self) -> pd.DataFrame:
         """Per-participant table: score, covariates, lesion volume (mL), territory loads."""
@@ -326,12 +338,13 @@ def read_lesion_stack(paths: list[Path], ids: list[str], source: Path,
             "mask_affine": np.asarray(affine, dtype=float), "mask_shape": tuple(shape)}
 
 
-def _block_counts(mask: np.ndarray, f: int) -> np.ndarray:
-    """``(X, Y, Z)`` bool → ``(⌈X/f⌉, ⌈Y/f⌉, ⌈Z/f⌉)`` uint8 lesioned voxels per f³ block."""
+def _block_counts(mask: np.ndarray, f: int, binary: bool = True) -> np.ndarray:
+    """``(X, Y, Z)`` bool (or uint8 counts) → ``(⌈X/f⌉, ⌈Y/f⌉, ⌈Z/f⌉)`` uint8 sums per f³
+    block (zero-padded at the far edges)."""
     if f == 1:
         return mask.astype(np.uint8)
     pad = [(0, -s % f) for s in mask.shape]
-    padded = np.pad(mask, pad).astype(np.uint8)
+    padded = np.pad(mask, pad).astype(np.uint8 if binary else np.uint16)
     x, y, z = (s // f for s in padded.shape)
     return padded.reshape(x, f, y, f, z, f).sum(axis=(1, 3, 5), dtype=np.uint16).astype(np.uint8)
 

@@ -1,0 +1,286 @@
+"""``cogimg outcome``: cross-validated lesion → outcome regression from an experiment YAML.
+
+    cogimg outcome --config experiments/outcome/svr.yaml [--out runs/outcome/svr]
+
+One YAML per model (``experiments/outcome/*.yaml``)::
+
+    data:    # cogimg.data.outcome.load_outcome_dataset arguments (paths relative to the cwd)
+      layout: soop
+      mask_dir: ../shared/data/soop_masks/lesions
+      scores: ../shared/data/soop_masks/participants_cleaned.tsv
+      atlas: ../shared/data/soop_masks/ArterialAtlas136.nii.gz
+      score: nihss
+      covariates: [age]
+      downsample: 2            # mask voxels per map block (1 mm masks → 2 mm maps)
+      unmatched: exclude
+    cv: {n_folds: 5, seed: 0, split: runs/outcome/soop_split.json}   # made once, then reused
+    model:
+      name: svr                # svr | ridge | gbm | ensemble | cnn
+      features: [territories, covariates, log_volume]   # + map for ridge/ensemble
+      map_coarsen: 3           # maps summed over 3³ blocks for the model (2 mm → 6 mm)
+      params: {}               # build_classical overrides, or the CNN's (see _CNN_DEFAULTS)
+    out: runs/outcome/svr
+
+Folds are participant-level k-fold (stratified by score quintile), saved with
+:func:`cogimg.data.splits.save_split` (leakage-checked) and reused when the file exists. The
+run directory gets ``manifest.json``, ``metrics.json`` (per-fold Pearson R, its mean ± SD
+over folds, pooled out-of-fold metrics with 95 % subject-bootstrap CIs, wall time),
+``subjects_val.csv`` (out-of-fold ``subject_id, fold, target, pred``) and ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "cross-validated lesion → clinical outcome regression (SVR, ridge, boosting, 3D CNN)"
+
+_SECTIONS = {"data", "cv", "model", "out", "bootstrap"}
+_DATA_KEYS = {"layout", "root", "mask_dir", "scores", "score", "covariates", "derivative",
+              "atlas", "downsample", "unmatched"}
+_CV_KEYS = {"n_folds", "seed", "split"}
+_MODEL_KEYS = {"name", "features", "map_coarsen", "params"}
+_CNN_DEFAULTS = {"backbone": "resnet10_3d", "max_epochs": 30, "batch_size": 16, "lr": 1e-3,
+                 "weight_decay": 1e-2, "tabular": True, "model_kwargs": {}, "huber_delta": 1.0}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment YAML (experiments/outcome/…)")
+    parser.add_argument("--out", help="run directory (default: the config's out)")
+    parser.add_argument("--mask-dir", help="override data.mask_dir")
+    parser.add_argument("--scores", help="override data.scores")
+    parser.add_argument("--atlas", help="override data.atlas")
+    parser.add_argument("--split", help="override cv.split (split JSON, created if absent)")
+    parser.add_argument("--n-folds", type=int, help="override cv.n_folds")
+    parser.add_argument("--max-epochs", type=int, help="override the CNN's max_epochs")
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    for key, section, field in (("mask_dir", "data", "mask_dir"), ("scores", "data", "scores"),
+                                ("atlas", "data", "atlas"), ("split", "cv", "split"),
+                                ("n_folds", "cv", "n_folds")):
+        if getattr(args, key) is not None:
+            config[section][field] = getattr(args, key)
+    if args.max_epochs is not None:
+        config["model"].setdefault("params", {})["max_epochs"] = args.max_epochs
+    if args.out:
+        config["out"] = args.out
+    result = run_experiment(config)
+    print(format_row(Path(args.config).stem, result))
+    return 0
+
+
+# --------------------------------------------------------------------------- config
+
+
+def load_config(path: str | Path) -> dict:
+    """Read and check an outcome experiment YAML; unknown keys are errors naming the key."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"outcome config not found: {path}")
+    config = yaml.safe_load(path.read_text()) or {}
+    for where, keys, allowed in (("top level", config, _SECTIONS),
+                                 ("data", config.get("data", {}), _DATA_KEYS),
+                                 ("cv", config.get("cv", {}), _CV_KEYS),
+                                 ("model", config.get("model", {}), _MODEL_KEYS)):
+        if not isinstance(keys, dict):
+            raise ValueError(f"{path}: {where} must be a mapping")
+        if unknown := sorted(set(keys) - allowed):
+            raise ValueError(f"{path}: {where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+    for section in ("data", "model"):
+        if section not in config:
+            raise ValueError(f"{path}: missing section {section!r}")
+    if "name" not in config["model"]:
+        raise ValueError(f"{path}: model.name is required")
+    config.setdefault("cv", {})
+    config.setdefault("out", f"runs/outcome/{path.stem}")
+    config["experiment"] = path.stem
+    return config
+
+
+# --------------------------------------------------------------------------- running
+
+
+def load_cohort(data: dict):
+    """The :class:`~cogimg.data.outcome.OutcomeCohort` that a config's ``data`` describes."""
+    from cogimg.data.outcome import load_outcome_dataset
+
+    data = dict(data)
+    if "covariates" in data:
+        data["covariates"] = tuple(data["covariates"])
+    return load_outcome_dataset(data.pop("layout", "soop"), **data)
+
+
+def cohort_split(cohort, n_folds: int = 5, seed: int = 0, path: str | Path | None = None):
+    """Participant-level k-fold split stratified by score quintile; loaded from ``path`` when
+    it exists (its IDs must be the cohort's), else made and saved there."""
+    import pandas as pd
+
+    from cogimg.data.splits import check_leakage, load_split, make_kfold_split, save_split
+
+    if path is not None and Path(path).is_file():
+        split = load_split(path)
+        check_leakage(split)
+        listed = {i for k in range(len(split.folds)) for i in split.fold(k)["val"]}
+        if listed != set(cohort.ids):
+            raise ValueError(f"split {path} lists {len(listed)} participants in its val folds, "
+                             f"the cohort has {len(cohort)}: {len(listed ^ set(cohort.ids))} "
+                             "differ (delete the file to make a new split)")
+        return split
+    bins = pd.qcut(pd.Series(cohort.scores).rank(method="first"), min(5, len(cohort) // n_folds),
+                   labels=False)
+    table = pd.DataFrame({"participant_id": cohort.ids, "score_bin": bins.astype(str)})
+    split = make_kfold_split(table, n_folds=n_folds, test_fraction=0.0, stratify="score_bin",
+                             seed=seed)
+    if path is not None:
+        save_split(split, path)
+    return split
+
+
+def run_experiment(config: dict, cohort=None) -> dict:
+    """Cross-validate ``config``'s model; write the run directory; return ``metrics.json``'s dict.
+
+    ``cohort``: an already loaded cohort at ``config['data']['downsample']`` (the benchmark
+    reads the masks once for every model).
+    """
+    import time
+
+    import numpy as np
+    import pandas as pd
+
+    from cogimg.io import atomic_write_text
+    from cogimg.metrics.regression import bootstrap_ci, pearson_r, regression_report
+
+    start = time.perf_counter()
+    cohort = load_cohort(config["data"]) if cohort is None else cohort
+    model = config["model"]
+    if model.get("map_coarsen", 1) > 1:
+        cohort = cohort.coarsen(int(model["map_coarsen"]))
+    cv = config["cv"]
+    seed = int(cv.get("seed", 0))
+    split = cohort_split(cohort, int(cv.get("n_folds", 5)), seed, cv.get("split"))
+    rows = []
+    for k, name in enumerate(split.fold_names):
+        fold = split.fold(k)
+        train, val = cohort.subset(fold["train"]), cohort.subset(fold["val"])
+        pred = fit_predict(model, train, val, seed)
+        rows += [{"subject_id": i, "fold": name, "target": t, "pred": p}
+                 for i, t, p in zip(val.ids, val.scores, pred)]
+    table = pd.DataFrame(rows)
+    per_fold = [pearson_r(g["target"], g["pred"]) for _, g in table.groupby("fold", sort=False)]
+    pooled = regression_report(table["target"], table["pred"])
+    n_boot = int(config.get("bootstrap", 1000))
+    for metric in ("pearson_r", "spearman_rho", "mae", "r2"):
+        pooled[f"{metric}_ci"] = bootstrap_ci(table["target"], table["pred"], metric, n_boot, seed)
+    result = {"experiment": config["experiment"], "model": model["name"],
+              "pearson_r_folds": per_fold, "pearson_r_mean": float(np.mean(per_fold)),
+              "pearson_r_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
+              "pooled": pooled, "n_subjects": len(cohort), "n_folds": len(per_fold),
+              "wall_s": time.perf_counter() - start}
+    _write_run(Path(config["out"]), config, result, table, split, atomic_write_text)
+    return result
+
+
+def fit_predict(model: dict, train, val, seed: int = 0):
+    """Fit ``model`` (config section) on the ``train`` cohort; ``(N_val,)`` predicted scores."""
+    from cogimg.tasks.regression import FEATURE_GROUPS, build_classical, tabular_features
+
+    groups = list(model.get("features", ["territories", "covariates", "log_volume"]))
+    params = dict(model.get("params", {}))
+    if model["name"] == "cnn":
+        return _fit_predict_cnn(train, val, [g for g in groups if g != "map"], params, seed)
+    x_train, names = tabular_features(train, groups)
+    x_val, _ = tabular_features(val, groups)
+    n_tabular = sum(not n.startswith("map_") for n in names) if "map" in groups else None
+    if "map" in groups and groups[-1] != "map":
+        raise ValueError(f"model.features {groups}: 'map' must come last (of {FEATURE_GROUPS})")
+    estimator = build_classical(model["name"], n_tabular=n_tabular, seed=seed, **params)
+    return estimator.fit(x_train, train.scores).predict(x_val)
+
+
+def _fit_predict_cnn(train, val, groups: list[str], params: dict, seed: int):
+    import lightning.pytorch as pl
+    import numpy as np
+    import torch
+
+    from cogimg.tasks.regression import RegressionTask, tabular_features
+
+    if unknown := sorted(set(params) - set(_CNN_DEFAULTS)):
+        raise ValueError(f"model.params: unknown CNN key(s) {unknown}; allowed: "
+                         f"{sorted(_CNN_DEFAULTS)}")
+    p = {**_CNN_DEFAULTS, **params}
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tab_train = tab_val = None
+    if p["tabular"] and groups:
+        tab_train, _ = tabular_features(train, groups)
+        tab_val, _ = tabular_features(val, groups)
+        mean, std = tab_train.mean(0), tab_train.std(0) + 1e-6
+        tab_train, tab_val = (tab_train - mean) / std, (tab_val - mean) / std
+    task = RegressionTask(
+        model=p["backbone"], input_shape=tuple(train.maps.shape[1:]),
+        tabular_features=0 if tab_train is None else tab_train.shape[1],
+        model_kwargs=p["model_kwargs"], lr=p["lr"], weight_decay=p["weight_decay"],
+        huber_delta=p["huber_delta"])
+    task.fit_target_scaling(train.scores)
+    loader = _loader(train, tab_train, int(p["batch_size"]), shuffle=True, seed=seed)
+    trainer = pl.Trainer(max_epochs=int(p["max_epochs"]), accelerator="auto", devices=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=False)
+    trainer.fit(task, loader)
+    task.eval()
+    preds = []
+    with torch.no_grad():
+        for batch in _loader(val, tab_val, 32, shuffle=False, seed=seed):
+            preds.append(task(batch["image"], batch.get("tabular")).numpy())
+    return np.concatenate(preds)
+
+
+def _loader(cohort, tabular, batch_size: int, shuffle: bool, seed: int):
+    import torch
+    from torch.utils.data import DataLoader, StackDataset, TensorDataset
+
+    parts = {"image": TensorDataset(torch.from_numpy(cohort.lesion_fraction[:, None])),
+             "target": TensorDataset(torch.as_tensor(cohort.scores, dtype=torch.float32))}
+    if tabular is not None:
+        parts["tabular"] = TensorDataset(torch.as_tensor(tabular, dtype=torch.float32))
+    dataset = StackDataset(**parts)
+
+    def collate(items):
+        return {k: torch.stack([item[k][0] for item in items]) for k in items[0]}
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def _write_run(out: Path, config: dict, result: dict, table, split, write_text) -> None:
+    import json
+
+    import yaml
+
+    from cogimg.data.splits import save_split
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not config["cv"].get("split"):
+        save_split(split, out / "split.json", overwrite=True)
+    manifest = {"task": "cogimg.tasks.regression.RegressionTask" if config["model"]["name"] ==
+                "cnn" else f"sklearn:{config['model']['name']}", "kind": "regression",
+                "experiment": config["experiment"], "model": config["model"]["name"],
+                "variant": "default", "seed": int(config["cv"].get("seed", 0)),
+                "split": str(config["cv"].get("split") or out / "split.json")}
+    write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
+    write_text(out / "subjects_val.csv", table.to_csv(index=False, lineterminator="\n"))
+    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+
+def format_row(name: str, result: dict) -> str:
+    """One leaderboard line: R mean ± SD over folds, pooled R with its 95 % CI, MAE, wall time."""
+    pooled = result["pooled"]
+    low, high = pooled["pearson_r_ci"]
+    return (f"{name:<22} R {result['pearson_r_mean']:.3f} ± {result['pearson_r_std']:.3f} "
+            f"(folds)  pooled R {pooled['pearson_r']:.3f} [{low:.3f}, {high:.3f}]  "
+            f"ρ {pooled['spearman_rho']:.3f}  MAE {pooled['mae']:.2f}  R² {pooled['r2']:.3f}  "
+            f"{result['wall_s']:.1f} s")
