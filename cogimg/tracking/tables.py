@@ -86,7 +86,7 @@ def to_latex(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-_SORT_SCRIPT = """<script>
+SORT_SCRIPT = """<script>
 // Click a header to sort by it (numbers numerically, again to reverse).
 document.querySelectorAll("table.leaderboard th").forEach((th, col) => th.addEventListener("click", () => {
   const body = th.closest("table").tBodies[0];
@@ -96,7 +96,7 @@ document.querySelectorAll("table.leaderboard th").forEach((th, col) => th.addEve
     return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1); }).forEach(tr => body.appendChild(tr));
 }));
 </script>"""
-_STYLE = """<style>
+TABLE_STYLE = """<style>
 table.leaderboard { border-collapse: collapse; font: 13px system-ui, sans-serif; margin: 0 0 1.5em; }
 table.leaderboard th, table.leaderboard td { padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: right; }
 table.leaderboard th { cursor: pointer; background: #f4f4f4; position: sticky; top: 0; }
@@ -105,7 +105,7 @@ table.leaderboard td:nth-child(2), table.leaderboard td:nth-child(3), table.lead
 
 
 def to_html_tables(table: pd.DataFrame) -> str:
-    """The leaderboard tables as an HTML fragment (sortable once :data:`_SORT_SCRIPT` runs)."""
+    """The leaderboard tables as an HTML fragment (sortable once :data:`SORT_SCRIPT` runs)."""
     out = []
     for kind, headers, rows, keys in _sections(table):
         out.append(f"<h3>{html.escape(kind.name)} (ranked by {html.escape(kind.labels[kind.primary])})</h3>")
@@ -122,9 +122,9 @@ def to_html_tables(table: pd.DataFrame) -> str:
 def to_html(table: pd.DataFrame, title: str = "cogimg leaderboard") -> str:
     """A standalone sortable HTML page."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"{_STYLE}</head><body><h2>{html.escape(title)}</h2>{to_html_tables(table)}"
+            f"{TABLE_STYLE}</head><body><h2>{html.escape(title)}</h2>{to_html_tables(table)}"
             "<p>Mean ± std over seeds; [95% CI]: percentile bootstrap over validation subjects of the "
-            f"seed-averaged metric. Click a column to sort.</p>{_SORT_SCRIPT}</body></html>\n")
+            f"seed-averaged metric. Click a column to sort.</p>{SORT_SCRIPT}</body></html>\n")
 
 
 def write_leaderboard(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:

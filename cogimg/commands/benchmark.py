@@ -1,0 +1,21 @@
+"""``cogimg benchmark experiments/quickstart.yaml``: the main job (synthesise → train and
+compare → leaderboard → figures → report)."""
+
+from __future__ import annotations
+
+HELP = "main job: synthesise the cohort, train a seeded comparison, write leaderboard, figures and report.html"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("benchmark", nargs="?", default="experiments/quickstart.yaml",
+                        help="benchmark file (default experiments/quickstart.yaml)")
+    parser.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
+    parser.add_argument("--full", action="store_true", help="the file's `full` preset (larger, for a GPU)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for synthesis (default 2)")
+
+
+def run(args) -> int:
+    from cogimg.tracking.benchmark import run_benchmark
+
+    run_benchmark(args.benchmark, args.out, full=args.full, workers=args.workers)
+    return 0
