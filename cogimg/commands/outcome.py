@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--atlas", help="override data.atlas")
     parser.add_argument("--split", help="override cv.split (split JSON, created if absent)")
     parser.add_argument("--n-folds", type=int, help="override cv.n_folds")
-    parser.add_argument("--max-epochs", type=int, help="override the CNN's max_epochs")
+    parser.add_argument("--max-epochs", type=int,
+                        help="override the CNN's max_epochs (ignored by classical models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
                                 ("n_folds", "cv", "n_folds")):
         if getattr(args, key) is not None:
             config[section][field] = getattr(args, key)
-    if args.max_epochs is not None:
+    if args.max_epochs is not None and config["model"]["name"] == "cnn":
         config["model"].setdefault("params", {})["max_epochs"] = args.max_epochs
     if args.out:
         config["out"] = args.out

@@ -1,0 +1,68 @@
+"""Lesion → NIHSS on the real SOOP masks: does cogimg beat the source repository's R = 0.55?
+
+Target (cogimg issue 11): 5-fold CV on the shared SOOP masks, Pearson R (mean ± SD over
+folds) for every baseline and deep model side by side with wall time; the best model should
+beat R ≈ 0.55 (the SOOP demo's SVR on territory loads + age) by a clear margin with CIs
+that show it.
+
+Setup: the 733 participants of ``../shared/data/soop_masks`` with a mask and an NIHSS score
+(masks read once at 2 mm, timed), one participant-level 5-fold split stratified by NIHSS
+quintile (seed 0, saved and shared by every model), every ``experiments/outcome/*.yaml``
+(or ``--models``) run by the same code as ``cogimg outcome``. Printed per model: R mean ±
+SD over folds, the pooled out-of-fold R with its 95 % subject-bootstrap CI (1000
+resamples), Spearman ρ, MAE (NIHSS points), R² and the wall time of its 5 folds. The SOOP
+demo's own number is printed alongside as the reference.
+
+Run: ``nice .venv/bin/python benchmarks/outcome_soop.py [--models svr ridge gbm ensemble cnn]
+[--cnn-epochs N] [--out runs/bench_outcome]``. Timings are on a shared 2-core CPU; the CNN
+(5 folds × its epochs) dominates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from cogimg.commands.outcome import format_row, load_cohort, load_config, run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENTS = ROOT / "experiments" / "outcome"
+REFERENCE_R = 0.55  # neurolabusc/StrokeOutcomeOptimizationProjectDemo: SVR, territories + age
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", help="YAML stems (default: all)")
+    parser.add_argument("--cnn-epochs", type=int, help="override the CNN's max_epochs")
+    parser.add_argument("--out", default="runs/bench_outcome", help="run directories")
+    args = parser.parse_args(argv)
+    stems = args.models or sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+    configs = [load_config(EXPERIMENTS / f"{stem}.yaml") for stem in stems]
+    data = configs[0]["data"]
+    if any(c["data"] != data for c in configs):
+        raise SystemExit("the outcome experiments disagree on their data section; "
+                         "the benchmark reads the masks once for all of them")
+    start = time.perf_counter()
+    cohort = load_cohort(data)
+    print(f"{len(cohort)} participants (mask + {cohort.score_name}), {len(cohort.excluded)} "
+          f"unmatched left out; masks read at {cohort.downsample} voxels/block in "
+          f"{time.perf_counter() - start:.1f} s")
+    out = Path(args.out)
+    split = out / "split.json"
+    rows = [f"{'SOOP demo SVR (reported)':<22} R ≈ {REFERENCE_R:.2f}"]
+    for stem, config in zip(stems, configs):
+        config["out"] = str(out / stem)
+        config["cv"]["split"] = str(split)
+        if args.cnn_epochs and config["model"]["name"] == "cnn":
+            config["model"].setdefault("params", {})["max_epochs"] = args.cnn_epochs
+        result = run_experiment(config, cohort=cohort)
+        rows.append(format_row(stem, result))
+        print(rows[-1], flush=True)
+    print("\n5-fold CV, NIHSS (R mean ± SD over folds; pooled R [95 % bootstrap CI])")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

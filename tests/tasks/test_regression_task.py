@@ -1,0 +1,115 @@
+"""Outcome regression: RegressionTask trains and predicts in score units, classical baselines
+fit, and every experiments/outcome YAML runs (2 folds, 1 epoch) on a tiny generated cohort."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import lightning.pytorch as pl
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from cogimg.commands import outcome as outcome_cmd
+from cogimg.data.splits import check_leakage, load_split
+from cogimg.tasks.regression import RegressionTask, build_classical
+from tests.conftest import write_nifti
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "outcome").glob("*.yaml"))
+GRID = (24, 24, 16)
+AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
+
+
+def tiny_batch(n=6, shape=(8, 8, 8), features=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"image": torch.rand(n, 1, *shape, generator=g), "tabular": torch.randn(n, features, generator=g),
+            "target": torch.arange(n, dtype=torch.float32) * 3}
+
+
+def test_task_predicts_in_score_units_and_trains():
+    task = RegressionTask(model="resnet10_3d", input_shape=(8, 8, 8), tabular_features=3,
+                          warmup_steps=1)
+    task.fit_target_scaling(np.array([0.0, 10.0, 20.0]))
+    assert float(task.target_mean) == 10.0 and float(task.target_std) == pytest.approx(np.std([0, 10, 20]))
+    batch = tiny_batch()
+    assert task(batch["image"], batch["tabular"]).shape == (6,)
+    loader = DataLoader([batch, batch], batch_size=None)  # two ready-made batches
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    before = [p.detach().clone() for p in task.parameters()]
+    trainer.fit(task, loader)
+    assert any(not torch.equal(a, b) for a, b in zip(before, task.parameters()))
+    trainer.validate(task, loader, verbose=False)
+    assert len(task.subject_rows["val"]) == 12 and "val/pearson_r" in trainer.callback_metrics
+
+
+def test_task_tabular_only_and_bad_arguments():
+    task = RegressionTask(fusion="tabular", tabular_features=3)
+    assert task(None, tiny_batch()["tabular"]).shape == (6,)
+    with pytest.raises(ValueError, match="fusion='tabular' needs"):
+        RegressionTask(fusion="tabular")
+    with pytest.raises(ValueError, match="supports 'single'"):
+        RegressionTask(fusion="late")
+
+
+@pytest.mark.parametrize("name", ["svr", "ridge", "gbm", "ensemble"])
+def test_classical_baselines_fit_a_signal(name):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5))
+    maps = (rng.random((120, 30)) < 0.2).astype(float)
+    y = np.clip(4 + 2 * x[:, 0] + 3 * maps[:, 0] + rng.normal(0, 0.5, 120), 0, None)
+    fast = {"max_iter": 40, "learning_rate": 0.1} if name in ("gbm", "ensemble") else {}
+    model = build_classical(name, n_tabular=5, seed=0, **fast)
+    pred = model.fit(np.c_[x, maps][:90], y[:90]).predict(np.c_[x, maps][90:])
+    assert np.corrcoef(pred, y[90:])[0, 1] > 0.6
+    with pytest.raises(ValueError, match="unknown classical model"):
+        build_classical("lasso")
+
+
+@pytest.fixture(scope="module")
+def tiny_soop(tmp_path_factory) -> Path:
+    """20 masks (cubes at random places) + scores tracking the left-half lesion share."""
+    root = tmp_path_factory.mktemp("tiny_soop")
+    rng = np.random.default_rng(0)
+    labels = np.zeros(GRID, np.int16)
+    labels[:12], labels[12:] = 1, 2
+    write_nifti(root / "atlas.nii.gz", labels, AFFINE)
+    (root / "atlas.txt").write_text("1|L|left|1\n2|R|right|2\n")
+    rows = ["participant_id\tage\tnihss"]
+    for i in range(1, 21):
+        mask = np.zeros(GRID, np.uint8)
+        corner = rng.integers(0, 16, 3) % np.array(GRID)
+        mask[corner[0]:corner[0] + 8, corner[1]:corner[1] + 8, corner[2] % 8:corner[2] % 8 + 6] = 1
+        write_nifti(root / "lesions" / f"sub-{i}_lesion.nii.gz", mask, AFFINE)
+        rows.append(f"sub-{i}\t{50 + i}\t{mask[:12].sum() // 20}")
+    (root / "scores.tsv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
+def test_outcome_experiment_runs_and_its_split_does_not_leak(config, tiny_soop, tmp_path):
+    parser = argparse.ArgumentParser()
+    outcome_cmd.add_arguments(parser)
+    args = parser.parse_args([
+        "--config", str(config), "--out", str(tmp_path / "run"),
+        "--mask-dir", str(tiny_soop / "lesions"), "--scores", str(tiny_soop / "scores.tsv"),
+        "--atlas", str(tiny_soop / "atlas.nii.gz"), "--split", str(tmp_path / "split.json"),
+        "--n-folds", "2", "--max-epochs", "1"])
+    assert outcome_cmd.run(args) == 0
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["n_subjects"] == 20 and len(metrics["pearson_r_folds"]) == 2
+    assert len(metrics["pooled"]["pearson_r_ci"]) == 2
+    split = load_split(tmp_path / "split.json")
+    check_leakage(split)
+    val = [i for k in range(2) for i in split.fold(k)["val"]]
+    assert sorted(val) == sorted(f"sub-{i}" for i in range(1, 21))  # each subject once
+
+
+def test_config_with_an_unknown_key_fails(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: {layout: soop, mask_dir: x, scores: y}\nmodel: {name: svr, C: 3}\n")
+    with pytest.raises(ValueError, match=r"model: unknown key\(s\) \['C'\]"):
+        outcome_cmd.load_config(bad)
