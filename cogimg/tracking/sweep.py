@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import optuna
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from cogimg.io import atomic_write_text
@@ -52,7 +52,7 @@ def make_storage(url: str | None, out: Path, heartbeat_s: int = 60, grace_s: int
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                      failed_trial_callback=RetryFailedTrialCallback(max_retry=2))
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
 
 
 def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -81,7 +81,7 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
 def trial_run_root(out: Path, trial: optuna.Trial) -> Path:
     """``<out>/trials/trial_<NNNN>``; a retried trial reuses its original's folder."""
     frozen = trial.study.get_trials(deepcopy=False)[trial.number]  # trial numbers index the study
-    number = RetryFailedTrialCallback.retried_trial_number(frozen)
+    number = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     return out / "trials" / f"trial_{trial.number if number is None else number:04d}"
 
 

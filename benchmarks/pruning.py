@@ -1,0 +1,107 @@
+"""Does pruning pay? The same Optuna sweep with and without median pruning (same sampler
+seed, same number of trials), counted in training epochs.
+
+For each sweep: the epochs every trial trained (validated epochs in its CSV log), the best
+value, and the epochs spent — in trial order — until a trial first reached the *unpruned*
+sweep's best value. Target: pruned ≤ 0.5 × unpruned epochs to reach it.
+
+    cogimg synth --out data/synth --subjects 120 --seed 0      # once (or pass --data)
+    python benchmarks/pruning.py --data data/synth --out runs/bench_pruning --trials 12
+
+The sweep: AD staging from clinical features (experiments/ad/cls_tabular.yaml, CPU-fast)
+over learning rate (1e-5 … 1e-1, log), weight decay and label smoothing, 10 epochs per trial.
+Timings on a shared CPU are noisy; epochs are not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SPACE = """
+name: {name}
+config: experiments/ad/cls_tabular.yaml
+objectives: [{{metric: val/balanced_accuracy, direction: maximize}}]
+n_trials: {trials}
+sampler: {{type: tpe, seed: 0, n_startup_trials: 4}}
+pruner: {pruner}
+overrides: ["--trainer.max_epochs", "{epochs}", "--trainer.check_val_every_n_epoch", "1",
+            "--trainer.enable_model_summary", "false"]
+space:
+  lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true, targets: [model.init_args.lr]}}
+  weight_decay: {{type: float, low: 1.0e-6, high: 1.0e-2, log: true, targets: [model.init_args.weight_decay]}}
+  label_smoothing: {{type: float, low: 0.0, high: 0.2, targets: [model.init_args.label_smoothing]}}
+"""
+
+
+def trial_epochs(run_root: Path) -> int:
+    logs = sorted(run_root.glob("lightning_logs/*/metrics.csv"))
+    if not logs:
+        return 0
+    log = pd.read_csv(logs[-1])
+    return int(log["val/balanced_accuracy"].notna().sum()) if "val/balanced_accuracy" in log else 0
+
+
+def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str) -> list[dict]:
+    from cogimg.tracking.sweep import run_sweep
+    from cogimg.tracking.sweep_spec import load_sweep
+
+    out.mkdir(parents=True, exist_ok=True)
+    spec_file = out / "sweeps" / "pruning.yaml"
+    spec_file.parent.mkdir(exist_ok=True)
+    spec_file.write_text(SPACE.format(name=f"pruning_{out.name}", trials=trials, epochs=epochs, pruner=pruner))
+    spec = load_sweep(spec_file)
+    spec = dataclasses.replace(spec, config=str(REPO / spec.config), overrides=(
+        *spec.overrides, "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out.parent / "cache")))
+    study = run_sweep(spec, out, progress=False)
+    rows = []
+    for t in sorted(study.trials, key=lambda t: t.number):
+        root = Path(t.user_attrs.get("run_root", out / "trials" / f"trial_{t.number:04d}"))
+        value = t.value if t.value is not None else max(t.intermediate_values.values(), default=float("nan"))
+        rows.append({"trial": t.number, "state": t.state.name, "value": value, "epochs": trial_epochs(root)})
+    return rows
+
+
+def epochs_to_reach(rows: list[dict], target: float) -> tuple[int, bool]:
+    """Cumulative epochs (trial order) until a finished trial's value ≥ target."""
+    spent = 0
+    for r in rows:
+        spent += r["epochs"]
+        if r["state"] == "COMPLETE" and r["value"] >= target - 1e-9:
+            return spent, True
+    return spent, False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("data/synth"))
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_pruning"))
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
+    args = parser.parse_args()
+    os.environ.setdefault("COGIMG_WANDB", "off")  # logger start-up is not what is measured
+    plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none")
+    pruned = sweep(args.out / "pruned", args.data, args.trials, args.epochs,
+                   "{type: median, n_startup_trials: 3, n_warmup_steps: 2}")
+    best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
+    e_plain, _ = epochs_to_reach(plain, best)
+    e_pruned, reached = epochs_to_reach(pruned, best)
+    for name, rows in (("unpruned", plain), ("pruned (median)", pruned)):
+        print(f"\n{name}:")
+        print(pd.DataFrame(rows).to_string(index=False))
+    print(f"\nunpruned best val/balanced_accuracy {best:.3f}; pruned best "
+          f"{max(r['value'] for r in pruned if r['state'] == 'COMPLETE'):.3f}")
+    print(f"total epochs: unpruned {sum(r['epochs'] for r in plain)}, pruned {sum(r['epochs'] for r in pruned)} "
+          f"({sum(r['state'] == 'PRUNED' for r in pruned)} of {len(pruned)} trials pruned)")
+    print(f"epochs to reach the unpruned best: unpruned {e_plain}, pruned {e_pruned}"
+          f"{'' if reached else ' (never reached: all its epochs)'}; ratio {e_pruned / max(e_plain, 1):.2f} "
+          "(target ≤ 0.5)")
+
+
+if __name__ == "__main__":
+    main()
