@@ -7,7 +7,7 @@ HELP = "main job: synthesise the cohort, train a seeded comparison, write leader
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("benchmark", nargs="?", default="experiments/quickstart.yaml",
+    parser.add_argument("benchmark", nargs="?", default=None,
                         help="benchmark file (default experiments/quickstart.yaml)")
     parser.add_argument("--out", default="runs/quickstart", help="output folder (default runs/quickstart)")
     parser.add_argument("--full", action="store_true", help="the file's `full` preset (larger, for a GPU)")
@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from cogimg.tracking.benchmark import run_benchmark
+    from cogimg.tracking.benchmark import default_benchmark_file, run_benchmark
 
-    run_benchmark(args.benchmark, args.out, full=args.full, workers=args.workers)
+    run_benchmark(args.benchmark or default_benchmark_file(), args.out, full=args.full, workers=args.workers)
     return 0

@@ -1,27 +1,21 @@
-"""``cogimg demo``: the main job (synthesise → check → train and compare → leaderboard + figures)."""
+"""``cogimg demo``: the main job under its first name — the same code as
+``cogimg benchmark experiments/quickstart.yaml`` (synthesise → train and compare →
+leaderboard → figures → report)."""
 
 from __future__ import annotations
 
-HELP = "main job: synthesise the cohort, train and compare segmentation architectures, write leaderboard + figures"
+HELP = "main job (= cogimg benchmark experiments/quickstart.yaml): cohort, seeded comparison, leaderboard, figures, report"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    parser.add_argument("--subjects", type=int, default=120, help="synthetic subjects (default 120)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--spacing", type=float, default=2.0, help="voxel size in mm (default 2)")
-    parser.add_argument("--models", default="unet,dynunet,unetr",
-                        help="comma list of segmentation models (experiments/stroke/seg_<model>.yaml)")
-    parser.add_argument("--budget", type=float, default=150.0,
-                        help="training wall-time budget per model in seconds (default 150)")
-    parser.add_argument("--workers", type=int, default=2, help="processes for synthesis")
-    parser.add_argument("--experiments", default=None, help="folder of the seg_<model>.yaml files")
+    parser.add_argument("--benchmark", default=None, help="benchmark file (default experiments/quickstart.yaml)")
+    parser.add_argument("--full", action="store_true", help="the file's `full` preset (larger, for a GPU)")
+    parser.add_argument("--workers", type=int, default=2, help="processes for synthesis (default 2)")
 
 
 def run(args) -> int:
-    from cogimg.tracking.demo import run_demo
+    from cogimg.tracking.benchmark import default_benchmark_file, run_benchmark
 
-    run_demo(args.out, subjects=args.subjects, seed=args.seed, spacing_mm=args.spacing,
-             models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-             budget_s=args.budget, workers=args.workers, experiments=args.experiments)
+    run_benchmark(args.benchmark or default_benchmark_file(), args.out, full=args.full, workers=args.workers)
     return 0

@@ -23,6 +23,15 @@ import yaml
 from cogimg.io import atomic_write_text
 
 BENCH_KEYS = {"cohort", "seeds", "overrides", "experiments", "full"}
+DEFAULT_FILE = "experiments/quickstart.yaml"
+
+
+def default_benchmark_file() -> Path:
+    """``experiments/quickstart.yaml`` of the working directory, else of the source checkout."""
+    for path in (Path(DEFAULT_FILE), Path(__file__).resolve().parents[2] / DEFAULT_FILE):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"no {DEFAULT_FILE} in the working directory or the cogimg checkout")
 
 
 def load_benchmark(path: str | Path, full: bool = False) -> dict:
