@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic-regions", type=int, default=0,
                         help="replace the score by one generated from N known regions and "
                              "report Dice of the significant map against them")
+    parser.add_argument("--noise-sd", type=float, default=3.0,
+                        help="synthetic score noise SD (points; a destroyed region adds 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="output folder")
 
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         regions = synthetic.pick_regions(binary, args.synthetic_regions, radius_vox=3.0,
                                          min_count=matrix.min_count, seed=args.seed)
         truth = np.logical_or.reduce(regions)
-        scores = synthetic.synthetic_scores(binary, regions, noise_sd=1.0, seed=args.seed)
+        scores = synthetic.synthetic_scores(binary, regions, noise_sd=args.noise_sd, seed=args.seed)
     else:
         scores = cohort.scores
     covariate = volume if args.stat == "regression" else None
@@ -94,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                "load_s": loaded - start, "mapping_s": mapped - loaded}
     if truth is not None:
         found = matrix.to_volume(result.significant) > 0
-        summary.update(truth_voxels=int(truth.sum()), dice=synthetic.dice(found, truth))
+        summary.update(synthetic.recovery(matrix.to_volume(result.t), found, regions,
+                                          summary["voxel_mm"]))
         atomic_save_nifti(nib.Nifti1Image(truth.astype(np.uint8), affine), out / "truth.nii.gz")
     lsm_maps.save_figure(out / "lsm.png", paths["t"], paths["lesion_count"], result.threshold)
     summary["wall_s"] = time.perf_counter() - start
@@ -102,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"{summary['subjects']} subjects, {summary['tested_voxels']} voxels tested "
           f"(lesioned in ≥ {matrix.min_count}); {args.stat}, {args.n_perm} permutations: "
           f"FWE threshold t = {result.threshold:.2f}, {summary['significant_voxels']} significant "
-          f"voxels" + (f"; Dice vs truth {summary['dice']:.3f}" if truth is not None else "")
+          f"voxels" + (f"; vs truth: Dice {summary['dice']:.3f}, top-{summary['truth_voxels']} "
+                       f"Dice {summary['top_dice']:.3f}, peak {summary['peak_distance_mm']:.1f} mm "
+                       f"from a region, sensitivity {summary['sensitivity']}"
+                       if truth is not None else "")
           + f"; load {summary['load_s']:.1f} s, mapping {summary['mapping_s']:.1f} s, "
           f"total {summary['wall_s']:.1f} s → {out}")
     return 0
