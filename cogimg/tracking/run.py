@@ -210,8 +210,13 @@ def default_loggers(root_dir: str | Path, experiment: str, version: int | str | 
     csv = CSVLogger(save_dir=str(root_dir), name="lightning_logs", version=version)
     loggers = [csv]
     if mode != "off":
+        import wandb
         from lightning.pytorch.loggers import WandbLogger
 
+        if wandb.run is not None:
+            # W&B keeps one run per process and WandbLogger would reuse it: close the previous
+            # fit's run so that fits in one process (benchmark, sweep) get their own.
+            wandb.finish()
         run_dir = Path(csv.log_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if mode == "offline":

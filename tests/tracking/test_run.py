@@ -93,6 +93,9 @@ def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, m
     assert resumed["fits"][1]["resumed_from"] == str(last) and resumed["fits"][1]["global_step"] == 4
     assert resumed["wall_s"] == pytest.approx(manifest["wall_s"] + resumed["fits"][1]["wall_s"], abs=0.05)
     assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+    # The second fit got its own W&B run object (the first one was finished), with the same id.
+    runs = sorted((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(manifest["run_id"]) for r in runs)
     assert guard.remote == []
 
 
