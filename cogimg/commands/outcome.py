@@ -25,7 +25,8 @@ Folds are participant-level k-fold (stratified by score quintile), saved with
 :func:`cogimg.data.splits.save_split` (leakage-checked) and reused when the file exists. The
 run directory gets ``manifest.json``, ``metrics.json`` (per-fold Pearson R, its mean ± SD
 over folds, pooled out-of-fold metrics with 95 % subject-bootstrap CIs, wall time),
-``subjects_val.csv`` (out-of-fold ``subject_id, fold, target, pred``) and ``config.yaml``.
+``subjects_val.csv`` (out-of-fold ``subject_id, fold, target, pred``), ``config.yaml`` and
+``predicted_vs_observed.png`` (scatter with the pooled R and its CI).
 """
 
 from __future__ import annotations
@@ -275,6 +276,32 @@ def _write_run(out: Path, config: dict, result: dict, table, split, write_text) 
     write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
     write_text(out / "subjects_val.csv", table.to_csv(index=False, lineterminator="\n"))
     write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    save_scatter(out / "predicted_vs_observed.png", table, result)
+
+
+def save_scatter(path: Path, table, result: dict) -> Path:
+    """Out-of-fold predicted vs observed scores, with the pooled R and its 95 % CI."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cogimg.io import atomic_path
+
+    pooled = result["pooled"]
+    low, high = pooled["pearson_r_ci"]
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.scatter(table["target"], table["pred"], s=8, alpha=0.5)
+    top = float(max(table["target"].max(), table["pred"].max()))
+    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--")
+    ax.set(xlabel="observed", ylabel="predicted (out of fold)",
+           title=f"{result['experiment']}: R = {pooled['pearson_r']:.2f} "
+                 f"[{low:.2f}, {high:.2f}], n = {pooled['n']}")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def format_row(name: str, result: dict) -> str:

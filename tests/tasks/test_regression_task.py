@@ -102,6 +102,7 @@ def test_outcome_experiment_runs_and_its_split_does_not_leak(config, tiny_soop, 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["n_subjects"] == 20 and len(metrics["pearson_r_folds"]) == 2
     assert len(metrics["pooled"]["pearson_r_ci"]) == 2
+    assert (tmp_path / "run" / "predicted_vs_observed.png").stat().st_size > 0
     split = load_split(tmp_path / "split.json")
     check_leakage(split)
     val = [i for k in range(2) for i in split.fold(k)["val"]]
