@@ -52,6 +52,7 @@ class NoRemoteSockets:
         monkeypatch.setattr(socket.socket, "connect", connect)
 
 
+@pytest.mark.slow  # two real (tiny) fits through the CLI: ~15 s idle
 def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, monkeypatch):
     monkeypatch.setenv("COGIMG_WANDB", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -76,6 +76,7 @@ def test_shipped_sweeps_parse():
     assert load_sweep(REPO / "sweeps" / "fusion.yaml").multi_objective
 
 
+@pytest.mark.slow  # two spawned worker processes
 def test_two_workers_one_storage_no_duplicate_or_lost_trials(tmp_path):
     spec_path, out = write_spec(tmp_path), tmp_path / "out"
     storage = f"journal:{tmp_path / 'journal.log'}"
@@ -100,6 +101,7 @@ def test_two_workers_one_storage_no_duplicate_or_lost_trials(tmp_path):
     assert json.loads((out / "best.json").read_text())["number"] in numbers
 
 
+@pytest.mark.slow  # a worker process killed mid-trial, heartbeat grace
 def test_killed_worker_trial_is_retried_in_its_folder(tmp_path):
     spec_path, out = write_spec(tmp_path), tmp_path / "out"
     storage = f"sqlite:///{tmp_path / 'study.db'}"
