@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "voxel-wise lesion-symptom mapping (t-test / volume-adjusted regression, permutation FWE)"
+HELP = ("voxel-wise lesion-symptom mapping (t-test / volume-adjusted regression / "
+        "Brunner-Munzel, permutation FWE)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mask-dir", required=True, help="folder of sub-*_lesion.nii[.gz] masks")
     parser.add_argument("--scores", help="TSV with participant_id and the score column")
     parser.add_argument("--score", default="nihss", help="score column (default nihss)")
-    parser.add_argument("--stat", choices=("ttest", "regression"), default="regression",
-                        help="ttest: pooled two-sample t; regression: lesion volume as covariate")
+    parser.add_argument("--stat", choices=("ttest", "regression", "brunner-munzel"),
+                        default="regression",
+                        help="ttest: pooled two-sample t; regression: lesion volume as covariate; "
+                             "brunner-munzel: rank test (N× dearer per permutation)")
     parser.add_argument("--tail", choices=("greater", "less", "two-sided"), default="greater",
                         help="greater: lesion goes with a higher (worse) score (default)")
     parser.add_argument("--n-perm", type=int, default=1000, help="permutations (default 1000)")
@@ -84,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         scores = cohort.scores
     covariate = volume if args.stat == "regression" else None
     result = permutation_lsm(matrix.values, scores, covariate, n_perm=args.n_perm,
-                             alpha=args.alpha, tail=args.tail, seed=args.seed)
+                             alpha=args.alpha, tail=args.tail, seed=args.seed,
+                             stat="brunner-munzel" if args.stat == "brunner-munzel" else "glm")
     mapped = time.perf_counter()
     paths = lsm_maps.save_maps(out, matrix, result, affine)
     summary = {"subjects": int(binary.shape[0]), "tested_voxels": int(matrix.voxel_mask.sum()),

@@ -75,3 +75,19 @@ def test_known_regions_are_recovered(maps):
     assert (found & truth).sum() > 0.5 * truth.sum()
     assert dice(found, truth) > 0.3
     assert result.t.max() > result.threshold
+
+
+def test_brunner_munzel_equals_scipy_and_controls_fwe(maps):
+    from cogimg.paradigms.lsm.stats import VoxelBrunnerMunzel
+
+    lm = lesion_matrix(maps, min_count=5)
+    y = np.random.default_rng(3).integers(0, 8, maps.shape[0]).astype(float)  # ties, as NIHSS
+    bm = VoxelBrunnerMunzel(lm.values).t(y[:, None])[:, 0]
+    for v in (0, lm.values.shape[1] // 3, lm.values.shape[1] - 1):
+        lesioned = lm.values[:, v] > 0
+        ref = stats.brunnermunzel(y[~lesioned], y[lesioned]).statistic
+        assert bm[v] == pytest.approx(ref, rel=1e-5)
+    result = permutation_lsm(lm.values, y, n_perm=50, stat="brunner-munzel", seed=0)
+    assert not result.significant.any()  # pure noise
+    with pytest.raises(ValueError, match="no covariates"):
+        permutation_lsm(lm.values, y, np.ones(len(y)), stat="brunner-munzel")
