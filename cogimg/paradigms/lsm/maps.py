@@ -31,7 +31,10 @@ def save_maps(out: str | Path, lesion_matrix, result, affine: np.ndarray) -> dic
 
 def save_figure(path: str | Path, t_path: Path, count_path: Path, threshold: float,
                 title: str = "") -> Path:
-    """Two rows: lesion incidence and the FWE-thresholded t map (nilearn glass brains)."""
+    """Two rows: lesion incidence and the FWE-thresholded t map (nilearn glass brains).
+
+    Voxels with |t| below ``threshold`` are hidden; ``title`` defaults to naming the threshold.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
