@@ -89,7 +89,7 @@ def load_config(path: str | Path) -> dict:
                                  ("cv", config.get("cv", {}), _CV_KEYS),
                                  ("model", config.get("model", {}), _MODEL_KEYS)):
         if not isinstance(keys, dict):
-            raise ValueError(f"{path}: {where} must be a mapping")
+            raise TypeError(f"{path}: {where} must be a mapping")
         if unknown := sorted(set(keys) - allowed):
             raise ValueError(f"{path}: {where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
     for section in ("data", "model"):

@@ -7,8 +7,14 @@ import pytest
 from scipy import stats
 from sklearn import metrics as skm
 
-from cogimg.metrics.regression import (bootstrap_ci, mae, pearson_r, r2, regression_report,
-                                       spearman_rho)
+from cogimg.metrics.regression import (
+    bootstrap_ci,
+    mae,
+    pearson_r,
+    r2,
+    regression_report,
+    spearman_rho,
+)
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import pytest
 from scipy import stats
 
 from cogimg.paradigms.lsm.stats import VoxelGLM, lesion_matrix, permutation_lsm
-from cogimg.paradigms.lsm.synthetic import (dice, pick_regions, random_lesions,
-                                            synthetic_scores)
+from cogimg.paradigms.lsm.synthetic import dice, pick_regions, random_lesions, synthetic_scores
 
 SHAPE = (10, 10, 8)
 
