@@ -1,0 +1,324 @@
+"""Are cogimg's saliency maps faithful? Pointing game and relevance mass against the synthetic
+cohort's ground truth, deletion/insertion AUC, per method × model.
+
+Target (cogimg issue 10): "pointing-game accuracy and relevance mass per method on the
+synthetic AD and stroke sets; goal: the best method's pointing game ≥ 0.8 on stroke".
+
+Setup. A synthetic cohort (``cogimg synth --diseases stroke,ad``, CN/AD/stroke) is preprocessed
+as the classification datamodule does (4 mm, cropped to the brain, 48 × 56 × 48, z-score) and
+split by participant (2/3 train, 1/3 test, stratified). Small models train briefly in a plain
+loop (CPU-sized, a few minutes in all):
+
+- AD: ``resnet10_3d`` and ``vit_3d`` (CN vs AD from T1w);
+- stroke: ``resnet10_3d`` (CN vs stroke from DWI + ADC) and a small ``unet`` segmenting the
+  lesion (whole-volume training, Dice + CE).
+
+Every method (``gradcam``, ``ig``, ``occlusion``, ``rollout`` for the ViT, plus a ``random``
+map as the chance level) explains each *test* subject with the disease — the target class
+logit (classifiers) or the lesion-logit sum over the predicted lesion (U-Net). The saliency
+is put back on the native 2 mm grid (``saliency_to_native``) and scored there against the
+ground truth: the lesion mask (stroke) or the atrophy map > 0.1 (≥ 10 % tissue lost; AD).
+Pointing game = share of subjects whose saliency maximum lies in the region (tolerance
+``--tolerance`` voxels, default 0 = strictly inside); relevance mass = mean share of
+positive saliency inside. Deletion / insertion AUC (11 points, baseline 0 = the z-score
+mean) use the target probability (classifiers) or the mean lesion probability over the
+originally predicted lesion (U-Net): lower deletion and higher insertion AUC are better.
+
+Run: ``nice -n 19 .venv/bin/python benchmarks/xai_faithfulness.py [--data DIR]`` (without
+``--data`` it first generates 60 subjects at 2 mm, about a minute). Timings printed here are
+noisy when other processes share the CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+SHAPE = (48, 56, 48)
+ATROPHY_THRESHOLD = 0.1
+GOAL_POINTING_STROKE = 0.8
+
+
+# --------------------------------------------------------------------------- data
+def load_cohort(root: Path, cache_dir: Path, modalities: tuple[str, ...], diagnoses: tuple[str, ...]):
+    """Preprocessed subjects as ``(ids, images (N, C, X, Y, Z), labels (N,), entries)``."""
+    from cogimg.data.bids import load_dataset
+    from cogimg.data.cache import VolumeCache, read_meta
+    from cogimg.data.transforms import PreprocessingConfig
+
+    dataset = load_dataset(root, required_modalities=modalities, modalities=modalities,
+                           diagnoses=diagnoses)
+    config = PreprocessingConfig(spacing_mm=4.0, target_shape=SHAPE, crop_to_brain=True,
+                                 normalization="zscore", reference=modalities[0])
+    cache = VolumeCache(cache_dir, config)
+    processed = cache.warm(dataset.subjects)
+    ids, images, labels, metas, lesion = [], [], [], [], []
+    for subject in processed:
+        ids.append(subject["participant_id"])
+        images.append(torch.cat([subject[m].data.float() for m in modalities]))
+        labels.append(diagnoses.index(subject["diagnosis"]))
+        metas.append(read_meta(subject["cache_entry"]))
+        lesion.append(subject["lesions_msk"].data[0].long() if "lesions_msk" in subject else None)
+    return ids, torch.stack(images), torch.tensor(labels), metas, lesion
+
+
+def split(labels: torch.Tensor, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified 2/3 train, 1/3 test indices (one subject = one scan in the synthetic cohort)."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for k in labels.unique().tolist():
+        idx = rng.permutation(np.flatnonzero(labels.numpy() == k))
+        cut = round(len(idx) * 2 / 3)
+        train += idx[:cut].tolist()
+        test += idx[cut:].tolist()
+    return np.array(sorted(train)), np.array(sorted(test))
+
+
+def truth_region(root: Path, pid: str, kind: str) -> np.ndarray:
+    """Ground-truth region on the native grid: lesion mask or atrophy map > threshold."""
+    if kind == "stroke":
+        path = root / f"derivatives/lesions/{pid}/anat/{pid}_msk.nii.gz"
+        return np.asarray(nib.load(path).dataobj) > 0
+    path = root / f"derivatives/truth/{pid}/{pid}_desc-atrophy_map.nii.gz"
+    return np.asarray(nib.load(path).dataobj) > ATROPHY_THRESHOLD
+
+
+# --------------------------------------------------------------------------- training
+def train_classifier(name: str, images, labels, train_idx, epochs: int, kwargs: dict, seed: int = 0):
+    from cogimg import models
+
+    torch.manual_seed(seed)
+    net = models.get(name, in_channels=images.shape[1], num_classes=2, input_shape=SHAPE, **kwargs)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3 if name != "vit_3d" else 3e-4, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(epochs):
+        order = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=g)]
+        for batch in order.split(4):
+            x = images[batch]
+            x = torch.where(torch.rand(len(batch), 1, 1, 1, 1, generator=g) < 0.5, x, x.flip(2))
+            loss = F.cross_entropy(net(x), labels[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+def train_unet(images, lesions, train_idx, epochs: int, seed: int = 0):
+    from monai.losses import DiceCELoss
+
+    from cogimg import models
+
+    torch.manual_seed(seed)
+    net = models.get("unet", in_channels=images.shape[1], out_channels=2, patch_size=SHAPE,
+                     channels=(8, 16, 32, 64), strides=(2, 2, 2), num_res_units=1)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=1e-4)
+    g = torch.Generator().manual_seed(seed)
+    target = torch.stack([lesions[i] for i in range(len(lesions))])[:, None]
+    net.train()
+    for _ in range(epochs):
+        order = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=g)]
+        for batch in order.split(2):
+            loss = loss_fn(net(images[batch]), target[batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return net.eval()
+
+
+def balanced_accuracy(net, images, labels, idx) -> float:
+    from sklearn.metrics import balanced_accuracy_score
+
+    with torch.no_grad():
+        pred = torch.cat([net(images[b]).argmax(1) for b in torch.as_tensor(idx).split(4)])
+    return float(balanced_accuracy_score(labels[idx].numpy(), pred.numpy()))
+
+
+def test_dice(net, images, lesions, idx) -> float:
+    from cogimg.metrics.segmentation import dice
+
+    with torch.no_grad():
+        scores = [dice(net(images[i:i + 1]).argmax(1)[0].numpy() > 0, lesions[i].numpy() > 0)
+                  for i in idx]
+    return float(np.nanmean(scores))
+
+
+# --------------------------------------------------------------------------- evaluation
+def evaluate(model_name, scorer_factory, methods, images, metas, ids, subjects, root, kind,
+             options, tolerance, seed=0) -> list[dict]:
+    """One row per method: pointing game, relevance mass, deletion/insertion AUC, time."""
+    from cogimg.paradigms.explain import (
+        curve_auc,
+        deletion_curve,
+        explain,
+        insertion_curve,
+        pointing_game,
+        relevance_mass,
+    )
+    from cogimg.paradigms.explain.export import saliency_to_native
+
+    rows = []
+    rng = np.random.default_rng(seed)
+    for method in methods:
+        hits, masses, dels, ins, seconds = [], [], [], [], 0.0
+        for i in subjects:
+            image = images[i:i + 1]
+            scorer, target, score_fn = scorer_factory(image)
+            start = time.perf_counter()
+            if method == "random":
+                saliency = torch.from_numpy(rng.random(image.shape[2:]).astype(np.float32))
+            else:
+                saliency = explain(scorer, image, method, target, **options.get(method, {}))
+            seconds += time.perf_counter() - start
+            native = np.asarray(saliency_to_native(saliency, metas[i]).dataobj)
+            region = truth_region(root, ids[i], kind)
+            hits.append(pointing_game(native, region, tolerance_vox=tolerance))
+            masses.append(relevance_mass(native, region))
+            dels.append(curve_auc(*deletion_curve(score_fn, image, saliency, steps=10)))
+            ins.append(curve_auc(*insertion_curve(score_fn, image, saliency, steps=10)))
+        rows.append({"model": model_name, "method": method, "n": len(subjects),
+                     "pointing": float(np.mean(hits)), "mass": float(np.nanmean(masses)),
+                     "deletion": float(np.mean(dels)), "insertion": float(np.mean(ins)),
+                     "s_per_map": seconds / max(1, len(subjects))})
+        r = rows[-1]
+        print(f"  {model_name:<16} {method:<10} pointing {r['pointing']:.2f}  mass {r['mass']:.3f}  "
+              f"deletion {r['deletion']:.3f}  insertion {r['insertion']:.3f}  {r['s_per_map']:.1f} s/map",
+              flush=True)
+    return rows
+
+
+def classifier_scorer(net):
+    from cogimg.paradigms.explain import ClassificationScore
+
+    scorer = ClassificationScore(net, fusion=False).eval()
+
+    def factory(image):
+        def score_fn(batch):  # probability of the disease class (index 1)
+            return scorer(batch).softmax(dim=1)[:, 1]
+        return scorer, 1, score_fn
+
+    return factory
+
+
+def unet_scorer(net):
+    from cogimg.paradigms.explain import SegmentationScore
+    from cogimg.paradigms.explain.targets import predicted_region
+
+    def factory(image):
+        scorer = SegmentationScore(net, pad_multiple=8).eval()
+        region = predicted_region(scorer, image)
+        scorer.set_region(region)
+        mask = region if region is not None else torch.ones(1, *image.shape[2:], dtype=torch.bool)
+
+        def score_fn(batch):  # mean lesion probability over the originally predicted lesion
+            prob = scorer.logits(batch).softmax(dim=1)[:, 1]
+            return (prob * mask).flatten(1).sum(1) / mask.sum()
+        return scorer, 0, score_fn
+
+    return factory
+
+
+def print_table(rows: list[dict]) -> None:
+    print("\n| set | model | method | n | pointing game | relevance mass | deletion AUC ↓ | insertion AUC ↑ | s/map |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['set']} | {r['model']} | {r['method']} | {r['n']} | {r['pointing']:.2f} | "
+              f"{r['mass']:.3f} | {r['deletion']:.3f} | {r['insertion']:.3f} | {r['s_per_map']:.1f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, help="synthetic cohort with stroke, AD and CN subjects")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/cogimg-xai-bench"), help="cache folder")
+    parser.add_argument("--epochs", type=int, default=12, help="classifier training epochs")
+    parser.add_argument("--unet-epochs", type=int, default=25, help="U-Net training epochs")
+    parser.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance (voxels)")
+    parser.add_argument("--skip-vit", action="store_true", help="leave the ViT out")
+    parser.add_argument("--sets", default="stroke,ad", help="comma list of stroke, ad (default both)")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    root = args.data
+    if root is None:
+        from cogimg.data.synth import generate_cohort
+
+        root = args.work / "synth"
+        if not (root / "participants.tsv").exists():
+            generate_cohort(root, 60, seed=0, spacing_mm=2.0, diseases=("stroke", "ad"),
+                            proportions={"CN": 0.3, "MCI": 0.0, "AD": 0.35, "stroke": 0.35},
+                            progress=False)
+    options = {"ig": {"n_steps": 16, "internal_batch_size": 4},
+               "occlusion": {"window_vox": 8, "stride_vox": 8, "perturbations_per_eval": 8}}
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+
+    sets = {x.strip().lower() for x in args.sets.split(",")}
+    if "stroke" in sets:
+        rows += run_stroke(root, args, options, t0)
+    if "ad" in sets:
+        rows += run_ad(root, args, options)
+    print_table(rows)
+    stroke = [r for r in rows if r["set"] == "stroke" and r["method"] != "random"]
+    if stroke:
+        best = max(stroke, key=lambda r: r["pointing"])
+        verdict = "meets" if best["pointing"] >= GOAL_POINTING_STROKE else "misses"
+        print(f"\nbest stroke pointing game: {best['pointing']:.2f} ({best['model']}, {best['method']}) "
+              f"{verdict} the goal ≥ {GOAL_POINTING_STROKE}")
+    print(f"total {time.perf_counter() - t0:.0f} s")
+
+
+def run_stroke(root, args, options, t0) -> list[dict]:
+    rows = []
+    ids, images, labels, metas, lesions = load_cohort(root, args.work / "cache_stroke", ("dwi", "adc"),
+                                                      ("CN", "stroke"))
+    train_idx, test_idx = split(labels)
+    sick = [i for i in test_idx if labels[i] == 1]
+    print(f"stroke: {len(train_idx)} train / {len(test_idx)} test subjects, {len(sick)} stroke in test "
+          f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    cls = train_classifier("resnet10_3d", images, labels, train_idx, args.epochs, {})
+    print(f"  resnet10_3d CN-vs-stroke test balanced accuracy "
+          f"{balanced_accuracy(cls, images, labels, test_idx):.2f} ({time.perf_counter() - t0:.0f} s)")
+    for r in evaluate("resnet10_3d", classifier_scorer(cls), ["gradcam", "ig", "occlusion", "random"],
+                      images, metas, ids, sick, root, "stroke", options, args.tolerance):
+        rows.append({"set": "stroke", **r})
+    stroke_train = [i for i in train_idx if labels[i] == 1]
+    unet = train_unet(images, [x if x is not None else torch.zeros(SHAPE, dtype=torch.long) for x in lesions],
+                      np.array(stroke_train), args.unet_epochs)
+    print(f"  unet test Dice {test_dice(unet, images, lesions, sick):.2f} ({time.perf_counter() - t0:.0f} s)")
+    for r in evaluate("unet (seg)", unet_scorer(unet), ["gradcam", "ig", "occlusion", "random"],
+                      images, metas, ids, sick, root, "stroke", options, args.tolerance):
+        rows.append({"set": "stroke", **r})
+
+    return rows
+
+
+def run_ad(root, args, options) -> list[dict]:
+    rows = []
+    ids, images, labels, metas, _ = load_cohort(root, args.work / "cache_ad", ("T1w",), ("CN", "AD"))
+    train_idx, test_idx = split(labels)
+    sick = [i for i in test_idx if labels[i] == 1]
+    print(f"AD: {len(train_idx)} train / {len(test_idx)} test subjects, {len(sick)} AD in test", flush=True)
+    cls = train_classifier("resnet10_3d", images, labels, train_idx, args.epochs, {})
+    print(f"  resnet10_3d CN-vs-AD test balanced accuracy {balanced_accuracy(cls, images, labels, test_idx):.2f}")
+    for r in evaluate("resnet10_3d", classifier_scorer(cls), ["gradcam", "ig", "occlusion", "random"],
+                      images, metas, ids, sick, root, "ad", options, args.tolerance):
+        rows.append({"set": "AD", **r})
+    if not args.skip_vit:
+        vit = train_classifier("vit_3d", images, labels, train_idx, args.epochs,
+                               {"hidden_size": 96, "mlp_dim": 192, "num_layers": 4, "num_heads": 3})
+        print(f"  vit_3d CN-vs-AD test balanced accuracy {balanced_accuracy(vit, images, labels, test_idx):.2f}")
+        for r in evaluate("vit_3d", classifier_scorer(vit), ["rollout", "ig", "random"],
+                          images, metas, ids, sick, root, "ad", options, args.tolerance):
+            rows.append({"set": "AD", **r})
+
+    return rows
+
+
+if __name__ == "__main__":
+    main()
