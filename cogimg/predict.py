@@ -1,4 +1,5 @@
-"""Clinical-workflow inference: NIfTI in, lesion mask NIfTI + JSON report out.
+"""Clinical-workflow inference: NIfTI in, lesion mask NIfTI + JSON report out (detection
+checkpoints: ``<subject_id>_pred_boxes.json`` with boxes in native voxels and mm, score, class).
 
 ``predict_dataset`` applies a trained segmentation checkpoint to a single NIfTI, a BIDS
 subject folder or a whole BIDS tree. Each scan goes through the same preprocessing as in
@@ -23,7 +24,7 @@ import torch
 import torchio as tio
 
 from cogimg.data.bids import load_dataset
-from cogimg.data.boxes import boxes_from_mask
+from cogimg.data.boxes import boxes_from_mask, mm_box_to_voxel, voxel_box_to_mm
 from cogimg.data.cache import VolumeCache, invert_to_native, read_meta
 from cogimg.data.transforms import PreprocessingConfig
 from cogimg.diseases import get_preset
@@ -133,6 +134,11 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
                 raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
             processed = cache.get(subject)
             image = torch.cat([processed[m].data.float() for m in modalities])[None].to(device)
+            if hasattr(task, "detect"):  # a DetectionTask: boxes, no mask
+                reports.append(_predict_boxes(task, image, subject, processed, out, overwrite,
+                                              {"checkpoint": str(ckpt), "preset": preset.name,
+                                               "modalities": list(modalities)}))
+                continue
             probs = task.predict_volume(image)[0]
             pred = probs.argmax(0).to(torch.uint8).cpu()
             native = invert_to_native(pred, read_meta(processed["cache_entry"]), is_label=True)
@@ -149,3 +155,33 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
             atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
             reports.append(report)
     return reports
+
+
+def detection_report(task, image: torch.Tensor, meta: dict, native_affine: np.ndarray) -> dict:
+    """Detections of one preprocessed volume ``image`` (1, C, X, Y, Z) as JSON-ready boxes:
+    ``voxel`` on the native grid of ``native_affine`` (continuous, voxel ``i`` spans
+    ``[i, i + 1)``), ``mm`` (world), ``score`` and ``class`` (value and name), by score."""
+    found = task.detect(image)[0]
+    grid = np.asarray(meta["preprocessed"]["affine"], dtype=np.float64)
+    names = task.hparams.class_names or tuple(f"class{k}" for k in range(1, task.num_classes))
+    detections = []
+    for box, score, label in zip(found["boxes"], found["scores"], found["labels"]):
+        mm = voxel_box_to_mm(box, grid)
+        detections.append({"class": int(label), "label": names[int(label) - 1], "score": float(score),
+                           "voxel": [round(v, 3) for v in mm_box_to_voxel(mm, native_affine)],
+                           "mm": [round(v, 3) for v in mm]})
+    return {"n_detections": len(detections), "detections": detections}
+
+
+def _predict_boxes(task, image, subject, processed, out: Path, overwrite: bool, info: dict) -> dict:
+    """Write ``<subject_id>_pred_boxes.json`` (see :func:`detection_report`)."""
+    sid = subject["subject_id"]
+    json_path = out / f"{sid}_pred_boxes.json"
+    if not overwrite and json_path.exists():
+        raise FileExistsError(f"{json_path} exists; pass --overwrite to replace it")
+    meta = read_meta(processed["cache_entry"])
+    native_affine = nib.load(subject[meta["reference"]].path).affine
+    report = {"subject_id": sid, **info, "boxes": json_path.name,
+              **detection_report(task, image, meta, native_affine)}
+    atomic_write_text(json_path, json.dumps(report, indent=2))
+    return report

@@ -1,8 +1,8 @@
-"""``cogimg predict``: apply a trained segmentation checkpoint to new scans."""
+"""``cogimg predict``: apply a trained segmentation or detection checkpoint to new scans."""
 
 from __future__ import annotations
 
-HELP = "segment new scans with a checkpoint: NIfTI/BIDS in, mask NIfTI + JSON report out"
+HELP = "segment or detect lesions in new scans with a checkpoint: NIfTI/BIDS in, mask NIfTI or boxes + JSON out"
 
 
 def add_arguments(parser) -> None:
@@ -23,6 +23,10 @@ def run(args) -> int:
     reports = predict_dataset(args.ckpt, args.input, args.output, device=device,
                               overwrite=args.overwrite)
     for r in reports:
+        if "detections" in r:  # detection checkpoint
+            top = max((d["score"] for d in r["detections"]), default=float("nan"))
+            print(f"{r['subject_id']}: {r['n_detections']} detection(s), top score {top:.2f}")
+            continue
         line = f"{r['subject_id']}: {r['n_lesions']} lesion(s), {r['total_volume_ml']:.2f} mL"
         if "metrics" in r:
             m = r["metrics"]

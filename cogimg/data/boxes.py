@@ -88,7 +88,7 @@ def scored_boxes_from_probabilities(probabilities: np.ndarray, threshold: float 
     probabilities = np.asarray(probabilities, dtype=np.float32)
     if probabilities.ndim != 3:
         raise ValueError(f"probabilities must be (X, Y, Z), got shape {probabilities.shape}")
-    instances, count = label_components(probabilities >= threshold, connectivity)
+    instances, _ = label_components(probabilities >= threshold, connectivity)
     boxes = boxes_from_instances(instances, np.eye(4), min_voxels=min_voxels)
     peaks = ndimage.maximum(probabilities, instances, [b["id"] for b in boxes]) if boxes else []
     return boxes_to_array(boxes), np.asarray(peaks, dtype=np.float64).reshape(-1)

@@ -186,7 +186,8 @@ def detection_summary(predictions: Sequence[tuple], targets: Sequence, criterion
         spacing_mm: per scan voxel size (mm) for centre distances; None = boxes are in mm.
 
     Returns:
-        ``{"cpm", "sens@0.125fp", … "sens@8fp", "ap@<t>" …}``.
+        ``{"cpm", "sens_0.125fp", … "sens_8fp", "ap_<t>" …}`` (names that are safe as
+        logger keys and checkpoint-file templates).
     """
     if len(predictions) != len(targets):
         raise ValueError(f"{len(predictions)} predictions for {len(targets)} scans of targets")
@@ -198,9 +199,9 @@ def detection_summary(predictions: Sequence[tuple], targets: Sequence, criterion
 
     result = froc(matches(froc_threshold))
     summary = {"cpm": result["cpm"]}
-    summary.update({f"sens@{rate:g}fp": value for rate, value in result["sensitivity"].items()})
+    summary.update({f"sens_{rate:g}fp": value for rate, value in result["sensitivity"].items()})
     for threshold in ap_thresholds:
-        summary[f"ap@{threshold:g}"] = average_precision(matches(threshold))
+        summary[f"ap_{threshold:g}"] = average_precision(matches(threshold))
     return summary
 
 

@@ -13,7 +13,7 @@ a module adding models (e.g. detection) is imported here too.
 """
 
 # Importing these modules registers their builders.
-from cogimg.models import classification, mil, segmentation, slicewise  # noqa: F401
+from cogimg.models import classification, detection, mil, segmentation, slicewise  # noqa: F401
 from cogimg.models.profiling import Profile, count_flops, profile
 from cogimg.models.registry import TASKS, ModelSpec, available, get, register, spec
 from cogimg.models.segmentation import deep_supervision_outputs

@@ -160,7 +160,7 @@ def test_monai_box_iou_nms_and_clipping_on_hand_computed_boxes():
     np.testing.assert_allclose(box_iou(a, a)[0], [1.0, 4 / 12, 0.0])
     keep = non_max_suppression(a, np.array([0.5, 0.9, 0.1]), nms_thresh=0.3)
     assert keep.tolist() == [1, 2]  # a0 overlaps the higher-scored a1 by IoU 1/3 > 0.3
-    clipped, kept = clip_boxes_to_image(np.array([[-2, 1, 1, 4, 3, 20.0]]), (3, 5, 8))
+    clipped, _ = clip_boxes_to_image(np.array([[-2, 1, 1, 4, 3, 20.0]]), (3, 5, 8))
     np.testing.assert_allclose(clipped, [[0, 1, 1, 3, 3, 8]])
 
 

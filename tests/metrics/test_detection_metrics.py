@@ -101,8 +101,8 @@ def test_centre_distance_matching_for_tiny_objects():
 
 def test_summary_rows_and_errors():
     summary = detection_summary([PRED_A, PRED_B], [GT_A, GT_B])
-    assert summary["cpm"] == pytest.approx(3 / 7) and summary["ap@0.1"] == pytest.approx(0.3)
-    assert summary["sens@0.5fp"] == pytest.approx(1 / 3) and "ap@0.25" in summary
+    assert summary["cpm"] == pytest.approx(3 / 7) and summary["ap_0.1"] == pytest.approx(0.3)
+    assert summary["sens_0.5fp"] == pytest.approx(1 / 3) and "ap_0.25" in summary
     a, _ = constructed_matches()
     row = scan_row("sub-01", a, score_threshold=0.65)
     assert (row["n_targets"], row["n_detections"], row["n_false_positives"]) == (2, 3, 1)
