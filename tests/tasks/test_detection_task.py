@@ -108,15 +108,17 @@ def test_bad_arguments_are_named():
 def test_brief_training_raises_sensitivity(easy_microbleeds_tree, tmp_path):
     L.seed_everything(0)
     dm = microbleeds_datamodule(easy_microbleeds_tree, tmp_path / "cache")
+    # score_threshold 0: the untrained model reports its 100 highest heatmap peaks too, so
+    # its sensitivity is measured rather than zero by construction.
     task = DetectionTask("centernet_3d", in_channels=1, patch_size=(16, 16, 16), lr=1e-2,
                          warmup_steps=2, match="centre", match_threshold=4.0, ap_thresholds=(4.0,),
-                         model_kwargs={"channels": [8, 16, 32], "strides": [2, 2], "min_sigma": 1.0})
+                         score_threshold=0.0, model_kwargs={"channels": [8, 16, 32], "strides": [2, 2]})
     before = trainer(tmp_path).validate(task, datamodule=dm, verbose=False)[0]
     trainer(tmp_path, max_epochs=20).fit(task, datamodule=dm)
     after = trainer(tmp_path).validate(task, datamodule=dm, verbose=False)[0]
-    # Untrained, the heatmap sits at its 1 % prior, below the 5 % score threshold: nothing found.
-    assert before.get("val/sens_8fp", 0.0) == 0.0
-    assert after["val/sens_8fp"] > 0.25 and after["val/cpm"] > 0.0
+    print("sensitivity at 8 FP/scan before/after", before["val/sens_8fp"], after["val/sens_8fp"])
+    assert after["val/sens_8fp"] > before["val/sens_8fp"] + 0.1
+    assert after["val/cpm"] > before["val/cpm"]
     rows = task.subject_rows["val"]
     assert {r["subject_id"] for r in rows} == {s["subject_id"] for s in dm.subjects["val"]}
     truth = [int((np.asarray(s["microbleeds_msk"].data) > 0).any()) for s in dm.subjects["val"]]
