@@ -84,7 +84,7 @@ class Experiment:
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: not valid YAML ({err})") from None
         if not isinstance(config, dict):
-            raise ValueError(f"{path}: expected a mapping with model/data/trainer keys")
+            raise ValueError(f"{path}: expected a mapping with model/data/trainer keys")  # noqa: TRY004
 
         def section(key: str, allowed: dict) -> tuple[type, dict]:
             entry = config.get(key)
