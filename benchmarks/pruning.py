@@ -44,7 +44,10 @@ def trial_epochs(run_root: Path) -> int:
     if not logs:
         return 0
     log = pd.read_csv(logs[-1])
-    return int(log["val/balanced_accuracy"].notna().sum()) if "val/balanced_accuracy" in log else 0
+    if "val/balanced_accuracy" not in log:
+        return 0
+    # Distinct epochs with a validation (the final re-validation repeats the last epoch).
+    return int(log.loc[log["val/balanced_accuracy"].notna(), "epoch"].nunique())
 
 
 def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str) -> list[dict]:
