@@ -39,15 +39,17 @@ space:
 """
 
 
-def trial_epochs(run_root: Path) -> int:
+def trial_epochs(run_root: Path, complete: bool) -> int:
+    """Epochs the trial trained: its validated epochs, less the final re-validation that
+    ``run_experiment`` adds after a completed fit."""
     logs = sorted(run_root.glob("lightning_logs/*/metrics.csv"))
     if not logs:
         return 0
     log = pd.read_csv(logs[-1])
     if "val/balanced_accuracy" not in log:
         return 0
-    # Distinct epochs with a validation (the final re-validation repeats the last epoch).
-    return int(log.loc[log["val/balanced_accuracy"].notna(), "epoch"].nunique())
+    validated = int(log.loc[log["val/balanced_accuracy"].notna(), "epoch"].nunique())
+    return validated - 1 if complete else validated
 
 
 def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str) -> list[dict]:
@@ -66,7 +68,7 @@ def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str) -> list[
     for t in sorted(study.trials, key=lambda t: t.number):
         root = Path(t.user_attrs.get("run_root", out / "trials" / f"trial_{t.number:04d}"))
         value = t.value if t.value is not None else max(t.intermediate_values.values(), default=float("nan"))
-        rows.append({"trial": t.number, "state": t.state.name, "value": value, "epochs": trial_epochs(root)})
+        rows.append({"trial": t.number, "state": t.state.name, "value": value, "epochs": trial_epochs(root, t.state.name == "COMPLETE")})
     return rows
 
 
