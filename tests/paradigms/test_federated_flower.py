@@ -50,3 +50,13 @@ def test_flower_runs_site_clients_end_to_end(two_sites):  # noqa: F811  (fixture
     # both clients now hold the same aggregated weights
     for x, y in zip(clients[0].get_parameters(), clients[1].get_parameters()):
         np.testing.assert_array_equal(x, y)
+
+
+def test_client_and_server_apps_build_from_the_same_code():
+    from flwr.client import ClientApp
+    from flwr.server import ServerApp
+
+    from cogimg.paradigms.federated.flower import client_app, server_app
+
+    assert isinstance(client_app(lambda context: _Echo("a", 1.0, 10)), ClientApp)
+    assert isinstance(server_app(lambda context: FedProx(0.1), rounds=3), ServerApp)

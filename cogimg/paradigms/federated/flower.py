@@ -138,11 +138,13 @@ def run_loopback(sites: Sequence[Any], strategy: Strategy, rounds: int = 1, port
 
     def client(site) -> None:
         try:
+            _wait_for_port(port, timeout_s)  # a client that dials too early may never retry
             start_client(server_address=address, client=FlowerSiteClient(site).to_client(),
                          insecure=True, transport="grpc-bidi", max_retries=50, max_wait_time=timeout_s)
         except Exception as err:  # noqa: BLE001  (re-raised after the server returns)
             errors.append(err)
 
+    # Flower's server installs signal handlers, so it must run in this (main) thread.
     threads = [threading.Thread(target=client, args=(site,), daemon=True) for site in sites]
     for t in threads:
         t.start()
@@ -153,3 +155,19 @@ def run_loopback(sites: Sequence[Any], strategy: Strategy, rounds: int = 1, port
     if errors:
         raise RuntimeError(f"a Flower client failed: {errors[0]!r}") from errors[0]
     return history, flower_strategy
+
+
+def _wait_for_port(port: int, timeout_s: float) -> None:
+    """Block until something listens on 127.0.0.1:``port`` (the server), or time out."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no Flower server on 127.0.0.1:{port} after {timeout_s} s") from None
+            time.sleep(0.2)
