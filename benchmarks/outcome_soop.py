@@ -13,6 +13,19 @@ SD over folds, the pooled out-of-fold R with its 95 % subject-bootstrap CI (1000
 resamples), Spearman ρ, MAE (NIHSS points), R² and the wall time of its 5 folds. The SOOP
 demo's own number is printed alongside as the reference.
 
+Measured 2026-11-25 (shared 2-core CPU under load ≈ 14, so times are inflated; CNN with
+``--cnn-epochs 2``), 733 participants, masks read in 269 s:
+
+    SOOP demo SVR (reported) R ≈ 0.55
+    svr       R 0.581 ± 0.040 (folds)  pooled R 0.575 [0.507, 0.636]  MAE 4.61   65 s
+    ridge     R 0.560 ± 0.042 (folds)  pooled R 0.557 [0.493, 0.615]  MAE 4.87   33 s
+    gbm       R 0.553 ± 0.062 (folds)  pooled R 0.552 [0.483, 0.617]  MAE 4.86  123 s
+    ensemble  R 0.595 ± 0.041 (folds)  pooled R 0.593 [0.528, 0.653]  MAE 4.62  213 s
+    cnn       R 0.566 ± 0.038 (folds)  pooled R 0.559 [0.496, 0.620]  MAE 4.79  632 s
+
+The ensemble is best (+0.045 R over 0.55) but its 95 % CI still includes 0.55: not yet the
+clear margin the issue asks for.
+
 Run: ``nice .venv/bin/python benchmarks/outcome_soop.py [--models svr ridge gbm ensemble cnn]
 [--cnn-epochs N] [--out runs/bench_outcome]``. Timings are on a shared 2-core CPU; the CNN
 (5 folds × its epochs) dominates.
