@@ -28,7 +28,16 @@ PLAIN_SUBCOMMANDS = {
     "synth": "synth",
     "models": "models",
     "predict": "predict",
+    "explain": "explain",
+    "evaluate": "evaluate",
+    "sweep": "sweep",
+    "leaderboard": "leaderboard",
+    "figures": "figures",
+    "report": "report",
+    "benchmark": "benchmark",
     "demo": "demo",
+    "outcome": "outcome",
+    "lsm": "lsm",
 }
 
 
@@ -55,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in LIGHTNING_SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     for name, module in _available_plain().items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP.replace("%", "%%"), description=module.HELP)
         module.add_arguments(p)
     return parser
 
