@@ -10,6 +10,7 @@ from sklearn import metrics as skm
 from cogimg.metrics.regression import (
     bootstrap_ci,
     mae,
+    paired_bootstrap_delta,
     pearson_r,
     r2,
     regression_report,
@@ -76,3 +77,41 @@ def test_cluster_bootstrap_keeps_a_participants_entries_together():
         bootstrap_ci(y, p, "mae", groups=groups[:5])
     with pytest.raises(KeyError, match="unknown metric"):
         bootstrap_ci(y, p, "rmse")
+
+
+def test_paired_delta_hand_computed_cases():
+    y = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    # Perfect vs perfectly reversed: R = 1 vs −1 on every resample (constant resamples,
+    # where R is undefined, are left out), so ΔR = 2 with a zero-width interval.
+    out = paired_bootstrap_delta(y, y, -y, n_boot=200, seed=0)
+    assert (out["delta"], out["ci_low"], out["ci_high"], out["p_le_0"]) == (2.0, 2.0, 2.0, 0.0)
+    # A model against itself (or a positive affine copy, same R): ΔR = 0 on every resample.
+    p = y + np.array([0.5, -1.0, 0.3, 0.0, 2.0])
+    same = paired_bootstrap_delta(y, p, 3 * p + 1, n_boot=200, seed=0)
+    assert same["delta"] == pytest.approx(0, abs=1e-12)
+    assert same["ci_low"] == pytest.approx(0, abs=1e-12)
+    assert same["ci_high"] == pytest.approx(0, abs=1e-12)
+    # MAE: a constant offset of 1 vs 3 points → ΔMAE = −2 on every resample.
+    mae_out = paired_bootstrap_delta(y, y + 1, y + 3, "mae", n_boot=50)
+    assert (mae_out["delta"], mae_out["ci_low"], mae_out["ci_high"]) == (-2.0, -2.0, -2.0)
+
+
+def test_paired_delta_equals_a_naive_loop_and_is_narrower_than_unpaired(scores):
+    y, p = scores
+    rng = np.random.default_rng(3)
+    ref = p + rng.normal(0, 2, y.size)  # a correlated, worse reference
+    out = paired_bootstrap_delta(y, p, ref, n_boot=300, seed=7)
+    draws = np.random.default_rng(7)
+    naive = []
+    for _ in range(300):
+        idx = draws.integers(0, y.size, y.size)
+        naive.append(stats.pearsonr(y[idx], p[idx]).statistic
+                     - stats.pearsonr(y[idx], ref[idx]).statistic)
+    assert out["ci_low"] == pytest.approx(np.percentile(naive, 2.5), abs=1e-9)
+    assert out["ci_high"] == pytest.approx(np.percentile(naive, 97.5), abs=1e-9)
+    assert out["p_le_0"] == pytest.approx(np.mean(np.array(naive) <= 0))
+    assert out["delta"] == pytest.approx(pearson_r(y, p) - pearson_r(y, ref))
+    # Pairing cancels the subject-sampling noise the two models share.
+    lo_p, hi_p = bootstrap_ci(y, p, n_boot=300, seed=7)
+    lo_r, hi_r = bootstrap_ci(y, ref, n_boot=300, seed=7)
+    assert out["ci_high"] - out["ci_low"] < 0.5 * ((hi_p - lo_p) + (hi_r - lo_r))
