@@ -199,7 +199,8 @@ def fit_predict(model: dict, train, val, seed: int = 0):
     n_tabular = sum(not n.startswith("map_") for n in names) if "map" in groups else None
     if "map" in groups and groups[-1] != "map":
         raise ValueError(f"model.features {groups}: 'map' must come last (of {FEATURE_GROUPS})")
-    estimator = build_classical(model["name"], n_tabular=n_tabular, seed=seed, **params)
+    estimator = build_classical(model["name"], n_tabular=n_tabular, seed=seed,
+                                feature_names=names, **params)
     return estimator.fit(x_train, train.scores).predict(x_val)
 
 

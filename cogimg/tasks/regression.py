@@ -7,13 +7,11 @@
   learns the score standardised with the training set's mean and SD (stored as buffers, so
   checkpoints predict in score units), with a Huber loss robust to the long right tail of
   NIHSS.
-* :func:`build_classical` — scikit-learn baselines on tabular features: ``svr`` (RBF SVR,
-  C/γ tuned by inner 3-fold CV, as the SOOP demo's), ``ridge`` (α by efficient LOO CV),
-  ``gbm`` (histogram gradient boosting, Poisson loss for a count-like score) and
-  ``ensemble`` (mean of the three). ``sqrt_target`` fits √score and squares back, since
-  NIHSS is skewed.
-* :func:`tabular_features` — the ``(N, F)`` feature matrix of an
-  :class:`~cogimg.data.outcome.OutcomeCohort`.
+* :func:`~cogimg.tasks.classical.build_classical` — scikit-learn models on tabular features
+  (the SOOP demo's SVR reproduced as ``soop_svr``, tuned SVR, kernel ridge, ridge, boosting,
+  ensembles); re-exported here.
+* :func:`~cogimg.data.outcome_features.tabular_features` — the ``(N, F)`` feature matrix of an
+  :class:`~cogimg.data.outcome.OutcomeCohort` from named groups; re-exported here.
 
 Batches: ``image`` ``(B, 1, X, Y, Z)`` float32 lesion fraction, ``tabular`` ``(B, F)``
 standardised features, ``target`` ``(B,)`` score, ``subject_id`` list. Validation/test keep one
@@ -30,107 +28,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cogimg.data.outcome_features import FEATURE_GROUPS, tabular_features
 from cogimg.metrics.regression import bootstrap_ci, regression_report
 from cogimg.paradigms.fusion import build_fusion_model
 from cogimg.tasks.base import BaseTask
-
-#: Feature groups of :func:`tabular_features`.
-FEATURE_GROUPS = ("territories", "covariates", "log_volume", "map")
-CLASSICAL = ("svr", "ridge", "gbm", "ensemble")
-
-
-def tabular_features(cohort, groups: Sequence[str] = FEATURE_GROUPS) -> tuple[np.ndarray, list[str]]:
-    """``(N, F)`` float64 features and their names, in the order of ``groups``: territory
-    loads (fractions), covariates (e.g. age in years), ``log1p(lesion volume in mL)`` and
-    ``map`` — the flattened lesion fraction of every block of ``cohort.maps`` (put it last:
-    :func:`build_classical` models read the first ``n_tabular`` columns only, except ridge)."""
-    if unknown := [g for g in groups if g not in FEATURE_GROUPS]:
-        raise ValueError(f"unknown feature group(s) {unknown}; choose from {list(FEATURE_GROUPS)}")
-    parts, names = [], []
-    for group in groups:
-        if group == "territories":
-            if not cohort.territory_names:
-                raise ValueError("feature group 'territories' needs territory loads: load the "
-                                 "cohort with an atlas")
-            parts.append(cohort.territory_load)
-            names += list(cohort.territory_names)
-        elif group == "covariates":
-            parts.append(cohort.covariates)
-            names += list(cohort.covariate_names)
-        elif group == "log_volume":
-            parts.append(np.log1p(cohort.lesion_volume_ml)[:, None])
-            names.append("log_lesion_volume_ml")
-        else:
-            parts.append(cohort.lesion_fraction.reshape(len(cohort), -1))
-            names += [f"map_{i}" for i in range(parts[-1].shape[1])]
-    return np.concatenate(parts, axis=1).astype(np.float64), names
-
-
-def build_classical(name: str, n_tabular: int | None = None, sqrt_target: bool | None = None,
-                    seed: int = 0, **params: Any):
-    """A scikit-learn regressor ``fit(X, y)`` / ``predict(X)``.
-
-    Args:
-        name: one of :data:`CLASSICAL`.
-        n_tabular: how many leading columns of ``X`` are tabular features (the rest are
-            lesion-map voxels); ``None`` = all. SVR and boosting read the tabular columns
-            (standardised); ridge reads everything (map voxels as fractions, all-zero
-            voxels of the training fold dropped), where a voxel-wise linear model is the
-            classic lesion-load predictor.
-        sqrt_target: learn √y and predict its square (y ≥ 0, e.g. NIHSS); default: on for
-            SVR (+0.02 R on SOOP), off for ridge (its map voxels fit y better linearly).
-        seed: seed of the inner CV folds and of boosting.
-        params: overrides: ``svr``: ``C_grid``, ``gamma_grid``; ``ridge``: ``alphas``;
-            ``gbm``: ``HistGradientBoostingRegressor`` arguments.
-    """
-    from sklearn.compose import ColumnTransformer, TransformedTargetRegressor
-    from sklearn.ensemble import HistGradientBoostingRegressor, VotingRegressor
-    from sklearn.feature_selection import VarianceThreshold
-    from sklearn.linear_model import RidgeCV
-    from sklearn.model_selection import GridSearchCV, KFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-    from sklearn.svm import SVR
-
-    tab = slice(0, n_tabular)
-    own = {"C_grid", "gamma_grid", "alphas"}
-
-    def tabular(*steps):
-        return make_pipeline(ColumnTransformer([("tabular", StandardScaler(), tab)]), *steps)
-
-    def svr():
-        grid = {"svr__C": list(params.get("C_grid", (1.0, 3.0, 10.0, 30.0))),
-                "svr__gamma": list(params.get("gamma_grid", ("scale", 0.01, 0.03)))}
-        return GridSearchCV(tabular(SVR()), grid, cv=KFold(3, shuffle=True, random_state=seed))
-
-    def ridge():
-        alphas = list(params.get("alphas", np.logspace(-1, 5, 25).tolist()))
-        parts = [("tabular", StandardScaler(), tab)]
-        if n_tabular is not None:
-            parts.append(("map", VarianceThreshold(0.0), slice(n_tabular, None)))
-        return make_pipeline(ColumnTransformer(parts), RidgeCV(alphas=alphas))
-
-    def gbm():
-        settings = {"loss": "poisson", "max_iter": 300, "learning_rate": 0.03,
-                    "max_leaf_nodes": 8, "min_samples_leaf": 20, "l2_regularization": 1.0,
-                    "random_state": seed}
-        settings.update({k: v for k, v in params.items() if k not in own})
-        return tabular(HistGradientBoostingRegressor(**settings))
-
-    def sqrt(estimator, default: bool):
-        if not (default if sqrt_target is None else sqrt_target):
-            return estimator
-        return TransformedTargetRegressor(estimator, func=np.sqrt, inverse_func=np.square,
-                                          check_inverse=False)
-
-    # Poisson boosting already models a skewed count through its log link: no √ there.
-    builders = {"svr": lambda: sqrt(svr(), True), "ridge": lambda: sqrt(ridge(), False),
-                "gbm": gbm}
-    if name == "ensemble":
-        return VotingRegressor([(n, builders[n]()) for n in ("svr", "ridge", "gbm")])
-    if name not in builders:
-        raise ValueError(f"unknown classical model {name!r}; choose one of {list(CLASSICAL)}")
-    return builders[name]()
+from cogimg.tasks.classical import CLASSICAL, build_classical
 
 
 class RegressionTask(BaseTask):

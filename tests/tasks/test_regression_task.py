@@ -55,18 +55,49 @@ def test_task_tabular_only_and_bad_arguments():
         RegressionTask(fusion="late")
 
 
-@pytest.mark.parametrize("name", ["svr", "ridge", "gbm", "ensemble"])
+@pytest.mark.parametrize("name", ["soop_svr", "svr", "kernel_ridge", "ridge", "gbm", "ensemble",
+                                  "stack"])
 def test_classical_baselines_fit_a_signal(name):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(120, 5))
     maps = (rng.random((120, 30)) < 0.2).astype(float)
     y = np.clip(4 + 2 * x[:, 0] + 3 * maps[:, 0] + rng.normal(0, 0.5, 120), 0, None)
-    fast = {"max_iter": 40, "learning_rate": 0.1} if name in ("gbm", "ensemble") else {}
+    fast = {"max_iter": 40, "learning_rate": 0.1} if name in ("gbm", "ensemble", "stack") else {}
     model = build_classical(name, n_tabular=5, seed=0, **fast)
     pred = model.fit(np.c_[x, maps][:90], y[:90]).predict(np.c_[x, maps][90:])
     assert np.corrcoef(pred, y[90:])[0, 1] > 0.6
     with pytest.raises(ValueError, match="unknown classical model"):
         build_classical("lasso")
+
+
+def test_soop_svr_reproduces_the_demo_pipeline():
+    """Columns non-zero in > 10 % of the training rows, standardised, default RBF SVR."""
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import SVR
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 4))
+    x[:, 1] = 0
+    x[:5, 1] = 1.0   # non-zero in exactly 10 % of the 50 training rows: dropped (demo: > 10 %)
+    x[:7, 2] = 0     # column 2: 43 non-zero training rows, kept
+    y = x[:, 0] * 3 + rng.normal(size=60)
+    model = build_classical("soop_svr").fit(x[:50], y[:50])
+    keep = [0, 2, 3]
+    scaler = StandardScaler().fit(x[:50, keep])
+    hand = SVR(kernel="rbf").fit(scaler.transform(x[:50, keep]), y[:50])
+    np.testing.assert_allclose(model.predict(x[50:]), hand.predict(scaler.transform(x[50:, keep])))
+
+
+def test_gbm_monotonic_constraint_by_feature_name():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(200, 2))
+    y = np.exp(0.5 * x[:, 0] - 0.3 * np.abs(x[:, 1])) + rng.poisson(1, 200)
+    model = build_classical("gbm", seed=0, feature_names=["log_volume", "age"],
+                            monotonic={"log_volume": 1}, max_iter=50).fit(x, y)
+    grid = np.c_[np.linspace(-3, 3, 50), np.zeros(50)]
+    assert np.all(np.diff(model.predict(grid)) >= 0)
+    with pytest.raises(ValueError, match="monotonic"):
+        build_classical("gbm", feature_names=["a", "b"], monotonic={"volume": 1})
 
 
 @pytest.fixture(scope="module")
