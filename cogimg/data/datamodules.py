@@ -13,6 +13,12 @@ split file (when none is given, a k-fold split is made once, saved under
 :class:`~cogimg.data.cache.VolumeCache` and afterwards read only the cache. They know
 nothing about models.
 
+Low-label experiments: ``label_fraction`` keeps only that fraction of the fold's training
+participants labelled (nested, stratified subsets saved next to the split, see
+:mod:`cogimg.data.label_fractions`); the rest of the fold becomes ``subjects["unlabelled"]``,
+whose images — never labels — :meth:`unlabelled_dataloader` serves to semi-supervised tasks.
+Validation and test subjects are the same for every fraction.
+
 Determinism: every random draw (subject order, patch locations, augmentation parameters)
 comes from a ``torch.Generator`` seeded with ``seed`` — augmentation of each subject runs
 under its own seed drawn from it — so batches are the same for any ``num_workers`` and do
@@ -36,6 +42,7 @@ from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, Weigh
 from cogimg.data.augmentation import augmentation
 from cogimg.data.bids import load_dataset
 from cogimg.data.cache import VolumeCache
+from cogimg.data.label_fractions import labelled_subset
 from cogimg.data.sampling import (
     LabelPatchSampler,
     SeededQueue,
@@ -72,8 +79,11 @@ class _CachedDataModule(L.LightningDataModule):
 
     def __init__(self, data_root, preset, modalities, split_file, fold, n_folds, test_fraction,
                  cache_dir, config: PreprocessingConfig, histogram_standardization, augmentation_,
-                 num_workers, seed):
+                 num_workers, seed, label_fraction=None, label_seed=0):
         super().__init__()
+        if label_fraction is not None and not 0 < label_fraction <= 1:
+            raise ValueError(f"label_fraction must be in (0, 1] or None, got {label_fraction}")
+        self.label_fraction, self.label_seed = label_fraction, label_seed
         self.data_root = Path(data_root)
         self.preset = get_preset(preset)
         self.modalities = tuple(modalities) if modalities is not None else self.preset.modalities
@@ -117,16 +127,18 @@ class _CachedDataModule(L.LightningDataModule):
             raise ValueError(f"no subject of {self.data_root} has diagnosis in "
                              f"{list(self.preset.diagnoses)} and modalities {list(self.required)}")
         ids = self._fold_ids(dataset)
-        raw = {s: subjects_for(dataset.subjects, ids[s]) for s in SUBSETS}
+        raw = {s: subjects_for(dataset.subjects, ids[s]) for s in ids}
         if self.histogram_standardization:
             path = self.cache_dir / "landmarks" / f"{self._split_stem()}_fold{self.fold}.json"
+            # Unlabelled images count too, so the landmarks do not depend on label_fraction.
+            train = raw["train"] + raw["unlabelled"]
             if not path.exists():
-                fit_histogram_landmarks(raw["train"], self.modalities_present(raw["train"]), path)
+                fit_histogram_landmarks(train, self.modalities_present(train), path)
             self.config = dataclasses.replace(self.config, histogram_landmarks=str(path))
         cache = VolumeCache(self.cache_dir / "volumes", self.config)
-        everything = cache.warm([s for subset in SUBSETS for s in raw[subset]], workers=self.num_workers)
+        everything = cache.warm([s for subset in raw.values() for s in subset], workers=self.num_workers)
         by_id = {s["subject_id"]: s for s in everything}
-        self.subjects = {subset: [by_id[s["subject_id"]] for s in raw[subset]] for subset in SUBSETS}
+        self.subjects = {subset: [by_id[s["subject_id"]] for s in members] for subset, members in raw.items()}
         self.cache = cache
         self._after_prepare()
 
@@ -156,7 +168,10 @@ class _CachedDataModule(L.LightningDataModule):
                 except FileExistsError:  # another process saved the same split meanwhile
                     split = load_split(self.split_path)
         check_leakage(split, sessions_table(dataset.subjects))
-        return split.fold(self.fold)
+        if self.label_fraction is None:
+            return {**split.fold(self.fold), "unlabelled": []}
+        return labelled_subset(self.split_path, self.fold, self.label_fraction, self.label_seed,
+                               dataset.participants)
 
     def _after_prepare(self) -> None:
         """Subclasses: fit train-set statistics once the cached subjects are known."""
@@ -176,14 +191,22 @@ class _CachedDataModule(L.LightningDataModule):
         if not self.subjects:
             raise RuntimeError(f"{type(self).__name__}.setup() must run before asking for loaders")
 
-    def _select(self, subjects: list[tio.Subject]) -> list[tio.Subject]:
-        """Subjects reduced to the images the model reads (augmenting others would waste time)."""
-        keep = set(self.modalities) | set(self._label_keys())
+    def _select(self, subjects: list[tio.Subject], labels: bool = True) -> list[tio.Subject]:
+        """Subjects reduced to the images the model reads (augmenting others would waste time),
+        without label maps when not ``labels``."""
+        keep = set(self.modalities) | (set(self._label_keys()) if labels else set())
         return [tio.Subject({k: v for k, v in s.items() if not isinstance(v, tio.Image) or k in keep})
                 for s in subjects]
 
     def _label_keys(self) -> tuple[str, ...]:
         return ()
+
+    def _unlabelled(self) -> list[tio.Subject]:
+        self._require_setup()
+        if not self.subjects["unlabelled"]:
+            raise ValueError("no unlabelled subjects: set the datamodule's label_fraction below 1 "
+                             "(e.g. label_fraction: 0.1) for semi-supervised training")
+        return self._select(self.subjects["unlabelled"], labels=False)
 
 
 # --------------------------------------------------------------------------- patches
@@ -211,10 +234,14 @@ class PatchDataModule(_CachedDataModule):
         normalization / crop_to_brain / histogram_standardization: see
             :func:`~cogimg.data.transforms.preprocessing` (landmarks fitted on the train fold).
         seed: seeds subject order, patch sampling and augmentation.
+        label_fraction: fraction of the fold's training participants that keep their labels
+            (``None`` = all); the others feed :meth:`unlabelled_dataloader`.
+        label_seed: seeds which participants are labelled (nested across fractions).
 
     Batches: ``image`` (B, C, X, Y, Z) float32, ``label`` (B, 1, X, Y, Z) int64,
     ``subject_id``, ``cache_entry`` (+ ``location`` for training patches); validation and
-    test batches hold one whole preprocessed volume (B = 1).
+    test batches hold one whole preprocessed volume (B = 1). Unlabelled batches: the same
+    without ``label``.
     """
 
     def __init__(
@@ -238,6 +265,8 @@ class PatchDataModule(_CachedDataModule):
         n_folds: int = 5,
         test_fraction: float = 0.2,
         seed: int = 0,
+        label_fraction: float | None = None,
+        label_seed: int = 0,
     ):
         preset_obj = get_preset(preset)
         config = PreprocessingConfig(
@@ -246,7 +275,7 @@ class PatchDataModule(_CachedDataModule):
             reference=preset_obj.modalities[0])
         super().__init__(data_root, preset, preset_obj.modalities, split_file, fold, n_folds,
                          test_fraction, cache_dir, config, histogram_standardization, augmentation,
-                         num_workers, seed)
+                         num_workers, seed, label_fraction, label_seed)
         self.patch_size = tuple(int(p) for p in patch_size)
         self.samples_per_volume, self.queue_length = samples_per_volume, queue_length
         self.batch_size = batch_size
@@ -256,7 +285,7 @@ class PatchDataModule(_CachedDataModule):
         self.label_key: str | None = None
 
     def _after_prepare(self) -> None:
-        subjects = [s for subset in SUBSETS for s in self.subjects[subset]]
+        subjects = [s for subset in self.subjects.values() for s in subset]
         present = {k for s in subjects for k in s.get_images_dict(intensity_only=False)
                    if isinstance(s[k], tio.LabelMap)}
         self.label_key = next((k for k in self.preset.label_keys if k in present), None)
@@ -289,6 +318,17 @@ class PatchDataModule(_CachedDataModule):
         return DataLoader(queue, batch_size=self.batch_size, num_workers=0, collate_fn=self._collate(),
                           generator=self._generator(2))
 
+    def unlabelled_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Augmented patches of the unlabelled subjects, uniformly placed, without labels."""
+        pad = tio.CropOrPad(self.patch_size, only_pad=True, padding_mode="minimum")
+        dataset = SeededSubjectsDataset(self._unlabelled(), transform=tio.Compose(
+            [pad, augmentation(self.task, self.augmentation)]))
+        queue = SeededQueue(dataset, self.queue_length, self.samples_per_volume,
+                            tio.UniformSampler(self.patch_size), num_workers=self.num_workers,
+                            seed=self.seed + 7)
+        return DataLoader(queue, batch_size=batch_size or self.batch_size, num_workers=0,
+                          collate_fn=SubjectCollate(self.modalities), generator=self._generator(5))
+
     def val_dataloader(self) -> DataLoader:
         return self._volume_loader("val", self._collate())
 
@@ -318,6 +358,7 @@ class VolumeDataModule(_CachedDataModule):
         augmentation: strength of the classification augmentation preset.
         balanced_sampling: draw training subjects with ``WeightedRandomSampler`` (weights
             1 / class count, with replacement) instead of a shuffle.
+        label_fraction, label_seed: as :class:`PatchDataModule`.
 
     Batches: ``image`` (B, M, X, Y, Z) float32, ``availability`` (B, M) float32,
     ``label`` (B,) int64 index into ``preset.classes``, ``tabular`` (B, F) float32 (feature
@@ -345,6 +386,8 @@ class VolumeDataModule(_CachedDataModule):
         n_folds: int = 5,
         test_fraction: float = 0.2,
         seed: int = 0,
+        label_fraction: float | None = None,
+        label_seed: int = 0,
     ):
         preset_obj = get_preset(preset)
         mods = tuple(modalities) if modalities is not None else preset_obj.modalities
@@ -352,20 +395,21 @@ class VolumeDataModule(_CachedDataModule):
                                      crop_to_brain=crop_to_brain, normalization=normalization,
                                      reference=next((m for m in mods if m in preset_obj.modalities), None))
         super().__init__(data_root, preset, mods, split_file, fold, n_folds, test_fraction,
-                         cache_dir, config, histogram_standardization, augmentation, num_workers, seed)
+                         cache_dir, config, histogram_standardization, augmentation, num_workers, seed,
+                         label_fraction, label_seed)
         self.tabular = list(tabular) if tabular is not None else list(preset_obj.tabular)
         self.batch_size, self.balanced_sampling = batch_size, balanced_sampling
         self.save_hyperparameters()
         self.tabular_features: list[str] = []
 
     def _after_prepare(self) -> None:
-        subjects = [s for subset in SUBSETS for s in self.subjects[subset]]
+        subjects = [s for subset in self.subjects.values() for s in subset]
         if missing := [c for c in self.tabular if c not in subjects[0]]:
             raise ValueError(f"tabular column(s) {missing} not in {self.data_root}/participants.tsv "
                              f"for preset {self.preset.name!r}; pass tabular=[...] to choose columns")
         encoder = TabularEncoder(self.tabular).fit(self._table(self.subjects["train"]))
         self.tabular_features = encoder.feature_names
-        for subset in SUBSETS:
+        for subset in [name for name, members in self.subjects.items() if members]:
             features = encoder.transform(self._table(self.subjects[subset]))
             for subject, row in zip(self.subjects[subset], features):
                 subject["tabular"] = row
@@ -398,6 +442,16 @@ class VolumeDataModule(_CachedDataModule):
         return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
                           sampler=SeededSampler(order, generator), collate_fn=self._collate(),
                           generator=generator)
+
+    def unlabelled_dataloader(self, batch_size: int | None = None) -> DataLoader:
+        """Shuffled, augmented unlabelled volumes: the training batch keys without ``label``."""
+        dataset = SeededSubjectsDataset(self._unlabelled(),
+                                        transform=augmentation("classification", self.augmentation))
+        generator = self._generator(5)
+        order = SeededSampler(RandomSampler(dataset, generator=generator), generator)
+        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=order,
+                          num_workers=self.num_workers, generator=generator,
+                          collate_fn=SubjectCollate(self.modalities, tabular_key="tabular"))
 
     def val_dataloader(self) -> DataLoader:
         return self._volume_loader("val", self._collate(), self.batch_size)
