@@ -18,14 +18,19 @@ One YAML per model (``experiments/outcome/*.yaml``)::
       name: svr                # svr | ridge | gbm | ensemble | cnn
       features: [territories, covariates, log_volume]   # + map for ridge/ensemble
       map_coarsen: 3           # maps summed over 3³ blocks for the model (2 mm → 6 mm)
-      params: {}               # build_classical overrides, or the CNN's (see _CNN_DEFAULTS)
+      params: {}               # build_classical overrides, or the CNN's (see CNN_DEFAULTS)
+    reference:                 # optional: a model fitted on the same folds (e.g. the SOOP demo's
+      name: soop_svr           # SVR); metrics.json gets ΔR and ΔMAE with paired bootstrap CIs
+      features: [territories, covariates, volume_ml]
     out: runs/outcome/svr
 
 Folds are participant-level k-fold (stratified by score quintile), saved with
 :func:`cogimg.data.splits.save_split` (leakage-checked) and reused when the file exists. The
 run directory gets ``manifest.json``, ``metrics.json`` (per-fold Pearson R, its mean ± SD
-over folds, pooled out-of-fold metrics with 95 % subject-bootstrap CIs, wall time),
-``subjects_val.csv`` (out-of-fold ``subject_id, fold, target, pred``), ``config.yaml`` and
+over folds, pooled out-of-fold metrics with 95 % subject-bootstrap CIs, wall time; with a
+``reference``: its pooled metrics and ``delta_vs_reference``, the paired subject-bootstrap of
+ΔR and ΔMAE), ``subjects_val.csv`` (out-of-fold ``subject_id, fold, target, pred`` [,
+``reference_pred``]), ``config.yaml`` and
 ``predicted_vs_observed.png`` (scatter with the pooled R and its CI).
 """
 
@@ -36,13 +41,11 @@ from pathlib import Path
 
 HELP = "cross-validated lesion → clinical outcome regression (SVR, ridge, boosting, 3D CNN)"
 
-_SECTIONS = {"data", "cv", "model", "out", "bootstrap"}
+_SECTIONS = {"data", "cv", "model", "reference", "out", "bootstrap"}
 _DATA_KEYS = {"layout", "root", "mask_dir", "scores", "score", "covariates", "derivative",
               "atlas", "downsample", "unmatched"}
 _CV_KEYS = {"n_folds", "seed", "split"}
 _MODEL_KEYS = {"name", "features", "map_coarsen", "params"}
-_CNN_DEFAULTS = {"backbone": "resnet10_3d", "max_epochs": 30, "batch_size": 16, "lr": 1e-3,
-                 "weight_decay": 1e-2, "tabular": True, "model_kwargs": {}, "huber_delta": 1.0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +90,9 @@ def load_config(path: str | Path) -> dict:
     for where, keys, allowed in (("top level", config, _SECTIONS),
                                  ("data", config.get("data", {}), _DATA_KEYS),
                                  ("cv", config.get("cv", {}), _CV_KEYS),
-                                 ("model", config.get("model", {}), _MODEL_KEYS)):
+                                 ("model", config.get("model", {}), _MODEL_KEYS),
+                                 ("reference", config.get("reference") or {},
+                                  _MODEL_KEYS - {"map_coarsen"})):
         if not isinstance(keys, dict):
             raise TypeError(f"{path}: {where} must be a mapping")
         if unknown := sorted(set(keys) - allowed):
@@ -95,8 +100,9 @@ def load_config(path: str | Path) -> dict:
     for section in ("data", "model"):
         if section not in config:
             raise ValueError(f"{path}: missing section {section!r}")
-    if "name" not in config["model"]:
-        raise ValueError(f"{path}: model.name is required")
+    for section in ("model", "reference"):
+        if config.get(section) is not None and "name" not in config[section]:
+            raise ValueError(f"{path}: {section}.name is required")
     config.setdefault("cv", {})
     config.setdefault("out", f"runs/outcome/{path.stem}")
     config["experiment"] = path.stem
@@ -154,7 +160,12 @@ def run_experiment(config: dict, cohort=None) -> dict:
     import pandas as pd
 
     from cogimg.io import atomic_write_text
-    from cogimg.metrics.regression import bootstrap_ci, pearson_r, regression_report
+    from cogimg.metrics.regression import (
+        bootstrap_ci,
+        paired_bootstrap_delta,
+        pearson_r,
+        regression_report,
+    )
 
     start = time.perf_counter()
     cohort = load_cohort(config["data"]) if cohort is None else cohort
@@ -164,14 +175,16 @@ def run_experiment(config: dict, cohort=None) -> dict:
     cv = config["cv"]
     seed = int(cv.get("seed", 0))
     split = cohort_split(cohort, int(cv.get("n_folds", 5)), seed, cv.get("split"))
-    rows = []
+    reference, tables = config.get("reference"), []
     for k, name in enumerate(split.fold_names):
         fold = split.fold(k)
         train, val = cohort.subset(fold["train"]), cohort.subset(fold["val"])
-        pred = fit_predict(model, train, val, seed)
-        rows += [{"subject_id": i, "fold": name, "target": t, "pred": p}
-                 for i, t, p in zip(val.ids, val.scores, pred)]
-    table = pd.DataFrame(rows)
+        rows = {"subject_id": val.ids, "fold": name, "target": val.scores,
+                "pred": fit_predict(model, train, val, seed)}
+        if reference:  # same folds, same subjects: a paired comparison
+            rows["reference_pred"] = fit_predict(reference, train, val, seed)
+        tables.append(pd.DataFrame(rows))
+    table = pd.concat(tables, ignore_index=True)
     per_fold = [pearson_r(g["target"], g["pred"]) for _, g in table.groupby("fold", sort=False)]
     pooled = regression_report(table["target"], table["pred"])
     n_boot = int(config.get("bootstrap", 1000))
@@ -182,6 +195,12 @@ def run_experiment(config: dict, cohort=None) -> dict:
               "pearson_r_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
               "pooled": pooled, "n_subjects": len(cohort), "n_folds": len(per_fold),
               "wall_s": time.perf_counter() - start}
+    if reference:
+        result["reference"] = {"model": reference["name"],
+                               "pooled": regression_report(table["target"], table["reference_pred"])}
+        result["delta_vs_reference"] = {
+            metric: paired_bootstrap_delta(table["target"], table["pred"], table["reference_pred"],
+                                           metric, n_boot, seed) for metric in ("pearson_r", "mae")}
     _write_run(Path(config["out"]), config, result, table, split, atomic_write_text)
     return result
 
@@ -193,7 +212,9 @@ def fit_predict(model: dict, train, val, seed: int = 0):
     groups = list(model.get("features", ["territories", "covariates", "log_volume"]))
     params = dict(model.get("params", {}))
     if model["name"] == "cnn":
-        return _fit_predict_cnn(train, val, [g for g in groups if g != "map"], params, seed)
+        from cogimg.tasks.regression import fit_predict_cnn
+
+        return fit_predict_cnn(train, val, [g for g in groups if g != "map"], params, seed)
     x_train, names = tabular_features(train, groups)
     x_val, _ = tabular_features(val, groups)
     n_tabular = sum(not n.startswith("map_") for n in names) if "map" in groups else None
@@ -202,60 +223,6 @@ def fit_predict(model: dict, train, val, seed: int = 0):
     estimator = build_classical(model["name"], n_tabular=n_tabular, seed=seed,
                                 feature_names=names, **params)
     return estimator.fit(x_train, train.scores).predict(x_val)
-
-
-def _fit_predict_cnn(train, val, groups: list[str], params: dict, seed: int):
-    import lightning.pytorch as pl
-    import numpy as np
-    import torch
-
-    from cogimg.tasks.regression import RegressionTask, tabular_features
-
-    if unknown := sorted(set(params) - set(_CNN_DEFAULTS)):
-        raise ValueError(f"model.params: unknown CNN key(s) {unknown}; allowed: "
-                         f"{sorted(_CNN_DEFAULTS)}")
-    p = {**_CNN_DEFAULTS, **params}
-    pl.seed_everything(seed, workers=True, verbose=False)
-    tab_train = tab_val = None
-    if p["tabular"] and groups:
-        tab_train, _ = tabular_features(train, groups)
-        tab_val, _ = tabular_features(val, groups)
-        mean, std = tab_train.mean(0), tab_train.std(0) + 1e-6
-        tab_train, tab_val = (tab_train - mean) / std, (tab_val - mean) / std
-    task = RegressionTask(
-        model=p["backbone"], input_shape=tuple(train.maps.shape[1:]),
-        tabular_features=0 if tab_train is None else tab_train.shape[1],
-        model_kwargs=p["model_kwargs"], lr=p["lr"], weight_decay=p["weight_decay"],
-        huber_delta=p["huber_delta"])
-    task.fit_target_scaling(train.scores)
-    loader = _loader(train, tab_train, int(p["batch_size"]), shuffle=True, seed=seed)
-    trainer = pl.Trainer(max_epochs=int(p["max_epochs"]), accelerator="auto", devices=1,
-                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, deterministic=False)
-    trainer.fit(task, loader)
-    task.eval()
-    preds = []
-    with torch.no_grad():
-        for batch in _loader(val, tab_val, 32, shuffle=False, seed=seed):
-            preds.append(task(batch["image"], batch.get("tabular")).numpy())
-    return np.concatenate(preds)
-
-
-def _loader(cohort, tabular, batch_size: int, shuffle: bool, seed: int):
-    import torch
-    from torch.utils.data import DataLoader, StackDataset, TensorDataset
-
-    parts = {"image": TensorDataset(torch.from_numpy(cohort.lesion_fraction[:, None])),
-             "target": TensorDataset(torch.as_tensor(cohort.scores, dtype=torch.float32))}
-    if tabular is not None:
-        parts["tabular"] = TensorDataset(torch.as_tensor(tabular, dtype=torch.float32))
-    dataset = StackDataset(**parts)
-
-    def collate(items):
-        return {k: torch.stack([item[k][0] for item in items]) for k in items[0]}
-
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
-                      generator=torch.Generator().manual_seed(seed))
 
 
 def _write_run(out: Path, config: dict, result: dict, table, split, write_text) -> None:
@@ -312,4 +279,12 @@ def format_row(name: str, result: dict) -> str:
     return (f"{name:<22} R {result['pearson_r_mean']:.3f} ± {result['pearson_r_std']:.3f} "
             f"(folds)  pooled R {pooled['pearson_r']:.3f} [{low:.3f}, {high:.3f}]  "
             f"ρ {pooled['spearman_rho']:.3f}  MAE {pooled['mae']:.2f}  R² {pooled['r2']:.3f}  "
-            f"{result['wall_s']:.1f} s")
+            f"{result['wall_s']:.1f} s" + delta_text(result.get("delta_vs_reference")))
+
+
+def delta_text(delta: dict | None) -> str:
+    """``ΔR +0.05 [+0.02, +0.08]`` (paired bootstrap vs the reference), or ``""``."""
+    if not delta:
+        return ""
+    d = delta["pearson_r"]
+    return f"  ΔR {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"

@@ -34,6 +34,10 @@ from cogimg.paradigms.fusion import build_fusion_model
 from cogimg.tasks.base import BaseTask
 from cogimg.tasks.classical import CLASSICAL, build_classical
 
+#: Settings of :func:`fit_predict_cnn` (``model.params`` of a ``cnn`` outcome experiment).
+CNN_DEFAULTS = {"backbone": "resnet10_3d", "max_epochs": 30, "batch_size": 16, "lr": 1e-3,
+                "weight_decay": 1e-2, "tabular": True, "model_kwargs": {}, "huber_delta": 1.0}
+
 
 class RegressionTask(BaseTask):
     """Score regression from a lesion map (+ tabular features) with a registry backbone.
@@ -136,4 +140,58 @@ class RegressionTask(BaseTask):
         self._log_summary("test")
 
 
-__all__ = ["CLASSICAL", "FEATURE_GROUPS", "RegressionTask", "build_classical", "tabular_features"]
+def fit_predict_cnn(train, val, groups: Sequence[str], params: Mapping[str, Any],
+                    seed: int = 0) -> np.ndarray:
+    """Train a :class:`RegressionTask` on the ``train`` cohort (lesion fraction maps + the
+    standardised tabular ``groups``); ``(N_val,)`` predicted scores of ``val``. ``params``
+    override :data:`CNN_DEFAULTS`."""
+    import lightning.pytorch as pl
+
+    if unknown := sorted(set(params) - set(CNN_DEFAULTS)):
+        raise ValueError(f"model.params: unknown CNN key(s) {unknown}; allowed: "
+                         f"{sorted(CNN_DEFAULTS)}")
+    p = {**CNN_DEFAULTS, **params}
+    pl.seed_everything(seed, workers=True, verbose=False)
+    tab_train = tab_val = None
+    if p["tabular"] and groups:
+        tab_train, _ = tabular_features(train, groups)
+        tab_val, _ = tabular_features(val, groups)
+        mean, std = tab_train.mean(0), tab_train.std(0) + 1e-6
+        tab_train, tab_val = (tab_train - mean) / std, (tab_val - mean) / std
+    task = RegressionTask(
+        model=p["backbone"], input_shape=tuple(train.maps.shape[1:]),
+        tabular_features=0 if tab_train is None else tab_train.shape[1],
+        model_kwargs=p["model_kwargs"], lr=p["lr"], weight_decay=p["weight_decay"],
+        huber_delta=p["huber_delta"])
+    task.fit_target_scaling(train.scores)
+    loader = _loader(train, tab_train, int(p["batch_size"]), shuffle=True, seed=seed)
+    trainer = pl.Trainer(max_epochs=int(p["max_epochs"]), accelerator="auto", devices=1,
+                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, deterministic=False)
+    trainer.fit(task, loader)
+    task.eval()
+    preds = []
+    with torch.no_grad():
+        for batch in _loader(val, tab_val, 32, shuffle=False, seed=seed):
+            preds.append(task(batch["image"], batch.get("tabular")).numpy())
+    return np.concatenate(preds)
+
+
+def _loader(cohort, tabular, batch_size: int, shuffle: bool, seed: int):
+    from torch.utils.data import DataLoader, StackDataset, TensorDataset
+
+    parts = {"image": TensorDataset(torch.from_numpy(cohort.lesion_fraction[:, None])),
+             "target": TensorDataset(torch.as_tensor(cohort.scores, dtype=torch.float32))}
+    if tabular is not None:
+        parts["tabular"] = TensorDataset(torch.as_tensor(tabular, dtype=torch.float32))
+    dataset = StackDataset(**parts)
+
+    def collate(items):
+        return {k: torch.stack([item[k][0] for item in items]) for k in items[0]}
+
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+__all__ = ["CLASSICAL", "CNN_DEFAULTS", "FEATURE_GROUPS", "RegressionTask", "build_classical",
+           "fit_predict_cnn", "tabular_features"]

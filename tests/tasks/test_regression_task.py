@@ -9,12 +9,14 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from cogimg.commands import outcome as outcome_cmd
 from cogimg.data.splits import check_leakage, load_split
+from cogimg.metrics.regression import paired_bootstrap_delta
 from cogimg.tasks.regression import RegressionTask, build_classical
 from tests.conftest import write_nifti
 
@@ -134,6 +136,12 @@ def test_outcome_experiment_runs_and_its_split_does_not_leak(config, tiny_soop, 
     assert metrics["n_subjects"] == 20 and len(metrics["pearson_r_folds"]) == 2
     assert len(metrics["pooled"]["pearson_r_ci"]) == 2
     assert (tmp_path / "run" / "predicted_vs_observed.png").stat().st_size > 0
+    if config.stem != "soop_svr":  # every other model is compared with the reference, paired
+        table = pd.read_csv(tmp_path / "run" / "subjects_val.csv")
+        expected = paired_bootstrap_delta(table["target"], table["pred"], table["reference_pred"],
+                                          "pearson_r", metrics.get("bootstrap", 1000), 0)
+        assert metrics["delta_vs_reference"]["pearson_r"] == pytest.approx(expected)
+        assert metrics["reference"]["model"] == "soop_svr"
     split = load_split(tmp_path / "split.json")
     check_leakage(split)
     val = [i for k in range(2) for i in split.fold(k)["val"]]
