@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import tempfile
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 
@@ -113,6 +114,38 @@ def lesion_report(mask: nib.Nifti1Image) -> dict:
     }
 
 
+def preprocessed_subjects(subjects: list[tio.Subject], config: PreprocessingConfig,
+                          modalities: tuple[str, ...], device: str = "cpu"
+                          ) -> Iterator[tuple[tio.Subject, tio.Subject, torch.Tensor]]:
+    """Each subject with its preprocessed version (in a temporary cache, as in training) and
+    the model input ``(1, C, X, Y, Z)`` float32 on ``device``, channels in ``modalities`` order."""
+    with tempfile.TemporaryDirectory(prefix="cogimg-predict-") as tmp:
+        cache = VolumeCache(tmp, config)
+        for subject in subjects:
+            processed = cache.get(subject)
+            image = torch.cat([processed[m].data.float() for m in modalities])[None].to(device)
+            yield subject, processed, image
+
+
+def to_native(volume: torch.Tensor | np.ndarray, processed: tio.Subject,
+              is_label: bool) -> nib.Nifti1Image:
+    """A preprocessed-grid volume ``(X, Y, Z)`` back on the subject's native reference grid."""
+    return invert_to_native(volume, read_meta(processed["cache_entry"]), is_label=is_label)
+
+
+def mask_report(native: nib.Nifti1Image, subject: tio.Subject, label_keys: tuple[str, ...]) -> dict:
+    """:func:`lesion_report` of a native mask, plus ISLES'22 ``metrics`` when ``subject`` has a
+    ground-truth mask under one of ``label_keys``."""
+    report = lesion_report(native)
+    truth_key = next((k for k in label_keys if k in subject), None)
+    if truth_key is not None:
+        truth = np.asarray(nib.load(subject[truth_key].path).dataobj) > 0
+        report["metrics"] = segmentation_report(
+            np.asarray(native.dataobj) > 0, truth, native.header.get_zooms()[:3],
+            subject_id=subject["subject_id"])
+    return report
+
+
 def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | Path,
                     device: str = "cpu", overwrite: bool = False) -> list[dict]:
     """Predict every subject of ``input_path``; returns the per-subject reports."""
@@ -120,40 +153,29 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
     task.to(device)
     preset = get_preset(data["preset"])
     modalities = tuple(data["modalities"])
-    config = preprocessing_config(data)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     subjects = subjects_from_input(input_path, modalities, preset.name)
     reports = []
-    with tempfile.TemporaryDirectory(prefix="cogimg-predict-") as tmp:
-        cache = VolumeCache(tmp, config)
-        for subject in subjects:
-            sid = subject["subject_id"]
-            mask_path, json_path = out / f"{sid}_pred_msk.nii.gz", out / f"{sid}_pred.json"
-            if not overwrite and (mask_path.exists() or json_path.exists()):
-                raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
-            processed = cache.get(subject)
-            image = torch.cat([processed[m].data.float() for m in modalities])[None].to(device)
-            if hasattr(task, "detect"):  # a DetectionTask: boxes, no mask
-                reports.append(_predict_boxes(task, image, subject, processed, out, overwrite,
-                                              {"checkpoint": str(ckpt), "preset": preset.name,
-                                               "modalities": list(modalities)}))
-                continue
-            probs = task.predict_volume(image)[0]
-            pred = probs.argmax(0).to(torch.uint8).cpu()
-            native = invert_to_native(pred, read_meta(processed["cache_entry"]), is_label=True)
-            report = {"subject_id": sid, "checkpoint": str(ckpt), "preset": preset.name,
-                      "modalities": list(modalities), "mask": mask_path.name,
-                      **lesion_report(native)}
-            truth_key = next((k for k in preset.label_keys if k in subject), None)
-            if truth_key is not None:
-                truth = np.asarray(nib.load(subject[truth_key].path).dataobj) > 0
-                report["metrics"] = segmentation_report(
-                    np.asarray(native.dataobj) > 0, truth, native.header.get_zooms()[:3],
-                    subject_id=sid)
-            atomic_save_nifti(native, mask_path)
-            atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
-            reports.append(report)
+    for subject, processed, image in preprocessed_subjects(subjects, preprocessing_config(data),
+                                                           modalities, device):
+        sid = subject["subject_id"]
+        mask_path, json_path = out / f"{sid}_pred_msk.nii.gz", out / f"{sid}_pred.json"
+        if not overwrite and (mask_path.exists() or json_path.exists()):
+            raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
+        if hasattr(task, "detect"):  # a DetectionTask: boxes, no mask
+            reports.append(_predict_boxes(task, image, subject, processed, out, overwrite,
+                                          {"checkpoint": str(ckpt), "preset": preset.name,
+                                           "modalities": list(modalities)}))
+            continue
+        probs = task.predict_volume(image)[0]
+        native = to_native(probs.argmax(0).to(torch.uint8).cpu(), processed, is_label=True)
+        report = {"subject_id": sid, "checkpoint": str(ckpt), "preset": preset.name,
+                  "modalities": list(modalities), "mask": mask_path.name,
+                  **mask_report(native, subject, preset.label_keys)}
+        atomic_save_nifti(native, mask_path)
+        atomic_write_text(json_path, json.dumps(report, indent=2, default=float))
+        reports.append(report)
     return reports
 
 

@@ -62,7 +62,7 @@ def labelling_order(train_ids: Sequence[str], strata: Mapping[str, str] | None,
 def select_labelled(order: Mapping[str, Sequence[str]], fraction: float) -> list[str]:
     """Sorted IDs labelled at ``fraction``: the first ``max(1, round(f · n_g))`` of each stratum."""
     f = float(fraction_key(fraction))
-    chosen = [pid for ids in order.values() for pid in ids[:max(1, int(round(f * len(ids))))]]
+    chosen = [pid for ids in order.values() for pid in ids[:max(1, round(f * len(ids)))]]
     return sorted(chosen)
 
 

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from cogimg.metrics.classification import bootstrap_ci, classification_report
 from cogimg.paradigms.adaptation.domain import AdaptationConfig, DomainAdaptation, subject_sites
 from cogimg.paradigms.fusion import FUSIONS, build_fusion_model
+from cogimg.paradigms.lowlabel.semi_supervised import SemiSupervised, SemiSupervisedConfig
 from cogimg.tasks.base import BaseTask
 
 
@@ -67,6 +68,9 @@ class ClassificationTask(BaseTask):
         adaptation: domain adaptation across sites (:mod:`cogimg.paradigms.adaptation`),
             e.g. ``{method: dann, weight: 0.1}`` (``dann``, ``coral`` or ``mmd`` on the
             features entering the classifier ``head``); ``None`` = plain training.
+        semi_supervised: semi-supervised training on the datamodule's unlabelled volumes
+            (:mod:`cogimg.paradigms.lowlabel`, needs ``label_fraction`` < 1), e.g.
+            ``{method: mean_teacher, weight: 1.0}``; not combined with ``adaptation``.
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
 
@@ -92,7 +96,12 @@ class ClassificationTask(BaseTask):
         scheduler: str = "cosine",
         warmup_steps: int = 20,
         adaptation: dict[str, Any] | None = None,
+        semi_supervised: dict[str, Any] | None = None,
     ) -> None:
+        if adaptation is not None and semi_supervised is not None:
+            raise ValueError("choose adaptation or semi_supervised; both at once is not supported")
+        self.semi_supervised = (SemiSupervised(SemiSupervisedConfig.from_dict(semi_supervised))
+                                if semi_supervised is not None else None)
         self._adaptation_config = AdaptationConfig.from_dict(adaptation) if adaptation is not None else None
         self._subject_sites: dict[str, str] | None = None
         self.classes = tuple(str(c) for c in classes)
@@ -229,12 +238,22 @@ class ClassificationTask(BaseTask):
         return F.cross_entropy(logits, label, weight=self.class_weight,
                                label_smoothing=self.hparams.label_smoothing)
 
+    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Cross-entropy on a labelled batch and its size."""
+        label = batch["label"].long()
+        return self._loss(self._logits(batch), label), label.shape[0]
+
+    def unlabelled_logits(self, model, batch: dict) -> torch.Tensor:
+        """Logits ``(B, K)`` of ``model`` (student or teacher) on an unlabelled batch."""
+        return model(batch["image"], batch.get("availability"), batch.get("tabular"))
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         if self.domain_adaptation is not None:
             return self.domain_adaptation.training_step(self, batch)
-        label = batch["label"].long()
-        loss = self._loss(self._logits(batch), label)
-        self.log("train/loss", loss, prog_bar=True, batch_size=label.shape[0])
+        if self.semi_supervised is not None:
+            return self.semi_supervised.training_step(self, batch)
+        loss, n = self.supervised_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 
     # -- evaluation ----------------------------------------------------------------------

@@ -10,6 +10,11 @@ Batches (from ``cogimg.data.datamodules.PatchDataModule``):
 Binary lesion masks and multi-label maps both work: ``num_classes`` counts background, the
 loss is softmax-based, and metrics are computed per foreground class (the binary case logs
 plain names such as ``val/dice``; multi-class logs ``val/dice_<class>`` and their mean).
+
+Low-label training (:mod:`cogimg.paradigms.lowlabel`): ``semi_supervised`` adds a mean-teacher
+or pseudo-label loss on the datamodule's unlabelled patches; ``pretrained_weights`` starts
+the network from a self-supervised weights file (loaded when fitting starts, so checkpoints
+and ``cogimg predict`` never need it).
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import torch
 from cogimg import models
 from cogimg.inference import sliding_window_predict
 from cogimg.metrics.segmentation import segmentation_report, summarise
+from cogimg.paradigms.lowlabel.pretrain import load_pretrained
+from cogimg.paradigms.lowlabel.semi_supervised import SemiSupervised, SemiSupervisedConfig
 from cogimg.tasks.base import BaseTask
 from cogimg.tasks.losses import segmentation_loss
 
@@ -43,6 +50,11 @@ class SegmentationTask(BaseTask):
             format (same results; measured on 2 CPU cores per training step at 2 × 2 × 64³:
             UNet 4.7×, UNETR 1.6×, SegResNet 1.4× faster, but DynUNet 1.7× slower — its YAML
             turns it off). Ignored for networks with 2D layers (``unet2d_timm``).
+        semi_supervised: e.g. ``{method: mean_teacher, weight: 1.0}`` or ``{method:
+            pseudo_label, threshold: 0.9}`` (:class:`~cogimg.paradigms.lowlabel.SemiSupervisedConfig`);
+            needs a datamodule with ``label_fraction`` < 1. ``None`` = supervised only.
+        pretrained_weights: weights file of :func:`~cogimg.paradigms.lowlabel.pretrain_encoder`
+            loaded into the network at the start of fitting.
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
 
@@ -64,7 +76,11 @@ class SegmentationTask(BaseTask):
         optimizer: str = "adamw",
         scheduler: str = "cosine",
         warmup_steps: int = 20,
+        semi_supervised: dict[str, Any] | None = None,
+        pretrained_weights: str | None = None,
     ) -> None:
+        self.semi_supervised = (SemiSupervised(SemiSupervisedConfig.from_dict(semi_supervised))
+                                if semi_supervised is not None else None)
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: count background too (binary = 2)")
         if class_names is not None and len(class_names) != num_classes - 1:
@@ -93,20 +109,38 @@ class SegmentationTask(BaseTask):
         """Logits ``(B, K, X, Y, Z)`` for ``x`` ``(B, C, X, Y, Z)`` (eval-mode output)."""
         return self.model(x)
 
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.pretrained_weights:
+            load_pretrained(self.model, self.hparams.pretrained_weights, self.hparams.model)
+
     # -- training ------------------------------------------------------------------------
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        image, label = batch["image"], batch["label"].long()
+    def _network_output(self, model, image: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             image = image.contiguous(memory_format=torch.channels_last_3d)
-        output = self.model(image)
+        return model(image)
+
+    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Loss on a labelled patch batch (deep supervision heads weighted 1, ½, ¼ …) and B."""
+        image, label = batch["image"], batch["label"].long()
+        output = self._network_output(self.model, image)
         if output.ndim == image.ndim + 1:  # deep supervision: (B, heads, K, X, Y, Z)
             heads = torch.unbind(output, dim=1)
             weights = torch.tensor([0.5**i for i in range(len(heads))], device=image.device)
             weights = weights / weights.sum()
-            loss = sum(w * self.loss(h, label) for w, h in zip(weights, heads))
-        else:
-            loss = self.loss(output, label)
-        self.log("train/loss", loss, prog_bar=True, batch_size=image.shape[0])
+            return sum(w * self.loss(h, label) for w, h in zip(weights, heads)), image.shape[0]
+        return self.loss(output, label), image.shape[0]
+
+    def unlabelled_logits(self, model, batch: dict) -> torch.Tensor:
+        """Logits ``(B, K, X, Y, Z)`` of ``model`` (student or teacher) on an unlabelled batch."""
+        image = batch["image"]
+        output = self._network_output(model, image)
+        return output[:, 0] if output.ndim == image.ndim + 1 else output
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.semi_supervised is not None:
+            return self.semi_supervised.training_step(self, batch)
+        loss, n = self.supervised_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 
     # -- whole-volume evaluation ---------------------------------------------------------

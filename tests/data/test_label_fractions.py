@@ -3,6 +3,7 @@ wired into the datamodules as ``label_fraction`` with an unlabelled pool without
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -42,7 +43,7 @@ def test_fractions_are_nested_stratified_and_inside_the_training_fold(cohort):
     for name in split.fold_names:
         fold = split.fold(name)
         subsets = [set(data["folds"][name]["labelled"][f"{f:g}"]) for f in FRACTIONS]
-        for small, large in zip(subsets, subsets[1:]):
+        for small, large in itertools.pairwise(subsets):
             assert small < large  # strictly nested
         assert subsets[-1] == set(fold["train"])
         for labelled in subsets:
@@ -90,7 +91,7 @@ def test_labelled_subset_keeps_val_and_test_and_reuses_the_saved_file(cohort):
     full = split.fold(1)
     parts = {f: labelled_subset(path, 1, f, seed=0, participants=table) for f in (0.1, 0.3, 1.0)}
     assert label_fractions_path(path, 0).exists()
-    for f, ids in parts.items():
+    for ids in parts.values():
         assert ids["val"] == full["val"] and ids["test"] == full["test"]
         assert sorted(ids["train"] + ids["unlabelled"]) == sorted(full["train"])
         assert not set(ids["train"]) & set(ids["unlabelled"])
@@ -104,9 +105,9 @@ def test_datamodule_label_fraction_serves_unlabelled_images_without_labels(tmp_p
     root = build_classification_tree(tmp_path / "bids", n_per_class=6, diagnoses=("CN", "AD"))
     split_path, _ = save_split(make_kfold_split(root / "participants.tsv", n_folds=2,
                                                 test_fraction=0.25), tmp_path / "split.json")
-    kwargs = dict(preset="ad_binary", split_file=split_path, cache_dir=tmp_path / "cache",
-                  spacing_mm=4.0, target_shape=(16, 16, 16), modalities=["T1w"], batch_size=2,
-                  augmentation="none")
+    kwargs = {"preset": "ad_binary", "split_file": split_path, "cache_dir": tmp_path / "cache",
+              "spacing_mm": 4.0, "target_shape": (16, 16, 16), "modalities": ["T1w"],
+              "batch_size": 2, "augmentation": "none"}
     full = VolumeDataModule(root, **kwargs)
     low = VolumeDataModule(root, label_fraction=0.25, **kwargs)
     full.setup("fit")

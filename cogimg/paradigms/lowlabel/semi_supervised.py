@@ -1,0 +1,222 @@
+"""Semi-supervised training added to any task by config: mean teacher and pseudo-labelling.
+
+A task that takes ``semi_supervised: {method: mean_teacher, weight: 1.0}`` owns a
+:class:`SemiSupervised` and hands its training step to :meth:`SemiSupervised.training_step`:
+
+1. the task's own supervised loss on the labelled batch (ground truth, never replaced);
+2. a batch of **unlabelled** images from the datamodule's ``unlabelled_dataloader()``
+   (the fold's training subjects outside ``label_fraction``, images only — no labels);
+3. a *teacher* network predicts on one perturbation of it, the student (the task's
+   model) on another (independent Gaussian noise, ``noise_std`` in z-scored intensity
+   units, on top of the datamodule's augmentation);
+4. ``loss = supervised + weight · ramp(step) · unsupervised`` with the sigmoid ramp-up
+   ``exp(-5 (1 - t)²)``, ``t = step / rampup_steps`` (Laine & Aila 2017).
+
+Methods:
+
+- ``mean_teacher`` (Tarvainen & Valpola 2017): the teacher is an exponential moving
+  average of the student's weights (:func:`ema_update`, decay ``min(ema_decay, 1 - 1/(s+1))``),
+  the unsupervised loss the mean squared difference of their softmax outputs.
+- ``pseudo_label`` (self-training in rounds): the teacher is a frozen copy of the student
+  taken at the start of every round of ``round_epochs`` epochs (round 0 is supervised
+  only); its predictions with confidence ≥ ``threshold`` (per voxel for segmentation,
+  per volume for classification) are cross-entropy targets, the others are ignored. With
+  ``pseudo_label_dir``, each round's pseudo-labels are also written there (a folder outside
+  the dataset, see :mod:`cogimg.paradigms.lowlabel.pseudo_labels`).
+
+Both work on logits ``(B, K)`` (classification) and ``(B, K, X, Y, Z)`` (segmentation); the
+task supplies ``supervised_loss(batch)`` and ``unlabelled_logits(model, batch)``. The
+teacher is not part of the task's state dict: checkpoints hold the student only (resuming
+restarts the teacher from it), and evaluation uses the student.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import move_data_to_device
+from torch import nn
+
+METHODS = ("mean_teacher", "pseudo_label")
+
+
+@dataclass(frozen=True)
+class SemiSupervisedConfig:
+    """Options of a task's ``semi_supervised:`` entry.
+
+    Attributes:
+        method: ``mean_teacher`` or ``pseudo_label``.
+        weight: maximum weight of the unsupervised loss.
+        rampup_steps: optimizer steps of the sigmoid ramp-up of ``weight`` (0 = none).
+        noise_std: σ of the Gaussian noise added to the unlabelled images (z-score units).
+        ema_decay: mean teacher: EMA decay of the teacher weights per step.
+        threshold: pseudo_label: minimum teacher probability of a pseudo-label.
+        round_epochs: pseudo_label: epochs per self-training round.
+        unlabelled_batch_size: unlabelled samples per step (``None`` = the datamodule's).
+        pseudo_label_dir: pseudo_label: write each round's pseudo-labels under this folder.
+    """
+
+    method: str
+    weight: float = 1.0
+    rampup_steps: int = 100
+    noise_std: float = 0.1
+    ema_decay: float = 0.99
+    threshold: float = 0.9
+    round_epochs: int = 5
+    unlabelled_batch_size: int | None = None
+    pseudo_label_dir: str | None = None
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any]) -> SemiSupervisedConfig:
+        """Validate a config mapping; errors name the ``semi_supervised`` key at fault."""
+        if not isinstance(options, Mapping):
+            raise TypeError(f"semi_supervised must be a mapping like {{method: mean_teacher}}, "
+                            f"got {options!r}")
+        known = {f.name for f in fields(cls)}
+        if unknown := sorted(set(options) - known):
+            raise ValueError(f"semi_supervised: unknown key(s) {unknown}; known: {sorted(known)}")
+        if options.get("method") not in METHODS:
+            raise ValueError(f"semi_supervised.method={options.get('method')!r}; choose one of "
+                             f"{list(METHODS)}")
+        config = cls(**options)
+        checks = {"weight": config.weight >= 0, "rampup_steps": config.rampup_steps >= 0,
+                  "noise_std": config.noise_std >= 0, "ema_decay": 0 <= config.ema_decay < 1,
+                  "threshold": 0 <= config.threshold <= 1, "round_epochs": config.round_epochs >= 1}
+        if bad := [k for k, ok in checks.items() if not ok]:
+            raise ValueError(f"semi_supervised: out-of-range value(s) for {bad}: "
+                             f"{ {k: getattr(config, k) for k in bad} }")
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def sigmoid_rampup(step: int, length: int) -> float:
+    """``exp(-5 (1 - t)²)`` with ``t = clip(step / length, 0, 1)``; 1 when ``length`` is 0."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """``θ_teacher ← decay · θ_teacher + (1 − decay) · θ_student`` for every parameter;
+    buffers (batch-norm statistics, counters) are copied from the student."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.lerp_(s.detach(), 1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of softmax probabilities (over classes, voxels and samples)."""
+    return F.mse_loss(student_logits.float().softmax(1), teacher_logits.float().softmax(1))
+
+
+def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy to the teacher's argmax where its probability ≥ ``threshold``.
+
+    Returns the loss (averaged over *all* samples/voxels, so unconfident ones count as 0 as
+    in FixMatch) and the accepted fraction.
+    """
+    confidence, target = teacher_logits.float().softmax(1).max(1)
+    accepted = (confidence >= threshold).float()
+    ce = F.cross_entropy(student_logits.float(), target, reduction="none")
+    return (ce * accepted).mean(), accepted.mean()
+
+
+class SemiSupervised:
+    """The unlabelled half of a task's training step (see the module docstring).
+
+    Plain object (not an ``nn.Module``) so that the teacher stays out of the task's
+    parameters, optimizer and checkpoints.
+    """
+
+    def __init__(self, config: SemiSupervisedConfig) -> None:
+        self.config = config
+        self.teacher: nn.Module | None = None
+        self.round = 0
+        self._iterator = None
+        self._ema_step = -1
+
+    # ---------------------------------------------------------------- unlabelled data
+    def _unlabelled_batch(self, task) -> dict:
+        if self._iterator is None:
+            datamodule = getattr(task.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "unlabelled_dataloader"):
+                raise ValueError("semi_supervised training needs a cogimg datamodule with "
+                                 "unlabelled subjects (set its label_fraction below 1)")
+            self._loader = datamodule.unlabelled_dataloader(self.config.unlabelled_batch_size)
+            self._iterator = iter(self._loader)
+        try:
+            batch = next(self._iterator)
+        except StopIteration:  # cycle: the unlabelled pool is usually larger or smaller
+            self._iterator = iter(self._loader)
+            batch = next(self._iterator)
+        if "label" in batch:
+            raise RuntimeError("unlabelled batch carries labels; the datamodule must strip them")
+        return move_data_to_device(batch, task.device)
+
+    def _perturbed(self, batch: dict) -> dict:
+        noise = torch.randn_like(batch["image"]) * self.config.noise_std
+        return {**batch, "image": batch["image"] + noise}
+
+    # ---------------------------------------------------------------- teacher
+    def _update_teacher(self, task) -> None:
+        if self.teacher is None:
+            self.teacher = copy.deepcopy(task.model).requires_grad_(False)
+            self._ema_step = task.global_step
+        if self.config.method == "mean_teacher":
+            if task.global_step > self._ema_step:  # once per optimizer step, after it
+                decay = min(self.config.ema_decay, 1.0 - 1.0 / (task.global_step + 1))
+                ema_update(self.teacher, task.model, decay)
+                self._ema_step = task.global_step
+            return
+        current = task.current_epoch // self.config.round_epochs
+        if current != self.round:
+            self.teacher.load_state_dict(task.model.state_dict())
+            self.round = current
+            if self.config.pseudo_label_dir is not None:
+                from cogimg.paradigms.lowlabel.pseudo_labels import write_pseudo_labels
+
+                write_pseudo_labels(task, task.trainer.datamodule, Path(self.config.pseudo_label_dir)
+                                    / f"round-{current}", self.config.threshold)
+
+    # ---------------------------------------------------------------- loss
+    def unsupervised_loss(self, task, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(loss, logs)`` on one unlabelled batch (teacher updated first)."""
+        self._update_teacher(task)
+        if self.config.method == "pseudo_label" and self.round == 0:
+            return torch.zeros((), device=task.device), {"pseudo_accepted": 0.0}  # no teacher yet
+        self.teacher.eval()
+        with torch.no_grad():
+            teacher_logits = task.unlabelled_logits(self.teacher, self._perturbed(batch))
+        student_logits = task.unlabelled_logits(task.model, self._perturbed(batch))
+        if self.config.method == "mean_teacher":
+            return consistency_loss(student_logits, teacher_logits), {}
+        loss, accepted = pseudo_label_loss(student_logits, teacher_logits, self.config.threshold)
+        return loss, {"pseudo_accepted": float(accepted)}
+
+    def training_step(self, task, batch: dict) -> torch.Tensor:
+        """Supervised loss on ``batch`` + ramped weight · unsupervised loss on an unlabelled batch."""
+        supervised, n = task.supervised_loss(batch)
+        unlabelled = self._unlabelled_batch(task)
+        unsupervised, logs = self.unsupervised_loss(task, unlabelled)
+        weight = self.config.weight * sigmoid_rampup(task.global_step, self.config.rampup_steps)
+        loss = supervised + weight * unsupervised
+        task.log("train/supervised_loss", supervised, batch_size=n)
+        task.log(f"train/{self.config.method}_loss", unsupervised, batch_size=len(unlabelled["image"]))
+        task.log("train/unsupervised_weight", weight, batch_size=n)
+        for key, value in logs.items():
+            task.log(f"train/{key}", value, batch_size=n)
+        task.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
