@@ -38,6 +38,7 @@ PLAIN_SUBCOMMANDS = {
     "demo": "demo",
     "outcome": "outcome",
     "lsm": "lsm",
+    "annotate": "annotate",
 }
 
 
