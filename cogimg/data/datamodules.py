@@ -131,7 +131,7 @@ class _CachedDataModule(L.LightningDataModule):
         if self.histogram_standardization:
             path = self.cache_dir / "landmarks" / f"{self._split_stem()}_fold{self.fold}.json"
             # Unlabelled images count too, so the landmarks do not depend on label_fraction.
-            train = raw["train"] + raw["unlabelled"]
+            train = raw["train"] + raw.get("unlabelled", [])
             if not path.exists():
                 fit_histogram_landmarks(train, self.modalities_present(train), path)
             self.config = dataclasses.replace(self.config, histogram_landmarks=str(path))
@@ -169,7 +169,7 @@ class _CachedDataModule(L.LightningDataModule):
                     split = load_split(self.split_path)
         check_leakage(split, sessions_table(dataset.subjects))
         if self.label_fraction is None:
-            return {**split.fold(self.fold), "unlabelled": []}
+            return split.fold(self.fold)
         return labelled_subset(self.split_path, self.fold, self.label_fraction, self.label_seed,
                                dataset.participants)
 
@@ -203,7 +203,7 @@ class _CachedDataModule(L.LightningDataModule):
 
     def _unlabelled(self) -> list[tio.Subject]:
         self._require_setup()
-        if not self.subjects["unlabelled"]:
+        if not self.subjects.get("unlabelled"):
             raise ValueError("no unlabelled subjects: set the datamodule's label_fraction below 1 "
                              "(e.g. label_fraction: 0.1) for semi-supervised training")
         return self._select(self.subjects["unlabelled"], labels=False)

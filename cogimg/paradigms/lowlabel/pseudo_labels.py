@@ -45,7 +45,7 @@ def write_pseudo_labels(task, datamodule, out_dir: str | Path, threshold: float)
     doc) under ``out_dir``. Returns the table written as ``pseudo_labels.csv``."""
     out = check_outside_dataset(out_dir, datamodule.data_root)
     labelled = {str(s["subject_id"]) for s in datamodule.subjects["train"]}
-    subjects = datamodule.subjects["unlabelled"]
+    subjects = datamodule.subjects.get("unlabelled", [])
     if overlap := sorted(labelled & {str(s["subject_id"]) for s in subjects}):
         raise RuntimeError(f"subjects {overlap} are both labelled and unlabelled")
     was_training = task.training
