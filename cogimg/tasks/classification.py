@@ -17,6 +17,12 @@ Validation and test keep one row per subject in ``self.subject_rows[stage]``
 subjects (a subject seen twice — e.g. two sessions — counts once, with its probabilities
 averaged). The test stage also logs 95 % bootstrap intervals
 (``test/balanced_accuracy_ci_low`` / ``_ci_high``, stratified, 1000 resamples).
+
+Calibration: the logits of the latest validation epoch are kept, and every checkpoint
+saved right after it stores a temperature fitted on them by NLL
+(:func:`~cogimg.metrics.calibration.calibration_summary`) under
+``checkpoint["cogimg"]["calibration"]``; ``cogimg clinical`` reports probabilities
+``softmax(logits / T)`` with it.
 Under DDP each process scores its own shard of subjects and Lightning averages the values.
 """
 
@@ -31,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cogimg.metrics.calibration import calibration_summary
 from cogimg.metrics.classification import bootstrap_ci, classification_report
 from cogimg.paradigms.adaptation.domain import AdaptationConfig, DomainAdaptation, subject_sites
 from cogimg.paradigms.fusion import FUSIONS, build_fusion_model
@@ -124,6 +131,9 @@ class ClassificationTask(BaseTask):
         self.num_classes = len(self.classes)
         super().__init__(model, model_kwargs, lr, weight_decay, optimizer, scheduler, warmup_steps)
         self._losses: dict[str, list[float]] = {"val": [], "test": []}
+        # Validation logits/labels of the current epoch and the step they belong to (calibration).
+        self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._val_outputs_step: int | None = None
 
     # -- hooks ---------------------------------------------------------------------------
     def configure_models(self) -> None:
@@ -261,6 +271,8 @@ class ClassificationTask(BaseTask):
         label = batch["label"].long()
         logits = self._logits(batch)
         self._losses[stage].append(float(self._loss(logits, label)) * label.shape[0])
+        if stage == "val":
+            self._val_outputs.append((logits.detach().float().cpu(), label.cpu()))
         prob = logits.float().softmax(dim=1).cpu().numpy()
         ids = batch.get("subject_id") or [f"{stage}-{len(self.subject_rows[stage]) + i}"
                                           for i in range(len(label))]
@@ -308,6 +320,7 @@ class ClassificationTask(BaseTask):
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._losses["val"] = []
+        self._val_outputs, self._val_outputs_step = [], None
 
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
@@ -315,6 +328,18 @@ class ClassificationTask(BaseTask):
 
     def on_validation_epoch_end(self) -> None:
         self._log_summary("val")
+        if self._val_outputs and not (self._trainer is not None and self.trainer.sanity_checking):
+            self._val_outputs_step = self.global_step
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # Only logits of the weights being saved calibrate them (not those of an earlier epoch).
+        if self._val_outputs and self._val_outputs_step == self.global_step:
+            logits = torch.cat([z for z, _ in self._val_outputs]).numpy()
+            labels = torch.cat([y for _, y in self._val_outputs]).numpy()
+            checkpoint["cogimg"]["calibration"] = {
+                **calibration_summary(logits, labels), "fitted_on": "validation",
+                "global_step": int(self.global_step)}
 
     def on_test_epoch_end(self) -> None:
         self._log_summary("test")
