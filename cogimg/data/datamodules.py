@@ -43,6 +43,7 @@ from cogimg.data.augmentation import augmentation
 from cogimg.data.bids import load_dataset
 from cogimg.data.cache import VolumeCache
 from cogimg.data.label_fractions import labelled_subset
+from cogimg.data.ood import summarise_inputs
 from cogimg.data.sampling import (
     LabelPatchSampler,
     SeededQueue,
@@ -100,13 +101,17 @@ class _CachedDataModule(L.LightningDataModule):
         self.num_workers, self.seed = num_workers, seed
         self.subjects: dict[str, list[tio.Subject]] = {}
         self.split_path: Path | None = None
+        self.input_summary: dict | None = None
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Stored in every checkpoint: what ``cogimg predict`` needs to preprocess a new scan
         exactly as in training (preset, input modalities in channel order, preprocessing)."""
-        return {"preset": self.preset.name, "modalities": list(self.modalities),
-                "preprocessing": self.config.to_dict()}
+        state = {"preset": self.preset.name, "modalities": list(self.modalities),
+                 "preprocessing": self.config.to_dict()}
+        if self.input_summary is not None:  # training-input statistics: the OOD check's reference
+            state["input_summary"] = self.input_summary
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         pass  # the datamodule is rebuilt from its config; nothing to restore
@@ -140,6 +145,8 @@ class _CachedDataModule(L.LightningDataModule):
         by_id = {s["subject_id"]: s for s in everything}
         self.subjects = {subset: [by_id[s["subject_id"]] for s in members] for subset, members in raw.items()}
         self.cache = cache
+        self.input_summary = summarise_inputs(self.subjects["train"],
+                                              self.modalities_present(self.subjects["train"]))
         self._after_prepare()
 
     def modalities_present(self, subjects) -> list[str]:
