@@ -1,8 +1,9 @@
-"""Clinical-workflow inference: NIfTI in, lesion mask NIfTI + JSON report out (detection
+"""Clinical-workflow inference: NIfTI or DICOM in, lesion mask NIfTI + JSON report out (detection
 checkpoints: ``<subject_id>_pred_boxes.json`` with boxes in native voxels and mm, score, class).
 
 ``predict_dataset`` applies a trained segmentation checkpoint to a single NIfTI, a BIDS
-subject folder or a whole BIDS tree. Each scan goes through the same preprocessing as in
+subject folder, a whole BIDS tree, a DICOM series folder or a folder of cases
+(:mod:`cogimg.data.inputs`). Each scan goes through the same preprocessing as in
 training (stored in the checkpoint by the datamodule), Gaussian sliding-window inference,
 and back onto the native grid of its reference modality (affine and header of the input),
 so the mask overlays the scan the clinician opened. Per subject it writes
@@ -16,7 +17,7 @@ import importlib
 import json
 import tempfile
 from collections.abc import Iterator
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import nibabel as nib
@@ -27,6 +28,7 @@ import torchio as tio
 from cogimg.data.bids import load_dataset
 from cogimg.data.boxes import boxes_from_mask, mm_box_to_voxel, voxel_box_to_mm
 from cogimg.data.cache import VolumeCache, invert_to_native, read_meta
+from cogimg.data.inputs import InputError, find_cases
 from cogimg.data.transforms import PreprocessingConfig
 from cogimg.diseases import get_preset
 from cogimg.io import atomic_save_nifti, atomic_write_text
@@ -38,15 +40,26 @@ class CheckpointError(ValueError):
     """A checkpoint that ``cogimg predict`` cannot use (names the file and what is missing)."""
 
 
-def load_task(ckpt: str | Path, map_location: str = "cpu") -> tuple[BaseTask, dict]:
-    """Rebuild a task and its data settings from a Lightning checkpoint.
+@dataclass
+class Checkpoint:
+    """What a cogimg checkpoint holds for inference (see :func:`read_checkpoint`)."""
+
+    path: Path
+    task: BaseTask
+    data: dict
+    calibration: dict | None = None
+    input_summary: dict | None = None
+
+
+def read_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> Checkpoint:
+    """Rebuild a task, its data settings, its calibration and training-input summary.
 
     The file is read with ``torch.load(weights_only=True)`` (no pickled code runs), the task
     class must live in ``cogimg.tasks`` and the data settings are those the datamodule stored
-    (see ``_CachedDataModule.state_dict``).
-
-    Returns:
-        the task in eval mode and ``{"preset", "modalities", "preprocessing"}``.
+    (see ``_CachedDataModule.state_dict``). ``calibration``: the temperature fitted on the
+    validation logits (classification, :mod:`cogimg.metrics.calibration`); ``input_summary``:
+    the training inputs' statistics for :func:`cogimg.data.ood.ood_report`. Both are ``None``
+    in checkpoints written before they existed.
     """
     ckpt = Path(ckpt)
     try:
@@ -68,7 +81,15 @@ def load_task(ckpt: str | Path, map_location: str = "cpu") -> tuple[BaseTask, di
     # LightningCLI adds bookkeeping keys such as "_class_path" to the hyper-parameters.
     task = cls(**{k: v for k, v in state["hyper_parameters"].items() if not k.startswith("_")})
     task.load_state_dict(state["state_dict"])
-    return task.eval(), data
+    settings = {k: v for k, v in data.items() if k != "input_summary"}
+    return Checkpoint(ckpt, task.eval(), settings, info.get("calibration"), data.get("input_summary"))
+
+
+def load_task(ckpt: str | Path, map_location: str = "cpu") -> tuple[BaseTask, dict]:
+    """The task in eval mode and ``{"preset", "modalities", "preprocessing"}`` of a checkpoint
+    (:func:`read_checkpoint`)."""
+    loaded = read_checkpoint(ckpt, map_location)
+    return loaded.task, loaded.data
 
 
 def preprocessing_config(data: dict) -> PreprocessingConfig:
@@ -78,29 +99,30 @@ def preprocessing_config(data: dict) -> PreprocessingConfig:
 
 def subjects_from_input(path: str | Path, modalities: tuple[str, ...],
                         preset_name: str) -> list[tio.Subject]:
-    """Subjects to predict: a NIfTI file (single-modality models), a BIDS subject folder
-    (``…/sub-X``) or a BIDS root. Every subject must have all ``modalities``."""
+    """Subjects to predict: a BIDS root or subject folder (``…/sub-X``), or what
+    :func:`cogimg.data.inputs.find_cases` reads besides: a NIfTI file or DICOM series folder
+    (single-modality models), a case folder of modality-named NIfTI files / DICOM series, or
+    a folder of those. Every subject must have all ``modalities``; any unusable input raises."""
     path = Path(path)
-    if path.is_file():
-        if len(modalities) != 1:
-            raise ValueError(f"{path}: the model reads {list(modalities)}; pass a BIDS subject "
-                             "folder or tree holding all of them, not one file")
-        sid = path.name.split(".nii")[0]
-        return [tio.Subject(**{modalities[0]: tio.ScalarImage(path)}, subject_id=sid,
-                            participant_id=sid, labels=())]
-    if not path.is_dir():
+    if not path.exists():
         raise FileNotFoundError(f"--input {path} does not exist")
-    participant = None
-    if path.name.startswith("sub-"):
-        participant, path = path.name, path.parent
-        if path.name == "rawdata":
-            path = path.parent
-    dataset = load_dataset(path, required_modalities=modalities)
-    subjects = [s for s in dataset.subjects
-                if participant is None or s["participant_id"] == participant]
-    if not subjects:
-        raise ValueError(f"no subject {participant or ''} with {list(modalities)} under {path}")
-    return subjects
+    if path.is_dir() and ((path / "participants.tsv").is_file() or path.name.startswith("sub-")):
+        participant = None
+        if path.name.startswith("sub-"):
+            participant, path = path.name, path.parent
+            if path.name == "rawdata":
+                path = path.parent
+        dataset = load_dataset(path, required_modalities=modalities)
+        subjects = [s for s in dataset.subjects
+                    if participant is None or s["participant_id"] == participant]
+        if not subjects:
+            raise ValueError(f"no subject {participant or ''} with {list(modalities)} under {path}")
+        return subjects
+    cases, errors = find_cases(path, modalities)
+    if errors:
+        raise InputError("; ".join(f"{where}: {why}" if where not in why else why
+                                   for where, why in errors))
+    return [case.subject_for(modalities) for case in cases]
 
 
 def lesion_report(mask: nib.Nifti1Image) -> dict:
@@ -202,7 +224,7 @@ def _predict_boxes(task, image, subject, processed, out: Path, overwrite: bool, 
     if not overwrite and json_path.exists():
         raise FileExistsError(f"{json_path} exists; pass --overwrite to replace it")
     meta = read_meta(processed["cache_entry"])
-    native_affine = nib.load(subject[meta["reference"]].path).affine
+    native_affine = np.asarray(meta["images"][meta["reference"]]["native"]["affine"])
     report = {"subject_id": sid, **info, "boxes": json_path.name,
               **detection_report(task, image, meta, native_affine)}
     atomic_write_text(json_path, json.dumps(report, indent=2))

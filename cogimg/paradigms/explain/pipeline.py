@@ -77,9 +77,8 @@ def explain_inputs(ckpt: str | Path, input_path: str | Path, output_dir: str | P
     ``<id>_desc-<method>_saliency.png`` (overlay) and ``<id>_desc-<method>_saliency.json``.
     Existing files are not replaced unless ``overwrite``. Returns the JSON records.
     """
-    import nibabel as nib
-
     from cogimg.data.cache import VolumeCache, read_meta
+    from cogimg.data.inputs import native_nifti
     from cogimg.io import atomic_write_text
     from cogimg.paradigms.explain.export import save_overlay_png, save_saliency_nifti
     from cogimg.predict import load_task, preprocessing_config, subjects_from_input
@@ -107,7 +106,7 @@ def explain_inputs(ckpt: str | Path, input_path: str | Path, output_dir: str | P
             saliency, info = explain_volume(task, image, method, target, options)
             native = save_saliency_nifti(saliency, meta, paths[".nii.gz"])
             reference = meta["reference"]
-            background = nib.load(meta["images"][reference]["native"]["path"])
+            background = native_nifti(subject[reference])
             title = f"{sid} · {method} · {info['target']}"
             save_overlay_png(native, background, paths[".png"], title=title)
             record = {"subject_id": sid, "checkpoint": str(ckpt), "preset": data["preset"],
