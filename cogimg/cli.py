@@ -39,6 +39,7 @@ PLAIN_SUBCOMMANDS = {
     "outcome": "outcome",
     "lsm": "lsm",
     "annotate": "annotate",
+    "clinical": "clinical",
 }
 
 

@@ -74,6 +74,38 @@ def atomic_save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> Path:
     return path
 
 
+@contextmanager
+def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden temporary folder next to ``path``, renamed to ``path`` on success: a
+    reader sees no folder, the old one or the complete new one, never a half-filled one.
+
+    ``FileExistsError`` up front when ``path`` exists and not ``overwrite``. With
+    ``overwrite`` the old folder is moved aside, the new one renamed in, then the old one
+    deleted. When the ``with`` block raises, the temporary folder is removed.
+    """
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_hex(6)
+    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.{token}.old")
+            os.rename(path, old)
+            os.rename(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _fsync(path: Path) -> None:
     # Flush the data to disk before the rename publishes it, so a power loss cannot leave
     # the new name pointing at an empty file. O_RDWR because Windows refuses fsync on a
@@ -85,4 +117,4 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["atomic_path", "atomic_save_nifti", "atomic_write_text"]
+__all__ = ["atomic_directory", "atomic_path", "atomic_save_nifti", "atomic_write_text"]
