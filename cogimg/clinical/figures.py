@@ -50,26 +50,27 @@ def lesion_cuts_mm(lesions: list[dict], max_slices: int = MAX_SLICES, min_gap_mm
 def save_lesion_overlay_png(mask: nib.Nifti1Image, background: nib.Nifti1Image, lesions: list[dict],
                             path: str | Path, title: str = "") -> Path:
     """Axial slices of ``background`` through the largest lesions with ``mask`` in red
-    (radiological convention off: left is left, as nilearn draws); written atomically."""
+    (neurological view, patient L/R marked); written atomically. No title: the report has one."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
     from nilearn import plotting
 
     if background.ndim > 3:
         background = background.slicer[..., 0]
     cuts = lesion_cuts_mm(lesions)
-    figure = plt.figure(figsize=(10, 2.6))
+    n_panels = max(len(cuts), 3) if cuts else MAX_SLICES
+    figure = plt.figure(figsize=(1.9 * n_panels, 2.3))
     try:
-        common = dict(bg_img=background, display_mode="z", figure=figure, black_bg=True,
-                      draw_cross=False, annotate=True, title=title or None)
+        common = {"display_mode": "z", "figure": figure, "black_bg": True, "draw_cross": False,
+                  "annotate": True, "title": title or None}
         if cuts:
-            plotting.plot_roi(mask, cut_coords=cuts if len(cuts) > 1 else [cuts[0]],
-                              cmap="autumn", alpha=0.65, **common)
+            plotting.plot_roi(mask, bg_img=background, cut_coords=cuts, cmap=ListedColormap(["red"]),
+                              alpha=0.55, colorbar=False, **common)
         else:  # nothing to mark: the scan itself, evenly spaced slices
-            common.pop("bg_img")
-            plotting.plot_anat(background, cut_coords=MAX_SLICES, dim=0, **common)
+            plotting.plot_anat(background, cut_coords=MAX_SLICES, dim=0, colorbar=False, **common)
         with atomic_path(path, suffix=".png") as tmp:
             figure.savefig(tmp, dpi=100, facecolor="black")
     finally:

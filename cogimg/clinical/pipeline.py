@@ -89,8 +89,7 @@ def run_case(case: Case, models: list[Model], folder: Path, device: str = "cpu",
             names = {"mask": f"{cid}_lesion_msk.nii.gz", "figure": f"{cid}_lesions.png"}
             atomic_save_nifti(mask, folder / names["mask"])
             with cheap_gc():
-                save_lesion_overlay_png(mask, background, lesions["lesions"], folder / names["figure"],
-                                        title=f"{cid}: predicted lesions (red) on {reference}")
+                save_lesion_overlay_png(mask, background, lesions["lesions"], folder / names["figure"])
             report["segmentation"] = {**names, "reference_modality": reference, **lesions, "ood": ood}
         elif model.role == "detection":
             report["detection"] = {**detect(model, prepared), "ood": ood}
@@ -144,7 +143,7 @@ def run_batch(input_path: str | Path, output_dir: str | Path, models: list[Model
         try:
             with atomic_directory(out / case.case_id, overwrite=overwrite) as tmp:
                 report = run_case(case, models, tmp, device, saliency, ood_threshold)
-        except Exception as exc:  # one failed case must not stop the batch; it is listed
+        except Exception as exc:  # noqa: BLE001 -- one failed case must not stop the batch; it is listed
             errors.append({"input": str(case.source), "case_id": case.case_id,
                            "reason": f"{type(exc).__name__}: {exc}"})
             continue

@@ -22,7 +22,8 @@ body { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: #
        max-width: 1080px; margin: 16px auto; padding: 0 16px; }
 h1 { font-size: 22px; margin: 0 0 2px; } h2 { font-size: 17px; margin: 18px 0 6px;
      border-bottom: 2px solid #d8dee4; padding-bottom: 3px; }
-.sub { color: #57606a; font-size: 12px; } .grid { display: flex; gap: 24px; flex-wrap: wrap; }
+.sub { color: #57606a; font-size: 12px; }
+.grid { display: flex; gap: 24px; flex-wrap: wrap; align-items: flex-start; }
 .kv td { padding: 1px 12px 1px 0; } .kv td:first-child { color: #57606a; }
 table.t { border-collapse: collapse; margin: 6px 0; } table.t th, table.t td {
   border-bottom: 1px solid #e5e8eb; padding: 3px 10px; text-align: right; }
@@ -78,13 +79,16 @@ def _segmentation(seg: dict, folder: Path) -> str:
             "report.</p>" if len(lesions) > MAX_ROWS else "")
     table = (f'<table class="t"><tr><th>Lesion</th><th>Volume (mL)</th><th>Centroid x, y, z (mm, RAS)</th>'
              f"</tr>{rows}</table>{more}" if lesions else "<p>No lesion predicted.</p>")
+    scan = _e(seg["reference_modality"])
+    where = (f"Predicted lesion in red on the {scan} scan, axial slices through the largest lesions"
+             if lesions else f"No lesion predicted: the {scan} scan, evenly spaced axial slices")
     return (f"<h2>Lesion segmentation</h2><div class='grid'>"
             f"<div class='card'>Lesions<div class='big'>{seg['n_lesions']}</div></div>"
             f"<div class='card'>Total volume<div class='big'>{seg['total_volume_ml']:.2f} mL</div></div>"
             f"<div>{table}</div></div>"
             f"{_figure(folder, seg.get('figure'), 'predicted lesions')}"
-            f"<p class='note'>Mask: {_e(seg['mask'])} (on the grid of the {_e(seg['reference_modality'])} "
-            "scan). Axial slices through the largest lesions; image left = patient left.</p>")
+            f"<p class='note'>{where} (z in mm; L/R = patient left/right). Mask: "
+            f"{_e(seg['mask'])}, on the grid of that scan.</p>")
 
 
 def _detection(det: dict) -> str:

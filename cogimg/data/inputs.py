@@ -163,7 +163,7 @@ def _bids_cases(root: Path, participant: str | None) -> tuple[list[Case], list[t
     dataset = load_dataset(root, strict=False)
     errors = [(f"{root / p.path_or_key}" if "/" in p.path_or_key else p.path_or_key, p.message)
               for p in dataset.errors if participant is None or participant in str(p.path_or_key)]
-    cases = [Case(s["subject_id"], root / s["participant_id"],
+    cases = [Case(s["subject_id"], Path(s[s["modalities"][0]].path).parent,
                   {k: s[k] for k in s["modalities"]}, s)
              for s in dataset.subjects if participant is None or s["participant_id"] == participant]
     if participant is not None and not cases and not errors:
@@ -190,7 +190,7 @@ def find_cases(path: str | Path, modalities: tuple[str, ...] | list[str] = ()
             raise InputError(f"{path}: not a NIfTI file (.nii, .nii.gz); for DICOM pass the series folder")
         try:
             return [_lone(path)], []
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- reported as this input's error
             return [], [(str(path), str(exc))]
     if (path / "participants.tsv").is_file():
         return _bids_cases(path, None)
@@ -199,7 +199,7 @@ def find_cases(path: str | Path, modalities: tuple[str, ...] | list[str] = ()
         return _bids_cases(root, path.name)
     try:
         case = _lone(path) if is_dicom_series(path) else _case_folder(path, known)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- reported as this input's error
         return [], [(str(path), str(exc))]
     if case is not None:
         return [case], []
@@ -215,7 +215,7 @@ def find_cases(path: str | Path, modalities: tuple[str, ...] | list[str] = ()
                                  f"folder of modality-named images ({', '.join(sorted(known.values()))})")
             if found.case_id in seen:
                 raise InputError(f"{entry}: case id {found.case_id!r} is already taken by another input")
-        except Exception as exc:  # one unreadable input must not stop the batch
+        except Exception as exc:  # noqa: BLE001 -- one unreadable input must not stop the batch
             errors.append((str(entry), str(exc)))
             continue
         seen.add(found.case_id)

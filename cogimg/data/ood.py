@@ -169,8 +169,9 @@ def ood_report(features: dict[str, float], summary: dict | None,
         z = abs(value - ref["median"]) / ref["scale"] if math.isfinite(value) else math.inf
         scored[name] = z
         if z > threshold:
-            reasons.append((z, f"{describe(name)}: {value:.3g} vs training median {ref['median']:.3g} "
-                               f"(range {ref['min']:.3g} to {ref['max']:.3g}; {z:.1f} robust SD)"))
+            text = (f"{describe(name)}: {value:.3g} vs training median {ref['median']:.3g} "
+                    f"(range {ref['min']:.3g} to {ref['max']:.3g}; {z:.1f} robust SD)")
+            reasons.append((z, text))
     score = max([*scored.values(), *(z for z, _ in reasons)], default=0.0)
     reasons.sort(key=lambda r: -r[0])
     return {"flag": bool(score > threshold), "score": round(float(score), 3) if math.isfinite(score) else None,

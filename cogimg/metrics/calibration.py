@@ -86,7 +86,7 @@ def calibration_summary(logits, labels) -> dict:
     same samples (in-sample: the fit's own data, so it shows the size of the correction)."""
     z, y = _logits_labels(logits, labels)
     t = fit_temperature(z, y)
-    return {"temperature": t, "n": int(len(y)),
+    return {"temperature": t, "n": len(y),
             "nll_before": temperature_nll(z, y, 1.0), "nll_after": temperature_nll(z, y, t),
             "ece_before": expected_calibration_error(calibrated_probabilities(z), y),
             "ece_after": expected_calibration_error(calibrated_probabilities(z, t), y)}

@@ -123,3 +123,23 @@ def test_checkpoint_without_summary_or_temperature_reports_null_and_warns(checkp
     page = html.unescape((tmp_path / "o" / "p" / "p_report.html").read_text(encoding="utf-8"))
     assert "Input check not done" in page and "NOT calibrated" in page
     assert len(report["warnings"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_report_of_the_real_isles22_case_lands_on_its_grid(isles22_root, checkpoints, tmp_path):
+    import nibabel as nib
+
+    code = main(["clinical", "--seg-ckpt", str(checkpoints["seg"]), "--input", str(isles22_root),
+                 "--output", str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
+    sid = "sub-strokecase0001_ses-0001"
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
+    assert summary["n_written"] == 1 and code == summary["exit_code"] == (3 if summary["ood_flagged"] else 0)
+    report = json.loads((tmp_path / "o" / sid / f"{sid}_report.json").read_text(encoding="utf-8"))
+    dwi = nib.load(next(isles22_root.rglob("*_dwi.nii.gz")))
+    mask = nib.load(tmp_path / "o" / sid / report["segmentation"]["mask"])
+    assert mask.shape == dwi.shape == tuple(report["scan"]["shape"]) == (112, 112, 73)
+    np.testing.assert_allclose(mask.affine, dwi.affine, atol=1e-5)
+    assert report["ood"] is not None and report["ood"]["score"] is not None
+    page = (tmp_path / "o" / sid / f"{sid}_report.html").read_text(encoding="utf-8")
+    assert "112 × 112 × 73 voxels of 2.00 × 2.00 × 2.00 mm" in page
