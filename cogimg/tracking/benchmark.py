@@ -5,8 +5,13 @@ every seed under a wall-time budget (each fit a normal run directory) → ``lead
 tex|html``, ``figures/`` and ``report.html`` in ``--out``. Rerunning skips finished fits, so
 an interrupted job continues. The benchmark file (see ``experiments/quickstart.yaml``) holds
 ``cohort`` (``generate_cohort`` arguments), ``seeds``, common ``overrides``, ``experiments``
-(``config`` + ``budget_s`` each) and a ``full`` preset that replaces cohort, seeds, budgets
-and overrides for a GPU.
+(``config``, optional ``overrides`` of its own, e.g. ``--trainer.max_steps``, and an optional
+``budget_s`` wall-time cap) and a ``full`` preset that replaces cohort, seeds and overrides
+and drops the per-experiment overrides and caps, for a GPU.
+
+Size training in steps or epochs, not seconds: a seeded run then gives the same numbers on
+any machine; a ``budget_s`` cap that is hit makes the result depend on the machine's speed
+(the run's ``result.json`` records its steps).
 
 Layout of ``--out``: ``data/`` (BIDS cohort), ``cache/`` (preprocessed volumes, splits),
 ``runs/<experiment>/seed<k>/`` (``result.json`` + ``lightning_logs/version_0/`` run dir).
@@ -23,6 +28,7 @@ import yaml
 from cogimg.io import atomic_write_text
 
 BENCH_KEYS = {"cohort", "seeds", "overrides", "experiments", "full"}
+EXPERIMENT_KEYS = {"config", "overrides", "budget_s"}
 DEFAULT_FILE = "experiments/quickstart.yaml"
 
 
@@ -47,9 +53,13 @@ def load_benchmark(path: str | Path, full: bool = False) -> dict:
     experiments = spec.get("experiments")
     if not isinstance(experiments, list) or not experiments or not all(
             isinstance(e, dict) and "config" in e for e in experiments):
-        raise ValueError(f"{path}: experiments must be a list of {{config: FILE, budget_s: SECONDS}}")
+        raise ValueError(f"{path}: experiments must be a list of {{config: FILE, overrides: [...], "
+                         "budget_s: SECONDS}}")
     repo = path.resolve().parent.parent
     for e in experiments:
+        if unknown := set(e) - EXPERIMENT_KEYS:
+            raise ValueError(f"{path}: experiment {e['config']!r}: unknown key(s) {sorted(unknown)}; "
+                             f"allowed: {sorted(EXPERIMENT_KEYS)}")
         config = Path(e["config"]) if Path(e["config"]).is_file() else repo / e["config"]
         if not config.is_file():
             raise FileNotFoundError(f"{path}: experiment config {e['config']!r} not found")
@@ -59,9 +69,8 @@ def load_benchmark(path: str | Path, full: bool = False) -> dict:
         spec["cohort"] = preset.get("cohort", spec.get("cohort"))
         spec["seeds"] = preset.get("seeds", spec.get("seeds"))
         spec["overrides"] = preset.get("overrides", spec.get("overrides"))
-        if "budget_s" in preset:
-            for e in experiments:
-                e["budget_s"] = preset["budget_s"]
+        for e in experiments:
+            e["overrides"], e["budget_s"] = [], preset.get("budget_s")
     spec.setdefault("seeds", [0])
     spec.setdefault("overrides", [])
     return spec
@@ -104,10 +113,11 @@ def run_benchmark(path: str | Path, out: str | Path, full: bool = False, workers
         result = run_experiment(
             experiment["config"], run_dir, name=name, budget_s=experiment.get("budget_s"),
             overrides=["--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(cache),
-                       "--seed_everything", str(seed), *map(str, spec["overrides"])])
+                       "--seed_everything", str(seed), *map(str, spec["overrides"]),
+                       *map(str, experiment.get("overrides", []))])
         primary = next((f"{k}={v:.3f}" for k, v in result.metrics.items()
                         if k in ("val/dice", "val/balanced_accuracy")), "")
-        bar.write(f"      {name} seed {seed}: {primary} after {result.train_s:.0f} s")
+        bar.write(f"      {name} seed {seed}: {primary} after {result.steps} steps, {result.train_s:.0f} s")
 
     print("[4/4] leaderboard, figures, report", flush=True)
     runs, skipped = find_runs(out / "runs")

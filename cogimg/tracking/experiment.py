@@ -1,4 +1,4 @@
-"""Run one experiment YAML with a wall-time budget and record how it learned.
+"""Run one experiment YAML (optionally under a wall-time cap) and record how it learned.
 
 Shared by ``cogimg demo`` and the benchmarks that compare architectures: the YAML (plus
 overrides) is parsed by the same LightningCLI as ``cogimg fit``, a callback records the
@@ -64,6 +64,7 @@ class ExperimentResult:
     name: str
     model: str
     params: int
+    steps: int
     train_s: float
     latency_s: float
     peak_rss_gb: float
@@ -83,8 +84,8 @@ def peak_rss_gb() -> float:
 def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str] = (),
                    budget_s: float | None = None, name: str | None = None, callbacks: list = (),
                    ckpt_path: str | Path | None = None) -> ExperimentResult:
-    """Fit ``config`` (with LightningCLI-style ``overrides``) for at most ``budget_s`` seconds
-    of wall time, then validate the final weights; writes ``result.json`` and
+    """Fit ``config`` (with LightningCLI-style ``overrides``; for at most ``budget_s`` seconds
+    of wall time when given), then validate the final weights; writes ``result.json`` and
     ``subjects.csv`` into ``run_dir``. ``callbacks`` are added to the trainer's (e.g. a
     pruning callback); ``ckpt_path`` resumes that checkpoint's run."""
     run_dir = Path(run_dir)
@@ -110,7 +111,8 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
         update_metrics(log_dir, latency_s=round(latency, 4))
     result = ExperimentResult(
         name=name or Path(config).stem, model=task.hparams.model,
-        params=sum(p.numel() for p in task.parameters()), train_s=round(train_s, 1),
+        params=sum(p.numel() for p in task.parameters()), steps=cli.trainer.global_step,
+        train_s=round(train_s, 1),
         latency_s=round(latency, 3), peak_rss_gb=round(peak_rss_gb(), 2),
         metrics={k: float(v) for k, v in final.items()}, curve=curve.points, run_dir=str(log_dir))
     run_dir.mkdir(parents=True, exist_ok=True)

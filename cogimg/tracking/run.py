@@ -217,8 +217,10 @@ def default_loggers(root_dir: str | Path, experiment: str, version: int | str | 
             # W&B keeps one run per process and WandbLogger would reuse it: close the previous
             # fit's run so that fits in one process (benchmark, sweep) get their own.
             wandb.finish()
+        # The CSV logger creates the run directory first: created by W&B instead, it would be
+        # non-empty and the CSV logger would warn that it deletes "previous" log files.
+        csv.experiment  # noqa: B018
         run_dir = Path(csv.log_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
         if mode == "offline":
             os.environ["WANDB_MODE"] = "offline"  # also covers wandb calls outside the logger
         os.environ.setdefault("WANDB_SILENT", "true")
@@ -322,7 +324,9 @@ class RunRecorder(Callback):
         return {
             "run_id": self.run_id, "experiment": self.experiment,
             "task": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
-            "model": hp.get("model"), "variant": self.variant or hp.get("fusion") or "default",
+            # fusion "tabular" never builds the image backbone that hparams still name
+            "model": "tabular_mlp" if hp.get("fusion") == "tabular" else hp.get("model"),
+            "variant": self.variant or hp.get("fusion") or "default",
             "params": sum(p.numel() for p in pl_module.parameters()),
             "seed": self.seed, "command": sys.argv, "cwd": os.getcwd(),
             "config_files": {c: file_sha256(c) for c in self.config_files if Path(c).is_file()},

@@ -68,8 +68,13 @@ def test_quickstart_benchmark_file():
     stems = [e["config"].rsplit("/", 1)[-1] for e in spec["experiments"]]
     assert sum(s.startswith("seg_") for s in stems) >= 3 and sum(s.startswith("cls_") for s in stems) >= 2
     assert any(s.startswith("fusion_") for s in stems) and len(spec["seeds"]) >= 2
+    # sized in steps/epochs (reproducible on any machine), not in seconds
+    assert all(e.get("budget_s") is None for e in spec["experiments"])
+    assert all("--trainer.max_steps" in e["overrides"] or "--trainer.max_epochs" in e["overrides"]
+               for e in spec["experiments"])
     full = load_benchmark("experiments/quickstart.yaml", full=True)
-    assert all(e["budget_s"] is None for e in full["experiments"]) and full["cohort"]["subjects"] > 120
+    assert all(e["budget_s"] is None and e["overrides"] == [] for e in full["experiments"])
+    assert full["cohort"]["subjects"] > 120 and len(full["seeds"]) >= 3
 
 
 def test_benchmark_file_errors(tmp_path):
@@ -79,4 +84,7 @@ def test_benchmark_file_errors(tmp_path):
         load_benchmark(bad)
     bad.write_text("experimens: []\n")
     with pytest.raises(ValueError, match="unknown key"):
+        load_benchmark(bad)
+    bad.write_text("experiments: [{config: experiments/ad/cls_tabular.yaml, budget: 10}]\n")
+    with pytest.raises(ValueError, match=r"cls_tabular.yaml.*unknown key\(s\) \['budget'\]"):
         load_benchmark(bad)
