@@ -143,3 +143,27 @@ def test_report_of_the_real_isles22_case_lands_on_its_grid(isles22_root, checkpo
     assert report["ood"] is not None and report["ood"]["score"] is not None
     page = (tmp_path / "o" / sid / f"{sid}_report.html").read_text(encoding="utf-8")
     assert "112 × 112 × 73 voxels of 2.00 × 2.00 × 2.00 mm" in page
+
+
+def test_detection_checkpoint_adds_its_boxes_and_an_unchecked_ood_entry(checkpoints, cohorts, tmp_path):
+    from cogimg.data.transforms import PreprocessingConfig
+    from cogimg.tasks.detection import DetectionTask
+    from tests.paradigms.test_explain_command import save_checkpoint
+
+    torch.manual_seed(0)
+    task = DetectionTask("centernet_3d", in_channels=2, patch_size=(16, 16, 16), score_threshold=0.0,
+                         max_detections=3, model_kwargs={"channels": [8, 16], "strides": [2]}).eval()
+    det = save_checkpoint(task, tmp_path / "det.ckpt", "stroke", ["dwi", "adc"],
+                          PreprocessingConfig(spacing_mm=2.0, reference="dwi"))
+    patient = make_patient(tmp_path / "p", cohorts)
+    with pytest.warns(UserWarning, match="no training-input summary"):
+        code = main(["clinical", "--seg-ckpt", str(checkpoints["seg"]), "--det-ckpt", str(det),
+                     "--input", str(patient), "--output", str(tmp_path / "o"), "--no-progress"])
+    assert code == 0
+    report = json.loads((tmp_path / "o" / "p" / "p_report.json").read_text(encoding="utf-8"))
+    found = report["detection"]["detections"]
+    assert report["detection"]["n_detections"] == len(found) == 3 and report["detection"]["ood"] is None
+    assert report["ood"]["checked_by"] == ["segmentation (seg.ckpt)"]
+    assert report["ood"]["not_checked"] == ["detection (det.ckpt)"]
+    page = (tmp_path / "o" / "p" / "p_report.html").read_text(encoding="utf-8")
+    assert "Detected abnormal regions (3)" in page and f"<td>{found[0]['score']:.2f}</td>" in page
