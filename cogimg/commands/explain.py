@@ -10,7 +10,8 @@ METHOD_CHOICES = ("gradcam", "ig", "occlusion", "rollout")
 def add_arguments(parser) -> None:
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of a cogimg task")
     parser.add_argument("--input", required=True,
-                        help="a NIfTI file (single-modality models), a BIDS subject folder or a BIDS tree")
+                        help="a NIfTI file or DICOM series folder (single-modality models), a case folder of "
+                             "modality-named NIfTI files / DICOM series, a BIDS subject folder or tree")
     parser.add_argument("--method", required=True, choices=METHOD_CHOICES,
                         help="gradcam (CNNs), ig (integrated gradients), occlusion, rollout (ViTs)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-HELP = "segment or detect lesions in new scans with a checkpoint: NIfTI/BIDS in, mask NIfTI or boxes + JSON out"
+HELP = "segment or detect lesions in new scans with a checkpoint: NIfTI/DICOM/BIDS in, mask NIfTI or boxes + JSON out"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of a cogimg task")
     parser.add_argument("--input", required=True,
-                        help="a NIfTI file (single-modality models), a BIDS subject folder or a BIDS tree")
+                        help="a NIfTI file or DICOM series folder (single-modality models), a case folder of "
+                             "modality-named NIfTI files / DICOM series, a BIDS subject folder or tree")
     parser.add_argument("--output", default="predictions", help="output folder (default ./predictions)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
