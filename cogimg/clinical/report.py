@@ -61,14 +61,16 @@ def _ood_banner(ood: dict | None) -> str:
     if ood is None:
         return ('<div class="banner none">Input check not done: the checkpoint(s) hold no summary '
                 "of their training inputs.</div>")
+    unchecked = (f" Not checked (no training summary): {_e(', '.join(ood['not_checked']))}."
+                 if ood.get("not_checked") else "")
     if not ood["flag"]:
         return (f'<div class="banner ok">Input check passed: the scan lies within the training data '
                 f'(largest deviation {_num(ood["score"], 1)} robust SD; flagged above '
-                f'{_num(ood["threshold"], 1)}).</div>')
+                f'{_num(ood["threshold"], 1)}).{unchecked}</div>')
     items = "".join(f"<li>{_e(r)}</li>" for r in ood["reasons"][:6])
     return (f'<div class="banner bad">OUT OF DISTRIBUTION: the scan differs from the training data '
             f'(deviation {_num(ood["score"], 1)} robust SD &gt; {_num(ood["threshold"], 1)}); '
-            f"treat the results below with caution.<ul>{items}</ul></div>")
+            f"treat the results below with caution.{unchecked}<ul>{items}</ul></div>")
 
 
 def _segmentation(seg: dict, folder: Path) -> str:

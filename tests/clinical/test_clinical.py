@@ -166,4 +166,5 @@ def test_detection_checkpoint_adds_its_boxes_and_an_unchecked_ood_entry(checkpoi
     assert report["ood"]["checked_by"] == ["segmentation (seg.ckpt)"]
     assert report["ood"]["not_checked"] == ["detection (det.ckpt)"]
     page = (tmp_path / "o" / "p" / "p_report.html").read_text(encoding="utf-8")
+    assert "Not checked (no training summary): detection (det.ckpt)" in page
     assert "Detected abnormal regions (3)" in page and f"<td>{found[0]['score']:.2f}</td>" in page
