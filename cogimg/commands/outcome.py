@@ -15,8 +15,8 @@ One YAML per model (``experiments/outcome/*.yaml``)::
       unmatched: exclude
     cv: {n_folds: 5, seed: 0, split: runs/outcome/soop_split.json}   # made once, then reused
     model:
-      name: svr                # svr | ridge | gbm | ensemble | cnn
-      features: [territories, covariates, log_volume]   # + map for ridge/ensemble
+      name: svr                # soop_svr | svr | kernel_ridge | ridge | gbm | ensemble | stack | cnn
+      features: [territories, covariates, log_volume]   # groups: cogimg/data/outcome_features.py
       map_coarsen: 3           # maps summed over 3³ blocks for the model (2 mm → 6 mm)
       params: {}               # build_classical overrides, or the CNN's (see CNN_DEFAULTS)
     reference:                 # optional: a model fitted on the same folds (e.g. the SOOP demo's
