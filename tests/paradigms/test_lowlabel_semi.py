@@ -4,6 +4,7 @@ pseudo-labelling training real tasks on tiny cohorts with most labels hidden."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import lightning as L
 import pandas as pd
@@ -16,6 +17,7 @@ from cogimg.data.datamodules import VolumeDataModule
 from cogimg.data.splits import make_kfold_split, save_split
 from cogimg.paradigms.lowlabel.pseudo_labels import check_outside_dataset
 from cogimg.paradigms.lowlabel.semi_supervised import (
+    SemiSupervised,
     SemiSupervisedConfig,
     consistency_loss,
     ema_update,
@@ -57,6 +59,47 @@ def test_rampup_and_losses():
     dense = torch.randn(2, 2, 4, 4, 4)
     assert float(consistency_loss(dense, dense + 1.0)) == pytest.approx(0.0, abs=1e-6)  # softmax shift
 
+
+
+def test_class_balanced_pseudo_labels_weigh_a_rare_class_like_the_background():
+    # 1 lesion voxel among 63 confident background voxels, all accepted: unbalanced, the
+    # student's mistake on the lesion voxel is diluted 64-fold; balanced, it is half the loss.
+    teacher = torch.zeros(1, 2, 4, 4, 4)
+    teacher[:, 0] = 5.0
+    teacher[0, :, 0, 0, 0] = torch.tensor([0.0, 5.0])
+    student = teacher.clone()
+    student[0, :, 0, 0, 0] = torch.tensor([2.0, 0.0])  # wrong on the lesion voxel
+    ce = F.cross_entropy(student, teacher.argmax(1), reduction="none")[0]
+    plain, accepted = pseudo_label_loss(student, teacher, threshold=0.9)
+    balanced, accepted_b = pseudo_label_loss(student, teacher, threshold=0.9, class_balanced=True)
+    assert float(accepted) == float(accepted_b) == 1.0
+    assert float(plain) == pytest.approx(float(ce.mean()))
+    background = ce.flatten()[1:].mean()
+    assert float(balanced) == pytest.approx(float((ce[0, 0, 0] + background) / 2))
+    assert float(balanced) > 10 * float(plain)
+    nothing, none_accepted = pseudo_label_loss(student, teacher, threshold=1.1, class_balanced=True)
+    assert float(nothing) == 0.0 and float(none_accepted) == 0.0
+
+
+def test_pseudo_label_rounds_can_follow_optimizer_steps_not_epochs():
+    # At 10 % labels a patch epoch can be 4 steps: rounds of 5 epochs would freeze the first
+    # teacher after 20 steps. round_steps counts optimizer steps whatever the epoch length.
+    semi = SemiSupervised(SemiSupervisedConfig.from_dict({"method": "pseudo_label",
+                                                          "round_steps": 10}))
+    model = nn.Linear(3, 2)
+    task = SimpleNamespace(model=model, global_step=0, current_epoch=0)
+    semi._update_teacher(task)
+    assert semi.round == 0
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    task.global_step, task.current_epoch = 9, 7  # many short epochs, still round 0
+    semi._update_teacher(task)
+    assert semi.round == 0 and not torch.equal(semi.teacher.weight, model.weight)
+    task.global_step = 10
+    semi._update_teacher(task)
+    assert semi.round == 1 and torch.equal(semi.teacher.weight, model.weight)
+    with pytest.raises(ValueError, match="round_steps"):
+        SemiSupervisedConfig.from_dict({"method": "pseudo_label", "round_steps": 0})
 
 def test_config_names_bad_keys():
     with pytest.raises(ValueError, match="unknown key"):

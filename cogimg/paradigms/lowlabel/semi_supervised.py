@@ -18,9 +18,14 @@ Methods:
   average of the student's weights (:func:`ema_update`, decay ``min(ema_decay, 1 - 1/(s+1))``),
   the unsupervised loss the mean squared difference of their softmax outputs.
 - ``pseudo_label`` (self-training in rounds): the teacher is a frozen copy of the student
-  taken at the start of every round of ``round_epochs`` epochs (round 0 is supervised
-  only); its predictions with confidence ≥ ``threshold`` (per voxel for segmentation,
-  per volume for classification) are cross-entropy targets, the others are ignored. With
+  taken at the start of every round of ``round_steps`` optimizer steps (or, without it,
+  ``round_epochs`` epochs — beware that an epoch shrinks with ``label_fraction``: at 10 %
+  labels a patch epoch can be 4 steps); round 0 is supervised only. The teacher's
+  predictions with confidence ≥ ``threshold`` (per voxel for segmentation, per volume for
+  classification) are cross-entropy targets, the others are ignored. For segmentation
+  (``class_balanced``), the cross-entropy is averaged per pseudo-class over its accepted
+  voxels and then over classes, as otherwise the confident background (≈ 99 % of voxels)
+  outweighs the lesion voxels by two orders of magnitude. With
   ``pseudo_label_dir``, each round's pseudo-labels are also written there (a folder outside
   the dataset, see :mod:`cogimg.paradigms.lowlabel.pseudo_labels`).
 
@@ -58,7 +63,11 @@ class SemiSupervisedConfig:
         noise_std: σ of the Gaussian noise added to the unlabelled images (z-score units).
         ema_decay: mean teacher: EMA decay of the teacher weights per step.
         threshold: pseudo_label: minimum teacher probability of a pseudo-label.
-        round_epochs: pseudo_label: epochs per self-training round.
+        round_epochs: pseudo_label: epochs per self-training round (when ``round_steps`` is None).
+        round_steps: pseudo_label: optimizer steps per self-training round (overrides
+            ``round_epochs``; independent of the label fraction's epoch length).
+        class_balanced: pseudo_label: for dense (segmentation) outputs, average the
+            cross-entropy per pseudo-class, then over classes (see the module docstring).
         unlabelled_batch_size: unlabelled samples per step (``None`` = the datamodule's).
         pseudo_label_dir: pseudo_label: write each round's pseudo-labels under this folder.
     """
@@ -70,6 +79,8 @@ class SemiSupervisedConfig:
     ema_decay: float = 0.99
     threshold: float = 0.9
     round_epochs: int = 5
+    round_steps: int | None = None
+    class_balanced: bool = True
     unlabelled_batch_size: int | None = None
     pseudo_label_dir: str | None = None
 
@@ -88,7 +99,8 @@ class SemiSupervisedConfig:
         config = cls(**options)
         checks = {"weight": config.weight >= 0, "rampup_steps": config.rampup_steps >= 0,
                   "noise_std": config.noise_std >= 0, "ema_decay": 0 <= config.ema_decay < 1,
-                  "threshold": 0 <= config.threshold <= 1, "round_epochs": config.round_epochs >= 1}
+                  "threshold": 0 <= config.threshold <= 1, "round_epochs": config.round_epochs >= 1,
+                  "round_steps": config.round_steps is None or config.round_steps >= 1}
         if bad := [k for k, ok in checks.items() if not ok]:
             raise ValueError(f"semi_supervised: out-of-range value(s) for {bad}: "
                              f"{ {k: getattr(config, k) for k in bad} }")
@@ -122,16 +134,26 @@ def consistency_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor)
 
 
 def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                      threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
+                      threshold: float, class_balanced: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy to the teacher's argmax where its probability ≥ ``threshold``.
 
-    Returns the loss (averaged over *all* samples/voxels, so unconfident ones count as 0 as
-    in FixMatch) and the accepted fraction.
+    Returns the loss and the accepted fraction. The loss is averaged over *all*
+    samples/voxels (unconfident ones count as 0, as in FixMatch), or with ``class_balanced``
+    the mean over pseudo-classes of each class's mean cross-entropy over its accepted
+    samples/voxels (0 when nothing is accepted).
     """
     confidence, target = teacher_logits.float().softmax(1).max(1)
     accepted = (confidence >= threshold).float()
     ce = F.cross_entropy(student_logits.float(), target, reduction="none")
-    return (ce * accepted).mean(), accepted.mean()
+    if not class_balanced:
+        return (ce * accepted).mean(), accepted.mean()
+    per_class = []
+    for k in range(student_logits.shape[1]):
+        mask = accepted * (target == k).float()
+        if mask.sum() > 0:
+            per_class.append((ce * mask).sum() / mask.sum())
+    loss = torch.stack(per_class).mean() if per_class else (ce * 0.0).sum()
+    return loss, accepted.mean()
 
 
 class SemiSupervised:
@@ -181,7 +203,8 @@ class SemiSupervised:
                 ema_update(self.teacher, task.model, decay)
                 self._ema_step = task.global_step
             return
-        current = task.current_epoch // self.config.round_epochs
+        current = (task.global_step // self.config.round_steps if self.config.round_steps
+                   else task.current_epoch // self.config.round_epochs)
         if current != self.round:
             self.teacher.load_state_dict(task.model.state_dict())
             self.round = current
@@ -203,7 +226,9 @@ class SemiSupervised:
         student_logits = task.unlabelled_logits(task.model, self._perturbed(batch))
         if self.config.method == "mean_teacher":
             return consistency_loss(student_logits, teacher_logits), {}
-        loss, accepted = pseudo_label_loss(student_logits, teacher_logits, self.config.threshold)
+        balanced = self.config.class_balanced and student_logits.ndim > 2
+        loss, accepted = pseudo_label_loss(student_logits, teacher_logits, self.config.threshold,
+                                           balanced)
         return loss, {"pseudo_accepted": float(accepted)}
 
     def training_step(self, task, batch: dict) -> torch.Tensor:
