@@ -30,6 +30,7 @@ objectives: [{{metric: val/balanced_accuracy, direction: maximize}}]
 n_trials: {trials}
 sampler: {{type: tpe, seed: 0, n_startup_trials: 4}}
 pruner: {pruner}
+prune_metric: {prune_metric}
 overrides: ["--trainer.max_epochs", "{epochs}", "--trainer.check_val_every_n_epoch", "1",
             "--trainer.enable_model_summary", "false"]
 space:
@@ -52,14 +53,15 @@ def trial_epochs(run_root: Path, complete: bool) -> int:
     return validated - 1 if complete else validated
 
 
-def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str) -> list[dict]:
+def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_metric: str) -> list[dict]:
     from cogimg.tracking.sweep import run_sweep
     from cogimg.tracking.sweep_spec import load_sweep
 
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "sweeps" / "pruning.yaml"
     spec_file.parent.mkdir(exist_ok=True)
-    spec_file.write_text(SPACE.format(name=f"pruning_{out.name}", trials=trials, epochs=epochs, pruner=pruner))
+    spec_file.write_text(SPACE.format(name=f"pruning_{out.name}", trials=trials, epochs=epochs, pruner=pruner,
+                                      prune_metric=prune_metric))
     spec = load_sweep(spec_file)
     spec = dataclasses.replace(spec, config=str(REPO / spec.config), overrides=(
         *spec.overrides, "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out.parent / "cache")))
@@ -88,11 +90,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_pruning"))
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--prune-metric", default="val/auroc",
+                        help="metric the pruner compares across trials (maximised like the "
+                             "objective); AUROC is finer-grained than balanced accuracy on a "
+                             "small validation set, where many trials tie")
     args = parser.parse_args()
     os.environ.setdefault("COGIMG_WANDB", "off")  # logger start-up is not what is measured
-    plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none")
+    plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none", args.prune_metric)
     pruned = sweep(args.out / "pruned", args.data, args.trials, args.epochs,
-                   "{type: median, n_startup_trials: 3, n_warmup_steps: 2}")
+                   "{type: median, n_startup_trials: 3, n_warmup_steps: 2}", args.prune_metric)
     best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
     e_plain, _ = epochs_to_reach(plain, best)
     e_pruned, reached = epochs_to_reach(pruned, best)
