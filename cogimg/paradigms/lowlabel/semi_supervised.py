@@ -234,12 +234,17 @@ class SemiSupervised:
     def training_step(self, task, batch: dict) -> torch.Tensor:
         """Supervised loss on ``batch`` + ramped weight · unsupervised loss on an unlabelled batch."""
         supervised, n = task.supervised_loss(batch)
-        unlabelled = self._unlabelled_batch(task)
-        unsupervised, logs = self.unsupervised_loss(task, unlabelled)
+        self._update_teacher(task)
+        if self.config.method == "pseudo_label" and self.round == 0:  # no teacher yet: no
+            unsupervised, logs, m = torch.zeros((), device=task.device), {"pseudo_accepted": 0.0}, n
+        else:  # unlabelled batch to load and predict
+            unlabelled = self._unlabelled_batch(task)
+            unsupervised, logs = self.unsupervised_loss(task, unlabelled)
+            m = len(unlabelled["image"])
         weight = self.config.weight * sigmoid_rampup(task.global_step, self.config.rampup_steps)
         loss = supervised + weight * unsupervised
         task.log("train/supervised_loss", supervised, batch_size=n)
-        task.log(f"train/{self.config.method}_loss", unsupervised, batch_size=len(unlabelled["image"]))
+        task.log(f"train/{self.config.method}_loss", unsupervised, batch_size=m)
         task.log("train/unsupervised_weight", weight, batch_size=n)
         for key, value in logs.items():
             task.log(f"train/{key}", value, batch_size=n)
