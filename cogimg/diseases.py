@@ -35,6 +35,8 @@ class DiseasePreset:
         tabular: clinical columns of ``participants.tsv`` usable as tabular input.
         primary_metric: the metric that ranks models on leaderboards and sweeps.
         spacing_mm: isotropic target spacing of the preprocessing, in mm.
+        clip_percentiles: foreground intensity percentiles the preprocessing clips to
+            (:func:`~cogimg.data.transforms.preprocessing`); ``None`` = no clipping.
     """
 
     name: str
@@ -47,6 +49,7 @@ class DiseasePreset:
     label_keys: tuple[str, ...] = ()
     tabular: tuple[str, ...] = ()
     spacing_mm: float = 2.0
+    clip_percentiles: tuple[float, float] | None = (0.5, 99.5)
     metric_mode: str = "max"
     extra: dict = field(default_factory=dict)
 
@@ -75,6 +78,10 @@ PRESETS: dict[str, DiseasePreset] = {
         classes=("background", "microbleed"),
         diagnoses=DIAGNOSES,
         primary_metric="cpm",
+        # Microbleeds are the darkest voxels of a T2* image: a low percentile clip would
+        # give them the value of the darkest ordinary tissue (or, on a head without air
+        # around it, of half the image), erasing what a detector has to see.
+        clip_percentiles=None,
     ),
     "ad": DiseasePreset(
         name="ad",

@@ -237,9 +237,13 @@ class PatchDataModule(_CachedDataModule):
         num_workers: processes that load/augment subjects (and warm the cache).
         label_probabilities: probability that a patch centre falls on each label value
             (``tio.LabelSampler``): ``{0: 0.5, 1: 0.5}`` = half the patches centred on lesion.
+        centre_jitter: patches are shifted by up to this many voxels per axis from the drawn
+            centre, so lesions are not always mid-patch (see
+            :class:`~cogimg.data.sampling.LabelPatchSampler`).
         augmentation: strength of :func:`~cogimg.data.augmentation.augmentation` for the task.
         normalization / crop_to_brain / histogram_standardization: see
-            :func:`~cogimg.data.transforms.preprocessing` (landmarks fitted on the train fold).
+            :func:`~cogimg.data.transforms.preprocessing` (landmarks fitted on the train fold);
+            the intensity clip is the preset's ``clip_percentiles``.
         seed: seeds subject order, patch sampling and augmentation.
         label_fraction: fraction of the fold's training participants that keep their labels
             (``None`` = all); the others feed :meth:`unlabelled_dataloader`.
@@ -265,6 +269,7 @@ class PatchDataModule(_CachedDataModule):
         batch_size: int = 2,
         num_workers: int = 0,
         label_probabilities: dict[int, float] | None = None,
+        centre_jitter: int = 0,
         augmentation: str = "default",
         normalization: str = "zscore",
         crop_to_brain: bool = False,
@@ -279,6 +284,7 @@ class PatchDataModule(_CachedDataModule):
         config = PreprocessingConfig(
             spacing_mm=spacing_mm if spacing_mm is not None else preset_obj.spacing_mm,
             crop_to_brain=crop_to_brain, normalization=normalization,
+            clip_percentiles=preset_obj.clip_percentiles,
             reference=preset_obj.modalities[0])
         super().__init__(data_root, preset, preset_obj.modalities, split_file, fold, n_folds,
                          test_fraction, cache_dir, config, histogram_standardization, augmentation,
@@ -287,6 +293,7 @@ class PatchDataModule(_CachedDataModule):
         self.samples_per_volume, self.queue_length = samples_per_volume, queue_length
         self.batch_size = batch_size
         self.label_probabilities = dict(label_probabilities or {0: 0.5, 1: 0.5})
+        self.centre_jitter = int(centre_jitter)
         self.task = preset_obj.task if preset_obj.task in ("segmentation", "detection") else "segmentation"
         self.save_hyperparameters()
         self.label_key: str | None = None
@@ -318,7 +325,8 @@ class PatchDataModule(_CachedDataModule):
         dataset = SeededSubjectsDataset(self._select(self.subjects["train"]),
                                         transform=self.train_transform())
         sampler = LabelPatchSampler(self.patch_size, label_name=self.label_key,
-                                    label_probabilities=self.label_probabilities)
+                                    label_probabilities=self.label_probabilities,
+                                    centre_jitter=self.centre_jitter)
         queue = SeededQueue(dataset, self.queue_length, self.samples_per_volume, sampler,
                             num_workers=self.num_workers, seed=self.seed)
         # The queue hands out patches in the main process: its loader must have 0 workers.
@@ -400,6 +408,7 @@ class VolumeDataModule(_CachedDataModule):
         mods = tuple(modalities) if modalities is not None else preset_obj.modalities
         config = PreprocessingConfig(spacing_mm=spacing_mm, target_shape=tuple(target_shape),
                                      crop_to_brain=crop_to_brain, normalization=normalization,
+                                     clip_percentiles=preset_obj.clip_percentiles,
                                      reference=next((m for m in mods if m in preset_obj.modalities), None))
         super().__init__(data_root, preset, mods, split_file, fold, n_folds, test_fraction,
                          cache_dir, config, histogram_standardization, augmentation, num_workers, seed,

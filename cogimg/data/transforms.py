@@ -185,7 +185,9 @@ def preprocessing(
         normalization: ``"zscore"`` (mean 0, std 1 in the foreground), ``"minmax"``
             (percentile range → [0, 1]) or ``"none"``.
         clip_percentiles: ``(low, high)`` percentiles (0–100) of the foreground intensities
-            the image is clipped to before normalisation; ``None`` = no clipping.
+            the whole image is clipped to before normalisation; ``None`` = no clipping
+            (``"minmax"`` still maps the foreground's range to [0, 1] and clips to it).
+            Hypointense lesions need ``None``: the low clip flattens them (see the presets).
         reference: modality whose grid all images are resampled onto; ``None`` = first image.
         histogram_landmarks: ``{modality: landmarks}`` or the JSON file written by
             :func:`fit_histogram_landmarks`; ``None`` = no histogram standardisation.
@@ -204,9 +206,11 @@ def preprocessing(
         steps.append(tio.HistogramStandardization(load_landmarks(histogram_landmarks),
                                                   masking_method=mask))
     percentiles = tuple(clip_percentiles) if clip_percentiles is not None else (0.0, 100.0)
-    if normalization in ("zscore", "minmax"):
-        # RescaleIntensity clips to the foreground percentiles; z-score is invariant to the
-        # rescale, so for "zscore" it only acts as the percentile clip.
+    # RescaleIntensity clips the WHOLE image to percentiles of the foreground: every voxel
+    # darker than the foreground's low percentile (with foreground="mean": everything below
+    # the image mean) gets one value — dark lesions (microbleeds on T2*) included. z-score is
+    # invariant to the rescale, so for "zscore" the step is only that clip, skipped for None.
+    if normalization == "minmax" or (normalization == "zscore" and clip_percentiles is not None):
         steps.append(tio.RescaleIntensity((0, 1), percentiles=percentiles, masking_method=mask))
     if normalization == "zscore":
         steps.append(tio.ZNormalization(masking_method=mask))

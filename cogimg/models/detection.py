@@ -143,7 +143,7 @@ class CenterNet3D(Detector):
     centres (sigma = extent / 6 per axis, at least ``min_sigma`` voxels) with a 1 at the
     centre voxel; the loss is CenterNet's penalty-reduced focal loss (alpha 2, beta 4) plus
     an L1 loss on log extents at centre voxels. Detections are local maxima (3 × 3 × 3) of the
-    stitched heatmap. Full resolution suits small, roughly spherical lesions.
+    stitched heatmap, their boxes clipped to the volume. Full resolution suits small, roughly spherical lesions.
     """
 
     def __init__(self, in_channels: int, num_classes: int, channels: Sequence[int],
@@ -209,7 +209,7 @@ class CenterNet3D(Detector):
 
     def detect(self, images, roi_size, overlap=0.25, sw_batch_size=2, score_threshold=0.05,
                nms_iou=0.1, max_detections=100):
-        from monai.data.box_utils import non_max_suppression
+        from monai.data.box_utils import clip_boxes_to_image, non_max_suppression
         from monai.inferers import sliding_window_inference
 
         with torch.inference_mode():
@@ -226,6 +226,8 @@ class CenterNet3D(Detector):
                 extent = torch.exp(maps[b, self.num_classes:, x, y, z].float()).T.clamp(min=1.0)
                 centre = torch.stack([x, y, z], dim=1).float() + 0.5
                 boxes = torch.cat([centre - extent / 2, centre + extent / 2], dim=1)
+                # Inside the volume, as the targets (components of the mask) are.
+                boxes = clip_boxes_to_image(boxes, images.shape[2:], remove_empty=False)[0]
                 keep = _nms_per_class(boxes, scores, label, nms_iou, non_max_suppression)[:max_detections]
                 results.append({"boxes": boxes[keep], "scores": scores[keep], "labels": label[keep]})
         return results

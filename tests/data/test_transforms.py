@@ -65,6 +65,29 @@ def test_zscore_inside_the_mask_and_percentile_clip():
     assert float(out.dwi.data.max()) < 4.0
 
 
+def test_no_clip_keeps_dark_foci_below_the_darkest_tissue():
+    # A T2*-like head: noisy tissue (mean 100) with a few very dark foci (microbleeds).
+    subject = make_subject()
+    foci = torch.zeros_like(subject.brain.data)
+    foci[0, 20, 22, 8] = foci[0, 14, 20, 6] = foci[0, 25, 25, 9] = 1
+    subject.dwi.data[foci.bool()] = 10.0
+    subject.add_image(tio.LabelMap(tensor=foci, affine=subject.brain.affine), "foci")
+    for foreground in ("mean", "brain"):
+        for clip in (None, (0.5, 99.5)):
+            out = preprocessing(spacing_mm=(2.0, 2.0, 4.0), foreground=foreground,
+                                clip_percentiles=clip)(subject)
+            dark = out.foci.data.bool()
+            focus, tissue = out.dwi.data[dark], out.dwi.data[out.brain.data.bool() & ~dark]
+            assert dark.sum() == 3
+            if clip is None:
+                assert float(focus.max()) < float(tissue.min()) - 1.0
+            else:  # the low clip gives the foci the value of the darkest 0.5 % of tissue
+                np.testing.assert_allclose(focus, float(tissue.min()), atol=1e-5)
+    from cogimg.diseases import get_preset
+
+    assert get_preset("microbleeds").clip_percentiles is None
+
+
 def test_minmax_and_none_normalisations():
     subject = make_subject()
     out = preprocessing(spacing_mm=2.0, normalization="minmax", foreground="brain")(subject)

@@ -65,7 +65,7 @@ def microbleeds_datamodule(root, cache_dir, patch=(16, 16, 16)) -> PatchDataModu
     return PatchDataModule(root, preset="microbleeds", cache_dir=cache_dir, patch_size=patch,
                            samples_per_volume=4, queue_length=16, batch_size=4, n_folds=3,
                            test_fraction=0.2, augmentation="none", seed=0,
-                           label_probabilities={0: 0.3, 1: 0.7})
+                           label_probabilities={0: 0.3, 1: 0.7}, centre_jitter=patch[0] // 3)
 
 
 def test_targets_from_labels_one_box_per_component_and_class():
@@ -105,10 +105,6 @@ def test_bad_arguments_are_named():
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason=(
-    "known open problem: after ~80-100 steps centernet_3d's heatmap is still broad (about "
-    "0.2 at the foci, 0.4-0.6 at peaks 2-5 voxels off them), so sensitivity at 8 FP/scan "
-    "stays 0 at a 4 mm match; it needs more steps or a better-conditioned loss"))
 def test_brief_training_raises_sensitivity(easy_microbleeds_tree, tmp_path):
     L.seed_everything(0)
     dm = microbleeds_datamodule(easy_microbleeds_tree, tmp_path / "cache")
@@ -118,10 +114,13 @@ def test_brief_training_raises_sensitivity(easy_microbleeds_tree, tmp_path):
                          warmup_steps=2, match="centre", match_threshold=4.0, ap_thresholds=(4.0,),
                          score_threshold=0.0, model_kwargs={"channels": [8, 16, 32], "strides": [2, 2]})
     before = trainer(tmp_path).validate(task, datamodule=dm, verbose=False)[0]
-    trainer(tmp_path, max_epochs=20).fit(task, datamodule=dm)
+    trainer(tmp_path, max_epochs=5, limit_val_batches=0).fit(task, datamodule=dm)  # 20 steps
     after = trainer(tmp_path).validate(task, datamodule=dm, verbose=False)[0]
-    assert after["val/sens_8fp"] > before["val/sens_8fp"] + 0.1
-    assert after["val/cpm"] > before["val/cpm"]
+    # The foci are the darkest voxels, so even an untrained network's peaks find some of
+    # them at 8 FP/scan (0.56 here): the gain is read at 1 FP/scan and over the whole FROC.
+    assert after["val/sens_1fp"] > before["val/sens_1fp"] + 0.3
+    assert after["val/sens_8fp"] >= before["val/sens_8fp"]
+    assert after["val/cpm"] > before["val/cpm"] + 0.3
     rows = task.subject_rows["val"]
     assert {r["subject_id"] for r in rows} == {s["subject_id"] for s in dm.subjects["val"]}
     truth = [int((np.asarray(s["microbleeds_msk"].data) > 0).any()) for s in dm.subjects["val"]]
@@ -152,6 +151,7 @@ def test_detection_experiment_runs(config, easy_stroke_tree, easy_microbleeds_tr
                  "--model.init_args.patch_size", patch, "--data.init_args.patch_size", patch,
                  "--data.init_args.data_root", str(root),
                  "--data.init_args.cache_dir", str(tmp_path / "cache"),
+                 "--data.init_args.centre_jitter", "5",  # ≤ (16 - 1) // 2 for the small patch
                  "--data.init_args.num_workers", "0"]) == 0
 
 
