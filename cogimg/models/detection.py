@@ -72,6 +72,10 @@ class RetinaNet3D(Detector):
         backbone = ResNet(block="basic", layers=[*layers, 1, 1], block_inplanes=[*widths, 8, 8],
                           spatial_dims=3, n_input_channels=in_channels, conv1_t_size=3,
                           conv1_t_stride=2, no_max_pool=True)
+        # ``no_max_pool`` is read only by ResNet.forward; the FPN's IntermediateLayerGetter
+        # runs the children in order and would still max-pool (strides 4/8/16: an anchor
+        # grid 4 voxels apart for 1-5 voxel microbleeds).
+        backbone.maxpool = nn.Identity()
         # MONAI's resnet_fpn_feature_extractor fixes 256 FPN channels (18 M parameters with
         # the heads); a small width keeps the detector CPU-sized.
         features = BackboneWithFPN(backbone, return_layers={"layer1": "0", "layer2": "1"},

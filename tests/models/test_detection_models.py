@@ -61,3 +61,9 @@ def test_centernet_targets_and_decoding_round_trip():
     (found,) = net.detect(torch.zeros(1, 1, 16, 16, 16), (16, 16, 16), score_threshold=0.5)
     torch.testing.assert_close(found["boxes"], boxes)
     assert found["labels"].tolist() == [0, 1]
+
+
+def test_retinanet_fpn_levels_have_strides_2_4_8():
+    net = models.get("retinanet_3d", in_channels=1, num_classes=1, patch_size=(16, 16, 16))
+    out = net(torch.zeros(1, 1, 16, 16, 16))
+    assert [tuple(m.shape[2:]) for m in out["classification"]] == [(8, 8, 8), (4, 4, 4), (2, 2, 2)]
