@@ -235,19 +235,24 @@ class LeaveSiteOut:
         if unknown := [s for s in (sites or []) if s not in all_sites]:
             raise ValueError(f"site(s) {unknown} not in the cohort's sites {all_sites}")
         rows: list[dict[str, Any]] = []
+
+        def add(row: dict[str, Any]) -> None:  # logged as it comes: a stopped run keeps its numbers
+            rows.append(row)
+            self.log(f"  {row['site']} {row['variant']} {row['scope']}: {row['metric']} "
+                     f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] (n={row['n']})")
+
         for site in sites or all_sites:
             self.log(f"held-out site {site}")
             base, dm = self._train(site, "baseline", adaptation_weight)
-            rows.append({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")})
-            rows.append({"site": site, "variant": "baseline", "scope": "out_of_site",
-                         **self._evaluate(base, dm, "test")})
+            add({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")})
+            add({"site": site, "variant": "baseline", "scope": "out_of_site", **self._evaluate(base, dm, "test")})
             for variant in variants:
                 if variant in ("adabn", "tent"):
                     result = self._test_time(base, dm, variant)
                 else:
                     task, vdm = self._train(site, variant, adaptation_weight)
                     result = self._evaluate(task, vdm, "test")
-                rows.append({"site": site, "variant": variant, "scope": "out_of_site", **result})
+                add({"site": site, "variant": variant, "scope": "out_of_site", **result})
         return rows
 
 
