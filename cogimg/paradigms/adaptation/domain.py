@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ from torch import nn
 
 from cogimg.paradigms.adaptation.grl import GradientReversal, dann_coefficient
 from cogimg.paradigms.adaptation.losses import coral_loss, domain_alignment, mmd_loss
+from cogimg.paradigms.options import checked_section
 
 METHODS = ("dann", "coral", "mmd")
 
@@ -63,15 +64,7 @@ class AdaptationConfig:
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> AdaptationConfig:
         """Validate a config mapping; errors name the ``adaptation`` key at fault."""
-        if not isinstance(options, Mapping):
-            raise TypeError(f"adaptation must be a mapping like {{method: dann, weight: 0.1}}, "
-                             f"got {options!r}")
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(options) - known):
-            raise ValueError(f"adaptation: unknown key(s) {unknown}; known: {sorted(known)}")
-        if options.get("method") not in METHODS:
-            raise ValueError(f"adaptation.method={options.get('method')!r}; choose one of {list(METHODS)}")
-        values = dict(options)
+        values = checked_section(options, "adaptation", cls, METHODS, "{method: dann, weight: 0.1}")
         if float(values.get("weight", 0.1)) < 0:
             raise ValueError(f"adaptation.weight must be ≥ 0, got {values['weight']}")
         if values.get("sites") is not None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.utilities import move_data_to_device
 from torch import nn
+
+from cogimg.paradigms.options import checked_section
 
 METHODS = ("mean_teacher", "pseudo_label")
 
@@ -87,16 +89,7 @@ class SemiSupervisedConfig:
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> SemiSupervisedConfig:
         """Validate a config mapping; errors name the ``semi_supervised`` key at fault."""
-        if not isinstance(options, Mapping):
-            raise TypeError(f"semi_supervised must be a mapping like {{method: mean_teacher}}, "
-                            f"got {options!r}")
-        known = {f.name for f in fields(cls)}
-        if unknown := sorted(set(options) - known):
-            raise ValueError(f"semi_supervised: unknown key(s) {unknown}; known: {sorted(known)}")
-        if options.get("method") not in METHODS:
-            raise ValueError(f"semi_supervised.method={options.get('method')!r}; choose one of "
-                             f"{list(METHODS)}")
-        config = cls(**options)
+        config = cls(**checked_section(options, "semi_supervised", cls, METHODS, "{method: mean_teacher}"))
         checks = {"weight": config.weight >= 0, "rampup_steps": config.rampup_steps >= 0,
                   "noise_std": config.noise_std >= 0, "ema_decay": 0 <= config.ema_decay < 1,
                   "threshold": 0 <= config.threshold <= 1, "round_epochs": config.round_epochs >= 1,
