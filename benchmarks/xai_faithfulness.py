@@ -27,6 +27,33 @@ originally predicted lesion (U-Net): lower deletion and higher insertion AUC are
 Run: ``nice -n 19 .venv/bin/python benchmarks/xai_faithfulness.py [--data DIR]`` (without
 ``--data`` it first generates 60 subjects at 2 mm, about a minute). Timings printed here are
 noisy when other processes share the CPU.
+
+Measured 2026-12-02 (defaults: 60 generated subjects, 12 classifier / 25 U-Net epochs; 2-core
+machine shared with other jobs, load 7–11, 2216 s in all). The models are weak at this size
+(test balanced accuracy CN vs stroke 0.57, CN vs AD 0.39 / 0.50 for the ResNet / ViT; U-Net
+test Dice 0.20), and saliency can only be as faithful as the model is right:
+
+    set     model        method     n  pointing  mass   deletion↓  insertion↑
+    stroke  resnet10_3d  gradcam    7  0.00      0.002  0.660      0.709
+    stroke  resnet10_3d  ig         7  0.00      0.005  0.218      0.902
+    stroke  resnet10_3d  occlusion  7  0.00      0.001  0.302      0.875
+    stroke  resnet10_3d  random     7  0.00      0.001  0.785      0.791
+    stroke  unet (seg)   gradcam    7  0.00      0.000  0.229      0.247
+    stroke  unet (seg)   ig         7  0.29      0.093  0.029      0.459
+    stroke  unet (seg)   occlusion  7  0.57      0.047  0.025      0.508
+    stroke  unet (seg)   random     7  0.00      0.001  0.259      0.303
+    AD      resnet10_3d  gradcam    7  0.00      0.011  0.549      0.598
+    AD      resnet10_3d  ig         7  0.43      0.022  0.097      0.926
+    AD      resnet10_3d  occlusion  7  0.14      0.016  0.154      0.851
+    AD      resnet10_3d  random     7  0.00      0.011  0.591      0.591
+    AD      vit_3d       rollout    7  0.00      0.016  0.597      0.482
+    AD      vit_3d       ig         7  0.14      0.036  0.411      0.697
+    AD      vit_3d       random     7  0.00      0.011  0.576      0.573
+
+Best stroke pointing game 0.57 (U-Net, occlusion): the ≥ 0.8 goal is not met. Every method
+beats the random map on deletion AUC, and IG / occlusion beat it on insertion AUC, so the
+maps carry the models' evidence; the models themselves need more training (or a GPU) before
+pointing-game numbers mean much.
 """
 
 from __future__ import annotations
