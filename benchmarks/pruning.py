@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_pruning"))
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--warmup-epochs", type=int, default=2,
+                        help="epochs before the median pruner may stop a trial")
     parser.add_argument("--prune-metric", default="val/auroc",
                         help="metric the pruner compares across trials (maximised like the "
                              "objective); AUROC is finer-grained than balanced accuracy on a "
@@ -98,7 +100,8 @@ def main() -> None:
     os.environ.setdefault("COGIMG_WANDB", "off")  # logger start-up is not what is measured
     plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none", args.prune_metric)
     pruned = sweep(args.out / "pruned", args.data, args.trials, args.epochs,
-                   "{type: median, n_startup_trials: 3, n_warmup_steps: 2}", args.prune_metric)
+                   f"{{type: median, n_startup_trials: 3, n_warmup_steps: {args.warmup_epochs}}}",
+                   args.prune_metric)
     best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
     e_plain, _ = epochs_to_reach(plain, best)
     e_pruned, reached = epochs_to_reach(pruned, best)
