@@ -23,12 +23,13 @@ from pathlib import Path
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
+SAMPLERS = {"random": "{type: random, seed: 0}", "tpe": "{type: tpe, seed: 0, n_startup_trials: 4}"}
 SPACE = """
 name: {name}
 config: experiments/ad/cls_tabular.yaml
 objectives: [{{metric: val/balanced_accuracy, direction: maximize}}]
 n_trials: {trials}
-sampler: {{type: tpe, seed: 0, n_startup_trials: 4}}
+sampler: {sampler}
 pruner: {pruner}
 prune_metric: {prune_metric}
 overrides: ["--trainer.max_epochs", "{epochs}", "--trainer.check_val_every_n_epoch", "1",
@@ -53,7 +54,8 @@ def trial_epochs(run_root: Path, complete: bool) -> int:
     return validated - 1 if complete else validated
 
 
-def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_metric: str) -> list[dict]:
+def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_metric: str,
+          sampler: str) -> list[dict]:
     from cogimg.tracking.sweep import run_sweep
     from cogimg.tracking.sweep_spec import load_sweep
 
@@ -61,7 +63,7 @@ def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_me
     spec_file = out / "sweeps" / "pruning.yaml"
     spec_file.parent.mkdir(exist_ok=True)
     spec_file.write_text(SPACE.format(name=f"pruning_{out.name}", trials=trials, epochs=epochs, pruner=pruner,
-                                      prune_metric=prune_metric))
+                                      prune_metric=prune_metric, sampler=SAMPLERS[sampler]))
     spec = load_sweep(spec_file)
     spec = dataclasses.replace(spec, config=str(REPO / spec.config), overrides=(
         *spec.overrides, "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out.parent / "cache")))
@@ -90,6 +92,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_pruning"))
     parser.add_argument("--trials", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="random",
+                        help="random (default): both sweeps try the same candidates in the same "
+                             "order, so the comparison isolates what pruning stops; tpe: the "
+                             "sweeps' proposals diverge once a trial is pruned")
     parser.add_argument("--warmup-epochs", type=int, default=2,
                         help="epochs before the median pruner may stop a trial")
     parser.add_argument("--prune-metric", default="val/auroc",
@@ -98,10 +104,11 @@ def main() -> None:
                              "small validation set, where many trials tie")
     args = parser.parse_args()
     os.environ.setdefault("COGIMG_WANDB", "off")  # logger start-up is not what is measured
-    plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none", args.prune_metric)
+    plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none", args.prune_metric,
+                  args.sampler)
     pruned = sweep(args.out / "pruned", args.data, args.trials, args.epochs,
                    f"{{type: median, n_startup_trials: 3, n_warmup_steps: {args.warmup_epochs}}}",
-                   args.prune_metric)
+                   args.prune_metric, args.sampler)
     best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
     e_plain, _ = epochs_to_reach(plain, best)
     e_pruned, reached = epochs_to_reach(pruned, best)
