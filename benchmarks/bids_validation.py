@@ -54,7 +54,7 @@ def _write_subject(args: tuple[Path, int]) -> None:
         x, y, z = rng.integers(20, 70, 3)
         mask[x : x + 6, y : y + 6, z : z + 4] = 1
         nib.save(nib.Nifti1Image(mask, affine), str(folder / f"{pid}_msk.nii.gz"))
-    (root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_boxes.json").write_text("[]")
+    (root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_boxes.json").write_text("[]", encoding="utf-8")
     truth = root / "derivatives" / "truth" / pid / "anat"
     truth.mkdir(parents=True, exist_ok=True)
     nib.save(
@@ -70,7 +70,7 @@ def write_cohort(root: Path, n_subjects: int) -> None:
         f"sub-{i:03d}\t{('CN', 'AD', 'stroke')[i % 3]}\tS{i % 4}\t{60 + i % 20}"
         for i in range(n_subjects)
     ]
-    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     with ProcessPoolExecutor(len(os.sched_getaffinity(0))) as pool:
         list(pool.map(_write_subject, [(root, i) for i in range(n_subjects)]))
 

@@ -78,7 +78,7 @@ def make_cohort(root: Path, n_subjects: int, seed: int = 0) -> Path:
         nib.save(nib.Nifti1Image(thick, las @ np.diag([1, 1, 2.0, 1])), folder / f"{pid}_adc.nii.gz")
         nib.save(nib.Nifti1Image(lesion[::-1].astype(np.uint8), las), deriv / f"{pid}_msk.nii.gz")
         rows.append(f"{pid}\tstroke\tA\t{60 + i}\t{'MF'[i % 2]}")
-    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 

@@ -155,7 +155,7 @@ def read_predictions(path: Path) -> list[dict]:
     """Rows of an earlier run's predictions.csv (empty if none), numbers parsed."""
     if not path.exists():
         return []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
         row["seed"] = int(row["seed"])
@@ -168,7 +168,7 @@ def write_predictions(path: Path, results: dict[str, list[dict]]) -> None:
     """All test rows as CSV, written atomically (temp file in the same folder, then replace)."""
     fields = ["config", "seed", "subject_id", "label", "pred", *[f"prob_{c}" for c in CLASSES]]
     tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for rows in results.values():

@@ -39,7 +39,7 @@ REFERENCE_KWARGS: dict[str, dict] = {
 def busy_cpu_seconds() -> float:
     """CPU seconds all processes have spent busy since boot (NaN off Linux)."""
     try:
-        with open("/proc/stat") as stat:
+        with open("/proc/stat", encoding="utf-8") as stat:
             ticks = [int(v) for v in stat.readline().split()[1:9]]
     except OSError:
         return float("nan")

@@ -63,7 +63,7 @@ def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_me
     spec_file = out / "sweeps" / "pruning.yaml"
     spec_file.parent.mkdir(exist_ok=True)
     spec_file.write_text(SPACE.format(name=f"pruning_{out.name}", trials=trials, epochs=epochs, pruner=pruner,
-                                      prune_metric=prune_metric, sampler=SAMPLERS[sampler]))
+                                      prune_metric=prune_metric, sampler=SAMPLERS[sampler]), encoding="utf-8")
     spec = load_sweep(spec_file)
     spec = dataclasses.replace(spec, config=str(REPO / spec.config), overrides=(
         *spec.overrides, "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out.parent / "cache")))

@@ -76,7 +76,7 @@ def train_one(model: str, data: Path, out: Path, budget: float, val_every: int,
     step_s = seconds_per_step(model)
     max_steps = int(budget * train_fraction / step_s)
     (out / model).mkdir(parents=True, exist_ok=True)
-    (out / model / "schedule.json").write_text(json.dumps({"step_s": step_s, "max_steps": max_steps}))
+    (out / model / "schedule.json").write_text(json.dumps({"step_s": step_s, "max_steps": max_steps}), encoding="utf-8")
     run_experiment(config_of(model), out / model, name=model, budget_s=budget,
                    overrides=["--data.init_args.data_root", str(data), "--data.init_args.cache_dir",
                               str(out / "cache"), "--trainer.max_epochs", "-1",
@@ -113,10 +113,10 @@ def main() -> None:
           f"{'train s':>9}{'latency s':>10}{'peak RSS GB':>12}")
     curves = {}
     for model in models:
-        r = json.loads((args.out / model / "result.json").read_text())
+        r = json.loads((args.out / model / "result.json").read_text(encoding="utf-8"))
         m = r["metrics"]
         curves[model] = r["curve"]
-        schedule = json.loads((args.out / model / "schedule.json").read_text())
+        schedule = json.loads((args.out / model / "schedule.json").read_text(encoding="utf-8"))
         steps = r["curve"][-1]["step"] if r["curve"] else 0
         print(f"{model:<16}{r['params'] / 1e6:>9.2f}{schedule['step_s']:>8.2f}{steps:>7d}"
               f"{m.get('val/dice', float('nan')):>10.3f}"

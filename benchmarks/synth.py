@@ -34,7 +34,7 @@ def run_and_watch(cmd: list[str], interval_s: float = 0.1) -> tuple[float, float
     PSS GiB, peak single-process RSS GiB, return code)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
     root = psutil.Process(proc.pid)
     peak_tree = peak_pss = peak_single = 0
     while proc.poll() is None:

@@ -78,7 +78,16 @@ def run_lightning(argv: list[str]) -> int:
     return 0
 
 
+def _console_never_fails_on_encoding() -> None:
+    """Print characters the console cannot encode (``±``, ``Δ`` on an ASCII locale such as
+    ``LC_ALL=POSIX PYTHONUTF8=0``) as backslash escapes instead of crashing the command."""
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+
+
 def main(argv: list[str] | None = None) -> int:
+    _console_never_fails_on_encoding()
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         return run_lightning(argv)

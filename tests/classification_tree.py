@@ -79,6 +79,6 @@ def build_classification_tree(root: Path, n_per_class: int = 8, seed: int = 0,
             age, sex, apoe4 = int(rng.integers(60, 80)), "FM"[int(rng.integers(2))], int(rng.integers(3))
             rows.append(f"{pid}\t{dx}\tsite-{1 + index % 2}\t{age}\t{sex}\t{min(mmse, 30)}\t{apoe4}\t"
                         f"{updrs}\t{nihss}")
-    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny classification"}))
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "tiny classification"}), encoding="utf-8")
     return root

@@ -66,9 +66,9 @@ def cube_mask(
 def build_bids_tree(root: Path) -> Path:
     """Write the tiny valid tree described in the module docstring under ``root``."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "participants.tsv").write_text(PARTICIPANTS_TSV)
+    (root / "participants.tsv").write_text(PARTICIPANTS_TSV, encoding="utf-8")
     (root / "dataset_description.json").write_text(
-        json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0"})
+        json.dumps({"Name": "tiny", "BIDSVersion": "1.9.0"}), encoding="utf-8"
     )
     for i, pid in enumerate(["sub-01", "sub-02", "sub-06"]):
         write_nifti(root / pid / "anat" / f"{pid}_T1w.nii.gz", random_image(i))
@@ -86,11 +86,11 @@ def build_bids_tree(root: Path) -> Path:
         deriv = root / "derivatives" / "lesions" / pid / "dwi"
         write_nifti(deriv / f"{pid}_msk.nii.gz", mask)
         (deriv / f"{pid}_boxes.json").write_text(
-            json.dumps([{"label": 1, "bbox_vox": [4, 4, 4, 6, 6, 6]}])
+            json.dumps([{"label": 1, "bbox_vox": [4, 4, 4, 6, 6, 6]}]), encoding="utf-8"
         )
     truth = root / "derivatives" / "truth" / "sub-02" / "anat"
     write_nifti(truth / "sub-02_desc-atrophy_map.nii.gz", np.zeros(SHAPE, dtype=np.float32))
-    (truth / "sub-02_effects.json").write_text(json.dumps({"atrophy": {"hippocampus": 0.2}}))
+    (truth / "sub-02_effects.json").write_text(json.dumps({"atrophy": {"hippocampus": 0.2}}), encoding="utf-8")
     return root
 
 

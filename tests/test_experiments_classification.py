@@ -48,19 +48,19 @@ def run_fit(config: Path, tree: Path, out: Path, cache: Path, *extra: str) -> in
 
 
 def saved_split(cache: Path, config: Path):
-    preset = yaml.safe_load(config.read_text())["data"]["init_args"]["preset"]
+    preset = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]["init_args"]["preset"]
     (path,) = (cache / "splits").glob(f"{preset}_kfold2_seed0_*.json")
     return load_split(path)
 
 
 def test_every_classification_backbone_has_an_experiment():
-    used = {yaml.safe_load(p.read_text())["model"]["init_args"]["model"] for p in EXPERIMENTS}
+    used = {yaml.safe_load(p.read_text(encoding="utf-8"))["model"]["init_args"]["model"] for p in EXPERIMENTS}
     assert set(models.available("classification")) <= used
 
 
 def test_fusion_experiments_have_their_unimodal_baselines():
     """Fusion is only claimed against each single modality: T1w, PET and clinical alone."""
-    ad = {p.stem: yaml.safe_load(p.read_text())["model"]["init_args"] for p in EXPERIMENTS
+    ad = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8"))["model"]["init_args"] for p in EXPERIMENTS
           if p.parent.name == "ad"}
     assert {"cls_resnet10_t1", "cls_resnet10_pet", "cls_tabular"} <= set(ad)
     assert ad["cls_resnet10_pet"]["use_modalities"] == ["pet_amyloid"]
@@ -87,6 +87,6 @@ def test_a_leaking_split_file_is_refused(tiny_tree, shared_cache, tmp_path):
     leaking = tmp_path / "leaking.json"
     with pytest.raises(LeakageError):
         save_split(type(split).from_dict(data), leaking)
-    leaking.write_text(json.dumps(data))
+    leaking.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(LeakageError):
         run_fit(config, tiny_tree, tmp_path, shared_cache, "--data.init_args.split_file", str(leaking))

@@ -26,23 +26,33 @@ def test_torch_torchvision_timm_import_together():
 
 
 def test_constraints_pin_the_matching_pair():
-    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)", (REPO / "constraints.txt").read_text(), re.MULTILINE))
+    pins = dict(re.findall(r"^(torch|torchvision)==(\S+)", (REPO / "constraints.txt").read_text(encoding="utf-8"), re.MULTILINE))
     assert pins == {"torch": "2.14.1", "torchvision": "0.29.1"}
 
 
 def test_console_script_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "cogimg", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+                         text=True, encoding="utf-8", check=True).stdout
     for command in ("fit", "validate", "test", "check", "split", "synth", "models", "predict", "demo"):
         assert re.search(rf"^\s+{command}\s", out, re.MULTILINE), command
 
 
 @pytest.mark.parametrize("marker", ["main-command", "test-command"])
 def test_readme_has_both_setup_commands_and_ci_uses_the_test_one(marker):
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = re.search(rf"<!-- {marker} -->\n```bash\n(.+)\n```", readme)
     assert block, f"README.md lacks the {marker} block"
     command = block.group(1)
     assert "-c constraints.txt" in command and "python3 -m venv .venv" in command
-    ci = (REPO / ".ci" / "run").read_text()
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "<!-- test-command -->" in ci  # .ci/run executes exactly the README's test command
+
+
+@pytest.mark.parametrize("folder", ["experiments", "sweeps"])
+def test_shipped_configs_are_ascii(folder):
+    """LightningCLI (jsonargparse) opens ``--config`` files in the locale's encoding, so a
+    non-ASCII character in a shipped YAML breaks ``cogimg fit`` on a machine whose locale
+    is ASCII (seen on CI: ``LC_ALL=POSIX``, ``PYTHONUTF8=0``)."""
+    offending = [str(p.relative_to(REPO)) for p in sorted((REPO / folder).rglob("*.yaml"))
+                 if not p.read_bytes().isascii()]
+    assert not offending

@@ -22,7 +22,7 @@ def test_write_text_creates_parent_and_leaves_no_temp(tmp_path):
 
 def test_write_text_replaces_existing_file(tmp_path):
     target = tmp_path / "r.json"
-    target.write_text("old")
+    target.write_text("old", encoding="utf-8")
     atomic_write_text(str(target), "new ü")
     assert target.read_text(encoding="utf-8") == "new ü"
     assert _names(tmp_path) == ["r.json"]
@@ -31,11 +31,11 @@ def test_write_text_replaces_existing_file(tmp_path):
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_failed_write_keeps_old_file_and_removes_temp(tmp_path, error):
     target = tmp_path / "split.json"
-    target.write_text("complete old content")
+    target.write_text("complete old content", encoding="utf-8")
     with pytest.raises(error), atomic_path(target) as tmp:
-        tmp.write_text("half of the new")
+        tmp.write_text("half of the new", encoding="utf-8")
         raise error("writer crashed")
-    assert target.read_text() == "complete old content"
+    assert target.read_text(encoding="utf-8") == "complete old content"
     assert _names(tmp_path) == ["split.json"]
 
 
@@ -64,7 +64,7 @@ def test_temp_name_is_hidden_sibling_with_suffix(tmp_path):
 
 def test_permissions_match_a_plain_open(tmp_path):
     reference = tmp_path / "plain.txt"
-    reference.write_text("x")
+    reference.write_text("x", encoding="utf-8")
     target = atomic_write_text(tmp_path / "atomic.txt", "x")
     assert target.stat().st_mode == reference.stat().st_mode  # not mkstemp's 0o600
 

@@ -86,7 +86,7 @@ def load_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"outcome config not found: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
+    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     for where, keys, allowed in (("top level", config, _SECTIONS),
                                  ("data", config.get("data", {}), _DATA_KEYS),
                                  ("cv", config.get("cv", {}), _CV_KEYS),

@@ -214,7 +214,7 @@ def read_boxes_json(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"boxes file not found: {path}")
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: not valid JSON ({error})") from None
     _validate(document, path)

@@ -185,7 +185,7 @@ class VolumeCache:
                         reference=reference_key(subject, self.config.reference),
                         config=self.config.to_dict(), sources=sources,
                         metadata=_json_metadata(subject))
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=1, allow_nan=False))
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=1, allow_nan=False), encoding="utf-8")
             if stale:
                 # Move the outdated or incomplete entry aside first; a reader in between sees
                 # a miss and computes the same thing, which the rename below tolerates.
@@ -213,7 +213,7 @@ def _warm_one(root: Path, config: PreprocessingConfig, subject: tio.Subject) -> 
 def read_meta(entry: str | Path) -> dict | None:
     """The ``meta.json`` of a complete entry, or ``None`` (missing, or not a complete entry)."""
     try:
-        return json.loads((Path(entry) / META_FILE).read_text())
+        return json.loads((Path(entry) / META_FILE).read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
         return None
 

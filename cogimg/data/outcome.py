@@ -374,7 +374,7 @@ def _read_atlas(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:
     names = [str(k) for k in range(1, int(labels.max()) + 1)]
     table = path.with_name(path.name.removesuffix(".gz").removesuffix(".nii") + ".txt")
     if table.is_file():
-        for line in table.read_text().splitlines():
+        for line in table.read_text(encoding="utf-8").splitlines():
             fields = line.split("|")
             if len(fields) >= 2 and fields[0].strip().isdigit() and \
                     0 < int(fields[0]) <= len(names):

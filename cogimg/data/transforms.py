@@ -323,7 +323,7 @@ def load_landmarks(source: str | Path | dict) -> dict[str, np.ndarray]:
         return {k: np.asarray(v, dtype=float) for k, v in source.items()}
     path = Path(source)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as err:
         raise ValueError(f"cannot read histogram landmarks {path}: {err}") from err
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):

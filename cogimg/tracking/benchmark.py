@@ -46,7 +46,7 @@ def load_benchmark(path: str | Path, full: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file {path} does not exist")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     unknown = set(spec) - BENCH_KEYS
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(BENCH_KEYS)}")

@@ -124,7 +124,7 @@ def _overlays(run: Run, path: Path) -> Path:
     ckpt, config_file = run.path / "checkpoints" / "last.ckpt", run.path / "config.yaml"
     if not ckpt.is_file() or not config_file.is_file():
         raise FileNotFoundError(f"{run.path} has no checkpoints/last.ckpt or no config.yaml")
-    cache_dir = (yaml.safe_load(config_file.read_text()).get("data") or {}).get("init_args", {}).get("cache_dir")
+    cache_dir = (yaml.safe_load(config_file.read_text(encoding="utf-8")).get("data") or {}).get("init_args", {}).get("cache_dir")
     if not cache_dir:
         raise KeyError(f"{config_file} sets no data.init_args.cache_dir (the preprocessed volumes)")
     ranked = run.subjects.dropna(subset=["dice"]).sort_values("dice", ascending=False).reset_index(drop=True)

@@ -100,7 +100,7 @@ def find_runs(root: str | Path, stage: str = "val") -> tuple[list[Run], list[tup
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from None
 

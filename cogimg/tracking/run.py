@@ -55,9 +55,9 @@ def git_info(folder: str | Path | None = None) -> dict[str, Any]:
     folder = Path(folder) if folder else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
+                                text=True, encoding="utf-8", errors="replace", timeout=10, check=True).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder,
-                                capture_output=True, text=True, timeout=10, check=True).stdout
+                                capture_output=True, text=True, encoding="utf-8", errors="replace", timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}  # an installed wheel, or git missing
     return {"commit": commit, "dirty": bool(status.strip())}
@@ -158,7 +158,7 @@ class PeakMemory:
 # ----------------------------------------------------------------------------- files
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path} is not valid JSON ({err})") from None
 

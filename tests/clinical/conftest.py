@@ -60,7 +60,7 @@ def make_patient(folder: Path, cohorts, stroke_id: str = "sub-06", noise: float 
     """Case folder: ``DWI/`` (DICOM, ×1000 as int16), ``adc.nii.gz``, ``T1w.nii.gz``;
     ``noise`` adds Gaussian noise of that many image SDs to every image."""
     stroke, ad = cohorts
-    rows = [line.split("\t") for line in (ad / "participants.tsv").read_text().splitlines()[1:]]
+    rows = [line.split("\t") for line in (ad / "participants.tsv").read_text(encoding="utf-8").splitlines()[1:]]
     ad_id = [r[0] for r in rows if r[1] == "AD"][-1]
     rng = np.random.default_rng(0)
     sources = {"dwi": stroke / stroke_id / "dwi" / f"{stroke_id}_dwi.nii.gz",

@@ -64,7 +64,7 @@ def test_batch_lists_failures_flags_ood_and_sets_exit_codes(cohorts, checkpoints
     batch = tmp_path / "batch"
     make_patient(batch / "good", cohorts)
     make_patient(batch / "noisy", cohorts, noise=1.0)
-    (batch / "notes.txt").write_text("not an image")
+    (batch / "notes.txt").write_text("not an image", encoding="utf-8")
     shutil.copytree(batch / "good", batch / "no-t1")
     (batch / "no-t1" / "T1w.nii.gz").unlink()
     assert run(tmp_path, checkpoints, batch, "out", "--saliency", "none") == 1

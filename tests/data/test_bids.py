@@ -140,7 +140,7 @@ def test_isles_flat_layout_rawdata_and_pipelineless_derivatives(tmp_path, nifti_
     root = tmp_path / "isles"
     root.mkdir()
     (root / "participants.tsv").write_text(
-        "participant_id\tdiagnosis\tsite\nsub-strokecase0007\tstroke\tc1\n"
+        "participant_id\tdiagnosis\tsite\nsub-strokecase0007\tstroke\tc1\n", encoding="utf-8"
     )
     ses = root / "rawdata" / "sub-strokecase0007" / "ses-0001"
     grid = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -182,8 +182,8 @@ def test_isles_flat_layout_rawdata_and_pipelineless_derivatives(tmp_path, nifti_
 def test_pet_tracer_keys_and_sidecars(bids_root, nifti_writer):
     pet = bids_root / "sub-01" / "pet"
     nifti_writer(pet / "sub-01_trc-amyloid_pet.nii.gz", np.ones((12, 12, 12), np.float32))
-    (pet / "sub-01_trc-amyloid_pet.json").write_text("{}")
-    (bids_root / "sub-01" / "anat" / "sub-01_T1w.json").write_text("{}")
+    (pet / "sub-01_trc-amyloid_pet.json").write_text("{}", encoding="utf-8")
+    (bids_root / "sub-01" / "anat" / "sub-01_T1w.json").write_text("{}", encoding="utf-8")
     s = load_dataset(bids_root).subject("sub-01")
     assert s["modalities"] == ("T1w", "pet_amyloid")
     ds = load_dataset(bids_root)
@@ -192,8 +192,8 @@ def test_pet_tracer_keys_and_sidecars(bids_root, nifti_writer):
 
 
 def test_pipeline_level_derivative_files_are_listed_without_warning(bids_root):
-    (bids_root / "derivatives" / "truth" / "sites.json").write_text("{}")
-    (bids_root / "derivatives" / "lesions" / "dataset_description.json").write_text("{}")
+    (bids_root / "derivatives" / "truth" / "sites.json").write_text("{}", encoding="utf-8")
+    (bids_root / "derivatives" / "lesions" / "dataset_description.json").write_text("{}", encoding="utf-8")
     ds = load_dataset(bids_root)
     assert ("derivatives/truth/sites.json",
             "pipeline-level file of derivatives/truth/ (not read)") in ds.skipped
@@ -203,7 +203,7 @@ def test_pipeline_level_derivative_files_are_listed_without_warning(bids_root):
 
 
 def test_unknown_files_are_skipped_with_a_warning(bids_root):
-    (bids_root / "sub-01" / "anat" / "notes.txt").write_text("scanner broke")
+    (bids_root / "sub-01" / "anat" / "notes.txt").write_text("scanner broke", encoding="utf-8")
     (bids_root / "sub-01" / "anat" / "sub-01_bold.nii.gz").write_bytes(b"")
     (bids_root / "extra").mkdir()
     ds = load_dataset(bids_root)
@@ -277,7 +277,7 @@ def test_missing_root_raises(tmp_path):
 
 def test_boxes_json_path_is_recorded_not_parsed(bids_root):
     path = load_dataset(bids_root).subject("sub-05")["files"]["lesions_boxes"]
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         assert json.load(f)[0]["label"] == 1
 
 

@@ -110,7 +110,7 @@ def _write_document(tmp_path, mutate) -> str:
                 "affine": FLIPPED.tolist(), "boxes": boxes_from_instances(_cube_instances(), FLIPPED)}
     mutate(document)
     path = tmp_path / "bad_boxes.json"
-    path.write_text(json.dumps(document))
+    path.write_text(json.dumps(document), encoding="utf-8")
     return path
 
 
@@ -134,7 +134,7 @@ def test_read_rejects_invalid_documents(tmp_path, mutate, message):
 
 def test_read_rejects_bad_json_and_missing_file(tmp_path):
     path = tmp_path / "broken_boxes.json"
-    path.write_text("{not json")
+    path.write_text("{not json", encoding="utf-8")
     with pytest.raises(ValueError, match="broken_boxes.json: not valid JSON"):
         read_boxes_json(path)
     with pytest.raises(FileNotFoundError, match="missing_boxes.json"):

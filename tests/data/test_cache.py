@@ -113,7 +113,7 @@ def test_config_change_gives_new_entry(tmp_path, subject, counted):
     a.get(subject)
     cached = b.get(subject)
     assert len(counted) == 2 and cached.dwi.spacing == (3.0, 3.0, 3.0)
-    assert json.loads((b.dir / "config.json").read_text())["spacing_mm"] == [3.0, 3.0, 3.0]
+    assert json.loads((b.dir / "config.json").read_text(encoding="utf-8"))["spacing_mm"] == [3.0, 3.0, 3.0]
 
 
 def test_half_written_entries_are_ignored_and_recomputed(tmp_path, subject, counted):

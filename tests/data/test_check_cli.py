@@ -65,7 +65,7 @@ def test_json_output_is_written(bids_root, tmp_path, capsys):
     out_json = tmp_path / "reports" / "check.json"
     code, _ = check(capsys, bids_root, "--json", out_json)
     assert code == 0
-    report = json.loads(out_json.read_text())
+    report = json.loads(out_json.read_text(encoding="utf-8"))
     assert report["ok"] is True and report["sessions"] == 7 and report["participants"] == 6
     assert report["diagnoses"]["stroke"] == {"participants": 2, "sessions": 2}
     assert report["modalities"]["dwi"] == {
@@ -87,14 +87,14 @@ def test_components_use_26_connectivity(bids_root, capsys, nifti_writer):
     nifti_writer(bids_root / "derivatives/lesions/sub-04/dwi/sub-04_msk.nii.gz", mask)
     code, _ = check(capsys, bids_root, "--json", bids_root.parent / "r.json")
     assert code == 0
-    per = json.loads((bids_root.parent / "r.json").read_text())["labels"]["lesions_msk"][
+    per = json.loads((bids_root.parent / "r.json").read_text(encoding="utf-8"))["labels"]["lesions_msk"][
         "per_subject"
     ]
     assert per[0] == {"subject_id": "sub-04", "voxels": 3, "volume_ml": 0.024, "components": 2}
 
 
 def write_split(path, folds, test=()):
-    path.write_text(json.dumps({"kind": "custom", "test": list(test), "folds": folds}))
+    path.write_text(json.dumps({"kind": "custom", "test": list(test), "folds": folds}), encoding="utf-8")
     return path
 
 
@@ -153,7 +153,7 @@ def test_isles22_real_case(isles22_root, tmp_path, capsys):
     assert code == 0, out
     assert row(out, "dwi") == ["dwi", "1", "112×112×73 [1]", "2×2×2 [1]"]
     assert row(out, "msk") == ["msk", "1", "1", "835", "6.68", "31"]
-    report = json.loads((tmp_path / "isles.json").read_text())
+    report = json.loads((tmp_path / "isles.json").read_text(encoding="utf-8"))
     (lesion,) = report["labels"]["msk"]["per_subject"]
     # reference: ISLES'22 README of ../shared/data (6.68 mL, 31 components at 26-connectivity)
     assert lesion == {

@@ -51,7 +51,7 @@ def build_tree(root: Path) -> Path:
             _write(root / pid / "pet" / f"{pid}_trc-amyloid_pet.nii.gz", 2 * t1)
         mmse = "n/a" if i == 3 else {"CN": 29, "MCI": 25, "AD": 19}[dx] + i % 2
         rows.append(f"{pid}\t{dx}\t{'AB'[i % 2]}\t{60 + 1.5 * i}\t{'FM'[i % 3 > 0]}\t{mmse}\t{i % 3}\tn/a")
-    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 

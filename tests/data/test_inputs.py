@@ -92,9 +92,9 @@ def test_batch_folder_lists_cases_and_every_unusable_entry(tmp_path):
     case = batch / "p3"
     write_dicom_series(case / "DWI", blob_volume(3), ras_affine())
     nib.save(nib.Nifti1Image(blob_volume(4).astype(np.float32), ras_affine()), case / "adc.nii.gz")
-    (batch / "notes.txt").write_text("not an image")
+    (batch / "notes.txt").write_text("not an image", encoding="utf-8")
     (batch / "empty").mkdir()
-    (batch / ".DS_Store").write_text("hidden")
+    (batch / ".DS_Store").write_text("hidden", encoding="utf-8")
     cases, errors = find_cases(batch)
     assert [c.case_id for c in cases] == ["p1", "p2_dicom", "p3"]
     assert set(cases[2].images) == {"dwi", "adc"}
@@ -130,5 +130,5 @@ def test_predict_on_a_dicom_series_equals_predict_on_the_same_nifti(tmp_path, ca
     assert 0 < mask.sum() < mask.size  # a real prediction, not a constant
     # NIfTI stores the affine in float32: a few boundary voxels may resample differently.
     assert (mask != np.asarray(from_nifti.dataobj)).mean() < 0.002
-    report = json.loads((tmp_path / "dcm" / "series_pred.json").read_text())
+    report = json.loads((tmp_path / "dcm" / "series_pred.json").read_text(encoding="utf-8"))
     assert report["n_lesions"] >= 1 and "series: " in capsys.readouterr().out

@@ -25,7 +25,7 @@ def mask(corner, size=(2, 2, 2)) -> np.ndarray:
 def soop_tree(root: Path, rows: str, masks: dict[str, np.ndarray]) -> tuple[Path, Path]:
     for pid, data in masks.items():
         write_nifti(root / "lesions" / f"{pid}_lesion.nii.gz", data, AFFINE)
-    (root / "scores.tsv").write_text("participant_id\tage\tnihss\n" + rows)
+    (root / "scores.tsv").write_text("participant_id\tage\tnihss\n" + rows, encoding="utf-8")
     return root / "lesions", root / "scores.tsv"
 
 
@@ -34,7 +34,7 @@ def atlas(root: Path) -> Path:
     labels[:4] = 1   # left half: territory 1
     labels[4:] = 2   # right half: territory 2
     path = write_nifti(root / "atlas.nii.gz", labels, AFFINE)
-    (root / "atlas.txt").write_text("1|LEFTA|left a|1\n2|RIGHTA|right a|2\n")
+    (root / "atlas.txt").write_text("1|LEFTA|left a|1\n2|RIGHTA|right a|2\n", encoding="utf-8")
     return path
 
 
@@ -45,7 +45,7 @@ def test_soop_layout_is_matched_measured_and_downsampled(tmp_path):
         load_outcome_dataset(mask_dir=mask_dir, scores=scores, atlas=atlas(tmp_path))
     assert "sub-10: missing nihss in scores.tsv" in str(err.value)
 
-    scores.write_text("participant_id\tage\tnihss\nsub-2\t70\t5\nsub-10\t61\t12\n")
+    scores.write_text("participant_id\tage\tnihss\nsub-2\t70\t5\nsub-10\t61\t12\n", encoding="utf-8")
     cohort = load_outcome_dataset(mask_dir=mask_dir, scores=scores, atlas=atlas(tmp_path),
                                   downsample=2)
     assert cohort.ids == ["sub-2", "sub-10"]  # natural order
@@ -113,7 +113,7 @@ def test_bad_score_tables(tmp_path):
 
 def test_bids_layout_and_several_masks_per_participant(tmp_path):
     (tmp_path / "participants.tsv").write_text(
-        "participant_id\tdiagnosis\tage\tNIHSS\nsub-01\tstroke\t66\t7\nsub-02\tstroke\t59\t3\n")
+        "participant_id\tdiagnosis\tage\tNIHSS\nsub-01\tstroke\t66\t7\nsub-02\tstroke\t59\t3\n", encoding="utf-8")
     deriv = tmp_path / "derivatives" / "lesions"
     write_nifti(deriv / "sub-01" / "dwi" / "sub-01_msk.nii.gz", mask((0, 0, 0)), AFFINE)
     write_nifti(deriv / "sub-02" / "ses-1" / "sub-02_ses-1_msk.nii.gz", mask((2, 2, 2)), AFFINE)

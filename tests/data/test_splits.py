@@ -279,7 +279,7 @@ def test_save_refuses_leaky_split(tmp_path):
 ])
 def test_malformed_split_files_name_file_and_key(tmp_path, content, key, problem):
     path = tmp_path / "mine.json"
-    path.write_text(content)
+    path.write_text(content, encoding="utf-8")
     with pytest.raises(SplitFormatError) as info:
         load_split(path)
     assert str(info.value).startswith(f"{path}: {key}")
@@ -323,12 +323,12 @@ def test_subjects_for_torchio_subjects():
 
 def test_read_participants_raises_every_error_naming_the_file(tmp_path):
     path = tmp_path / "participants.tsv"
-    path.write_text("participant_id\tdiagnosis\tsite\nsub-1\tad\tA\nsub-2\tCN\tn/a\n")
+    path.write_text("participant_id\tdiagnosis\tsite\nsub-1\tad\tA\nsub-2\tCN\tn/a\n", encoding="utf-8")
     table = read_participants(path)
     assert table.loc["sub-1", "diagnosis"] == "AD" and table.loc["sub-2", "site"] == "n/a"
     with pytest.raises(ValueError, match="missing site for participant_id.*sub-2"):
         make_leave_site_out_split(table)
-    path.write_text("participant_id\tdiagnosis\nsub-1\tAD\nsub-1\tCN\nsub-2\tflu\n")
+    path.write_text("participant_id\tdiagnosis\nsub-1\tAD\nsub-1\tCN\nsub-2\tflu\n", encoding="utf-8")
     with pytest.raises(ValueError) as info:
         read_participants(path)
     message = str(info.value)

@@ -25,7 +25,7 @@ KW = {"n_subjects": N_SUBJECTS, "seed": 3, "spacing_mm": 4.0, "sites": 2, "progr
 
 
 def _rows(root: Path) -> list[dict]:
-    with open(root / "participants.tsv", newline="") as f:
+    with open(root / "participants.tsv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
@@ -48,7 +48,7 @@ def test_layout_has_every_modality_and_truth(cohort):
             img = nib.load(cohort / modality_path(pid, modality))
             assert img.shape == (50, 59, 48)  # the 197×233×189 mm MNI152 field of view at 4 mm
             assert np.allclose(np.diag(img.affine), [4, 4, 4, 1])
-        truth = json.loads((cohort / f"derivatives/truth/{pid}/{pid}_effects.json").read_text())
+        truth = json.loads((cohort / f"derivatives/truth/{pid}/{pid}_effects.json").read_text(encoding="utf-8"))
         assert truth["clinical"]["diagnosis"] == row["diagnosis"]
         assert truth["regional_volumes_ml"]["hippocampus_l"] > 0
         for rel in truth["maps"].values():
@@ -93,7 +93,7 @@ def test_same_seed_gives_identical_arrays_serial_and_parallel(cohort, tmp_path):
         assert np.array_equal(first[key], second[key]), key
     pid = "sub-0001"
     truth = f"derivatives/truth/{pid}/{pid}_effects.json"
-    assert json.loads((cohort / truth).read_text()) == json.loads((again / truth).read_text())
+    assert json.loads((cohort / truth).read_text(encoding="utf-8")) == json.loads((again / truth).read_text(encoding="utf-8"))
 
 
 def test_other_seed_gives_other_subjects(cohort, tmp_path):
@@ -167,7 +167,7 @@ def test_lesion_masks_binary_inside_brain_and_boxed(cohort):
 def test_truth_maps_mark_the_changes(cohort):
     for row in _rows(cohort):
         pid = row["participant_id"]
-        truth = json.loads((cohort / f"derivatives/truth/{pid}/{pid}_effects.json").read_text())
+        truth = json.loads((cohort / f"derivatives/truth/{pid}/{pid}_effects.json").read_text(encoding="utf-8"))
         maps = {k: nib.load(cohort / v).get_fdata() for k, v in truth["maps"].items()}
         assert maps["atrophy"].min() >= 0
         if row["diagnosis"] == "AD" or float(row["age"]) > 65:  # disease or age atrophy
@@ -184,10 +184,10 @@ def test_truth_maps_mark_the_changes(cohort):
 def test_refuses_non_empty_out_and_overwrites_on_request(tmp_path):
     out = tmp_path / "c"
     out.mkdir()
-    (out / "keep.txt").write_text("user data")
+    (out / "keep.txt").write_text("user data", encoding="utf-8")
     with pytest.raises(FileExistsError, match="not empty"):
         generate_cohort(out, 1, 0, spacing_mm=4.0, progress=False)
-    assert (out / "keep.txt").read_text() == "user data"
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "user data"
     generate_cohort(out, 1, 0, spacing_mm=4.0, progress=False, overwrite=True)
     assert not (out / "keep.txt").exists() and (out / "participants.tsv").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no staging left behind
@@ -228,7 +228,7 @@ def test_cli_generates_and_previews(tmp_path):
     assert rc == 0
     png = out / "preview.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "--subjects 5 --seed 1 --spacing 4 --sites 2" in (out / "README").read_text()
+    assert "--subjects 5 --seed 1 --spacing 4 --sites 2" in (out / "README").read_text(encoding="utf-8")
     png.unlink()
     assert main(["synth", "--out", str(out), "--preview", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").is_file()

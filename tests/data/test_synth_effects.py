@@ -200,12 +200,12 @@ def test_regional_volumes_separate_cn_from_ad_but_not_perfectly(tmp_path):
 
     out = generate_cohort(tmp_path / "ad", 60, 11, spacing_mm=4.0, sites=3, diseases="ad",
                           proportions={"CN": 0.4, "MCI": 0.2, "AD": 0.4}, progress=False)
-    with open(out / "participants.tsv", newline="") as f:
+    with open(out / "participants.tsv", newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     features, dx = [], []
     for row in rows:
         pid = row["participant_id"]
-        v = json.loads((out / f"derivatives/truth/{pid}/{pid}_effects.json").read_text())["regional_volumes_ml"]
+        v = json.loads((out / f"derivatives/truth/{pid}/{pid}_effects.json").read_text(encoding="utf-8"))["regional_volumes_ml"]
         regions = ("hippocampus", "entorhinal", "temporal", "parietal", "precuneus")
         features.append([(v[f"{r}_l"] + v[f"{r}_r"]) / v["icv"] for r in regions] + [v["ventricles"] / v["icv"]])
         dx.append(row["diagnosis"])

@@ -157,7 +157,7 @@ def test_histogram_landmarks_fitted_on_files_enter_the_hash(tmp_path):
     got = np.percentile(standardised[raw > raw.mean()], [1, 50, 99])
     np.testing.assert_allclose(got, landmarks["dwi"][[0, 6, -1]], atol=0.5)
     before = config.config_hash()
-    out.write_text(json.dumps({"dwi": (landmarks["dwi"] * 2).tolist()}))
+    out.write_text(json.dumps({"dwi": (landmarks["dwi"] * 2).tolist()}), encoding="utf-8")
     assert config.config_hash() != before  # same path, new landmark values → new cache
     with pytest.raises(ValueError, match="no 'adc' image file"):
         fit_histogram_landmarks(subjects, ["adc"], tmp_path / "x.json")

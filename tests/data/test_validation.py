@@ -194,7 +194,7 @@ def test_derivatives_without_any_image(bids_root, nifti_writer):
 
 
 def append_row(root, row: str) -> None:
-    with open(root / "participants.tsv", "a") as f:
+    with open(root / "participants.tsv", "a", encoding="utf-8") as f:
         f.write(row + "\n")
 
 
@@ -218,9 +218,9 @@ def test_participant_without_images_is_a_warning(bids_root):
 
 
 def test_images_without_participant_row_are_an_error(bids_root):
-    text = (bids_root / "participants.tsv").read_text().splitlines()
+    text = (bids_root / "participants.tsv").read_text(encoding="utf-8").splitlines()
     (bids_root / "participants.tsv").write_text(
-        "\n".join(line for line in text if not line.startswith("sub-06")) + "\n"
+        "\n".join(line for line in text if not line.startswith("sub-06")) + "\n", encoding="utf-8"
     )
     err = only_error(bids_root)
     assert (err.path_or_key, err.message) == (
@@ -236,8 +236,8 @@ def test_images_without_participant_row_are_an_error(bids_root):
 
 
 def test_unknown_diagnosis(bids_root):
-    text = (bids_root / "participants.tsv").read_text().replace("sub-06\tCN", "sub-06\tdementia")
-    (bids_root / "participants.tsv").write_text(text)
+    text = (bids_root / "participants.tsv").read_text(encoding="utf-8").replace("sub-06\tCN", "sub-06\tdementia")
+    (bids_root / "participants.tsv").write_text(text, encoding="utf-8")
     err = only_error(bids_root)
     assert err.path_or_key == "participants.tsv: sub-06"
     assert (
@@ -263,7 +263,7 @@ def test_missing_participants_tsv(bids_root):
 
 
 def test_participants_tsv_without_required_columns(bids_root):
-    (bids_root / "participants.tsv").write_text("participant_id\tgroup\nsub-01\tCN\n")
+    (bids_root / "participants.tsv").write_text("participant_id\tgroup\nsub-01\tCN\n", encoding="utf-8")
     err = only_error(bids_root)
     assert (
         err.message == "missing column(s) ['diagnosis']; found columns ['participant_id', 'group']"
@@ -276,14 +276,14 @@ def test_malformed_participant_id_and_reserved_columns(bids_root):
     assert [(e.path_or_key, e.message) for e in errors] == [
         ("participants.tsv:8", "participant_id '07' must look like 'sub-<label>'")
     ]
-    text = (bids_root / "participants.tsv").read_text().replace("\tNIHSS", "\tfiles", 1)
-    (bids_root / "participants.tsv").write_text(text)
+    text = (bids_root / "participants.tsv").read_text(encoding="utf-8").replace("\tNIHSS", "\tfiles", 1)
+    (bids_root / "participants.tsv").write_text(text, encoding="utf-8")
     assert any("column(s) ['files'] are reserved" in e.message for e in errors_of(bids_root))
 
 
 def test_column_that_would_shadow_a_subject_method(bids_root):
-    text = (bids_root / "participants.tsv").read_text().replace("\tNIHSS", "\tplot", 1)
-    (bids_root / "participants.tsv").write_text(text)
+    text = (bids_root / "participants.tsv").read_text(encoding="utf-8").replace("\tNIHSS", "\tplot", 1)
+    (bids_root / "participants.tsv").write_text(text, encoding="utf-8")
     err = only_error(bids_root)
     assert (
         err.message
@@ -294,7 +294,7 @@ def test_column_that_would_shadow_a_subject_method(bids_root):
 
 def test_missing_site_column_is_a_warning(bids_root):
     (bids_root / "participants.tsv").write_text(
-        "participant_id\tdiagnosis\n" + "".join(f"sub-0{i}\tCN\n" for i in range(1, 7))
+        "participant_id\tdiagnosis\n" + "".join(f"sub-0{i}\tCN\n" for i in range(1, 7)), encoding="utf-8"
     )
     ds = load_dataset(bids_root)
     assert ds.subject("sub-01")["site"] == "n/a"

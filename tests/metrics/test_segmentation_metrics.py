@@ -332,7 +332,7 @@ def test_write_subject_csv_round_trips_atomically(tmp_path):
         segmentation_report(empty(), one, (1, 1, 2), subject_id="sub-02"),
     ]
     path = write_subject_csv(rows, tmp_path / "metrics" / "subjects.csv")
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         read = list(csv.DictReader(handle))
     assert list(read[0]) == ["subject_id", *METRIC_KEYS]
     assert read[0]["subject_id"] == "sub-01" and float(read[0]["dice"]) == 1.0
@@ -343,7 +343,7 @@ def test_write_subject_csv_round_trips_atomically(tmp_path):
     with pytest.raises(FileExistsError, match="subjects.csv exists"):
         write_subject_csv(rows[:1], path)
     write_subject_csv(rows[:1], path, overwrite=True)
-    assert len(path.read_text().splitlines()) == 2
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 2
 
 
 def test_write_subject_csv_rejects_mismatched_rows(tmp_path):

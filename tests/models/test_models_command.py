@@ -48,7 +48,7 @@ def test_command_module_imports_no_heavy_library():
     import sys
 
     code = "import sys, cogimg.commands.models; print(sorted({'torch','monai','timm'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8", check=True)
     assert out.stdout.strip() == "[]"
 
 

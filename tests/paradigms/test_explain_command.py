@@ -68,7 +68,7 @@ def test_classifier_saliency_lands_on_the_oblique_native_grid(method, classifier
     np.testing.assert_allclose(image.affine, oblique_affine(), atol=1e-5)
     values = np.asarray(image.dataobj)
     assert values.min() >= 0 and values.max() <= 1
-    record = json.loads(Path(f"{stem}.json").read_text())
+    record = json.loads(Path(f"{stem}.json").read_text(encoding="utf-8"))
     assert record["target"] == "AD" and record["target_index"] == 1
     assert sum(record["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert Path(f"{stem}.png").read_bytes()[:4] == b"\x89PNG"
@@ -91,9 +91,9 @@ def test_segmentation_checkpoint_explains_the_lesion_logit_sum(bids_root, tmp_pa
     for pid in ("sub-01", "sub-02", "sub-03", "sub-06"):
         shutil.rmtree(bids_root / pid)
     shutil.rmtree(bids_root / "derivatives" / "truth")
-    rows = (bids_root / "participants.tsv").read_text().splitlines()
+    rows = (bids_root / "participants.tsv").read_text(encoding="utf-8").splitlines()
     (bids_root / "participants.tsv").write_text(
-        "\n".join([rows[0], *(r for r in rows[1:] if r.startswith(("sub-04", "sub-05")))]) + "\n")
+        "\n".join([rows[0], *(r for r in rows[1:] if r.startswith(("sub-04", "sub-05")))]) + "\n", encoding="utf-8")
     torch.manual_seed(0)
     task = SegmentationTask("unet", in_channels=2, num_classes=2, patch_size=(16, 16, 16),
                             model_kwargs={"channels": [4, 8, 8], "strides": [2, 2],
@@ -106,7 +106,7 @@ def test_segmentation_checkpoint_explains_the_lesion_logit_sum(bids_root, tmp_pa
     args = parse(["--ckpt", str(ckpt), "--input", str(bids_root / "sub-04"), "--method", "gradcam",
                   "--out", str(tmp_path / "out"), "--device", "cpu"])
     assert command.run(args) == 0
-    record = json.loads((tmp_path / "out" / "sub-04_desc-gradcam_saliency.json").read_text())
+    record = json.loads((tmp_path / "out" / "sub-04_desc-gradcam_saliency.json").read_text(encoding="utf-8"))
     assert record["target"] == "lesion logit sum" and record["region_voxels"] > 0
     image = nib.load(tmp_path / "out" / "sub-04_desc-gradcam_saliency.nii.gz")
     source = nib.load(bids_root / "sub-04" / "dwi" / "sub-04_dwi.nii.gz")

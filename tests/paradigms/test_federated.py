@@ -98,7 +98,7 @@ def test_messages_carry_only_weights_and_scalars():
 
 
 def _imports(module) -> set[str]:
-    tree = ast.parse(Path(module.__file__).read_text())
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

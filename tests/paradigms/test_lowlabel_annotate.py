@@ -60,7 +60,7 @@ def test_annotate_writes_native_masks_entropy_and_a_ranked_review_list(unlabelle
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
         values = np.asarray(entropy.dataobj)
         assert values.min() >= -1e-6 and values.max() <= math.log(2) + 1e-4 and values.max() > 0
-        report = json.loads((out / f"{sid}_annotate.json").read_text())
+        report = json.loads((out / f"{sid}_annotate.json").read_text(encoding="utf-8"))
         assert report["samples"] == 4 and report["subject_id"] == sid
         row = review.set_index("subject_id").loc[sid]
         assert report["uncertainty"] == pytest.approx(row["uncertainty"]) and report["uncertainty"] > 0
@@ -81,14 +81,14 @@ def test_annotate_refuses_to_overwrite_and_checks_its_inputs(unlabelled, tmp_pat
         annotate_dataset([plain], root, tmp_path / "plain")
     ensemble = annotate_dataset([plain, mc], root, tmp_path / "ensemble", mc_samples=1)
     assert json.loads((tmp_path / "ensemble" / f"{ensemble['subject_id'][0]}_annotate.json")
-                      .read_text())["samples"] == 2
+                      .read_text(encoding="utf-8"))["samples"] == 2
     with pytest.raises(ValueError, match="outside"):
         annotate_dataset([mc], root, root / "derivatives" / "prelabels")
     labelled = build_easy_stroke_tree(tmp_path / "labelled", n=1)
     with pytest.raises(ValueError, match="--include-labelled"):
         annotate_dataset([mc], labelled, tmp_path / "l1")
     scored = annotate_dataset([mc], labelled, tmp_path / "l2", mc_samples=2, include_labelled=True)
-    report = json.loads((tmp_path / "l2" / f"{scored['subject_id'][0]}_annotate.json").read_text())
+    report = json.loads((tmp_path / "l2" / f"{scored['subject_id'][0]}_annotate.json").read_text(encoding="utf-8"))
     assert "dice" in report["metrics"]
 
 

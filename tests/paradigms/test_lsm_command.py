@@ -24,7 +24,7 @@ def tiny_masks(tmp_path_factory):
     for i, m in enumerate(maps, start=1):
         write_nifti(root / "lesions" / f"sub-{i}_lesion.nii.gz", m.astype(np.uint8), AFFINE)
         rows.append(f"sub-{i}\t{int(m[:10, :10].sum() > 20) * 8 + i % 3}")
-    (root / "scores.tsv").write_text("\n".join(rows) + "\n")
+    (root / "scores.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 
@@ -38,7 +38,7 @@ def test_real_scores_write_maps_on_the_downsampled_grid(tiny_masks, tmp_path, ca
     out = tmp_path / "lsm"
     assert run("--mask-dir", str(tiny_masks / "lesions"), "--scores", str(tiny_masks / "scores.tsv"),
                "--stat", "ttest", "--n-perm", "100", "--out", str(out)) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["subjects"] == 60 and summary["min_count"] == 3  # ⌈5 % of 60⌉
     t = nib.load(out / "t.nii.gz")
     assert t.shape == (10, 10, 8)
@@ -52,7 +52,7 @@ def test_synthetic_regions_report_recovery(tiny_masks, tmp_path):
     out = tmp_path / "synthetic"
     assert run("--mask-dir", str(tiny_masks / "lesions"), "--synthetic-regions", "1",
                "--downsample", "1", "--noise-sd", "1", "--n-perm", "100", "--out", str(out)) == 0
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert summary["peak_distance_mm"] <= 2.0 and summary["sensitivity"][0] > 0.2
     assert summary["dice"] > 0.2 and (out / "truth.nii.gz").is_file()
 

@@ -50,8 +50,8 @@ def build_easy_stroke_tree(root: Path, n: int = 10, seed: int = 0) -> Path:
         write_nifti(root / pid / "dwi" / f"{pid}_dwi.nii.gz", dwi, AFFINE)
         write_nifti(root / pid / "dwi" / f"{pid}_adc.nii.gz", adc, AFFINE)
         write_nifti(root / "derivatives" / "lesions" / pid / "dwi" / f"{pid}_msk.nii.gz", mask, AFFINE)
-    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "easy stroke"}))
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "easy stroke"}), encoding="utf-8")
     return root
 
 

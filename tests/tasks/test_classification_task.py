@@ -120,8 +120,8 @@ def test_balanced_class_weights_come_from_training_labels(tmp_path):
     root = build_classification_tree(tmp_path / "bids", n_per_class=6, diagnoses=("CN", "AD"))
     extra = build_classification_tree(tmp_path / "extra", n_per_class=6, diagnoses=("CN",), seed=1)
     # 12 CN + 6 AD: add the extra CN participants under new ids.
-    lines = (extra / "participants.tsv").read_text().splitlines()[1:]
-    with (root / "participants.tsv").open("a") as table:
+    lines = (extra / "participants.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    with (root / "participants.tsv").open("a", encoding="utf-8") as table:
         for line in lines:
             old = line.split("\t")[0]
             new = old.replace("sub-", "sub-9")

@@ -45,8 +45,8 @@ def build_easy_microbleeds_tree(root: Path, n: int = 8, seed: int = 0) -> Path:
         image = 1.0 - 0.8 * mask + rng.normal(0, 0.1, SHAPE)
         write_nifti(root / pid / "anat" / f"{pid}_T2starw.nii.gz", image.astype(np.float32), AFFINE)
         write_nifti(root / "derivatives" / "microbleeds" / pid / "anat" / f"{pid}_msk.nii.gz", mask, AFFINE)
-    (root / "participants.tsv").write_text("\n".join(rows) + "\n")
-    (root / "dataset_description.json").write_text(json.dumps({"Name": "easy microbleeds"}))
+    (root / "participants.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "easy microbleeds"}), encoding="utf-8")
     return root
 
 
@@ -137,7 +137,7 @@ def test_one_experiment_per_detection_model_and_disease():
 
     for disease in ("stroke", "microbleeds"):
         configs = [p for p in DETECTION_EXPERIMENTS if p.parent.name == disease]
-        names = {yaml.safe_load(p.read_text())["model"]["init_args"]["model"] for p in configs}
+        names = {yaml.safe_load(p.read_text(encoding="utf-8"))["model"]["init_args"]["model"] for p in configs}
         assert names == set(models.available("detection")), disease
 
 
@@ -171,7 +171,7 @@ def test_predict_writes_boxes_in_native_voxels_and_mm(easy_microbleeds_tree, tmp
     assert main(["predict", "--ckpt", str(ckpt), "--input", str(easy_microbleeds_tree / "sub-01"),
                  "--output", str(out), "--device", "cpu"]) == 0
     assert "sub-01: 5 detection(s)" in capsys.readouterr().out
-    report = json.loads((out / "sub-01_pred_boxes.json").read_text())
+    report = json.loads((out / "sub-01_pred_boxes.json").read_text(encoding="utf-8"))
     assert report["n_detections"] == 5 and report["preset"] == "microbleeds"
     affine = nib.load(easy_microbleeds_tree / "sub-01" / "anat" / "sub-01_T2starw.nii.gz").affine
     scores = [d["score"] for d in report["detections"]]

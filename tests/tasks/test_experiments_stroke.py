@@ -32,7 +32,7 @@ def test_experiment_runs(config, easy_stroke_tree, tmp_path):
 
 def test_unknown_config_key_is_an_error(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
-    bad.write_text(EXPERIMENTS[0].read_text().replace("loss: dice_ce", "los: dice_ce"))
+    bad.write_text(EXPERIMENTS[0].read_text().replace("loss: dice_ce", "los: dice_ce"), encoding="utf-8")
     with pytest.raises(SystemExit):
         main(["fit", "--config", str(bad), "--trainer.fast_dev_run", "1"])
     assert "los" in capsys.readouterr().err

@@ -34,7 +34,7 @@ def oblique_scan(root, source, pid="sub-99"):
         path = root / folder / pid / "dwi" / f"{pid}_{key}.nii.gz"
         write_nifti(path, data, affine)
         out[key] = path
-    (root / "participants.tsv").write_text(f"participant_id\tdiagnosis\tsite\n{pid}\tstroke\tX\n")
+    (root / "participants.tsv").write_text(f"participant_id\tdiagnosis\tsite\n{pid}\tstroke\tX\n", encoding="utf-8")
     return out, affine, shape
 
 
@@ -47,7 +47,7 @@ def test_prediction_lands_on_the_oblique_native_grid(trained, easy_stroke_tree, 
     np.testing.assert_allclose(pred.affine, affine, atol=1e-5)
     truth = np.asarray(nib.load(paths["msk"]).dataobj)
     assert dice(np.asarray(pred.dataobj) > 0, truth > 0) > 0.6
-    report = json.loads((tmp_path / "out" / "sub-99_pred.json").read_text())
+    report = json.loads((tmp_path / "out" / "sub-99_pred.json").read_text(encoding="utf-8"))
     assert report == json.loads(json.dumps(reports[0], default=float))
     assert report["n_lesions"] >= 1 and report["metrics"]["dice"] > 0.6
     assert sum(les["volume_ml"] for les in report["lesions"]) == pytest.approx(report["total_volume_ml"])

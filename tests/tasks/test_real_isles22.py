@@ -38,7 +38,7 @@ def test_synthetic_model_predicts_isles22(isles22_root, tmp_path, capsys):
     dwi = nib.load(next(isles22_root.rglob("*_dwi.nii.gz")))
     assert pred.shape == dwi.shape == (112, 112, 73)
     np.testing.assert_allclose(pred.affine, dwi.affine, atol=1e-6)
-    report = json.loads((tmp_path / "pred" / f"{sid}_pred.json").read_text())
+    report = json.loads((tmp_path / "pred" / f"{sid}_pred.json").read_text(encoding="utf-8"))
     metrics = report["metrics"]
     assert metrics["volume_truth_ml"] == pytest.approx(6.68, abs=0.01)
     assert metrics["n_lesions_truth"] == 31

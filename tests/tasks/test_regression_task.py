@@ -110,7 +110,7 @@ def tiny_soop(tmp_path_factory) -> Path:
     labels = np.zeros(GRID, np.int16)
     labels[:12], labels[12:] = 1, 2
     write_nifti(root / "atlas.nii.gz", labels, AFFINE)
-    (root / "atlas.txt").write_text("1|L|left|1\n2|R|right|2\n")
+    (root / "atlas.txt").write_text("1|L|left|1\n2|R|right|2\n", encoding="utf-8")
     rows = ["participant_id\tage\tnihss"]
     for i in range(1, 21):
         mask = np.zeros(GRID, np.uint8)
@@ -118,7 +118,7 @@ def tiny_soop(tmp_path_factory) -> Path:
         mask[corner[0]:corner[0] + 8, corner[1]:corner[1] + 8, corner[2] % 8:corner[2] % 8 + 6] = 1
         write_nifti(root / "lesions" / f"sub-{i}_lesion.nii.gz", mask, AFFINE)
         rows.append(f"sub-{i}\t{50 + i}\t{mask[:12].sum() // 20}")
-    (root / "scores.tsv").write_text("\n".join(rows) + "\n")
+    (root / "scores.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return root
 
 
@@ -132,7 +132,7 @@ def test_outcome_experiment_runs_and_its_split_does_not_leak(config, tiny_soop, 
         "--atlas", str(tiny_soop / "atlas.nii.gz"), "--split", str(tmp_path / "split.json"),
         "--n-folds", "2", "--max-epochs", "1"])
     assert outcome_cmd.run(args) == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
     assert metrics["n_subjects"] == 20 and len(metrics["pearson_r_folds"]) == 2
     assert len(metrics["pooled"]["pearson_r_ci"]) == 2
     assert (tmp_path / "run" / "predicted_vs_observed.png").stat().st_size > 0
@@ -150,6 +150,6 @@ def test_outcome_experiment_runs_and_its_split_does_not_leak(config, tiny_soop, 
 
 def test_config_with_an_unknown_key_fails(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("data: {layout: soop, mask_dir: x, scores: y}\nmodel: {name: svr, C: 3}\n")
+    bad.write_text("data: {layout: soop, mask_dir: x, scores: y}\nmodel: {name: svr, C: 3}\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"model: unknown key\(s\) \['C'\]"):
         outcome_cmd.load_config(bad)

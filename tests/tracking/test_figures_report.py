@@ -57,7 +57,7 @@ def test_figures_command_without_runs_fails(tmp_path):
 
 
 def test_report_page(runs_dir, tmp_path):
-    page = write_report(runs_dir, tmp_path / "report.html").read_text()
+    page = write_report(runs_dir, tmp_path / "report.html").read_text(encoding="utf-8")
     assert page.count('<table class="leaderboard">') == 2
     assert '<img src="runs/figures/roc.png"' in page and 'href="runs/figures/roc.pdf"' in page
     assert page.count("<details>") == 5 and "seg_unetr · unetr · seed 0" in page
@@ -79,12 +79,12 @@ def test_quickstart_benchmark_file():
 
 def test_benchmark_file_errors(tmp_path):
     bad = tmp_path / "b.yaml"
-    bad.write_text("experiments: [{config: nope.yaml}]\n")
+    bad.write_text("experiments: [{config: nope.yaml}]\n", encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_benchmark(bad)
-    bad.write_text("experimens: []\n")
+    bad.write_text("experimens: []\n", encoding="utf-8")
     with pytest.raises(ValueError, match="unknown key"):
         load_benchmark(bad)
-    bad.write_text("experiments: [{config: experiments/ad/cls_tabular.yaml, budget: 10}]\n")
+    bad.write_text("experiments: [{config: experiments/ad/cls_tabular.yaml, budget: 10}]\n", encoding="utf-8")
     with pytest.raises(ValueError, match=r"cls_tabular.yaml.*unknown key\(s\) \['budget'\]"):
         load_benchmark(bad)

@@ -23,8 +23,8 @@ def fake_run(folder, experiment, model, seed, subjects: dict, task=SEG_TASK, par
     folder.mkdir(parents=True)
     manifest = {"run_id": folder.name, "experiment": experiment, "model": model, "variant": variant,
                 "task": task, "seed": seed, "params": params, "wall_s": wall_s, "peak_rss_gb": peak}
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "metrics.json").write_text(json.dumps({"val": {}, "extra": {"latency_s": latency_s}}))
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (folder / "metrics.json").write_text(json.dumps({"val": {}, "extra": {"latency_s": latency_s}}), encoding="utf-8")
     pd.DataFrame(subjects).to_csv(folder / "subjects_val.csv", index=False)
     return folder
 
@@ -50,7 +50,7 @@ def runs_dir(tmp_path):
     fake_run(root / "cls_s0", "cls_resnet10", "resnet10_3d", 0, cls_subjects([0.2, 0.6, 0.7, 0.9]), task=CLS_TASK)
     fake_run(root / "cls_s1", "cls_resnet10", "resnet10_3d", 1, cls_subjects([0.1, 0.3, 0.6, 0.8]), task=CLS_TASK)
     (root / "unfinished").mkdir()
-    (root / "unfinished" / "manifest.json").write_text(json.dumps({"task": SEG_TASK}))
+    (root / "unfinished" / "manifest.json").write_text(json.dumps({"task": SEG_TASK}), encoding="utf-8")
     return root
 
 

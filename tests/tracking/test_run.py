@@ -61,7 +61,7 @@ def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, m
     assert main(fit_args(tmp_path, tiny_tree, steps=2)) == 0
     run = tmp_path / "lightning_logs" / "version_0"
 
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["experiment"] == "seg_unet" and manifest["model"] == "unet"
     assert manifest["seed"] == 0 and manifest["params"] > 0
     assert len(manifest["git"]["commit"] or "0" * 40) == 40
@@ -74,7 +74,7 @@ def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, m
     assert len(manifest["fits"]) == 1 and manifest["fits"][0]["global_step"] == 2
     assert manifest["wall_s"] > 0 and 0 < manifest["peak_rss_gb"] < 8 and manifest["status"] == "finished"
 
-    metrics = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert 0 <= metrics["val"]["val/dice"] <= 1 and metrics["global_step"] == 2
     subjects = pd.read_csv(run / "subjects_val.csv")
     assert subjects["dice"].mean() == pytest.approx(metrics["val"]["val/dice"], abs=1e-6)
@@ -89,7 +89,7 @@ def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, m
     assert resume_version(last) == 0
     assert main(fit_args(tmp_path, tiny_tree, steps=4, extra=("--ckpt_path", str(last)))) == 0
     assert not (tmp_path / "lightning_logs" / "version_1").exists()
-    resumed = json.loads((run / "manifest.json").read_text())
+    resumed = json.loads((run / "manifest.json").read_text(encoding="utf-8"))
     assert resumed["run_id"] == manifest["run_id"] and len(resumed["fits"]) == 2
     assert resumed["fits"][1]["resumed_from"] == str(last) and resumed["fits"][1]["global_step"] == 4
     # The time carried over is what the checkpoint recorded: the first fit's wall time less
@@ -97,7 +97,7 @@ def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, m
     carried = resumed["wall_s"] - resumed["fits"][1]["wall_s"]
     assert 0 < carried <= manifest["wall_s"] + 0.01
     assert carried == pytest.approx(manifest["wall_s"], rel=0.05, abs=0.5)
-    assert json.loads((run / "metrics.json").read_text())["global_step"] == 4
+    assert json.loads((run / "metrics.json").read_text(encoding="utf-8"))["global_step"] == 4
     # The second fit got its own W&B run object (the first one was finished), with the same id.
     runs = sorted((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(r.name.endswith(manifest["run_id"]) for r in runs)

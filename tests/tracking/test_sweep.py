@@ -37,7 +37,7 @@ space:
 def toy_train(spec, trial, root, params):
     """Stand-in for training: records who ran the trial, sleeps a little, scores the lr."""
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "workers.txt", "a") as f:
+    with open(root / "workers.txt", "a", encoding="utf-8") as f:
         f.write(f"{os.getpid()} {trial.number}\n")
     if os.environ.get("TOY_FREEZE_AT") == str(trial.number):
         time.sleep(120)  # the test kills the worker here
@@ -48,7 +48,7 @@ def toy_train(spec, trial, root, params):
 def write_spec(tmp_path, text=SPEC) -> Path:
     (tmp_path / "sweeps").mkdir(exist_ok=True)
     path = tmp_path / "sweeps" / "toy.yaml"
-    path.write_text(text)
+    path.write_text(text, encoding="utf-8")
     return path
 
 
@@ -96,9 +96,9 @@ def test_two_workers_one_storage_no_duplicate_or_lost_trials(tmp_path):
     assert 6 <= len(trials) <= 7  # at most one extra: both workers may start the last trial
     # Each trial ran exactly once, in its own folder.
     for t in trials:
-        lines = (out / "trials" / f"trial_{t.number:04d}" / "workers.txt").read_text().splitlines()
+        lines = (out / "trials" / f"trial_{t.number:04d}" / "workers.txt").read_text(encoding="utf-8").splitlines()
         assert len(lines) == 1 and lines[0].endswith(f" {t.number}")
-    assert json.loads((out / "best.json").read_text())["number"] in numbers
+    assert json.loads((out / "best.json").read_text(encoding="utf-8"))["number"] in numbers
 
 
 @pytest.mark.slow  # a worker process killed mid-trial, heartbeat grace
@@ -125,7 +125,7 @@ def test_killed_worker_trial_is_retried_in_its_folder(tmp_path):
     assert failed.number == 2
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 2)
     assert retry.params == failed.params  # same parameters, same run folder
-    assert retry.user_attrs["run_root"].endswith("trial_0002") and len(marker.read_text().splitlines()) == 2
+    assert retry.user_attrs["run_root"].endswith("trial_0002") and len(marker.read_text(encoding="utf-8").splitlines()) == 2
 
 
 def test_multi_objective_writes_pareto_front(tmp_path):

@@ -29,13 +29,13 @@ VIEW = {"CN": (1, -22.0), "MCI": (1, -22.0), "AD": (1, -22.0), "PD": (2, -6.0), 
 
 
 def _read_rows(root: Path) -> list[dict]:
-    with open(root / "participants.tsv", newline="") as f:
+    with open(root / "participants.tsv", newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
 def _truth(root: Path, pid: str) -> dict:
     path = root / "derivatives" / "truth" / pid / f"{pid}_effects.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _score(dx: str, truth: dict) -> float:

@@ -107,7 +107,7 @@ def territory_labels(family: str, side: str) -> tuple[int, ...]:
 
 def _read_label_table(path: Path) -> dict[int, str]:
     names = {}
-    for line_no, line in enumerate(path.read_text().splitlines(), start=1):
+    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("|")
