@@ -10,8 +10,8 @@ batch 8, light augmentation, ``--workers`` loader processes) and trained by
 ``ClassificationTask`` with its defaults (``resnet10_3d``: MONAI ResNet-10, widths
 (16, 32, 64, 128), stride-2 stem). The one-time preprocessing into the cache is timed
 separately. Three training epochs run (the first pays for worker start-up and oneDNN
-warm-up); all three are printed, with the peak RSS of the whole process tree (psutil, sampled
-every 100 ms).
+warm-up); all three are printed, with the peak memory of the whole process tree (PSS, as
+in every run's manifest: :class:`cogimg.tracking.run.PeakMemory`, sampled every 100 ms).
 
 For scale, the same script times a few training steps of MONAI's published ResNet-10
 (widths 64…512, stride-1 stem; what ``monai.networks.nets.resnet10`` builds) and of the
@@ -26,45 +26,14 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Self
 
 import psutil
 
 TARGET_SECONDS = 60.0
 TARGET_RSS_GB = 4.0
-
-
-class TreeRSS:
-    """Peak summed RSS (GiB) of this process and its children, sampled in a thread."""
-
-    def __init__(self, interval_s: float = 0.1):
-        self.interval_s, self.peak = interval_s, 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total / 1024**3)
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def write_split(root: Path, out: Path, n_train: int) -> Path:
@@ -118,6 +87,7 @@ def main() -> None:
 
     from cogimg.data.datamodules import VolumeDataModule
     from cogimg.tasks.classification import ClassificationTask
+    from cogimg.tracking.run import PeakMemory
 
     warnings.filterwarnings("ignore")
     work = Path(tempfile.mkdtemp(prefix="cls_epoch_"))
@@ -133,29 +103,30 @@ def main() -> None:
     print(f"torch threads: {torch.get_num_threads()}, CPU cores: {psutil.cpu_count()}, "
           f"load average: {psutil.getloadavg()[0]:.1f}")
 
-    with TreeRSS() as rss:
-        dm = VolumeDataModule(root, preset="ad", split_file=split, cache_dir=work / "cache",
-                              num_workers=args.workers)
-        start = time.perf_counter()
-        dm.setup("fit")
-        print(f"one-time preprocessing into the cache ({len(dm.subjects['train'])} train + "
-              f"{len(dm.subjects['val'])} val + {len(dm.subjects['test'])} test subjects): "
-              f"{time.perf_counter() - start:.1f} s")
-        L.seed_everything(0)
-        task = ClassificationTask(classes=("CN", "MCI", "AD"))
-        epochs: list[float] = []
+    memory = PeakMemory(interval_s=0.1).start()
+    dm = VolumeDataModule(root, preset="ad", split_file=split, cache_dir=work / "cache",
+                          num_workers=args.workers)
+    start = time.perf_counter()
+    dm.setup("fit")
+    print(f"one-time preprocessing into the cache ({len(dm.subjects['train'])} train + "
+          f"{len(dm.subjects['val'])} val + {len(dm.subjects['test'])} test subjects): "
+          f"{time.perf_counter() - start:.1f} s")
+    L.seed_everything(0)
+    task = ClassificationTask(classes=("CN", "MCI", "AD"))
+    epochs: list[float] = []
 
-        class EpochTimer(L.Callback):
-            def on_train_epoch_start(self, trainer, module):
-                self.start = time.perf_counter()
+    class EpochTimer(L.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            self.start = time.perf_counter()
 
-            def on_train_epoch_end(self, trainer, module):
-                epochs.append(time.perf_counter() - self.start)
+        def on_train_epoch_end(self, trainer, module):
+            epochs.append(time.perf_counter() - self.start)
 
-        trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0, callbacks=[EpochTimer()])
-        trainer.fit(task, datamodule=dm)
+    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        limit_val_batches=0, callbacks=[EpochTimer()])
+    trainer.fit(task, datamodule=dm)
+    peak_gb = memory.stop()["peak_memory_gb"]
     batches = len(dm.train_dataloader())
     n = len(dm.subjects["train"])
     print(f"\ndefault 3D CNN (resnet10_3d, widths 16-128, stride-2 stem, "
@@ -164,8 +135,8 @@ def main() -> None:
     for i, seconds in enumerate(epochs, 1):
         print(f"  epoch {i}: {seconds:6.1f} s  ({seconds / n * 1000:.0f} ms/subject)   "
               f"target ≤ {TARGET_SECONDS:.0f} s: {'PASS' if seconds <= TARGET_SECONDS else 'FAIL'}")
-    print(f"  peak RSS of the process tree: {rss.peak:.2f} GiB   target ≤ {TARGET_RSS_GB:.0f} GiB: "
-          f"{'PASS' if rss.peak <= TARGET_RSS_GB else 'FAIL'}")
+    print(f"  peak memory (PSS) of the process tree: {peak_gb:.2f} GiB   target ≤ {TARGET_RSS_GB:.0f} GiB: "
+          f"{'PASS' if peak_gb <= TARGET_RSS_GB else 'FAIL'}")
 
     if not args.skip_published:
         shape, batch = tuple(dm.config.target_shape), dm.batch_size

@@ -167,7 +167,7 @@ def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: 
         params_M=float(np.mean([r.manifest.get("params", np.nan) for r in runs])) / 1e6,
         train_s=float(np.mean([r.manifest.get("wall_s", np.nan) for r in runs])),
         latency_s=float(np.mean([r.metrics.get("extra", {}).get("latency_s", np.nan) for r in runs])),
-        peak_rss_gb=float(np.max([r.manifest.get("peak_rss_gb", np.nan) for r in runs])),
+        peak_memory_gb=float(np.max([r.manifest.get("peak_memory_gb", np.nan) for r in runs])),
         run_dirs=";".join(str(r.path) for r in runs))
     return row
 

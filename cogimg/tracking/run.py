@@ -7,7 +7,8 @@ A run directory is the Lightning log directory of one fit,
 * ``manifest.json`` — run id, experiment name, command line, git commit (+ dirty flag),
   package versions, seed, data fingerprint (sha256) and split file (path + sha256), device,
   task / model / variant, parameter count, one entry per fit (start, wall time in s, peak
-  RSS in GiB, peak CUDA memory in GiB, checkpoint resumed from) and their totals;
+  memory of the process tree in GiB — PSS, see :class:`PeakMemory` —, peak CUDA memory in
+  GiB, checkpoint resumed from) and their totals;
 * ``metrics.json`` — the last validation (``val``) and test (``test``) metrics, epoch, step,
   the monitored best checkpoint, and extras such as inference latency (s);
 * ``subjects_val.csv`` / ``subjects_test.csv`` — one row per subject (the task's
@@ -110,15 +111,30 @@ def device_info(trainer) -> dict[str, Any]:
     return info
 
 
+def _resident_bytes(process) -> int:
+    """Proportional set size of a ``psutil.Process`` where the OS reports it, else its RSS."""
+    try:
+        return process.memory_full_info().pss
+    except AttributeError:  # no ``pss`` field outside Linux
+        return process.memory_info().rss
+
+
 class PeakMemory:
     """Peak resident memory (GiB) of this process and its children (data loader workers),
     sampled every ``interval_s`` by a daemon thread between :meth:`start` and :meth:`stop`;
     plus peak CUDA memory allocated by torch. (``ru_maxrss`` would report the lifetime peak of
-    the process, wrong for the second of two fits in one process.)"""
+    the process, wrong for the second of two fits in one process.)
+
+    Each process counts its proportional set size (PSS, Linux): pages shared by the parent and
+    its forked workers (the torch libraries, the copy-on-write dataset) are split between them
+    instead of counted once per process, so the sum is the memory the run really holds. Summed
+    RSS double-counts them (measured on the demo's segmentation runs with one loader worker:
+    4.6 GiB summed RSS against a 2.1 GiB ``ru_maxrss`` of the whole demo process). Where PSS
+    is unavailable (macOS, Windows) RSS is summed, an upper bound."""
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
-        self.peak_rss_gb = 0.0
+        self.peak_memory_gb = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -128,10 +144,10 @@ class PeakMemory:
         me = psutil.Process()
         while True:
             try:
-                rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+                rss = sum(_resident_bytes(p) for p in (me, *me.children(recursive=True)))
             except psutil.Error:  # a worker exited between listing and reading it
                 rss = 0
-            self.peak_rss_gb = max(self.peak_rss_gb, rss / 1024**3)
+            self.peak_memory_gb = max(self.peak_memory_gb, rss / 1024**3)
             if self._stop.wait(self.interval_s):
                 return
 
@@ -152,7 +168,7 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         cuda = torch.cuda.max_memory_allocated() / 1024**3 if torch.cuda.is_available() else 0.0
-        return {"peak_rss_gb": round(self.peak_rss_gb, 3), "peak_cuda_gb": round(cuda, 3)}
+        return {"peak_memory_gb": round(self.peak_memory_gb, 3), "peak_cuda_gb": round(cuda, 3)}
 
 
 # ----------------------------------------------------------------------------- files
@@ -297,7 +313,7 @@ class RunRecorder(Callback):
         manifest["fits"][-1].update(wall_s=round(wall, 2), epochs=trainer.current_epoch,
                                     global_step=trainer.global_step, **memory)
         manifest.update(wall_s=round(self.previous_wall_s, 2), status="finished")
-        for key in ("peak_rss_gb", "peak_cuda_gb"):
+        for key in ("peak_memory_gb", "peak_cuda_gb"):
             manifest[key] = max(f.get(key, 0.0) for f in manifest["fits"])
         write_json(path, manifest)
         self._write_metrics(trainer, pl_module, "val")

@@ -17,7 +17,7 @@ from cogimg.io import atomic_write_text
 from cogimg.tracking.leaderboard import KINDS
 
 RESOURCE_COLUMNS = (("params_M", "params (M)", "{:.2f}"), ("train_s", "train (s)", "{:.0f}"),
-                    ("latency_s", "latency (s)", "{:.3f}"), ("peak_rss_gb", "peak RSS (GiB)", "{:.2f}"))
+                    ("latency_s", "latency (s)", "{:.3f}"), ("peak_memory_gb", "peak memory (GiB)", "{:.2f}"))
 
 
 def _number(value, fmt: str = "{:.3f}") -> str:

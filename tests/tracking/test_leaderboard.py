@@ -22,7 +22,7 @@ def fake_run(folder, experiment, model, seed, subjects: dict, task=SEG_TASK, par
              wall_s=100.0, latency_s=1.5, peak=1.2, variant="default"):
     folder.mkdir(parents=True)
     manifest = {"run_id": folder.name, "experiment": experiment, "model": model, "variant": variant,
-                "task": task, "seed": seed, "params": params, "wall_s": wall_s, "peak_rss_gb": peak}
+                "task": task, "seed": seed, "params": params, "wall_s": wall_s, "peak_memory_gb": peak}
     (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
     (folder / "metrics.json").write_text(json.dumps({"val": {}, "extra": {"latency_s": latency_s}}), encoding="utf-8")
     pd.DataFrame(subjects).to_csv(folder / "subjects_val.csv", index=False)
@@ -65,7 +65,7 @@ def test_rows_equal_hand_computation(runs_dir):
     assert unet["dice_std"] == pytest.approx(math.sqrt(2 * 0.05**2))  # sample std of 0.8, 0.7
     assert unet["hausdorff95_mm_mean"] == pytest.approx(3.0)  # the undefined subject is left out
     assert unet["n_seeds"] == 2 and unet["seeds"] == "0,1" and unet["n_subjects"] == 3
-    assert unet["params_M"] == 2.0 and unet["train_s"] == 110.0 and unet["peak_rss_gb"] == 1.4
+    assert unet["params_M"] == 2.0 and unet["train_s"] == 110.0 and unet["peak_memory_gb"] == 1.4
     assert unet["latency_s"] == 1.5
     # CI: percentile bootstrap of the per-subject seed averages (0.85, 0.65, 0.75).
     rng = np.random.default_rng(0)

@@ -72,7 +72,7 @@ def test_fit_writes_run_directory_and_resume_continues_it(tiny_tree, tmp_path, m
     assert manifest["config_files"] == {str(CONFIG): file_sha256(CONFIG)}
     assert manifest["device"]["accelerator"] == "CPUAccelerator"
     assert len(manifest["fits"]) == 1 and manifest["fits"][0]["global_step"] == 2
-    assert manifest["wall_s"] > 0 and 0 < manifest["peak_rss_gb"] < 8 and manifest["status"] == "finished"
+    assert manifest["wall_s"] > 0 and 0 < manifest["peak_memory_gb"] < 8 and manifest["status"] == "finished"
 
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert 0 <= metrics["val"]["val/dice"] <= 1 and metrics["global_step"] == 2
