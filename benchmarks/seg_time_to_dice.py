@@ -3,9 +3,9 @@
 On a synthetic stroke cohort at 2 mm (120 patients, medium difficulty; generated once into
 --data if absent),
 each model trains from its shipped experiment YAML for up to --budget seconds (default 600 =
-10 minutes, a hard stop through ``trainer.max_time``) in its own process (so peak RSS is per
+10 minutes, a hard stop through ``trainer.max_time``) in its own process (so peak memory is per
 model), validating every --val-every epochs. Prints the learning curves, the final
-validation metrics, and peak RSS. Target: the best default config reaches Dice ≥ 0.85 within
+validation metrics, and peak memory. Target: the best default config reaches Dice ≥ 0.85 within
 10 minutes on 2 CPU cores; peak RSS ≤ 4 GB.
 
 The learning-rate schedule needs to know how long training is: a cosine schedule over the
@@ -33,7 +33,8 @@ stroke patients, 2 mm, medium; 20 validation subjects)::
 
 The best default (unet) reaches 0.842, still rising: the 0.85 target is missed by 0.008 on
 20 validation subjects (per-subject median 0.86; the lesions under 5.5 mL score 0.70-0.82).
-Peak RSS (``ru_maxrss`` of each model's process) is within the 4 GB target.
+Peak RSS (``ru_maxrss`` of each model's process, what the column showed then; it now shows
+the fit's PSS from its manifest) is within the 4 GB target.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def main() -> None:
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"cohort {args.data} ({args.subjects} stroke patients, 2 mm, medium); budget {args.budget:.0f} s/model")
     print(f"{'model':<16}{'params M':>9}{'s/step':>8}{'steps':>7}{'val Dice':>10}{'lesion F1':>10}"
-          f"{'train s':>9}{'latency s':>10}{'peak RSS GB':>12}")
+          f"{'train s':>9}{'latency s':>10}{'peak mem GB':>12}")
     curves = {}
     for model in models:
         r = json.loads((args.out / model / "result.json").read_text(encoding="utf-8"))
@@ -139,7 +140,7 @@ def main() -> None:
         print(f"{model:<16}{r['params'] / 1e6:>9.2f}{schedule['step_s']:>8.2f}{steps:>7d}"
               f"{m.get('val/dice', float('nan')):>10.3f}"
               f"{m.get('val/lesion_f1', float('nan')):>10.3f}{r['train_s']:>9.0f}"
-              f"{r['latency_s']:>10.2f}{r['peak_rss_gb']:>12.2f}")
+              f"{r['latency_s']:>10.2f}{r['peak_memory_gb'] or float('nan'):>12.2f}")
     print("\nDice vs. training time (s):")
     for model, curve in curves.items():
         print(f"  {model:<14}" + "  ".join(f"{p['train_s']:.0f}s:{p.get('val/dice', float('nan')):.3f}"

@@ -12,7 +12,6 @@ manifest, metrics, per-subject rows, checkpoints) under ``<run_dir>/lightning_lo
 from __future__ import annotations
 
 import json
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from lightning.pytorch import Callback
 from cogimg.io import atomic_write_text
 from cogimg.lightning_cli import build_cli
 from cogimg.metrics.segmentation import write_subject_csv
-from cogimg.tracking.run import update_metrics
+from cogimg.tracking.run import MANIFEST, read_json, update_metrics
 
 
 class LearningCurve(Callback):
@@ -67,18 +66,13 @@ class ExperimentResult:
     steps: int
     train_s: float
     latency_s: float
-    peak_rss_gb: float
+    peak_memory_gb: float | None  # the fit's process tree (PSS), from its manifest
     metrics: dict[str, float]
     curve: list[dict[str, float]] = field(default_factory=list)
     run_dir: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
-
-
-def peak_rss_gb() -> float:
-    """Peak resident memory of this process in GiB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 
 
 def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str] = (),
@@ -107,13 +101,15 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
     rows = task.subject_rows["val"]
     latency = _inference_latency(task, data)
     log_dir = Path(cli.trainer.log_dir or run_dir)
-    if (log_dir / "manifest.json").is_file():
+    peak_memory_gb = None
+    if (log_dir / MANIFEST).is_file():
         update_metrics(log_dir, latency_s=round(latency, 4))
+        peak_memory_gb = read_json(log_dir / MANIFEST).get("peak_memory_gb")
     result = ExperimentResult(
         name=name or Path(config).stem, model=task.hparams.model,
         params=sum(p.numel() for p in task.parameters()), steps=cli.trainer.global_step,
         train_s=round(train_s, 1),
-        latency_s=round(latency, 3), peak_rss_gb=round(peak_rss_gb(), 2),
+        latency_s=round(latency, 3), peak_memory_gb=peak_memory_gb,
         metrics={k: float(v) for k, v in final.items()}, curve=curve.points, run_dir=str(log_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run_dir / "result.json", result.to_json())

@@ -114,3 +114,21 @@ def test_bad_wandb_mode_is_one_clear_error(tiny_tree, tmp_path, monkeypatch):
     monkeypatch.setenv("COGIMG_WANDB", "maybe")
     with pytest.raises(ValueError, match="COGIMG_WANDB='maybe'"):
         main(fit_args(tmp_path, tiny_tree, steps=1))
+
+
+@pytest.mark.slow  # one real (tiny) fit through run_experiment
+def test_run_experiment_result_matches_its_run_directory(tiny_tree, tmp_path, monkeypatch):
+    """``run_experiment`` (used by ``cogimg demo``/``benchmark``, sweeps and benchmarks)
+    reports the fit's own manifest numbers and the final validation in ``result.json``."""
+    from cogimg.tracking.experiment import run_experiment
+
+    monkeypatch.setenv("COGIMG_WANDB", "off")
+    overrides = fit_args(tmp_path, tiny_tree, steps=3)[3:]  # drop "fit --config CONFIG"
+    result = run_experiment(CONFIG, tmp_path / "exp", overrides=overrides, name="tiny")
+    saved = json.loads((tmp_path / "exp" / "result.json").read_text(encoding="utf-8"))
+    manifest = json.loads((Path(result.run_dir) / "manifest.json").read_text(encoding="utf-8"))
+    assert saved["name"] == "tiny" and saved["model"] == "unet" and saved["steps"] == 3
+    assert saved["peak_memory_gb"] == manifest["peak_memory_gb"] and 0 < saved["peak_memory_gb"] < 8
+    assert saved["params"] == manifest["params"] and saved["latency_s"] > 0
+    subjects = pd.read_csv(tmp_path / "exp" / "subjects.csv")
+    assert subjects["dice"].mean() == pytest.approx(saved["metrics"]["val/dice"], abs=1e-6)

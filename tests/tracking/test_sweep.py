@@ -1,6 +1,7 @@
 """Sweeps: spec checking, parallel workers on one storage (no duplicate or lost trials), a
 killed worker's trial retried in its own run folder, Pareto front; trials are trained by a
-stand-in function here (the real trial path is exercised by the slow test at the end)."""
+stand-in function here (a real trial is a ``run_experiment`` call, tested in
+``tests/tracking/test_run.py``)."""
 
 from __future__ import annotations
 
