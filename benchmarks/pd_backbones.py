@@ -30,7 +30,7 @@ Measured 2026-12-02 (defaults: 100 CN/PD subjects generated in 35 s, seeds 0 1 2
 The 3D ResNet on T1w + DAT is well above chance; the timm ViT is **not**: BA exactly 0.500
 on every seed means it predicts one class for every test subject (its AUROC, 0.68, says the
 scores carry some ranking signal that the 0.5 threshold never uses). A from-scratch ViT-tiny
-on 80 training subjects and 20 epochs collapses to the majority class; what to try next is
+on under 80 training subjects and 20 epochs collapses to one class; what to try next is
 more epochs with class-balanced sampling and a lower learning rate, or pretrained weights
 where a machine can download them.
 """
