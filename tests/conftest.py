@@ -17,11 +17,17 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+
+# Fits in tests log to CSV only: W&B's offline service (a child process and its files per
+# run) is exercised by the one test that is about it (tests/tracking/test_run.py), which
+# sets COGIMG_WANDB=offline itself.
+os.environ.setdefault("COGIMG_WANDB", "off")
 
 SHAPE = (12, 12, 12)
 SPACING_MM = 2.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from cogimg.data.synth import cohort as synth_cohort
 from cogimg.data.synth import generate_cohort
 from cogimg.data.synth.difficulty import get_difficulty
 from cogimg.data.synth.plan import cohort_diagnoses, diagnosis_counts, plan_cohort
@@ -84,8 +86,23 @@ def test_images_load_as_float_with_values(cohort):
     assert 500 < np.median(adc[brain]) < 1500  # 10⁻⁶ mm²/s, like ISLES'22
 
 
-def test_same_seed_gives_identical_arrays_serial_and_parallel(cohort, tmp_path):
-    again = generate_cohort(tmp_path / "again", workers=2, **KW)
+@pytest.mark.parametrize("other_thread", [False, True], ids=["fork", "spawn"])
+def test_same_seed_gives_identical_arrays_serial_and_parallel(cohort, tmp_path, monkeypatch, other_thread):
+    """Workers are forked from a single-threaded process and spawned when another thread runs
+    (a fork would copy its held locks); both give the serial run's arrays."""
+    methods = []
+    get_context = synth_cohort.mp.get_context
+    monkeypatch.setattr(synth_cohort.mp, "get_context", lambda m: methods.append(m) or get_context(m))
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait, daemon=True)
+    if other_thread:
+        thread.start()
+    expected = "fork" if threading.active_count() == 1 else "spawn"
+    try:
+        again = generate_cohort(tmp_path / "again", workers=2, **KW)
+    finally:
+        release.set()
+    assert methods == [expected]
     assert (cohort / "participants.tsv").read_bytes() == (again / "participants.tsv").read_bytes()
     first, second = _nifti_arrays(cohort), _nifti_arrays(again)
     assert first.keys() == second.keys()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -236,8 +237,11 @@ def run_subjects(plans: list[SubjectPlan], config: SynthConfig, workers: int = 1
                     bar.update()
         else:
             # fork shares the parent's loaded template copy-on-write; elsewhere each
-            # worker loads its own in the initializer.
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            # worker loads its own in the initializer. Forking a process that runs other
+            # threads (a gRPC/Flower server, W&B's client) can copy a held lock into the child
+            # and hang it, so fork is used only from a single-threaded process.
+            single_threaded = threading.active_count() == 1
+            method = "fork" if single_threaded and "fork" in mp.get_all_start_methods() else "spawn"
             if method == "fork":
                 load_template(config.spacing_mm)
             ctx = mp.get_context(method)
