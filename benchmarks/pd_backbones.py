@@ -50,7 +50,7 @@ CLASSES = ("CN", "PD")
 BOTH = ["T1w", "pet_dat"]
 CONFIGS = {
     "resnet10_3d": {"model": "resnet10_3d", "modalities": BOTH},
-    "vit_2p5d": {"model": "timm_2p5d", "modalities": BOTH, "lr": 5e-4,
+    "vit_2p5d": {"model": "timm_2p5d", "modalities": BOTH, "lr": 1e-4, "warmup_steps": 50,
                  "model_kwargs": {"backbone": "vit_tiny_patch16_224", "context_slices": 3,
                                   "slice_stride": 2, "pretrained": False}},
     "resnet10_t1": {"model": "resnet10_3d", "modalities": ["T1w"]},

@@ -32,6 +32,8 @@ class LearningCurve(Callback):
         self.points: list[dict[str, float]] = []
         self._fit_start = self._val_start = 0.0
         self._val_s = 0.0
+        #: ``(global step, {"val/...": value})`` of the last validation during fit.
+        self.last_validation: tuple[int, dict[str, float]] | None = None
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start, self._val_s = time.perf_counter(), 0.0
@@ -51,6 +53,8 @@ class LearningCurve(Callback):
             if key in trainer.callback_metrics:
                 point[key] = float(trainer.callback_metrics[key])
         self.points.append(point)
+        self.last_validation = (trainer.global_step, {k: float(v) for k, v in trainer.callback_metrics.items()
+                                                      if k.startswith("val/")})
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._fit_start = 0.0  # validations after fit are not part of the curve
@@ -79,7 +83,8 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
                    budget_s: float | None = None, name: str | None = None, callbacks: list = (),
                    ckpt_path: str | Path | None = None) -> ExperimentResult:
     """Fit ``config`` (with LightningCLI-style ``overrides``; for at most ``budget_s`` seconds
-    of wall time when given), then validate the final weights; writes ``result.json`` and
+    of wall time when given), then validate the final weights (unless fit's last validation
+    already did, at the final step); writes ``result.json`` and
     ``subjects.csv`` into ``run_dir``. ``callbacks`` are added to the trainer's (e.g. a
     pruning callback); ``ckpt_path`` resumes that checkpoint's run."""
     run_dir = Path(run_dir)
@@ -97,7 +102,10 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
     start = time.perf_counter()
     cli.trainer.fit(task, datamodule=data, ckpt_path=str(ckpt_path) if ckpt_path else None)
     train_s = time.perf_counter() - start
-    final = cli.trainer.validate(task, datamodule=data, verbose=False)[0]
+    if curve.last_validation and curve.last_validation[0] == cli.trainer.global_step:
+        final = curve.last_validation[1]  # fit ended right after validating these weights
+    else:
+        final = cli.trainer.validate(task, datamodule=data, verbose=False)[0]
     rows = task.subject_rows["val"]
     latency = _inference_latency(task, data)
     log_dir = Path(cli.trainer.log_dir or run_dir)

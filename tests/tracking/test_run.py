@@ -124,7 +124,20 @@ def test_run_experiment_result_matches_its_run_directory(tiny_tree, tmp_path, mo
 
     monkeypatch.setenv("COGIMG_WANDB", "off")
     overrides = fit_args(tmp_path, tiny_tree, steps=3)[3:]  # drop "fit --config CONFIG"
-    result = run_experiment(CONFIG, tmp_path / "exp", overrides=overrides, name="tiny")
+    from lightning.pytorch.callbacks import Callback
+
+    class CountValidations(Callback):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def on_validation_end(self, trainer, pl_module) -> None:
+            self.n += not trainer.sanity_checking
+
+    counter = CountValidations()
+    result = run_experiment(CONFIG, tmp_path / "exp", overrides=overrides, name="tiny", callbacks=[counter])
+    # one step per epoch, validated every epoch: fit's third validation is the final one,
+    # reused instead of validating the same weights again
+    assert counter.n == 3 and result.curve[-1]["step"] == 3
     saved = json.loads((tmp_path / "exp" / "result.json").read_text(encoding="utf-8"))
     manifest = json.loads((Path(result.run_dir) / "manifest.json").read_text(encoding="utf-8"))
     assert saved["name"] == "tiny" and saved["model"] == "unet" and saved["steps"] == 3
