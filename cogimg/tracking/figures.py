@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from cogimg.io import atomic_path
 
@@ -57,9 +58,12 @@ def learning_curves(curves: dict[str, list[dict]], path: str | Path, key: str = 
             ax.plot([p[x] for p in pts], [p[key] for p in pts], marker="o", ms=2.5, lw=1,
                     color=OKABE_ITO[i % len(OKABE_ITO)], label=name)
     ax.set_xlabel(xlabel)
+    if x == "epoch":
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(label)
     ax.set_ylim(0, 1)
-    ax.legend(frameon=False)
+    # below the axes: with a few seeds per model, a legend inside covers the curves
+    ax.legend(frameon=False, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     return save_figure(fig, path)
 
 
