@@ -44,8 +44,15 @@ Lower learning rate with a longer warm-up (seed 0 only, 20 epochs, same data; id
 The ViT no longer collapses: its test scores rank PD above CN about as well as the ResNet's
 (AUROC 0.91), but the 0.5 threshold still puts most subjects in one class, so balanced
 accuracy stays near chance (CI lower bound 0.500): the check is **not met** for the ViT.
-The logits' offset is what is not learned in 20 epochs; the 3-seed run of this recipe and
-longer training are still to do.
+Three seeds of this recipe beside the ResNet (``--configs resnet10_3d vit_2p5d``, idle
+machine, 15 min)::
+
+    config                 BA per seed   pooled BA [95% CI]     AUROC [95% CI]      train s
+    resnet10_3d      0.900 0.850 0.950   0.900 [0.802, 0.981]  0.972 [0.926, 1.000]      120   above chance
+    vit_2p5d         0.600 0.650 0.500   0.583 [0.462, 0.702]  0.646 [0.511, 0.772]      474   NOT above chance
+
+Seed 0's AUROC of 0.91 did not hold over three seeds (0.646 pooled): the from-scratch ViT-tiny
+learns little of the PD signal in 20 epochs of under 80 subjects, while the 3D CNN finds it.
 """
 
 from __future__ import annotations
