@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import time
@@ -81,8 +80,9 @@ def config_of(model: str) -> Path:
 
 
 class TimeBudgetCosine(Callback):
-    """Learning rate by wall time: linear warm-up over ``warmup_steps`` steps, then cosine from
-    the task's ``lr`` down to 1 % of it ``budget_s`` seconds after training started.
+    """Learning rate by wall time: linear warm-up over ``warmup_steps`` steps, then the tasks'
+    cosine (:func:`cogimg.tasks.base.cosine_factor`) from ``lr`` down to 1 % of it
+    ``budget_s`` seconds after training started.
 
     A step-based schedule needs the number of steps that fit in the budget, i.e. a guess of
     the step time; measured before training (8 steps on random input) it was 0.20 s on one
@@ -98,8 +98,9 @@ class TimeBudgetCosine(Callback):
         self.base = [group["lr"] for group in trainer.optimizers[0].param_groups]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        progress = min(1.0, (time.perf_counter() - self.start) / self.budget_s)
-        factor = 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * progress))
+        from cogimg.tasks.base import cosine_factor
+
+        factor = cosine_factor((time.perf_counter() - self.start) / self.budget_s)
         if trainer.global_step < self.warmup_steps:
             factor = min(factor, (trainer.global_step + 1) / self.warmup_steps)
         for group, base in zip(trainer.optimizers[0].param_groups, self.base):

@@ -81,8 +81,7 @@ class BaseTask(LightningModule):
         def factor(step: int) -> float:
             if step < warmup:
                 return (step + 1) / warmup
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            return cosine_factor((step - warmup) / max(1, total - warmup))
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -101,6 +100,11 @@ class BaseTask(LightningModule):
 
     def on_test_epoch_start(self) -> None:
         self.subject_rows["test"] = []
+
+
+def cosine_factor(progress: float) -> float:
+    """Learning-rate multiplier of the cosine schedule: 1 at ``progress`` 0, 0.01 at 1 and after."""
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _plain(value: Any) -> Any:
