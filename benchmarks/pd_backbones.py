@@ -72,7 +72,8 @@ CONFIGS = {
     "resnet10_3d": {"model": "resnet10_3d", "modalities": BOTH},
     "vit_2p5d": {"model": "timm_2p5d", "modalities": BOTH, "lr": 1e-4, "warmup_steps": 50,
                  "model_kwargs": {"backbone": "vit_tiny_patch16_224", "context_slices": 3,
-                                  "slice_stride": 2, "pretrained": False}},
+                                  "slice_stride": 2, "pretrained": False,
+                                  "backbone_kwargs": {"patch_size": 8, "global_pool": "avg"}}},
     "resnet10_t1": {"model": "resnet10_3d", "modalities": ["T1w"]},
 }
 

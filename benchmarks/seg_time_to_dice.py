@@ -107,7 +107,7 @@ class TimeBudgetCosine(Callback):
             group["lr"] = base * factor
 
 
-def train_one(model: str, data: Path, out: Path, budget: float, val_every: int) -> None:
+def train_one(model: str, data: Path, out: Path, budget: float, val_every: int, precision: str | None) -> None:
     from cogimg.tracking.experiment import run_experiment
 
     (out / model).mkdir(parents=True, exist_ok=True)
@@ -116,7 +116,8 @@ def train_one(model: str, data: Path, out: Path, budget: float, val_every: int) 
                    overrides=["--data.init_args.data_root", str(data), "--data.init_args.cache_dir",
                               str(out / "cache"), "--trainer.max_epochs", "-1",
                               "--model.init_args.scheduler", "constant",
-                              "--trainer.check_val_every_n_epoch", str(val_every)])
+                              "--trainer.check_val_every_n_epoch", str(val_every)]
+                   + (["--trainer.precision", precision] if precision else []))
 
 
 def main() -> None:
@@ -128,17 +129,19 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--val-every", type=int, default=2, help="validate every N epochs")
+    parser.add_argument("--precision", help="override the YAML's trainer.precision (e.g. bf16-mixed)")
     parser.add_argument("--single", help=argparse.SUPPRESS)  # internal: train one model
     args = parser.parse_args()
     if args.single:
-        train_one(args.single, args.data, args.out, args.budget, args.val_every)
+        train_one(args.single, args.data, args.out, args.budget, args.val_every, args.precision)
         return
     ensure_cohort(args.data, args.subjects, args.seed)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     for model in models:
         subprocess.run([sys.executable, __file__, "--single", model, "--budget", str(args.budget),
                         "--data", str(args.data), "--out", str(args.out),
-                        "--val-every", str(args.val_every)],
+                        "--val-every", str(args.val_every)]
+                       + (["--precision", args.precision] if args.precision else []),
                        check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"cohort {args.data} ({args.subjects} stroke patients, 2 mm, medium); budget {args.budget:.0f} s/model")

@@ -10,19 +10,58 @@ Unless a config sets ``trainer.logger`` itself, every fit logs to a run director
 :class:`~cogimg.tracking.run.RunRecorder` that writes the manifest, final metrics and
 per-subject tables. Fitting with ``--ckpt_path <run dir>/checkpoints/last.ckpt`` continues
 that run directory.
+
+``trainer.precision: bf16-mixed`` runs in bfloat16 where the device computes it natively (CUDA
+with bf16, CPUs with AVX512-BF16 or AMX) and falls back, with a warning, to ``32-true`` where
+it would be emulated and slower than float32 (:func:`effective_precision`); the run's manifest
+records the precision actually used.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 from unittest import mock
+
+import torch
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from cogimg.tracking.run import RunRecorder, default_loggers, resume_version
+
+
+def native_bf16(device_type: str) -> bool:
+    """Whether ``device_type`` ("cpu", "cuda") computes bfloat16 natively. On CPU that takes
+    AVX512-BF16 or AMX: a U-Net training step at batch 2 x 2 x 64^3 took 0.13 s in bf16-mixed vs
+    0.20 s in float32 on 2 AVX512-BF16 cores; without them oneDNN emulates bf16."""
+    if device_type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device_type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, probe, lambda: False)()
+                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return True  # other accelerators: Lightning decides
+
+
+def effective_precision(precision, accelerator) -> object:
+    """``precision`` unless it asks for bf16 on a device without native bf16: then ``"32-true"``
+    (with a warning). ``accelerator`` "auto"/"gpu"/"cuda" means CUDA when one is present."""
+    if not str(precision).startswith("bf16"):
+        return precision
+    if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        device = "cuda"
+    elif str(accelerator) in ("auto", "cpu"):
+        device = "cpu"
+    else:  # other accelerators, or a GPU that is missing: Lightning decides or reports
+        return precision
+    if native_bf16(device):
+        return precision
+    warnings.warn(f"trainer.precision {precision!r}: this {device.upper()} has no native bfloat16, "
+                  "which would be emulated and slower than float32; using '32-true'", stacklevel=2)
+    return "32-true"
 
 
 class CogimgCLI(LightningCLI):
@@ -39,6 +78,7 @@ class CogimgCLI(LightningCLI):
         parser.set_defaults({"seed_everything": 0, "checkpoint.save_last": True})
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
+        config["precision"] = effective_precision(config.get("precision"), config.get("accelerator", "auto"))
         # Run directory: CSV (+ W&B) loggers and the run recorder, unless the config chose
         # its own logger or this is a smoke test (fast_dev_run disables loggers anyway).
         if config.get("logger") in (None, True) and not config.get("fast_dev_run"):

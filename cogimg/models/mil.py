@@ -19,7 +19,8 @@ attention lets those slices dominate instead of being averaged away, and the wei
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,12 +57,15 @@ class GatedAttentionPooling(nn.Module):
         return torch.einsum("bn,bnd->bd", weights, h), weights
 
 
-def create_timm_backbone(name: str, in_chans: int, slice_shape: tuple[int, int], pretrained: bool) -> nn.Module:
+def create_timm_backbone(name: str, in_chans: int, slice_shape: tuple[int, int], pretrained: bool,
+                         backbone_kwargs: Mapping[str, Any] | None = None) -> nn.Module:
     """``timm.create_model(name, num_classes=0)`` for ``(N, in_chans, X, Y)`` slices.
 
     Transformers get ``img_size=slice_shape`` with dynamic padding/position embeddings so
-    that slices of any size work; CNNs (which take no ``img_size``) are built plainly. A dry
-    run on one slice turns an architecture that cannot take this size into one clear error.
+    that slices of any size work; CNNs (which take no ``img_size``) are built plainly.
+    ``backbone_kwargs`` go to ``timm.create_model`` on top of these (e.g. ``{"patch_size": 8,
+    "global_pool": "avg"}`` for a ViT on small slices). A dry run on one slice turns an
+    architecture that cannot take this size into one clear error.
     """
     import timm
 
@@ -69,17 +73,21 @@ def create_timm_backbone(name: str, in_chans: int, slice_shape: tuple[int, int],
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ValueError(f"timm_2p5d: unknown timm backbone {name!r}{hint}")
-    base = {"pretrained": pretrained, "in_chans": in_chans, "num_classes": 0}
+    user = dict(backbone_kwargs or {})
+    fixed = {"pretrained": pretrained, "in_chans": in_chans, "num_classes": 0}
+    if clash := sorted(set(user) & set(fixed)):
+        raise ValueError(f"timm_2p5d: backbone_kwargs may not set {clash}; they follow from the task")
     attempts = ({"img_size": slice_shape, "dynamic_img_size": True, "dynamic_img_pad": True},
                 {"img_size": slice_shape}, {})
     for extra in attempts:
         try:
-            model = timm.create_model(name, **base, **extra)
+            model = timm.create_model(name, **fixed, **{**extra, **user})
             break
-        except TypeError:  # the architecture does not take these kwargs: try the next set
-            continue
-    else:  # pragma: no cover - the plain call raised TypeError too
-        raise ValueError(f"timm_2p5d: could not build timm model {name!r}")
+        except TypeError as error:  # the architecture does not take these kwargs: try the next set
+            last_error = error
+    else:
+        raise ValueError(f"timm_2p5d: could not build timm model {name!r} with backbone_kwargs {user} "
+                         f"({last_error})")
     was_training = model.training
     try:
         with torch.no_grad():
@@ -151,6 +159,7 @@ def timm_2p5d(
     attention_dim: int = 128,
     pretrained: bool = False,
     drop_rate: float = 0.0,
+    backbone_kwargs: Mapping[str, Any] | None = None,
 ) -> ClassifierNet:
     """2.5D: any timm backbone on axial slice stacks, gated-attention MIL over slices.
 
@@ -159,6 +168,8 @@ def timm_2p5d(
     ``pretrained=False`` by default (ImageNet weights need a download; timm adapts the first
     layer to the channel count when they are used). Defaults: resnet18, 3-slice stacks
     every 2nd slice (24 instances of a 48-slice volume), 11.2 M parameters.
+    ``backbone_kwargs`` pass through to ``timm.create_model`` (see
+    :func:`~cogimg.models.mil.create_timm_backbone`).
     See :mod:`cogimg.models.mil`.
     """
     shape = check_core("timm_2p5d", in_channels, num_classes, input_shape)
@@ -168,7 +179,8 @@ def timm_2p5d(
         raise ValueError(f"timm_2p5d: context_slices must be a positive odd int, got {context_slices!r}")
     if isinstance(slice_stride, bool) or not isinstance(slice_stride, int) or slice_stride < 1:
         raise ValueError(f"timm_2p5d: slice_stride must be a positive int, got {slice_stride!r}")
-    net2d = create_timm_backbone(backbone, in_channels * context_slices, shape[:2], pretrained)
+    net2d = create_timm_backbone(backbone, in_channels * context_slices, shape[:2], pretrained,
+                                 backbone_kwargs)
     encoder = SliceMILEncoder(net2d, net2d.num_features, in_channels, context_slices, slice_stride,
                               attention_dim)
     return ClassifierNet(encoder, net2d.num_features, num_classes, in_channels, "timm_2p5d", drop_rate)

@@ -90,6 +90,24 @@ def test_timm_backbone_that_cannot_take_the_slices_is_one_clear_error():
         mil.create_timm_backbone("convnext_tiny", 3, (16, 16), pretrained=False)  # stride 32
 
 
+def test_timm_backbone_kwargs_reach_timm():
+    net = models.get("timm_2p5d", in_channels=1, num_classes=2, input_shape=(24, 28, 4),
+                     backbone="vit_tiny_patch16_224",
+                     backbone_kwargs={"patch_size": 8, "global_pool": "avg", "depth": 2})
+    vit = net.encoder.backbone
+    assert vit.patch_embed.patch_size == (8, 8) and vit.global_pool == "avg" and len(vit.blocks) == 2
+    tokens = vit.eval().forward_features(torch.zeros(1, 3, 24, 28)).shape[1]
+    assert tokens == 1 + 3 * 4  # class token + 24 x 28 slices padded to 8-pixel patches
+    assert net(torch.randn(2, 1, 24, 28, 4)).shape == (2, 2)
+
+
+def test_timm_backbone_kwargs_errors_name_the_problem():
+    with pytest.raises(ValueError, match=r"may not set \['in_chans'\]"):
+        mil.create_timm_backbone("resnet18", 3, (32, 32), False, {"in_chans": 1})
+    with pytest.raises(ValueError, match="could not build timm model 'resnet18' with backbone_kwargs"):
+        mil.create_timm_backbone("resnet18", 3, (32, 32), False, {"no_such_option": 1})
+
+
 def test_slice_stacks_are_modality_major_with_edge_context():
     encoder = mil.SliceMILEncoder(torch.nn.Identity(), 1, in_channels=2, context_slices=3,
                                   slice_stride=2)
