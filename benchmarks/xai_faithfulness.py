@@ -264,8 +264,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, help="synthetic cohort with stroke, AD and CN subjects")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cogimg-xai-bench"), help="cache folder")
-    parser.add_argument("--epochs", type=int, default=12, help="classifier training epochs")
-    parser.add_argument("--unet-epochs", type=int, default=25, help="U-Net training epochs")
+    parser.add_argument("--subjects", type=int, default=90, help="cohort size when generating one")
+    parser.add_argument("--epochs", type=int, default=30, help="classifier training epochs")
+    parser.add_argument("--unet-epochs", type=int, default=60, help="U-Net training epochs")
     parser.add_argument("--tolerance", type=float, default=0.0, help="pointing-game tolerance (voxels)")
     parser.add_argument("--skip-vit", action="store_true", help="leave the ViT out")
     parser.add_argument("--sets", default="stroke,ad", help="comma list of stroke, ad (default both)")
@@ -277,8 +278,8 @@ def main() -> None:
 
         root = args.work / "synth"
         if not (root / "participants.tsv").exists():
-            generate_cohort(root, 60, seed=0, spacing_mm=2.0, diseases=("stroke", "ad"),
-                            proportions={"CN": 0.3, "MCI": 0.0, "AD": 0.35, "stroke": 0.35},
+            generate_cohort(root, args.subjects, seed=0, spacing_mm=2.0, diseases=("stroke", "ad"),
+                            proportions={"CN": 0.3, "MCI": 0.0, "AD": 0.3, "stroke": 0.4},
                             progress=False)
     options = {"ig": {"n_steps": 16, "internal_batch_size": 4},
                "occlusion": {"window_vox": 8, "stride_vox": 8, "perturbations_per_eval": 8}}
