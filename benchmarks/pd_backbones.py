@@ -70,10 +70,10 @@ CLASSES = ("CN", "PD")
 BOTH = ["T1w", "pet_dat"]
 CONFIGS = {
     "resnet10_3d": {"model": "resnet10_3d", "modalities": BOTH},
-    "vit_2p5d": {"model": "timm_2p5d", "modalities": BOTH, "lr": 1e-4, "warmup_steps": 50,
+    "vit_2p5d": {"model": "timm_2p5d", "modalities": BOTH, "lr": 3e-4, "warmup_steps": 50, "epochs": 40,
                  "model_kwargs": {"backbone": "vit_tiny_patch16_224", "context_slices": 3,
                                   "slice_stride": 2, "pretrained": False,
-                                  "backbone_kwargs": {"patch_size": 8, "global_pool": "avg"}}},
+                                  "backbone_kwargs": {"patch_size": 8, "global_pool": "avg", "depth": 4}}},
     "resnet10_t1": {"model": "resnet10_3d", "modalities": ["T1w"]},
 }
 
@@ -88,6 +88,7 @@ def train_and_test(root: Path, cache: Path, name: str, seed: int, epochs: int) -
 
     config = dict(CONFIGS[name])
     modalities = config.pop("modalities")
+    epochs = config.pop("epochs", epochs)
     dm = VolumeDataModule(root, preset="pd", cache_dir=cache, modalities=modalities, seed=seed,
                           num_workers=1)
     dm.setup("fit")
@@ -107,7 +108,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="cohort with CN and PD subjects")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=20, help="unless a config sets its own")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
