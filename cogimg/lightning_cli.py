@@ -25,7 +25,6 @@ from pathlib import Path
 from unittest import mock
 
 import torch
-
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
