@@ -80,8 +80,8 @@ Test balanced accuracy: CN vs AD 0.83 (ResNet) / 0.56 (ViT), CN vs stroke 0.50; 
 Dice 0.20. Where the model is right, the maps point: the AD ResNet's occlusion map peaks
 inside the atrophy region for 9 of 9 AD subjects, IG for 8 of 9. Stroke still misses the goal
 (best 0.50, U-Net occlusion) because both stroke models are weak at this grid: at 4 mm the
-lesions are 6-230 voxels, and in most of them the z-scored DWI is only 1.0-1.5 (lesion mean)
-against a brain around 0-1 (medium difficulty; the 2 mm segmentation benchmark reaches
+lesions are 6-971 voxels, and in 12 of the first 15 stroke subjects the lesion's mean z-scored
+DWI is only 0.8-2.3 (medium difficulty, partial volume; the 2 mm segmentation benchmark reaches
 Dice 0.85 on the same kind of lesions). Next: run the stroke set at 2 mm (8x the voxels,
 ~20-30 min on 2 cores).
 """
