@@ -46,7 +46,8 @@ TARGET_RSS_GB = 4.0
 
 def write_split(root: Path, out: Path, n_train: int) -> Path:
     """A one-fold split file: the first ``n_train`` participants train, the rest val/test."""
-    from cogimg.data.splits import Split, participants_hash, read_participants, save_split
+    from cogimg.data.participants import participants_hash, read_participants
+    from cogimg.data.splits import Split, save_split
 
     table = read_participants(root / "participants.tsv")
     ids = sorted(table.index.astype(str))  # indexed by participant_id

@@ -144,7 +144,8 @@ def _label_stats(paths: list[str]) -> list[dict]:
 
 def _check_split(path: str, dataset) -> dict:
     """Leakage and coverage of a split file against the dataset's subject-sessions."""
-    from cogimg.data.splits import LeakageError, check_leakage, load_split, sessions_table
+    from cogimg.data.participants import sessions_table
+    from cogimg.data.splits import LeakageError, check_leakage, load_split
 
     errors: list[str] = []
     try:

@@ -47,15 +47,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cogimg.data import splits
+    from cogimg.data.participants import read_participants, select_diagnoses
 
     try:
         options = _kind_options(args)
         tsv = args.data_root / "participants.tsv" if args.data_root.is_dir() else args.data_root
         if not tsv.is_file():
             raise FileNotFoundError(f"{tsv} does not exist")
-        participants = splits.read_participants(tsv)
+        participants = read_participants(tsv)
         if args.diagnoses:
-            participants = splits.select_diagnoses(
+            participants = select_diagnoses(
                 participants, [d for d in args.diagnoses.split(",") if d.strip()])
         stratify = None if args.stratify.lower() == "none" else args.stratify
         if args.kind == "kfold":

@@ -44,6 +44,7 @@ from cogimg.data.bids import load_dataset
 from cogimg.data.cache import VolumeCache
 from cogimg.data.label_fractions import labelled_subset
 from cogimg.data.ood import summarise_inputs
+from cogimg.data.participants import participants_hash, sessions_table, subjects_for
 from cogimg.data.sampling import (
     LabelPatchSampler,
     SeededQueue,
@@ -51,15 +52,7 @@ from cogimg.data.sampling import (
     SeededSubjectsDataset,
     SubjectCollate,
 )
-from cogimg.data.splits import (
-    check_leakage,
-    load_split,
-    make_kfold_split,
-    participants_hash,
-    save_split,
-    sessions_table,
-    subjects_for,
-)
+from cogimg.data.splits import check_leakage, load_split, make_kfold_split, save_split
 from cogimg.data.tabular import TabularEncoder
 from cogimg.data.transforms import PreprocessingConfig, fit_histogram_landmarks
 from cogimg.diseases import get_preset

@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cogimg.data.splits import Split, _as_frame, _listed, _per_unit, check_leakage, load_split
+from cogimg.data.participants import as_frame, listed
+from cogimg.data.splits import Split, _per_unit, check_leakage, load_split
 from cogimg.io import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -84,7 +85,7 @@ def make_label_fractions(split: Split, participants=None,
     keys = sorted({fraction_key(f) for f in fractions}, key=float)
     strata = None
     if participants is not None and stratify is not None:
-        table = _as_frame(participants)
+        table = as_frame(participants)
         if stratify in table.columns:
             strata = _per_unit(table, split.group, stratify, "mode").to_dict()
     used = stratify if strata is not None else None
@@ -92,7 +93,7 @@ def make_label_fractions(split: Split, participants=None,
     for name in split.fold_names:
         train = split.fold(name)["train"]
         if strata is not None and (unknown := [i for i in train if i not in strata]):
-            raise ValueError(f"training IDs without {stratify!r} in the table: {_listed(unknown)}")
+            raise ValueError(f"training IDs without {stratify!r} in the table: {listed(unknown)}")
         order = labelling_order(train, strata, seed)
         folds[name] = {"strata": {g: list(ids) for g, ids in order.items()},
                        "labelled": {k: select_labelled(order, float(k)) for k in keys}}
@@ -119,13 +120,13 @@ def check_label_fractions(fractions: Mapping, split: Split, source: str = "label
             for other in ("val", "test"):
                 if leaked := sorted(labelled & set(subsets[other])):
                     raise ValueError(f"{source}: fold {name!r} fraction {key} labels {other} "
-                                     f"participant(s) {_listed(leaked)} (data leakage)")
+                                     f"participant(s) {listed(leaked)} (data leakage)")
             if stray := sorted(labelled - train):
                 raise ValueError(f"{source}: fold {name!r} fraction {key} labels IDs outside the "
-                                 f"fold's training set: {_listed(stray)}")
+                                 f"fold's training set: {listed(stray)}")
             if missing := sorted(previous - labelled):
                 raise ValueError(f"{source}: fold {name!r} fraction {key} is not nested: it drops "
-                                 f"{_listed(missing)} labelled at a smaller fraction")
+                                 f"{listed(missing)} labelled at a smaller fraction")
             previous = labelled
 
 

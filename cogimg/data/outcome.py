@@ -33,12 +33,12 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from cogimg.data.participants import listed
 from cogimg.data.validation import AFFINE_ATOL_MM, AFFINE_RTOL, DatasetError, Problem
 
 Layout = Literal["soop", "bids"]
 _SOOP_MASK = re.compile(r"^(sub-[A-Za-z0-9]+)_lesion\.nii(\.gz)?$")
 _BIDS_SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)(_|$)")
-_MAX_LISTED = 20
 
 
 @dataclass
@@ -109,7 +109,7 @@ class OutcomeCohort:
         """The participants ``ids`` (in that order); an unknown ID is a ``KeyError``."""
         position = {pid: i for i, pid in enumerate(self.ids)}
         if missing := [i for i in ids if i not in position]:
-            raise KeyError(f"{len(missing)} ID(s) not in the cohort: {_listed(missing)}")
+            raise KeyError(f"{len(missing)} ID(s) not in the cohort: {listed(missing)}")
         idx = np.array([position[i] for i in ids], dtype=np.int64)
         return OutcomeCohort(
             ids=[self.ids[i] for i in idx], scores=self.scores[idx], covariates=self.covariates[idx],
@@ -264,7 +264,7 @@ def load_outcome_dataset(
                                             "mask and a score")])
     if excluded:
         warnings.warn(f"{source}: {len(excluded)} participant(s) left out (unmatched='exclude'): "
-                      + _listed([f"{k} ({v})" for k, v in sorted(excluded.items())]), stacklevel=2)
+                      + listed([f"{k} ({v})" for k, v in sorted(excluded.items())]), stacklevel=2)
 
     stack = read_lesion_stack([masks[i] for i in ids], ids, source, atlas, int(downsample))
     return OutcomeCohort(
@@ -412,12 +412,6 @@ def _match(masks: dict[str, Path], table: pd.DataFrame, score: str, key: str,
 def _natural(pid: str) -> tuple:
     """Sort ``sub-2`` before ``sub-10``."""
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", pid))
-
-
-def _listed(items) -> str:
-    items = list(items)
-    more = f" … and {len(items) - _MAX_LISTED} more" if len(items) > _MAX_LISTED else ""
-    return ", ".join(items[:_MAX_LISTED]) + more
 
 
 __all__ = ["OutcomeCohort", "find_bids_masks", "find_soop_masks", "load_outcome_dataset",

@@ -46,7 +46,6 @@ IDs are strings; unknown keys are errors (a typo would otherwise be ignored). Ne
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections import Counter
@@ -58,7 +57,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cogimg.diseases import normalise_diagnosis
+from cogimg.data.participants import (
+    TableLike,
+    as_frame,
+    listed,
+    participants_hash,
+    require_columns,
+)
 from cogimg.io import atomic_write_text
 
 FORMAT_VERSION = 1
@@ -67,11 +72,7 @@ SUBSETS = ("train", "val", "test")
 _TOP_KEYS = {"format_version", "kind", "seed", "stratify", "group", "participants_hash",
              "test", "folds"}
 _FOLD_KEYS = {"name", "train", "val", "test"}
-_HASH_COLUMNS = ("participant_id", "diagnosis", "site")
 _MISSING_VALUES = ("n/a", "")  # BIDS writes n/a; the dataset loader keeps it as text
-_MAX_LISTED = 20  # IDs named in one error message before "… and N more"
-
-TableLike = pd.DataFrame | str | os.PathLike
 
 
 class LeakageError(ValueError):
@@ -192,67 +193,6 @@ class Split:
         )
 
 
-# --------------------------------------------------------------------------- tables
-
-
-def read_participants(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``participants.tsv`` with the dataset loader's rules, indexed by ``participant_id``.
-
-    The rules (required columns, ``sub-`` IDs, duplicates, diagnosis spelling, ``n/a``) are
-    :func:`cogimg.data.validation.load_participants`'s; every error it finds is raised at
-    once as a ``ValueError`` naming the file, so a split never silently drops a row.
-    """
-    from cogimg.data.validation import load_participants
-
-    path = Path(path)
-    table, problems = load_participants(path, table_key=str(path))
-    if errors := [str(p) for p in problems if p.severity == "error"]:
-        raise ValueError(f"{path}: {len(errors)} error(s):\n  " + "\n  ".join(errors))
-    return table
-
-
-def select_diagnoses(participants: TableLike, diagnoses: Sequence[str]) -> pd.DataFrame:
-    """Rows whose ``diagnosis`` is one of ``diagnoses`` (normalised); a requested diagnosis
-    that no row has is an error rather than an empty class."""
-    table = _as_frame(participants)
-    _require_columns(table, ["diagnosis"], "select diagnoses")
-    wanted = [normalise_diagnosis(d) for d in diagnoses]
-    if absent := [d for d in wanted if not (table["diagnosis"] == d).any()]:
-        raise ValueError(f"no participants with diagnosis {absent}; present: "
-                         f"{sorted(table['diagnosis'].dropna().unique())}")
-    return table[table["diagnosis"].isin(wanted)]
-
-
-def participants_hash(participants: TableLike) -> str:
-    """sha256 of the sorted unique (participant_id, diagnosis, site) rows; missing → ``n/a``."""
-    table = _as_frame(participants)
-    columns = [table[c].astype(object).where(table[c].notna(), "n/a").astype(str)
-               if c in table.columns else pd.Series("n/a", index=table.index)
-               for c in _HASH_COLUMNS]
-    rows = sorted(set(zip(*columns)))
-    return hashlib.sha256("\n".join("\t".join(r) for r in rows).encode()).hexdigest()
-
-
-def sessions_table(subjects: Iterable[Mapping]) -> pd.DataFrame:
-    """Scans table (``participant_id``, ``session_id``, ``subject_id`` where present)."""
-    keys = ("participant_id", "session_id", "subject_id")
-    return pd.DataFrame([{k: s[k] for k in keys if k in s} for s in subjects])
-
-
-def subjects_for(subjects: Iterable[Mapping], ids: Iterable[str], key: str = "participant_id"):
-    """The subjects (e.g. ``tio.Subject``) whose ``key`` is in ``ids``, in input order.
-
-    Raises ``ValueError`` listing IDs that no subject has, so nothing in a split is dropped.
-    """
-    subjects = list(subjects)
-    if lacking := [i for i, s in enumerate(subjects) if key not in s]:
-        raise KeyError(f"subject(s) at position {_listed(map(str, lacking))} have no {key!r} key")
-    wanted = set(ids)
-    if missing := sorted(wanted - {str(s[key]) for s in subjects}):
-        raise ValueError(f"{len(missing)} ID(s) in the split have no subject: {_listed(missing)}")
-    return [s for s in subjects if str(s[key]) in wanted]
-
-
 # --------------------------------------------------------------------------- making splits
 
 
@@ -266,7 +206,7 @@ def make_kfold_split(participants: TableLike, n_folds: int = 5, test_fraction: f
         raise ValueError(f"n_folds must be ≥ 2, got {n_folds}")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    table = _as_frame(participants)
+    table = as_frame(participants)
     ids, labels = _units(table, group, stratify)
     test_ids: np.ndarray = ids[:0]
     if test_fraction > 0:
@@ -298,7 +238,7 @@ def make_leave_site_out_split(participants: TableLike, site_col: str = "site",
 
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    table = _as_frame(participants)
+    table = as_frame(participants)
     ids, labels = _units(table, group, stratify)
     sites = _per_unit(table, group, site_col, "constant").loc[ids].to_numpy()
     if len(set(sites)) < 2:
@@ -364,11 +304,11 @@ def split_table(split: Split) -> pd.DataFrame:
 def split_summary(split: Split, participants: TableLike,
                   columns: Sequence[str] = ("diagnosis", "site")) -> pd.DataFrame:
     """Counts per fold and subset: ``n`` and, for each of ``columns`` present, per value."""
-    table = _as_frame(participants)
+    table = as_frame(participants)
     long = split_table(split)
     known = set(table[split.group].astype(str)) if split.group in table.columns else set()
     if missing := sorted(set(long[split.group]) - known):
-        raise ValueError(f"split IDs not in the participants table: {_listed(missing)}")
+        raise ValueError(f"split IDs not in the participants table: {listed(missing)}")
     parts = [long.groupby(["fold", "subset"], sort=False).size().to_frame(("n", ""))]
     for column in [c for c in columns if c in table.columns]:
         value = _per_unit(table, split.group, column, "mode").astype(str)
@@ -396,7 +336,7 @@ def check_leakage(split: Split, sessions: TableLike | None = None, *,
 
     def report(message: str, ids: Iterable[str], detail: Iterable[str] | None = None) -> None:
         ids = sorted(set(ids))
-        problems.append(f"{message}: {_listed(sorted(set(detail)) if detail else ids)}")
+        problems.append(f"{message}: {listed(sorted(set(detail)) if detail else ids)}")
         offenders.update(ids)
 
     lists = [("held-out test", split.test)] + [
@@ -412,13 +352,13 @@ def check_leakage(split: Split, sessions: TableLike | None = None, *,
             if {a, b} != {"test", "held-out test"} and (both := ids_a & ids_b):
                 report(f"fold {fold['name']!r}: in both {a} and {b}", both)
     if sessions is not None:
-        _session_leaks(split, _as_frame(sessions), scan_col, report)
+        _session_leaks(split, as_frame(sessions), scan_col, report)
     if problems:
         raise LeakageError(problems, offenders)
 
 
 def _session_leaks(split: Split, sessions: pd.DataFrame, scan_col: str, report) -> None:
-    _require_columns(sessions, [split.group], "check a split against sessions")
+    require_columns(sessions, [split.group], "check a split against sessions")
     links = [c for c in ("participant_id", scan_col) if c != split.group and c in sessions]
     if not links:
         raise ValueError(f"sessions table needs participant_id or {scan_col!r} besides "
@@ -440,44 +380,26 @@ def _session_leaks(split: Split, sessions: pd.DataFrame, scan_col: str, report) 
 # --------------------------------------------------------------------------- helpers
 
 
-def _as_frame(participants: TableLike) -> pd.DataFrame:
-    """A DataFrame with ID columns as columns (an index named e.g. participant_id is reset)."""
-    if isinstance(participants, (str, os.PathLike)):
-        return read_participants(participants).reset_index()
-    if not isinstance(participants, pd.DataFrame):
-        raise TypeError(f"expected a DataFrame or a TSV path, got {type(participants).__name__}")
-    index_names = [n for n in participants.index.names if n is not None]
-    if index_names and not set(index_names) & set(participants.columns):
-        return participants.reset_index()
-    return participants
-
-
-def _require_columns(table: pd.DataFrame, columns: Sequence[str], purpose: str) -> None:
-    if missing := [c for c in columns if c not in table.columns]:
-        raise ValueError(f"table has no column(s) {missing} needed to {purpose} "
-                         f"(columns: {list(table.columns)})")
-
-
 def _per_unit(table: pd.DataFrame, group: str, column: str, how: str) -> pd.Series:
     """One value of ``column`` per ``group`` ID: the only one (``constant``) or the most frequent
     (``mode``, ties alphabetical). Missing values and, for ``constant``, conflicts raise."""
-    _require_columns(table, [group, column], f"assign {column} per {group}")
+    require_columns(table, [group, column], f"assign {column} per {group}")
     rows = pd.DataFrame({"id": table[group].astype(str), "value": table[column]})
     missing = rows["value"].isna() | rows["value"].isin(_MISSING_VALUES)
     if missing.any():
         raise ValueError(f"missing {column} for {group}(s) "
-                         f"{_listed(sorted(set(rows['id'][missing])))}")
+                         f"{listed(sorted(set(rows['id'][missing])))}")
     rows["value"] = rows["value"].astype(str)
     counts = rows.value_counts().rename("n").reset_index()
     if how == "constant" and (conflict := sorted(set(counts["id"][counts["id"].duplicated()]))):
-        raise ValueError(f"{group}(s) with more than one {column}: {_listed(conflict)}")
+        raise ValueError(f"{group}(s) with more than one {column}: {listed(conflict)}")
     counts = counts.sort_values(["id", "n", "value"], ascending=[True, False, True])
     return counts.drop_duplicates("id").set_index("id")["value"]
 
 
 def _units(table: pd.DataFrame, group: str, stratify: str | None):
     """Sorted unique IDs of ``group`` and their stratification labels (or None)."""
-    _require_columns(table, [group], "split by it")
+    require_columns(table, [group], "split by it")
     if table[group].isna().any():
         raise ValueError(f"column {group!r} has {int(table[group].isna().sum())} empty value(s)")
     if stratify is None:
@@ -498,9 +420,3 @@ def _check_class_sizes(labels, minimum: int, purpose: str, group: str) -> None:
 
 def _sorted(ids) -> list[str]:
     return sorted(str(i) for i in ids)
-
-
-def _listed(ids: Iterable[str]) -> str:
-    ids = list(ids)
-    more = f" … and {len(ids) - _MAX_LISTED} more" if len(ids) > _MAX_LISTED else ""
-    return ", ".join(ids[:_MAX_LISTED]) + more

@@ -10,6 +10,12 @@ import pandas as pd
 import pytest
 
 from cogimg import cli
+from cogimg.data.participants import (
+    participants_hash,
+    read_participants,
+    sessions_table,
+    subjects_for,
+)
 from cogimg.data.splits import (
     LeakageError,
     Split,
@@ -18,12 +24,8 @@ from cogimg.data.splits import (
     load_split,
     make_kfold_split,
     make_leave_site_out_split,
-    participants_hash,
-    read_participants,
     save_split,
-    sessions_table,
     split_summary,
-    subjects_for,
 )
 
 SHARED_ISLES = Path(__file__).resolve().parents[3] / "shared" / "data" / "isles22"

@@ -40,13 +40,8 @@ import torch
 import yaml
 
 from cogimg.data.datamodules import PatchDataModule, VolumeDataModule
-from cogimg.data.splits import (
-    load_split,
-    make_leave_site_out_split,
-    read_participants,
-    save_split,
-    select_diagnoses,
-)
+from cogimg.data.participants import read_participants, select_diagnoses
+from cogimg.data.splits import load_split, make_leave_site_out_split, save_split
 from cogimg.diseases import get_preset
 from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
 from cogimg.paradigms.adaptation.datamodule import TargetSiteVolumeDataModule

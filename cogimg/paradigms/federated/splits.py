@@ -8,7 +8,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from cogimg.data.splits import Split, make_kfold_split, read_participants, select_diagnoses
+from cogimg.data.participants import read_participants, select_diagnoses
+from cogimg.data.splits import Split, make_kfold_split
 
 
 def site_splits(participants: pd.DataFrame | str | os.PathLike, site_col: str = "site",
