@@ -39,13 +39,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLERS = {"random": "{type: random, seed: 0}", "tpe": "{type: tpe, seed: 0, n_startup_trials: 4}"}
+SAMPLERS = {"random": "{{type: random, seed: {seed}}}", "tpe": "{{type: tpe, seed: {seed}, n_startup_trials: 4}}"}
+#: Candidate pruners for ``--replay`` (and ``--pruner``'s default: the first).
+PRUNERS = {
+    "successive_halving": {"type": "successive_halving", "min_resource": 2, "reduction_factor": 3},
+    "median": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 2},
+    "median_w5": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 5},
+    "percentile25": {"type": "percentile", "percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 2},
+    "hyperband": {"type": "hyperband", "min_resource": 2, "reduction_factor": 3},
+}
 SPACE = """
 name: {name}
 config: experiments/ad/cls_tabular.yaml
@@ -63,29 +72,29 @@ space:
 """
 
 
-def trial_epochs(run_root: Path, complete: bool) -> int:
-    """Epochs the trial trained: its validated epochs, less the final re-validation that
-    ``run_experiment`` adds after a completed fit."""
+def trial_curve(run_root: Path, metric: str, max_epochs: int) -> list[float]:
+    """The trial's per-epoch validation ``metric`` from its CSV log (one value per trained
+    epoch; the re-validation ``run_experiment`` may add after fit is not an epoch)."""
     logs = sorted(run_root.glob("lightning_logs/*/metrics.csv"))
     if not logs:
-        return 0
+        return []
     log = pd.read_csv(logs[-1])
-    if "val/balanced_accuracy" not in log:
-        return 0
-    validated = int(log.loc[log["val/balanced_accuracy"].notna(), "epoch"].nunique())
-    return validated - 1 if complete else validated
+    if metric not in log:
+        return []
+    return [float(v) for v in log.loc[log[metric].notna()].groupby("epoch")[metric].first()][:max_epochs]
 
 
-def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_metric: str,
-          sampler: str) -> list[dict]:
+def sweep(out: Path, data: Path, args, pruner: dict) -> list[dict]:
     from cogimg.tracking.sweep import run_sweep
     from cogimg.tracking.sweep_spec import load_sweep
 
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "sweeps" / "pruning.yaml"
     spec_file.parent.mkdir(exist_ok=True)
-    spec_file.write_text(SPACE.format(name=f"pruning_{out.name}", trials=trials, epochs=epochs, pruner=pruner,
-                                      prune_metric=prune_metric, sampler=SAMPLERS[sampler]), encoding="utf-8")
+    spec_file.write_text(SPACE.format(
+        name=f"pruning_{out.name}", trials=args.trials, epochs=args.epochs, pruner=json.dumps(pruner),
+        prune_metric=args.prune_metric, sampler=SAMPLERS[args.sampler].format(seed=args.sampler_seed)),
+        encoding="utf-8")
     spec = load_sweep(spec_file)
     spec = dataclasses.replace(spec, config=str(REPO / spec.config), overrides=(
         *spec.overrides, "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out.parent / "cache")))
@@ -93,8 +102,10 @@ def sweep(out: Path, data: Path, trials: int, epochs: int, pruner: str, prune_me
     rows = []
     for t in sorted(study.trials, key=lambda t: t.number):
         root = Path(t.user_attrs.get("run_root", out / "trials" / f"trial_{t.number:04d}"))
-        value = t.value if t.value is not None else max(t.intermediate_values.values(), default=float("nan"))
-        rows.append({"trial": t.number, "state": t.state.name, "value": value, "epochs": trial_epochs(root, t.state.name == "COMPLETE")})
+        curve = trial_curve(root, args.prune_metric, args.epochs)
+        value = t.value if t.value is not None else float("nan")
+        rows.append({"trial": t.number, "state": t.state.name, "value": value, "epochs": len(curve),
+                     "curve": curve})
     return rows
 
 
@@ -108,42 +119,81 @@ def epochs_to_reach(rows: list[dict], target: float) -> tuple[int, bool]:
     return spent, False
 
 
+def replay(rows: list[dict], pruner: dict) -> list[dict]:
+    """What ``pruner`` would have done to an unpruned random-sampler sweep: its trials'
+    learning curves reported epoch by epoch, in trial order, to a fresh study. Exact for a
+    random sampler and deterministic training (the candidates and the curves up to any
+    pruning point do not depend on the pruner), so it can choose a pruner without training."""
+    import optuna
+
+    from cogimg.tracking.sweep import build_pruner
+
+    study = optuna.create_study(direction="maximize", pruner=build_pruner(pruner, "replay"))
+    out = []
+    for r in rows:
+        trial, epochs = study.ask(), len(r["curve"])
+        for epoch, value in enumerate(r["curve"]):
+            trial.report(value, epoch)
+            if trial.should_prune():
+                epochs = epoch + 1
+                break
+        if epochs < len(r["curve"]):
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            out.append({**r, "state": "PRUNED", "value": float("nan"), "epochs": epochs})
+        else:
+            study.tell(trial, r["value"])
+            out.append(r)
+    return out
+
+
+def report(name: str, rows: list[dict], best: float, unpruned_reach: int) -> None:
+    reach, reached = epochs_to_reach(rows, best)
+    print(f"{name:20s} {sum(r['state'] == 'PRUNED' for r in rows):2d}/{len(rows)} pruned, "
+          f"{sum(r['epochs'] for r in rows):4d} epochs in all, {reach:4d} to reach the best"
+          f"{'' if reached else ' (never reached)'}: ratio {reach / max(unpruned_reach, 1):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("data/synth"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench_pruning"))
-    parser.add_argument("--trials", type=int, default=12)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), default="random",
                         help="random (default): both sweeps try the same candidates in the same "
                              "order, so the comparison isolates what pruning stops; tpe: the "
                              "sweeps' proposals diverge once a trial is pruned")
-    parser.add_argument("--warmup-epochs", type=int, default=2,
-                        help="epochs before the median pruner may stop a trial")
+    parser.add_argument("--sampler-seed", type=int, default=0)
+    parser.add_argument("--pruner", choices=sorted(PRUNERS), default=next(iter(PRUNERS)))
     parser.add_argument("--prune-metric", default="val/auroc",
                         help="metric the pruner compares across trials (maximised like the "
                              "objective); AUROC is finer-grained than balanced accuracy on a "
                              "small validation set, where many trials tie")
+    parser.add_argument("--replay", action="store_true",
+                        help="run only the unpruned sweep and replay its curves through every "
+                             "candidate pruner (to choose one on a sweep the benchmark does not score)")
     args = parser.parse_args()
     os.environ.setdefault("COGIMG_WANDB", "off")  # logger start-up is not what is measured
-    plain = sweep(args.out / "unpruned", args.data, args.trials, args.epochs, "none", args.prune_metric,
-                  args.sampler)
-    pruned = sweep(args.out / "pruned", args.data, args.trials, args.epochs,
-                   f"{{type: median, n_startup_trials: 3, n_warmup_steps: {args.warmup_epochs}}}",
-                   args.prune_metric, args.sampler)
+    plain = sweep(args.out / "unpruned", args.data, args, {"type": "none"})
     best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
     e_plain, _ = epochs_to_reach(plain, best)
-    e_pruned, reached = epochs_to_reach(pruned, best)
-    for name, rows in (("unpruned", plain), ("pruned (median)", pruned)):
-        print(f"\n{name}:")
-        print(pd.DataFrame(rows).to_string(index=False))
-    print(f"\nunpruned best val/balanced_accuracy {best:.3f}; pruned best "
-          f"{max(r['value'] for r in pruned if r['state'] == 'COMPLETE'):.3f}")
-    print(f"total epochs: unpruned {sum(r['epochs'] for r in plain)}, pruned {sum(r['epochs'] for r in pruned)} "
-          f"({sum(r['state'] == 'PRUNED' for r in pruned)} of {len(pruned)} trials pruned)")
-    print(f"epochs to reach the unpruned best: unpruned {e_plain}, pruned {e_pruned}"
-          f"{'' if reached else ' (never reached: all its epochs)'}; ratio {e_pruned / max(e_plain, 1):.2f} "
-          "(target ≤ 0.5)")
+    print(pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} | {f"last {args.prune_metric}": r["curve"][-1]}
+                        for r in plain]).to_string(index=False))
+    print(f"\nunpruned best val/balanced_accuracy {best:.3f}, reached after {e_plain} epochs")
+    if args.replay:
+        for name, pruner in PRUNERS.items():
+            report(f"replay {name}", replay(plain, pruner), best, e_plain)
+        return
+    pruned = sweep(args.out / "pruned", args.data, args, PRUNERS[args.pruner])
+    print(f"\npruned ({args.pruner}: {PRUNERS[args.pruner]}):")
+    print(pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} for r in pruned]).to_string(index=False))
+    if args.sampler == "random":
+        replayed = replay(plain, PRUNERS[args.pruner])
+        same = [r["epochs"] for r in replayed] == [r["epochs"] for r in pruned]
+        print(f"replay of the unpruned curves predicts the pruned sweep's epochs exactly: {same}")
+    report("unpruned", plain, best, e_plain)
+    report(f"pruned {args.pruner}", pruned, best, e_plain)
+    print("target: ratio ≤ 0.5")
 
 
 if __name__ == "__main__":

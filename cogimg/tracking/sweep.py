@@ -68,14 +68,26 @@ def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSample
     return optuna.samplers.TPESampler(**options)
 
 
-def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
-    options = {k: v for k, v in spec.pruner.items() if k != "type"}
-    kind = spec.pruner["type"]
-    if kind == "none" or spec.multi_objective:  # Optuna cannot prune multi-objective trials
+def build_pruner(pruner: dict, where: str = "sweep") -> optuna.pruners.BasePruner:
+    """The Optuna pruner a sweep file's ``pruner`` mapping names (``type`` plus the pruner's
+    own keyword arguments); an option Optuna does not take is a ``ValueError`` naming ``where``."""
+    options = {k: v for k, v in pruner.items() if k != "type"}
+    kind = pruner["type"]
+    if kind == "none":
         return optuna.pruners.NopPruner()
-    if kind == "hyperband":
-        return optuna.pruners.HyperbandPruner(**options)
-    return optuna.pruners.MedianPruner(**options)
+    pruners = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
+               "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+               "hyperband": optuna.pruners.HyperbandPruner}
+    try:
+        return pruners[kind](**options)
+    except TypeError as err:
+        raise ValueError(f"{where}: pruner {kind!r}: {err}") from None
+
+
+def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
+    if spec.multi_objective:  # Optuna cannot prune multi-objective trials
+        return optuna.pruners.NopPruner()
+    return build_pruner(spec.pruner, where=spec.path or spec.name)
 
 
 def trial_run_root(out: Path, trial: optuna.Trial) -> Path:

@@ -11,7 +11,7 @@ Example (``sweeps/stroke_seg.yaml``)::
     n_trials: 20                                  # total over all workers (finished + pruned)
     budget_s: 120                                 # training wall time per trial (optional)
     sampler: {type: tpe, seed: 0}                 # tpe | random | nsga2
-    pruner: {type: median, n_startup_trials: 4, n_warmup_steps: 2}   # median | hyperband | none
+    pruner: {type: median, n_startup_trials: 4, n_warmup_steps: 2}   # median | percentile | successive_halving | hyperband | none
     overrides: ["--trainer.max_epochs", "20", "--trainer.check_val_every_n_epoch", "1"]
     space:
       model:                                      # Optuna parameter name
@@ -44,7 +44,7 @@ TOP_KEYS = {"name", "config", "objectives", "n_trials", "budget_s", "sampler", "
 PARAM_KEYS = {"type", "choices", "low", "high", "log", "step", "targets"}
 PARAM_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "hyperband", "none")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
 DIRECTIONS = ("maximize", "minimize")
 RUN_METRICS = ("params_M", "latency_s", "train_s")
 

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -139,3 +140,41 @@ def test_multi_objective_writes_pareto_front(tmp_path):
     assert {"val/dice", "params_M", "params_lr", "params_model"} <= set(pareto.columns)
     # Resuming a finished study runs nothing more.
     assert len(run_sweep(spec, tmp_path / "out", n_trials=5, train=toy_train, progress=False).trials) == 5
+
+
+def curve_train(spec, trial, root, params):
+    """Stand-in for an epoch loop under a pruning callback: reports a learning curve that
+    rises towards a plateau set by the lr (best at 3e-3) and stops when the pruner says so."""
+    plateau = 1 - abs(float(np.log10(params["lr"] / 3e-3))) / 2
+    value = 0.0
+    for epoch in range(12):
+        value = plateau * (1 - 0.7 ** (epoch + 1))
+        trial.report(value, epoch)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return {"val/dice": value}
+
+
+@pytest.mark.parametrize("pruner", [
+    "{type: successive_halving, min_resource: 2, reduction_factor: 3}",
+    "{type: percentile, percentile: 25.0, n_startup_trials: 3}",
+    "{type: median, n_startup_trials: 3}",
+])
+def test_pruned_sweep_stops_losers_and_keeps_the_best(tmp_path, pruner):
+    spec = load_sweep(write_spec(tmp_path, SPEC.replace("pruner: none", f"pruner: {pruner}")
+                                 .replace("n_trials: 6", "n_trials: 16")))
+    study = run_sweep(spec, tmp_path / "out", train=curve_train, progress=False)
+    states = [t.state for t in study.trials]
+    assert states.count(TrialState.PRUNED) >= 4
+    # A pruned trial never had a better curve than the best finished trial at its last epoch.
+    best = study.best_trial
+    for t in study.trials:
+        if t.state == TrialState.PRUNED:
+            step = max(t.intermediate_values)
+            assert t.intermediate_values[step] <= best.intermediate_values[step] + 1e-12
+
+
+def test_pruner_options_are_checked(tmp_path):
+    spec = load_sweep(write_spec(tmp_path, SPEC.replace("pruner: none", "pruner: {type: median, warmup: 3}")))
+    with pytest.raises(ValueError, match=r"toy.yaml: pruner 'median': .*warmup"):
+        run_sweep(spec, tmp_path / "out", train=curve_train, progress=False)
