@@ -13,6 +13,7 @@ import json
 import nibabel as nib
 import numpy as np
 import pytest
+from sklearn.metrics import balanced_accuracy_score
 
 from cogimg.data.synth import generate_cohort
 from cogimg.data.synth.anatomy import build_anatomy, load_template
@@ -109,6 +110,34 @@ def test_ad_profiles_cascade():
     assert 0.1 < amyloid["CN"] < 0.35 < amyloid["MCI"] < 0.8 < amyloid["AD"]
     assert nd["CN"] < nd["MCI"] < nd["AD"] and mmse["CN"] > mmse["MCI"] > mmse["AD"]
     assert all(p.converter is not None for p in by_dx["MCI"]) and by_dx["CN"][0].converter is None
+
+
+def test_ad_latents_are_complementary_across_modalities():
+    """What each modality can see -- atrophy (T1w), amyloid load (PET), MMSE/APOE4/age
+    (clinical) -- stages CN/MCI/AD only partly on its own and better together, as in ADNI
+    (no single modality reads the stage off; fusion has something to gain)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    rng = np.random.default_rng(0)
+    dx = rng.choice(["CN", "MCI", "AD"], size=900, p=[0.5, 0.25, 0.25])
+    ages = rng.uniform(60.0, 85.0, size=len(dx))
+    profiles = [sample_ad_profile(rng, d, a) for d, a in zip(dx, ages)]
+    features = {"t1": [[p.neurodegeneration] for p in profiles], "pet": [[p.amyloid_load] for p in profiles],
+                "clinical": [[p.mmse, p.apoe4, a] for p, a in zip(profiles, ages)]}
+    features["all"] = [[v for row in rows for v in row] for rows in zip(*features.values())]
+    y = np.array([["CN", "MCI", "AD"].index(d) for d in dx])
+
+    def staging_ba(rows):
+        x = np.asarray(rows, float)
+        x = (x - x.mean(0)) / x.std(0)
+        pred = cross_val_predict(LogisticRegression(class_weight="balanced", max_iter=1000), x, y, cv=5)
+        return balanced_accuracy_score(y, pred)
+
+    ba = {name: staging_ba(rows) for name, rows in features.items()}
+    singles = max(ba["t1"], ba["pet"], ba["clinical"])
+    assert 0.55 < min(ba["t1"], ba["pet"], ba["clinical"]) and singles < 0.78
+    assert ba["all"] > singles + 0.06
 
 
 def test_pd_effect_is_subtle_on_mri_and_clear_on_dat(healthy):
