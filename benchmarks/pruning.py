@@ -134,7 +134,9 @@ def replay(rows: list[dict], pruner: dict) -> list[dict]:
     """What ``pruner`` would have done to an unpruned random-sampler sweep: its trials'
     learning curves reported epoch by epoch, in trial order, to a fresh study. Exact for a
     random sampler and deterministic training (the candidates and the curves up to any
-    pruning point do not depend on the pruner), so it can choose a pruner without training."""
+    pruning point do not depend on the pruner), so it can choose a pruner without training.
+    Hyperband is the exception: it puts a trial in a bracket by a hash of the study name, so
+    its replay is a fair draw of the same rule, not the sweep's exact run."""
     import optuna
 
     from cogimg.tracking.sweep import build_pruner
