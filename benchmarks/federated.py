@@ -16,6 +16,29 @@ is scored on all sites' test subjects; the best one is the bar to beat.
 
 Run: ``nice -n 19 .venv/bin/python benchmarks/federated.py --data DIR`` (DIR as in
 ``benchmarks/leave_site_out.py``). Wall times are from a shared, busy CPU.
+
+Measured 2026-12-03 on ``cogimg synth --out runs/bench_data/ad4mm_lso150 --subjects 150
+--spacing 4 --diseases ad --proportions CN=0.5,AD=0.5 --difficulty medium --site-confound 0``
+(17 s; 65 CN + 65 AD used, the 20 MCI the unnamed default weight adds are left out by the
+splits): per site 23-24 train, 8-9 validation, 11 test subjects; 33 pooled test subjects.
+``--rounds 30`` (6 min wall, one thread, beside another benchmark)::
+
+    arm              test BA   95% CI            site-1   site-2   site-3   wall s
+    centralised      0.722    [0.567, 0.867]     0.717    0.700    0.750       62
+    local:site-1     0.672    [0.511, 0.828]     0.650    0.617    0.750       23
+    local:site-2     0.461    [0.289, 0.639]     0.367    0.467    0.550       25
+    local:site-3     0.578    [0.444, 0.706]     0.417    0.600    0.717       25
+    fedavg           0.583    [0.417, 0.756]     0.450    0.733    0.567       65
+    fedprox          0.589    [0.433, 0.761]     0.367    0.817    0.583       65
+    fedbn            0.544    [0.417, 0.667]     0.383    0.667    0.583       64
+
+FedAvg 81 %, FedProx 82 %, FedBN 75 % of centralised; none beats the best local model
+(site-1, 0.672): **goal not met**. Per-round curves: the mean client training loss falls to
+0.05-0.2 by round 20-30 while validation BA stays 0.47-0.66, i.e. ~24 training subjects per
+client overfit within each local epoch. With ``--rounds 10`` (3 min) every arm was near
+chance (centralised 0.661, FedAvg 0.572, the rest 0.44-0.50). With 11 test subjects per
+site and 33 pooled, the CIs (±0.15) cannot rank these arms either; the next run needs
+a larger cohort (≥ 150 CN/AD per site) and local augmentation, better on a GPU.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--diseases", default="stroke,ad,pd", help="comma list of stroke, ad, pd (default all)")
     parser.add_argument("--difficulty", default="medium", choices=("easy", "medium", "hard"))
     parser.add_argument("--proportions", type=_proportions, metavar="DX=W,…",
-                        help="diagnosis weights, e.g. CN=0.4,AD=0.2 (default CN .30, MCI .15, AD .15, PD .20, stroke .20)")
+                        help="diagnosis weights, e.g. CN=0.4,AD=0.2 (default CN .30, MCI .15, AD .15, PD .20, "
+                             "stroke .20); a diagnosis not named keeps its default weight (MCI=0 drops MCI)")
     parser.add_argument("--site-confound", type=float, default=0.3, metavar="C",
                         help="0 = sites balanced across diagnoses … 1 = each diagnosis at its own site (default 0.3)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")

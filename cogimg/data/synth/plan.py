@@ -93,7 +93,8 @@ def largest_remainder(total: int, weights: np.ndarray) -> np.ndarray:
 
 
 def diagnosis_counts(n: int, diagnoses: tuple[str, ...], proportions: dict[str, float] | None) -> dict[str, int]:
-    """Exact number of subjects per diagnosis."""
+    """Exact number of subjects per diagnosis; ``proportions`` override the default weights
+    of the diagnoses they name (the others keep theirs)."""
     props = dict(DEFAULT_PROPORTIONS)
     if proportions:
         bad = sorted(set(proportions) - set(DIAGNOSIS_ORDER))
