@@ -15,6 +15,24 @@ means over sites.
 Run: ``nice -n 19 .venv/bin/python benchmarks/leave_site_out.py --data DIR`` where DIR is
 ``cogimg synth --out DIR --subjects 150 --spacing 4 --diseases ad --proportions CN=0.5,AD=0.5
 --site-confound 0`` (made here when missing). Timings are wall clock on a shared machine.
+
+Measured 2026-12-03 (``--data runs/bench_data/ad4mm_lso150 --epochs 30``; 65 CN + 65 AD, the
+20 MCI that the unnamed default weight adds are not used; 20 min, partly beside another
+benchmark). Balanced accuracy, mean over the three held-out sites (per site: in-site
+n = 18, out-of-site n = 42-44, 95 % CIs about ±0.12-0.2 wide)::
+
+    in-site 0.630   out-of-site 0.777   histstd 0.723   dann 0.801   coral 0.816
+    mmd 0.583   adabn 0.785   tent 0.737
+    per site in / out: site-1 0.556 / 0.705, site-2 0.722 / 0.818, site-3 0.611 / 0.810
+
+There is **no in→out drop to recover** on this cohort: the baseline scores higher on the
+unseen site than on held-out subjects of its own training sites, at every site, so the 50 %
+goal is undefined here, not met. Two things stand in the way, neither settled by this run:
+the in-site sets are 18 subjects (one subject moves BA ~5.6 points), and the generator's site
+effect at medium difficulty is weak for a T1w CNN at 4 mm (stop-12 note: intensity features
+lose only 0.97 → 0.93 at an unseen site). Next: a stronger site effect (``--difficulty hard``
+or a larger scanner-contrast spread) and ≥ 300 subjects. MMD at weight 0.1 fell to chance
+on two sites (0.523; 0.500, one class predicted).
 """
 
 from __future__ import annotations
@@ -65,11 +83,15 @@ def main() -> int:
         print()
         summary = pd.DataFrame(recovery_table(rows))
         print(summary.to_string(index=False))
-    best = summary.iloc[2:].sort_values("recovered", ascending=False).head(1)
-    if len(best):
+    in_site, out_site = summary["score"].iloc[0], summary["score"].iloc[1]
+    best = summary.iloc[2:].dropna(subset=["recovered"]).sort_values("recovered", ascending=False).head(1)
+    if in_site <= out_site:  # recovery_table leaves the shares undefined then
+        print(f"\nno in→out drop to recover: in-site {in_site:.3f} ≤ out-of-site {out_site:.3f}")
+    elif len(best):
         b = best.iloc[0]
         print(f"\nbest variant: {b['variant']} recovers {100 * b['recovered']:.0f}% of the in→out drop "
-              f"(goal ≥ 50%); {args.epochs} epochs, wall time {wall / 60:.1f} min on a shared CPU")
+              f"(goal ≥ 50%)")
+    print(f"{args.epochs} epochs, wall time {wall / 60:.1f} min on a shared CPU")
     return 0
 
 
