@@ -19,7 +19,7 @@ Run: ``nice -n 19 .venv/bin/python benchmarks/leave_site_out.py --data DIR`` whe
 Measured 2026-12-03 (``--data runs/bench_data/ad4mm_lso150 --epochs 30``; 65 CN + 65 AD, the
 20 MCI that the unnamed default weight adds are not used; 20 min, partly beside another
 benchmark). Balanced accuracy, mean over the three held-out sites (per site: in-site
-n = 18, out-of-site n = 42-44, 95 % CIs about ±0.12-0.2 wide)::
+n = 18, out-of-site n = 42-44, 95 % CI half-widths 0.11-0.22)::
 
     in-site 0.630   out-of-site 0.777   histstd 0.723   dann 0.801   coral 0.816
     mmd 0.583   adabn 0.785   tent 0.737
