@@ -84,7 +84,7 @@ def main() -> int:
         summary = pd.DataFrame(recovery_table(rows))
         print(summary.to_string(index=False))
     in_site, out_site = summary["score"].iloc[0], summary["score"].iloc[1]
-    best = summary.iloc[2:].dropna(subset=["recovered"]).sort_values("recovered", ascending=False).head(1)
+    best = summary.iloc[2:].sort_values("recovered", ascending=False).head(1)
     if in_site <= out_site:  # recovery_table leaves the shares undefined then
         print(f"\nno in→out drop to recover: in-site {in_site:.3f} ≤ out-of-site {out_site:.3f}")
     elif len(best):

@@ -58,6 +58,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLERS = {"random": "{{type: random, seed: {seed}}}", "tpe": "{{type: tpe, seed: {seed}, n_startup_trials: 4}}"}
+#: Random trial orders each candidate pruner is replayed over (``--replay``).
+N_ORDERS = 200
 #: Candidate pruners for ``--replay`` (and ``--pruner``'s default: the first).
 PRUNERS = {
     "median": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 3},
@@ -159,7 +161,7 @@ def replay(rows: list[dict], pruner: dict) -> list[dict]:
     return out
 
 
-def replay_orders(rows: list[dict], pruner: dict, n_orders: int = 200, seed: int = 0) -> tuple[float, float]:
+def replay_orders(rows: list[dict], pruner: dict, n_orders: int = N_ORDERS, seed: int = 0) -> tuple[float, float]:
     """Median pruned/unpruned ratio of epochs-to-reach-the-best over ``n_orders`` random
     orderings of the unpruned sweep's trials, and the share of orderings in which the pruner
     stopped every best trial (ratio infinite there). One sweep's ratio hangs on where its best
@@ -221,7 +223,7 @@ def main() -> None:
         for name, pruner in PRUNERS.items():
             report(f"replay {name}", replay(plain, pruner), best, e_plain)
             median, lost = replay_orders(plain, pruner)
-            print(f"{'':20s} over 200 trial orders: median ratio {median:.2f}, best trial pruned in {100 * lost:.0f} %")
+            print(f"{'':20s} over {N_ORDERS} trial orders: median ratio {median:.2f}, best trial pruned in {100 * lost:.0f} %")
         return
     pruned = sweep(args.out / "pruned", args.data, args, PRUNERS[args.pruner])
     print(f"\npruned ({args.pruner}: {PRUNERS[args.pruner]}):")
