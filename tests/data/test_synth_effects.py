@@ -107,15 +107,15 @@ def test_ad_profiles_cascade():
     amyloid = {dx: np.mean([p.amyloid_positive for p in ps]) for dx, ps in by_dx.items()}
     nd = {dx: np.mean([p.neurodegeneration for p in ps]) for dx, ps in by_dx.items()}
     mmse = {dx: np.mean([p.mmse for p in ps]) for dx, ps in by_dx.items()}
-    assert 0.1 < amyloid["CN"] < 0.35 < amyloid["MCI"] < 0.8 < amyloid["AD"]
+    assert 0.1 < amyloid["CN"] < 0.35 and amyloid["MCI"] > 0.8 and amyloid["AD"] > 0.9
     assert nd["CN"] < nd["MCI"] < nd["AD"] and mmse["CN"] > mmse["MCI"] > mmse["AD"]
     assert all(p.converter is not None for p in by_dx["MCI"]) and by_dx["CN"][0].converter is None
 
 
 def test_ad_latents_are_complementary_across_modalities():
     """What each modality can see -- atrophy (T1w), amyloid load (PET), MMSE/APOE4/age
-    (clinical) -- stages CN/MCI/AD only partly on its own and better together, as in ADNI
-    (no single modality reads the stage off; fusion has something to gain)."""
+    (clinical) -- stages CN/MCI/AD only partly on its own and much better together (no single
+    modality reads the stage off: PET tells CN from impaired, atrophy and MMSE MCI from AD)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
@@ -137,7 +137,7 @@ def test_ad_latents_are_complementary_across_modalities():
     ba = {name: staging_ba(rows) for name, rows in features.items()}
     singles = max(ba["t1"], ba["pet"], ba["clinical"])
     assert 0.55 < min(ba["t1"], ba["pet"], ba["clinical"]) and singles < 0.78
-    assert ba["all"] > singles + 0.06
+    assert ba["all"] > singles + 0.10
 
 
 def test_pd_effect_is_subtle_on_mri_and_clear_on_dat(healthy):
