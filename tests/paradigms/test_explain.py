@@ -120,6 +120,28 @@ def test_segmentation_score_pads_crops_and_sums_the_predicted_lesion():
         assert predicted_region(scorer, -image.abs()) is None
 
 
+def test_windowed_segmentation_score_is_the_sliding_window_prediction_and_has_gradients():
+    """Scored by windows, a segmentation model is explained on the prediction
+    ``cogimg predict`` makes (Gaussian-weighted windows), not on a whole-volume pass that
+    instance normalisation changes; Grad-CAM, which needs the whole pass, says so."""
+    from cogimg.inference import sliding_window_predict
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.InstanceNorm3d(4), nn.ReLU(),
+                        nn.Conv3d(4, 2, 1)).eval()
+    image = blob_image((20, 24, 20), corner=(6, 8, 6)) + 0.1 * torch.randn(1, 1, 20, 24, 20)
+    windowed = SegmentationScore(net, roi_size=(12, 12, 12), overlap=0.5)
+    whole = SegmentationScore(net, pad_multiple=1)
+    expected = sliding_window_predict(net, image, (12, 12, 12), overlap=0.5)
+    assert torch.allclose(windowed.logits(image).softmax(dim=1), expected, atol=1e-5)
+    assert not torch.allclose(whole.logits(image).softmax(dim=1), expected, atol=1e-3)
+    windowed.set_region(torch.ones(20, 24, 20, dtype=torch.bool))
+    sal = integrated_gradients(windowed, image, target=0, n_steps=2)
+    assert sal.shape == (20, 24, 20) and float(sal.sum()) > 0
+    with pytest.raises(ValueError, match="whole volume"):
+        gradcam(windowed, image, 0)
+
+
 def test_attention_rollout_on_vit_3d():
     torch.manual_seed(0)
     vit = models.get("vit_3d", in_channels=1, num_classes=2, input_shape=(16, 16, 16), patch_size=8,

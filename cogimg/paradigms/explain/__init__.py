@@ -8,8 +8,8 @@
 
 Example (a trained task, one preprocessed volume ``image`` ``(1, C, X, Y, Z)``)::
 
-    scorer, target = scorer_for_task(task, image)
-    saliency = explain(scorer, image, "gradcam", target)      # (X, Y, Z) ≥ 0
+    scorer, target = scorer_for_task(task, image)             # windowed=False for "gradcam"
+    saliency = explain(scorer, image, "ig", target)           # (X, Y, Z) ≥ 0
     hit = pointing_game(saliency, lesion_mask)
 """
 

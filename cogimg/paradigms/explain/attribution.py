@@ -101,6 +101,9 @@ def gradcam(scorer: nn.Module, image: torch.Tensor, target: int, layer: str | No
     from captum.attr import LayerGradCam
 
     _check_input(image)
+    if getattr(scorer, "roi_size", None) is not None:
+        raise ValueError("Grad-CAM needs one forward pass of the whole volume, not sliding windows: "
+                         "score with SegmentationScore(..., roi_size=None)")
     module = scorer.get_submodule(layer) if layer else last_conv_stage(scorer, image)[1]
     cam = LayerGradCam(scorer, module).attribute(image, target=target, relu_attributions=True)
     if cam.ndim != 5:

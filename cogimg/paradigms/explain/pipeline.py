@@ -35,7 +35,7 @@ def explain_volume(task, image: torch.Tensor, method: str, target: int | str | N
     """
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {list(METHODS)}")
-    scorer, predicted = scorer_for_task(task, image)
+    scorer, predicted = scorer_for_task(task, image, windowed=method != "gradcam")
     info: dict = {"method": method, "options": dict(options or {})}
     if isinstance(scorer, SegmentationScore):
         region = scorer.region

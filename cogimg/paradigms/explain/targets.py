@@ -12,9 +12,14 @@ builds it from a trained task:
   labels lesion on the unperturbed input (Seg-Grad-CAM, Vinogradova et al. 2020), or the
   whole volume when it predicts none — so ``K = 1`` and the target is 0.
 
-Segmentation networks need input sizes divisible by their total stride; the wrapper pads
-the volume with zeros (the mean of a z-scored image) to a multiple of ``pad_multiple`` and
-crops the logits back, so any preprocessed volume can be explained whole.
+A segmentation network is scored the way it predicts: by Gaussian-weighted sliding windows
+of its training patch (MONAI ``sliding_window_inference``, as
+:func:`cogimg.inference.sliding_window_predict`, with gradients), because a network trained
+on patches — instance normalisation above all — predicts differently on a whole volume (the
+stroke U-Net of ``benchmarks/xai_faithfulness.py``: test Dice 0.73 by windows, 0.42 whole).
+Grad-CAM needs one forward pass of the whole volume; for it (``roi_size=None``) the wrapper
+pads the volume with zeros (the mean of a z-scored image) to a multiple of ``pad_multiple``
+and crops the logits back.
 """
 
 from __future__ import annotations
@@ -60,30 +65,53 @@ class SegmentationScore(nn.Module):
     Args:
         model: segmentation network, ``(B, C, X, Y, Z)`` → logits ``(B, K, X, Y, Z)``.
         lesion_classes: output channels summed (default: every class but background 0).
-        pad_multiple: zero-pad each spatial axis up to a multiple of this (voxels).
+        roi_size: sliding-window size in voxels (the training patch); ``None`` = one forward
+            pass of the whole, zero-padded volume.
+        overlap: sliding-window overlap fraction (the task's ``sw_overlap``).
+        sw_batch_size: windows per forward pass.
+        pad_multiple: whole-volume mode: zero-pad each spatial axis up to a multiple of this
+            (voxels).
 
     Call :meth:`set_region` with a boolean ``(X, Y, Z)`` (or ``(B, X, Y, Z)``) mask to sum
     over it; without one the sum runs over the whole volume.
     """
 
     def __init__(self, model: nn.Module, lesion_classes: Sequence[int] | None = None,
+                 roi_size: Sequence[int] | None = None, overlap: float = 0.5, sw_batch_size: int = 4,
                  pad_multiple: int = 32) -> None:
         super().__init__()
         self.model = model
         self.lesion_classes = None if lesion_classes is None else [int(c) for c in lesion_classes]
+        self.roi_size = None if roi_size is None else tuple(int(s) for s in roi_size)
+        self.overlap = float(overlap)
+        self.sw_batch_size = int(sw_batch_size)
         self.pad_multiple = int(pad_multiple)
         self.region: torch.Tensor | None = None
 
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        if out.ndim == x.ndim + 1:  # deep supervision heads: keep the full-resolution one
+            out = out[:, 0]
+        return out
+
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, X, Y, Z)`` on the input's grid (padding removed)."""
+        if self.roi_size is not None:
+            from monai.inferers import sliding_window_inference
+
+            from cogimg.inference import gaussian_importance_map
+
+            # A copy: the cached map may have been made under inference mode, which autograd
+            # cannot save for backward.
+            weights = gaussian_importance_map(self.roi_size, 0.125, str(image.device)).clone()
+            return sliding_window_inference(image, self.roi_size, self.sw_batch_size, self._network,
+                                            overlap=self.overlap, mode="gaussian", sigma_scale=0.125,
+                                            roi_weight_map=weights)
         shape = image.shape[2:]
         pads = [(-s) % self.pad_multiple for s in shape]
         # F.pad lists the last axis first: (Z_lo, Z_hi, Y_lo, Y_hi, X_lo, X_hi).
         padded = F.pad(image, [p for size in reversed(pads) for p in (0, size)]) if any(pads) else image
-        out = self.model(padded)
-        if out.ndim == image.ndim + 1:  # deep supervision heads: keep the full-resolution one
-            out = out[:, 0]
-        return out[..., : shape[0], : shape[1], : shape[2]]
+        return self._network(padded)[..., : shape[0], : shape[1], : shape[2]]
 
     def lesion_logit(self, logits: torch.Tensor) -> torch.Tensor:
         classes = self.lesion_classes or list(range(1, logits.shape[1]))
@@ -115,7 +143,7 @@ def predicted_region(scorer: SegmentationScore, image: torch.Tensor) -> torch.Te
 
 def scorer_for_task(task: nn.Module, image: torch.Tensor, availability: torch.Tensor | None = None,
                     tabular: torch.Tensor | None = None, region: str = "predicted",
-                    ) -> tuple[nn.Module, int]:
+                    windowed: bool = True) -> tuple[nn.Module, int]:
     """The score module and default target index for ``task`` explaining ``image``.
 
     Args:
@@ -124,6 +152,8 @@ def scorer_for_task(task: nn.Module, image: torch.Tensor, availability: torch.Te
         image: ``(1, C, X, Y, Z)`` preprocessed input.
         region: segmentation only: ``"predicted"`` (sum over predicted lesion voxels) or
             ``"all"`` (whole volume).
+        windowed: segmentation only: score by sliding windows of the task's patch, as it
+            predicts (``False``: one whole-volume forward pass, for Grad-CAM).
 
     Returns ``(scorer, target)``: classification targets the predicted class.
     """
@@ -133,7 +163,9 @@ def scorer_for_task(task: nn.Module, image: torch.Tensor, availability: torch.Te
     if region not in ("predicted", "all"):
         raise ValueError(f"region={region!r}; choose 'predicted' or 'all'")
     if isinstance(task, SegmentationTask):
-        scorer = SegmentationScore(task.model).eval()
+        scorer = SegmentationScore(task.model, roi_size=task.patch_size if windowed else None,
+                                   overlap=task.hparams.sw_overlap,
+                                   sw_batch_size=task.hparams.sw_batch_size).eval()
         if region == "predicted":
             scorer.set_region(predicted_region(scorer, image))
         return scorer, 0
