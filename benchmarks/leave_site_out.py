@@ -6,33 +6,46 @@ drop each variant recovers; goal: the best variant recovers ≥ 50 % for at leas
 
 Protocol: :class:`cogimg.paradigms.adaptation.protocol.LeaveSiteOut` on
 ``experiments/ad/lso_resnet10_t1.yaml`` — for every site, train on the others for a fixed
-number of epochs (no model selection on the held-out site), score in-site (held-out 20 % of
-the training sites) and out-of-site (the whole held-out site) with 95 % stratified
-bootstrap CIs, then each variant (histstd, dann, coral, mmd retrain; adabn, tent adapt the
-baseline model without labels). Recovered share = (adapted − out) / (in − out), on the
-means over sites.
+number of epochs (no model selection on the held-out site), score in-site (held-out
+``--val-fraction`` of the training sites) and out-of-site (the whole held-out site) with 95 %
+stratified bootstrap CIs, then each variant (histstd, dann, coral, mmd retrain; adabn, tent
+adapt the baseline model without labels). Recovered share = (adapted − out) / (in − out), on
+the means over sites. Also printed: in-site on each held-out site's *own* subjects (the
+``in_site_same_site`` rows: site s's subjects in the other folds' in-site sets), which is
+not confounded by how hard each site's images are.
 
-Run: ``nice -n 19 .venv/bin/python benchmarks/leave_site_out.py --data DIR`` where DIR is
-``cogimg synth --out DIR --subjects 150 --spacing 4 --diseases ad --proportions CN=0.5,AD=0.5
---site-confound 0`` (made here when missing). Timings are wall clock on a shared machine.
+Run: ``nice -n 10 .venv/bin/python benchmarks/leave_site_out.py --data DIR --epochs 20`` where
+DIR is ``cogimg synth --out DIR --subjects 300 --spacing 4 --diseases ad --proportions
+CN=0.5,AD=0.5,MCI=0 --site-confound 0 --site-spread 2.5`` (made here when missing). Timings
+are wall clock on a shared 2-core machine.
 
-Measured 2026-12-03 (``--data runs/bench_data/ad4mm_lso150 --epochs 30``; 65 CN + 65 AD, the
-20 MCI that the unnamed default weight adds are not used; 20 min, partly beside another
-benchmark). Balanced accuracy, mean over the three held-out sites (per site: in-site
-n = 18, out-of-site n = 42-44, 95 % CI half-widths 0.11-0.22)::
+Measured 2026-12-03 (``--data runs/bench_data/ad4mm_lso300_spread25 --out runs/bench_lso300
+--epochs 20 --val-fraction 0.3``; 150 CN + 150 AD, medium difficulty with the scanner spread
+× 2.5; 25.3 min). Balanced accuracy per held-out site (in-site n = 60, same-site n = 56-65,
+out-of-site n = 100; 95 % CI half-widths 0.07-0.12)::
 
-    in-site 0.630   out-of-site 0.777   histstd 0.723   dann 0.801   coral 0.816
-    mmd 0.583   adabn 0.785   tent 0.737
-    per site in / out: site-1 0.556 / 0.705, site-2 0.722 / 0.818, site-3 0.611 / 0.810
+              in-site  same-site  out   histstd  dann   coral  mmd    adabn  tent
+    site-1    0.800    0.771      0.730 0.690    0.790  0.730  0.500  0.760  0.740
+    site-2    0.833    0.754      0.780 0.750    0.800  0.790  0.500  0.840  0.860
+    site-3    0.717    0.829      0.790 0.780    0.860  0.840  0.500  0.770  0.790
+    mean      0.783    0.785      0.767 0.740    0.817  0.787  0.500  0.790  0.797
 
-There is **no in→out drop to recover** on this cohort: the baseline scores higher on the
-unseen site than on held-out subjects of its own training sites, at every site, so the 50 %
-goal is undefined here, not met. Two things stand in the way, neither settled by this run:
-the in-site sets are 18 subjects (one subject moves BA ~5.6 points), and the generator's site
-effect at medium difficulty is weak for a T1w CNN at 4 mm (stop-12 note: intensity features
-lose only 0.97 → 0.93 at an unseen site). Next: a stronger site effect (``--difficulty hard``
-or a larger scanner-contrast spread) and ≥ 300 subjects. MMD at weight 0.1 fell to chance
-on two sites (0.523; 0.500, one class predicted).
+The mean in→out drop is **0.017** (same-site 0.018), far inside the CIs, so the recovered
+shares (dann 300 %, tent 180 %, adabn 140 %, coral 120 %, histstd −160 %, mmd −1600 %)
+are ratios of noise, and the 50 % goal is **not established**: dann, coral, adabn and tent
+score at or above in-site, which says the drop is not there to recover, not that it was
+recovered. MMD at weight 0.1 collapses to one class at every site.
+
+What was checked: the protocol's in-site set is disjoint from training, CN/AD only, cached
+and normalised as out-of-site and scored by the same model; no bug. The earlier in < out
+(150 subjects, spread 1: 0.630 vs 0.777, n = 18) is site difficulty plus noise: in-site is
+other sites' subjects, and site-3 is easy — on the same 30 site-3 subjects a model that
+also trained on 70 % of site-3 scores 0.833 vs 0.700 for the leave-site-out one, and
+site-3's same-site in-site (0.829) is above its out-of-site (0.790) here. Why the drop stays
+small even at spread × 2.5: z-scoring removes gain, the training augmentation (bias field,
+gamma, noise) covers most of the scanner model, and at 4 mm the T1w point-spread function
+(≤ 3.8 mm FWHM) blurs nothing. Open: more repeats (seeds) to bring the CI on the drop below
+its size, or an augmentation-free baseline, before a recovered share means anything.
 """
 
 from __future__ import annotations
@@ -49,7 +62,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="synthetic AD cohort (made if missing)")
-    parser.add_argument("--subjects", type=int, default=150)
+    parser.add_argument("--subjects", type=int, default=300)
+    parser.add_argument("--site-spread", type=float, default=2.5,
+                        help="cogimg synth --site-spread of a cohort made here (scanner differences × S)")
+    parser.add_argument("--val-fraction", type=float, default=0.3,
+                        help="share of the training sites' subjects held out as the in-site set")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/leave_site_out"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--variants", default="histstd,dann,coral,mmd,adabn,tent")
@@ -61,7 +78,8 @@ def main() -> int:
     if not (args.data / "participants.tsv").exists():
         subprocess.run([sys.executable, "-m", "cogimg", "synth", "--out", str(args.data), "--subjects",
                         str(args.subjects), "--spacing", "4", "--diseases", "ad", "--proportions",
-                        "CN=0.5,AD=0.5", "--difficulty", "medium", "--site-confound", "0", "--no-progress"],
+                        "CN=0.5,AD=0.5,MCI=0", "--difficulty", "medium", "--site-confound", "0",
+                        "--site-spread", f"{args.site_spread:g}", "--no-progress"],
                        check=True)
     import pandas as pd
 
@@ -72,7 +90,7 @@ def main() -> int:
     exp.trainer_args["max_epochs"] = args.epochs
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    protocol = LeaveSiteOut(exp, args.out, tent_steps=args.tent_steps, tent_lr=1e-3)
+    protocol = LeaveSiteOut(exp, args.out, val_fraction=args.val_fraction, tent_steps=args.tent_steps, tent_lr=1e-3)
     sites = args.sites.split(",") if args.sites else None
     rows = protocol.run([v for v in args.variants.split(",") if v], sites, args.adaptation_weight)
     wall = time.perf_counter() - start
@@ -84,6 +102,10 @@ def main() -> int:
         summary = pd.DataFrame(recovery_table(rows))
         print(summary.to_string(index=False))
     in_site, out_site = summary["score"].iloc[0], summary["score"].iloc[1]
+    same = results[results["scope"] == "in_site_same_site"]
+    if len(same):  # each site's own subjects, scored by the folds that trained on it
+        print(f"\nin-site on each held-out site's own subjects (mean over sites): {same['value'].mean():.3f}, "
+              f"drop to out-of-site {same['value'].mean() - out_site:+.3f}")
     best = summary.iloc[2:].sort_values("recovered", ascending=False).head(1)
     if in_site <= out_site:  # recovery_table leaves the shares undefined then
         print(f"\nno in→out drop to recover: in-site {in_site:.3f} ≤ out-of-site {out_site:.3f}")

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-epochs", type=int, help="override trainer.max_epochs")
     parser.add_argument("--adaptation-weight", type=float, default=0.1,
                         help="weight of the DANN/CORAL/MMD loss (default 0.1)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of the training sites' subjects held out as the in-site set (default 0.2)")
     parser.add_argument("--tent-steps", type=int, default=1, help="TENT passes over the held-out site")
     parser.add_argument("--tent-lr", type=float, default=1e-3, help="TENT learning rate")
 
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         experiment.trainer_args["max_epochs"] = args.max_epochs
     out = args.out or Path("runs") / args.config.stem / "leave-site-out"
     out.mkdir(parents=True, exist_ok=True)
-    protocol = LeaveSiteOut(experiment, out, tent_steps=args.tent_steps, tent_lr=args.tent_lr)
+    protocol = LeaveSiteOut(experiment, out, val_fraction=args.val_fraction, tent_steps=args.tent_steps, tent_lr=args.tent_lr)
     rows = protocol.run(variants, args.sites, adaptation_weight=args.adaptation_weight)
     results = pd.DataFrame(rows)
     summary = pd.DataFrame(recovery_table(rows))

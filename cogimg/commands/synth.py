@@ -41,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sites", type=int, default=3, metavar="K", help="number of scanner sites (default 3)")
     parser.add_argument("--diseases", default="stroke,ad,pd", help="comma list of stroke, ad, pd (default all)")
     parser.add_argument("--difficulty", default="medium", choices=("easy", "medium", "hard"))
+    parser.add_argument("--site-spread", type=float, default=1.0, metavar="S",
+                        help="multiply the difficulty's scanner differences between sites (contrast, response "
+                             "curve, blur, bias field) by S (default 1)")
     parser.add_argument("--proportions", type=_proportions, metavar="DX=W,…",
                         help="diagnosis weights, e.g. CN=0.4,AD=0.2 (default CN .30, MCI .15, AD .15, PD .20, "
                              "stroke .20); a diagnosis not named keeps its default weight (MCI=0 drops MCI)")
@@ -59,6 +62,8 @@ def _command_line(args: argparse.Namespace) -> str:
              "--seed", str(args.seed), "--spacing", f"{args.spacing:g}", "--sites", str(args.sites),
              "--diseases", args.diseases, "--difficulty", args.difficulty,
              "--site-confound", f"{args.site_confound:g}"]
+    if args.site_spread != 1:
+        parts += ["--site-spread", f"{args.site_spread:g}"]
     if args.proportions:
         parts += ["--proportions", ",".join(f"{k}={v:g}" for k, v in args.proportions.items())]
     return shlex.join(parts)
@@ -80,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             generate_cohort(
                 out, args.subjects, args.seed, spacing_mm=args.spacing, sites=args.sites,
-                diseases=args.diseases, difficulty=args.difficulty, workers=args.workers,
+                diseases=args.diseases, difficulty=args.difficulty,
+                site_spread=args.site_spread, workers=args.workers,
                 proportions=args.proportions, site_confound=args.site_confound,
                 overwrite=args.overwrite, progress=not args.no_progress,
                 command=_command_line(args),

@@ -228,6 +228,7 @@ def test_crash_leaves_no_cohort(tmp_path, monkeypatch):
     ({"spacing_mm": 0.1}, "spacing_mm"),
     ({"sites": 0}, "sites"),
     ({"site_confound": 1.5}, "site_confound"),
+    ({"site_spread": -1.0}, "site_spread"),
     ({"proportions": {"XX": 1.0}}, "proportions"),
 ])
 def test_bad_arguments_raise_one_clear_error(tmp_path, kwargs, match):
@@ -236,16 +237,32 @@ def test_bad_arguments_raise_one_clear_error(tmp_path, kwargs, match):
     assert not (tmp_path / "c").exists()
 
 
+def test_site_spread_scales_the_scanner_differences_only(tmp_path):
+    def cohort_at(spread):
+        out = generate_cohort(tmp_path / f"s{spread}", 2, 0, spacing_mm=4.0, diseases="ad",
+                              site_spread=spread, progress=False)
+        sites = json.loads((out / "derivatives" / "truth" / "sites.json").read_text(encoding="utf-8"))
+        return sites, (out / "participants.tsv").read_text(encoding="utf-8")
+
+    (one, table), (two, table_two) = cohort_at(1.0), cohort_at(2.0)
+    assert table_two == table  # same subjects, diagnoses and sites
+    for a, b in zip(one, two):
+        assert np.log(b["gamma"]["T1w"]) == pytest.approx(2 * np.log(a["gamma"]["T1w"]), abs=2e-3)
+        assert b["bias_amplitude"] - 0.05 == pytest.approx(2 * (a["bias_amplitude"] - 0.05), abs=1e-3)
+        assert b["noise"] == a["noise"]  # noise follows the difficulty, not the spread
+
+
 def test_cli_generates_and_previews(tmp_path):
     from cogimg.cli import main
 
     out = tmp_path / "c"
     rc = main(["synth", "--out", str(out), "--subjects", "5", "--spacing", "4", "--seed", "1",
-               "--sites", "2", "--preview", "--no-progress"])
+               "--sites", "2", "--site-spread", "1.5", "--preview", "--no-progress"])
     assert rc == 0
     png = out / "preview.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "--subjects 5 --seed 1 --spacing 4 --sites 2" in (out / "README").read_text(encoding="utf-8")
+    readme = (out / "README").read_text(encoding="utf-8")
+    assert "--subjects 5 --seed 1 --spacing 4 --sites 2" in readme and "--site-spread 1.5" in readme
     png.unlink()
     assert main(["synth", "--out", str(out), "--preview", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").is_file()

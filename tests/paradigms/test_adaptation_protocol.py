@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from cogimg.commands import evaluate
-from cogimg.paradigms.adaptation.protocol import Experiment, recovery_table
+from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut, recovery_table
 from tests.classification_tree import build_classification_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,7 +55,20 @@ def test_evaluate_leave_site_out_writes_scores_per_site_and_variant(tiny_config,
             assert int(r["n"]) == site1
     summary = list(csv.DictReader((out / "lso_summary.csv").open(encoding="utf-8")))
     assert [s["variant"] for s in summary] == ["in-site", "out-of-site", "adabn", "tent", "coral"]
-    assert (out / "lso_ad_binary_seed0.json").exists()
+    assert (out / "lso_ad_binary_seed0_val20.json").exists()
+
+
+def test_split_is_made_per_val_fraction(tiny_config, tmp_path):
+    """A split saved for one held-out share is not reused for another (it was, by name)."""
+    from cogimg.data.splits import load_split
+
+    experiment = Experiment.from_yaml(tiny_config)
+    folds = {}
+    for fraction in (0.2, 0.5):
+        protocol = LeaveSiteOut(experiment, tmp_path, val_fraction=fraction, log=lambda _: None)
+        folds[fraction] = load_split(protocol.split_path()).folds[0]
+    assert len(folds[0.5]["val"]) > len(folds[0.2]["val"])
+    assert folds[0.2]["test"] == folds[0.5]["test"]
 
 
 def test_recovery_table_is_the_share_of_the_drop():
@@ -73,3 +86,19 @@ def test_experiment_rejects_foreign_classes(tmp_path):
                                    "data": {"class_path": "cogimg.data.datamodules.VolumeDataModule"}}), encoding="utf-8")
     with pytest.raises(ValueError, match="model.class_path must be one of"):
         Experiment.from_yaml(bad)
+
+
+def test_same_site_in_site_scores_the_held_out_sites_own_subjects(tiny_config, tmp_path):
+    """With every site run, site s's in-site reference is site-s subjects of the other folds'
+    in-site sets (the population of its out-of-site score), not other sites' subjects."""
+    from cogimg.data.splits import load_split
+
+    protocol = LeaveSiteOut(Experiment.from_yaml(tiny_config), tmp_path, val_fraction=0.5, log=lambda _: None)
+    rows = protocol.run(variants=[])
+    split = load_split(protocol.split_path())
+    same = {r["site"]: r for r in rows if r["scope"] == "in_site_same_site"}
+    assert set(same) == {"site-1", "site-2"}
+    # Two sites: site-1's same-site set is the in-site set of the fold that held out site-2.
+    assert same["site-1"]["n"] == len(split.fold("site-2")["val"])
+    in_site = {r["site"]: r for r in rows if r["scope"] == "in_site"}
+    assert same["site-1"]["value"] == pytest.approx(in_site["site-2"]["value"])

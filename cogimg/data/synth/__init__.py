@@ -9,6 +9,7 @@ regions), :mod:`.contrasts` (tissue → modalities), :mod:`.atrophy` (AD), :mod:
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ def generate_cohort(
     sites: int = 3,
     diseases=DEFAULT_DISEASES,
     difficulty: str = "medium",
+    site_spread: float = 1.0,
     workers: int = 1,
     proportions: dict[str, float] | None = None,
     site_confound: float = 0.3,
@@ -41,6 +43,9 @@ def generate_cohort(
         diseases: subset of ``stroke``, ``ad``, ``pd`` (list or comma string); CN controls
             are always included.
         difficulty: ``easy``, ``medium`` or ``hard`` (effect size vs noise and site spread).
+        site_spread: multiplies the difficulty's scanner spread (tissue contrast, response
+            curve, blur, bias field) and nothing else: a stronger site effect at the same
+            disease effect and noise.
         workers: parallel processes (1 = in this process).
         proportions: diagnosis → weight, overriding ``plan.DEFAULT_PROPORTIONS`` entries.
         site_confound: 0 (sites balanced across diagnoses) … 1 (each diagnosis at one site).
@@ -60,6 +65,9 @@ def generate_cohort(
 
     out = Path(out)
     diff = get_difficulty(difficulty)
+    if not 0 <= float(site_spread) <= 5:
+        raise ValueError(f"site_spread must be in [0, 5], got {site_spread}")
+    diff = dataclasses.replace(diff, site=diff.site * float(site_spread))
     diseases = parse_diseases(diseases)
     if workers < 1:
         raise ValueError(f"workers must be ≥ 1, got {workers}")
@@ -74,7 +82,7 @@ def generate_cohort(
         rows = run_subjects(plan.subjects, config, workers=workers, progress=progress)
         settings = {"subjects": n_subjects, "seed": seed, "spacing_mm": float(spacing_mm),
                     "sites": sites, "diseases": ",".join(diseases), "difficulty": diff.name,
-                    "site_confound": site_confound,
+                    "site_spread": float(site_spread), "site_confound": site_confound,
                     "site_probabilities": plan.site_probabilities}
         write_dataset_files(staging, rows, settings, [s.to_json() for s in plan.sites], command)
         publish(staging, out, overwrite)

@@ -6,6 +6,9 @@ other sites and score
 
 - **in-site**: the held-out validation subjects of the *training* sites;
 - **out-of-site**: every subject of site ``s``;
+- **in-site, same site** (classification, when every site is run): site ``s``'s subjects in
+  the other folds' in-site sets, scored by their baselines, which trained on site ``s`` —
+  the population of ``s``'s out-of-site score, unlike in-site (other sites' subjects);
 - **adapted**: out-of-site again, after one adaptation variant:
 
   ======== =================================================================
@@ -102,13 +105,16 @@ def _percentile_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tup
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
+def _classification_score(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
+    value = balanced_accuracy(labels, prob.argmax(axis=1))
+    low, high = bootstrap_ci(labels, prob, "balanced_accuracy", n_boot=1000, seed=0)
+    return {"metric": "balanced_accuracy", "value": value, "ci_low": low, "ci_high": high, "n": len(labels)}
+
+
 def score(task, stage: str) -> dict[str, float]:
     """Primary metric of ``task``'s subject rows of ``stage``, with a 95 % bootstrap CI."""
     if isinstance(task, ClassificationTask):
-        _, labels, prob = task.subject_table(stage)
-        value = balanced_accuracy(labels, prob.argmax(axis=1))
-        low, high = bootstrap_ci(labels, prob, "balanced_accuracy", n_boot=1000, seed=0)
-        return {"metric": "balanced_accuracy", "value": value, "ci_low": low, "ci_high": high, "n": len(labels)}
+        return _classification_score(*task.subject_table(stage)[1:])
     dice = np.array([r["dice"] for r in task.subject_rows[stage]], dtype=float)
     low, high = _percentile_ci(dice)
     return {"metric": "dice", "value": float(dice.mean()), "ci_low": low, "ci_high": high, "n": len(dice)}
@@ -154,8 +160,10 @@ class LeaveSiteOut:
 
     def split_path(self) -> Path:
         """The leave-site-out split, made once (preset's diagnoses only) and reused."""
-        # Named by preset and seed: histogram landmarks are cached under the split's name.
-        path = self.out_dir / f"lso_{self.preset.name}_seed{self.exp.seed}.json"
+        # Named by preset, seed and held-out percentage: another val_fraction must not reuse a
+        # split saved for this one, nor the histogram landmarks cached under the split's name.
+        name = f"lso_{self.preset.name}_seed{self.exp.seed}_val{round(100 * self.val_fraction)}"
+        path = self.out_dir / f"{name}.json"
         if not path.exists():
             table = select_diagnoses(read_participants(self.data_root / "participants.tsv"), self.preset.diagnoses)
             stratify = "diagnosis" if self.preset.task == "classification" else None
@@ -230,6 +238,7 @@ class LeaveSiteOut:
         if unknown := [s for s in (sites or []) if s not in all_sites]:
             raise ValueError(f"site(s) {unknown} not in the cohort's sites {all_sites}")
         rows: list[dict[str, Any]] = []
+        in_site_tables: dict[str, tuple] = {}  # held-out site → (ids, labels, prob) of its in-site set
 
         def add(row: dict[str, Any]) -> None:  # logged as it comes: a stopped run keeps its numbers
             rows.append(row)
@@ -240,6 +249,8 @@ class LeaveSiteOut:
             self.log(f"held-out site {site}")
             base, dm = self._train(site, "baseline", adaptation_weight)
             add({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")})
+            if isinstance(base, ClassificationTask):
+                in_site_tables[site] = base.subject_table("val")
             add({"site": site, "variant": "baseline", "scope": "out_of_site", **self._evaluate(base, dm, "test")})
             for variant in variants:
                 if variant in ("adabn", "tent"):
@@ -248,6 +259,25 @@ class LeaveSiteOut:
                     task, vdm = self._train(site, variant, adaptation_weight)
                     result = self._evaluate(task, vdm, "test")
                 add({"site": site, "variant": variant, "scope": "out_of_site", **result})
+        if len(in_site_tables) == len(all_sites):
+            for row in self._same_site_rows(in_site_tables):
+                add(row)
+        return rows
+
+    def _same_site_rows(self, tables: dict[str, tuple]) -> list[dict[str, Any]]:
+        """``in_site_same_site`` of site ``s``: the site-``s`` subjects of the other folds'
+        in-site sets, scored by those folds' baselines (which trained on site ``s``). Unlike
+        ``in_site`` (other sites' subjects) it is the same population as ``s``'s out-of-site
+        score, so the per-site drop is not confounded by how hard each site's images are."""
+        site_of = read_participants(self.data_root / "participants.tsv")["site"].astype(str)
+        rows = []
+        for site in tables:
+            parts = [(labels[mask], prob[mask]) for held, (ids, labels, prob) in tables.items() if held != site
+                     for mask in [site_of.loc[list(ids)].to_numpy() == site]]
+            labels, prob = (np.concatenate(x) for x in zip(*parts))
+            if len(set(labels.tolist())) == prob.shape[1]:  # every class present: BA is defined
+                rows.append({"site": site, "variant": "baseline", "scope": "in_site_same_site",
+                             **_classification_score(labels, prob)})
         return rows
 
 
