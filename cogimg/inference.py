@@ -31,6 +31,27 @@ def flip_combinations(axes: Sequence[int]) -> list[tuple[int, ...]]:
     return [c for r in range(len(axes) + 1) for c in itertools.combinations(axes, r)]
 
 
+def sliding_window_logits(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    roi_size: Sequence[int],
+    overlap: float = 0.5,
+    sw_batch_size: int = 4,
+    sigma_scale: float = 0.125,
+) -> torch.Tensor:
+    """Logits ``(B, K, X, Y, Z)`` of ``image`` ``(B, C, X, Y, Z)`` from Gaussian-weighted windows.
+
+    The windowing of :func:`sliding_window_predict` without its inference mode, so gradients
+    flow to the input (explanations score a segmentation model this way).
+    """
+    roi = tuple(int(s) for s in roi_size)
+    weights = gaussian_importance_map(roi, float(sigma_scale), str(image.device))
+    if torch.is_grad_enabled() and weights.is_inference():
+        weights = weights.clone()  # a map cached under inference mode cannot be saved for backward
+    return sliding_window_inference(image, roi, sw_batch_size, model, overlap=overlap, mode="gaussian",
+                                    sigma_scale=sigma_scale, roi_weight_map=weights)
+
+
 def sliding_window_predict(
     model: Callable[[torch.Tensor], torch.Tensor],
     image: torch.Tensor,
@@ -64,10 +85,8 @@ def sliding_window_predict(
     """
     if image.ndim != 5:
         raise ValueError(f"image must be (B, C, X, Y, Z), got shape {tuple(image.shape)}")
-    roi = tuple(int(s) for s in roi_size)
     device = image.device
     amp = device.type == "cuda" if amp is None else amp
-    weights = gaussian_importance_map(roi, float(sigma_scale), str(device))
     if channels_last:
         model = _ChannelsLast(model)
     total = None
@@ -76,10 +95,7 @@ def sliding_window_predict(
         for axes in flips:
             dims = [a + 2 for a in axes]
             x = torch.flip(image, dims) if dims else image
-            logits = sliding_window_inference(
-                x, roi, sw_batch_size, model, overlap=overlap, mode="gaussian",
-                sigma_scale=sigma_scale, roi_weight_map=weights,
-            )
+            logits = sliding_window_logits(model, x, roi_size, overlap, sw_batch_size, sigma_scale)
             probs = torch.softmax(logits.float(), dim=1)
             probs = torch.flip(probs, dims) if dims else probs
             total = probs if total is None else total + probs

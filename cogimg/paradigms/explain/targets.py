@@ -13,8 +13,8 @@ builds it from a trained task:
   whole volume when it predicts none — so ``K = 1`` and the target is 0.
 
 A segmentation network is scored the way it predicts: by Gaussian-weighted sliding windows
-of its training patch (MONAI ``sliding_window_inference``, as
-:func:`cogimg.inference.sliding_window_predict`, with gradients), because a network trained
+of its training patch (:func:`cogimg.inference.sliding_window_logits`, the windowing of
+``sliding_window_predict`` with gradients), because a network trained
 on patches — instance normalisation above all — predicts differently on a whole volume (the
 stroke U-Net of ``benchmarks/xai_faithfulness.py``: test Dice 0.73 by windows, 0.42 whole).
 Grad-CAM needs one forward pass of the whole volume; for it (``roi_size=None``) the wrapper
@@ -97,16 +97,9 @@ class SegmentationScore(nn.Module):
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, X, Y, Z)`` on the input's grid (padding removed)."""
         if self.roi_size is not None:
-            from monai.inferers import sliding_window_inference
+            from cogimg.inference import sliding_window_logits
 
-            from cogimg.inference import gaussian_importance_map
-
-            # A copy: the cached map may have been made under inference mode, which autograd
-            # cannot save for backward.
-            weights = gaussian_importance_map(self.roi_size, 0.125, str(image.device)).clone()
-            return sliding_window_inference(image, self.roi_size, self.sw_batch_size, self._network,
-                                            overlap=self.overlap, mode="gaussian", sigma_scale=0.125,
-                                            roi_weight_map=weights)
+            return sliding_window_logits(self._network, image, self.roi_size, self.overlap, self.sw_batch_size)
         shape = image.shape[2:]
         pads = [(-s) % self.pad_multiple for s in shape]
         # F.pad lists the last axis first: (Z_lo, Z_hi, Y_lo, Y_hi, X_lo, X_hi).
