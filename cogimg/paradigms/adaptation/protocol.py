@@ -272,9 +272,13 @@ class LeaveSiteOut:
         site_of = read_participants(self.data_root / "participants.tsv")["site"].astype(str)
         rows = []
         for site in tables:
-            parts = [(labels[mask], prob[mask]) for held, (ids, labels, prob) in tables.items() if held != site
-                     for mask in [site_of.loc[list(ids)].to_numpy() == site]]
-            labels, prob = (np.concatenate(x) for x in zip(*parts))
+            labels, prob = [], []
+            for held, (ids, held_labels, held_prob) in tables.items():
+                if held != site:
+                    mine = site_of.loc[list(ids)].to_numpy() == site
+                    labels.append(held_labels[mine])
+                    prob.append(held_prob[mine])
+            labels, prob = np.concatenate(labels), np.concatenate(prob)
             if len(set(labels.tolist())) == prob.shape[1]:  # every class present: BA is defined
                 rows.append({"site": site, "variant": "baseline", "scope": "in_site_same_site",
                              **_classification_score(labels, prob)})
