@@ -1,6 +1,6 @@
 """Federated learning: aggregation against hand-computed means, FedBN's local batch norm,
-client sampling, FedProx's proximal gradient, identical clients = centralised training, and
-the structural guarantee that only weights and aggregate scalars reach the server."""
+client sampling, FedProx's proximal gradient, identical clients = centralised training,
+rounds that continue one training stream, and the structural guarantee that only weights and aggregate scalars reach the server."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from cogimg.paradigms.federated import (
     get_strategy,
     sample_clients,
 )
-from cogimg.paradigms.federated.client import ProximalTerm, get_weights
+from cogimg.paradigms.federated.client import ProximalTerm, SiteClient, get_weights
 from cogimg.paradigms.federated.simulation import simulate
 from cogimg.paradigms.federated.splits import pooled_split, site_splits
 from cogimg.tasks.classification import ClassificationTask
@@ -157,6 +157,32 @@ def test_fedavg_of_identical_clients_equals_centralised_training(two_sites, tmp_
     for got, want in zip(server.parameters, expected):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
     assert history[0].clients == ["a", "b"] and "balanced_accuracy" in history[0].metrics
+
+
+def test_rounds_continue_the_training_stream_like_one_long_fit(two_sites, monkeypatch, tmp_path):
+    """Each round's Trainer.fit must not restart the site's training loader: R rounds of one
+    local epoch see the subject order (and augmentation seeds) of one R-epoch fit, not the
+    first epoch's batches R times over."""
+    seen = []
+    original = ClassificationTask.training_step
+
+    def spy(self, batch, batch_idx):
+        seen.append(tuple(batch["subject_id"]))
+        return original(self, batch, batch_idx)
+
+    monkeypatch.setattr(ClassificationTask, "training_step", spy)
+    client = SiteClient("pooled", _task, _dm(two_sites, "pooled"), FedAvg(), local_epochs=1)
+    for r in (1, 2, 3):
+        client.fit(GlobalModel(client.get_parameters(), r))
+    rounds = list(seen)
+    seen.clear()
+    L.seed_everything(0, verbose=False)
+    L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+              enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+              num_sanity_val_steps=0, default_root_dir=tmp_path).fit(_task(), datamodule=_dm(two_sites, "pooled"))
+    assert rounds == seen
+    per_epoch = len(seen) // 3
+    assert seen[:per_epoch] != seen[per_epoch:2 * per_epoch]  # the stream does move on
 
 
 def test_server_receives_only_weight_shaped_arrays_and_scalars(two_sites, monkeypatch):

@@ -3,7 +3,8 @@
 :class:`SiteClient` is the only object that touches a site's data. It keeps one task
 module for the whole run (so FedBN's local batch-norm layers persist between rounds),
 loads the server's shared weights, trains ``local_epochs`` with a Lightning ``Trainer``
-(adding FedProx's proximal gradient when ``proximal_mu > 0``) and returns a
+(adding FedProx's proximal gradient when ``proximal_mu > 0``; one training loader for all
+rounds, so the data stream continues like one long fit) and returns a
 :class:`~.messages.ClientUpdate`: weights, its number of training subjects and aggregate
 metrics. The same object serves the in-process simulation and Flower's ``NumPyClient``.
 """
@@ -87,6 +88,18 @@ class SiteClient:
         # Prepared once here; Lightning would re-run prepare_data (re-read the BIDS tree and
         # re-check the cache) at every round's fit.
         self.datamodule.prepare_data = lambda: None
+        # One training loader for the whole run, as one long fit has: its seeded generator
+        # then moves on from round to round (new subject order and augmentation draws each
+        # local epoch). A fresh ``train_dataloader()`` per round's fit restarts the generator
+        # and replays the first epoch's batches, augmentation included, every round.
+        make_loader, loaders = self.datamodule.train_dataloader, []
+
+        def train_dataloader():
+            if not loaders:
+                loaders.append(make_loader())
+            return loaders[0]
+
+        self.datamodule.train_dataloader = train_dataloader
         self.keys = strategy.shared_keys(self.task)
 
     def get_parameters(self) -> list[np.ndarray]:
