@@ -102,3 +102,31 @@ def test_same_site_in_site_scores_the_held_out_sites_own_subjects(tiny_config, t
     assert same["site-1"]["n"] == len(split.fold("site-2")["val"])
     in_site = {r["site"]: r for r in rows if r["scope"] == "in_site"}
     assert same["site-1"]["value"] == pytest.approx(in_site["site-2"]["value"])
+
+
+def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjects(tmp_path):
+    """Segmentation gets the same-site rows too: Dice of site s's subjects in the other
+    fold's in-site set (two sites: exactly that fold's in-site set)."""
+    from cogimg.data.splits import load_split
+    from tests.tasks.conftest import SMALL_UNET, build_easy_stroke_tree
+
+    tree = build_easy_stroke_tree(tmp_path / "bids", n=8)
+    config = yaml.safe_load((ROOT / "experiments" / "stroke" / "lso_unet.yaml").read_text(encoding="utf-8"))
+    config["model"]["init_args"].update(patch_size=[16, 16, 16], model_kwargs={**SMALL_UNET, "norm": "batch"})
+    config["data"]["init_args"].update(data_root=str(tree), spacing_mm=4.0, patch_size=[16, 16, 16],
+                                       samples_per_volume=2, queue_length=4, batch_size=2, num_workers=0,
+                                       cache_dir=str(tmp_path / "cache"), augmentation="none")
+    config["trainer"]["max_epochs"] = 1
+    path = tmp_path / "lso.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+
+    protocol = LeaveSiteOut(Experiment.from_yaml(path), tmp_path / "out", val_fraction=0.5, log=lambda _: None)
+    rows = protocol.run(variants=["adabn"])
+    split = load_split(protocol.split_path())
+    assert all(r["metric"] == "dice" and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
+    same = {r["site"]: r for r in rows if r["scope"] == "in_site_same_site"}
+    assert set(same) == {"site-1", "site-2"}
+    in_site = {r["site"]: r for r in rows if r["scope"] == "in_site"}
+    for site, other in (("site-1", "site-2"), ("site-2", "site-1")):
+        assert same[site]["n"] == len(split.fold(other)["val"]) == in_site[other]["n"]
+        assert same[site]["value"] == pytest.approx(in_site[other]["value"])

@@ -6,9 +6,9 @@ other sites and score
 
 - **in-site**: the held-out validation subjects of the *training* sites;
 - **out-of-site**: every subject of site ``s``;
-- **in-site, same site** (classification, when every site is run): site ``s``'s subjects in
-  the other folds' in-site sets, scored by their baselines, which trained on site ``s`` —
-  the population of ``s``'s out-of-site score, unlike in-site (other sites' subjects);
+- **in-site, same site** (when every site is run): site ``s``'s subjects in the other
+  folds' in-site sets, scored by their baselines, which trained on site ``s`` — the
+  population of ``s``'s out-of-site score, unlike in-site (other sites' subjects);
 - **adapted**: out-of-site again, after one adaptation variant:
 
   ======== =================================================================
@@ -111,13 +111,34 @@ def _classification_score(labels: np.ndarray, prob: np.ndarray) -> dict[str, flo
     return {"metric": "balanced_accuracy", "value": value, "ci_low": low, "ci_high": high, "n": len(labels)}
 
 
+def _dice_score(dice: np.ndarray) -> dict[str, float]:
+    low, high = _percentile_ci(dice)
+    return {"metric": "dice", "value": float(dice.mean()), "ci_low": low, "ci_high": high, "n": len(dice)}
+
+
+def subject_scores(task, stage: str) -> tuple:
+    """``(ids, labels, prob)`` (classification) or ``(ids, dice)`` (segmentation) of ``stage``."""
+    if isinstance(task, ClassificationTask):
+        return task.subject_table(stage)
+    rows = task.subject_rows[stage]
+    return [r["subject_id"] for r in rows], np.array([r["dice"] for r in rows], dtype=float)
+
+
+def _score_table(*arrays: np.ndarray) -> dict[str, float] | None:
+    """The primary metric of ``subject_scores`` arrays (without ids); ``None`` if undefined."""
+    if len(arrays) == 1:
+        return _dice_score(arrays[0]) if len(arrays[0]) else None
+    labels, prob = arrays
+    if len(set(labels.tolist())) < prob.shape[1]:  # a class missing: BA is not defined
+        return None
+    return _classification_score(labels, prob)
+
+
 def score(task, stage: str) -> dict[str, float]:
     """Primary metric of ``task``'s subject rows of ``stage``, with a 95 % bootstrap CI."""
     if isinstance(task, ClassificationTask):
         return _classification_score(*task.subject_table(stage)[1:])
-    dice = np.array([r["dice"] for r in task.subject_rows[stage]], dtype=float)
-    low, high = _percentile_ci(dice)
-    return {"metric": "dice", "value": float(dice.mean()), "ci_low": low, "ci_high": high, "n": len(dice)}
+    return _dice_score(subject_scores(task, stage)[1])
 
 
 def _forward(task) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
@@ -249,8 +270,7 @@ class LeaveSiteOut:
             self.log(f"held-out site {site}")
             base, dm = self._train(site, "baseline", adaptation_weight)
             add({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")})
-            if isinstance(base, ClassificationTask):
-                in_site_tables[site] = base.subject_table("val")
+            in_site_tables[site] = subject_scores(base, "val")
             add({"site": site, "variant": "baseline", "scope": "out_of_site", **self._evaluate(base, dm, "test")})
             for variant in variants:
                 if variant in ("adabn", "tent"):
@@ -272,16 +292,14 @@ class LeaveSiteOut:
         site_of = read_participants(self.data_root / "participants.tsv")["site"].astype(str)
         rows = []
         for site in tables:
-            labels, prob = [], []
-            for held, (ids, held_labels, held_prob) in tables.items():
+            parts = []  # per other fold: its in-site arrays (without ids), site-s subjects only
+            for held, (ids, *arrays) in tables.items():
                 if held != site:
                     mine = site_of.loc[list(ids)].to_numpy() == site
-                    labels.append(held_labels[mine])
-                    prob.append(held_prob[mine])
-            labels, prob = np.concatenate(labels), np.concatenate(prob)
-            if len(set(labels.tolist())) == prob.shape[1]:  # every class present: BA is defined
-                rows.append({"site": site, "variant": "baseline", "scope": "in_site_same_site",
-                             **_classification_score(labels, prob)})
+                    parts.append([np.asarray(a)[mine] for a in arrays])
+            result = _score_table(*(np.concatenate(column) for column in zip(*parts)))
+            if result is not None:
+                rows.append({"site": site, "variant": "baseline", "scope": "in_site_same_site", **result})
         return rows
 
 
