@@ -11,7 +11,12 @@ import pytest
 import yaml
 
 from cogimg.commands import evaluate
-from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut, recovery_table
+from cogimg.paradigms.adaptation.protocol import (
+    Experiment,
+    LeaveSiteOut,
+    paired_recovery_bootstrap,
+    recovery_table,
+)
 from tests.classification_tree import build_classification_tree
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +85,56 @@ def test_recovery_table_is_the_share_of_the_drop():
     assert table["in-site"]["score"] == pytest.approx(0.9)
 
 
+
+def _subject_table(site_values: dict[str, dict[str, list[float]]]) -> list[dict]:
+    """Per-subject rows from {site: {kind: values}}; kind "in" is in-site (its own subjects),
+    "out" the baseline out-of-site and any other name a variant on the same out-of-site subjects."""
+    rows = []
+    for site, kinds in site_values.items():
+        for kind, values in kinds.items():
+            variant = "baseline" if kind in ("in", "out") else kind
+            scope = "in_site" if kind == "in" else "out_of_site"
+            prefix = f"{site}-in" if kind == "in" else f"{site}-out"
+            rows += [{"site": site, "variant": variant, "scope": scope, "subject_id": f"{prefix}{i}", "value": v}
+                     for i, v in enumerate(values)]
+    return rows
+
+
+def test_paired_recovery_bootstrap_pools_seeds_and_pairs_subjects():
+    """Hand-made Dice: site means, then the mean over sites, then over seeds; shares of the
+    pooled means; a variant equal to out-of-site on every subject has a CI of exactly 0
+    (paired), and one that adds a constant has a CI that contains its point share."""
+    seed0 = _subject_table({
+        "A": {"in": [0.8, 0.6], "out": [0.4, 0.6, 0.5], "same": [0.4, 0.6, 0.5], "plus": [0.5, 0.7, 0.6]},
+        "B": {"in": [0.7, 0.7, 0.7], "out": [0.5, 0.5], "same": [0.5, 0.5], "plus": [0.6, 0.6]},
+    })  # in 0.7, out 0.5, plus 0.6 -> share 0.5
+    seed1 = _subject_table({
+        "A": {"in": [0.9, 0.7], "out": [0.3, 0.5, 0.4], "same": [0.3, 0.5, 0.4], "plus": [0.4, 0.6, 0.5]},
+        "B": {"in": [0.8, 0.8, 0.8], "out": [0.4, 0.4], "same": [0.4, 0.4], "plus": [0.5, 0.5]},
+    })  # in 0.8, out 0.4, plus 0.5 -> share 0.25
+    result = paired_recovery_bootstrap([seed0, seed1], n_boot=200, seed=0)
+    assert result["per_seed"][0]["plus"] == pytest.approx(0.5)
+    assert result["per_seed"][1]["plus"] == pytest.approx(0.25)
+    table = {r["variant"]: r for r in result["table"]}
+    assert [r["variant"] for r in result["table"]] == ["in-site", "out-of-site", "same", "plus"]
+    assert table["in-site"]["score"] == pytest.approx(0.75)
+    assert table["out-of-site"]["score"] == pytest.approx(0.45)
+    assert table["plus"]["score"] == pytest.approx(0.55)
+    assert table["plus"]["recovered"] == pytest.approx(1 / 3)  # of the pooled means, not mean of 0.5/0.25
+    assert table["same"]["ci_low"] == table["same"]["ci_high"] == pytest.approx(0.0)
+    assert table["plus"]["ci_low"] < 1 / 3 < table["plus"]["ci_high"]
+    # The drop is resampled too: in-site and out-of-site vary, so the share's CI has width.
+    assert table["plus"]["ci_high"] - table["plus"]["ci_low"] > 0.05
+
+
+def test_paired_recovery_bootstrap_needs_the_same_subjects_in_every_seed():
+    seed0 = _subject_table({"A": {"in": [0.8, 0.6], "out": [0.4, 0.6], "tent": [0.5, 0.6]}})
+    seed1 = [r for r in _subject_table({"A": {"in": [0.8, 0.6], "out": [0.4, 0.6], "tent": [0.5, 0.6]}})
+             if r["subject_id"] != "A-out1" or r["variant"] != "tent"]
+    with pytest.raises(ValueError, match="same subjects"):
+        paired_recovery_bootstrap([seed0, seed1], n_boot=10)
+
+
 def test_experiment_rejects_foreign_classes(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": {"class_path": "os.system", "init_args": {}},
@@ -130,3 +185,8 @@ def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjec
     for site, other in (("site-1", "site-2"), ("site-2", "site-1")):
         assert same[site]["n"] == len(split.fold(other)["val"]) == in_site[other]["n"]
         assert same[site]["value"] == pytest.approx(in_site[other]["value"])
+    # Per-subject Dice behind every in-site / out-of-site / adapted row (what --seed runs pool).
+    for row in (r for r in rows if r["scope"] != "in_site_same_site"):
+        mine = [s["value"] for s in protocol.subject_rows
+                if (s["site"], s["variant"], s["scope"]) == (row["site"], row["variant"], row["scope"])]
+        assert len(mine) == row["n"] and sum(mine) / len(mine) == pytest.approx(row["value"])

@@ -166,12 +166,23 @@ class LeaveSiteOut:
         val_fraction: share of the training sites' subjects held out as in-site validation.
         tent_steps, tent_lr: TENT passes over the held-out site and its learning rate.
         log: progress messages (``print`` by default).
+        train_seed: ``lightning.seed_everything`` seed of every training (weight init and
+            anything else drawn from the global RNGs); ``None``: the experiment's seed. The
+            split is always made with the experiment's seed, so runs that differ only in
+            ``train_seed`` score the same subjects (repeats that can be paired).
+
+    After :meth:`run`, ``subject_rows`` holds one row per scored subject:
+    ``{site, variant, scope, subject_id, value}`` with ``value`` the subject's Dice
+    (segmentation) or 1/0 for a correct/wrong prediction (classification, plus ``label``).
     """
 
     def __init__(self, experiment: Experiment, out_dir: str | Path, val_fraction: float = 0.2,
-                 tent_steps: int = 1, tent_lr: float = 1e-3, log: Callable[[str], None] = print) -> None:
+                 tent_steps: int = 1, tent_lr: float = 1e-3, log: Callable[[str], None] = print,
+                 train_seed: int | None = None) -> None:
         self.exp, self.out_dir = experiment, Path(out_dir)
         self.val_fraction, self.tent_steps, self.tent_lr, self.log = val_fraction, tent_steps, tent_lr, log
+        self.train_seed = experiment.seed if train_seed is None else int(train_seed)
+        self.subject_rows: list[dict[str, Any]] = []
         data_root = self.exp.data_args.get("data_root")
         if data_root is None:
             raise ValueError("the experiment's data.init_args has no data_root")
@@ -225,7 +236,7 @@ class LeaveSiteOut:
         return L.Trainer(**args)
 
     def _train(self, site: str, variant: str, adaptation_weight: float):
-        L.seed_everything(self.exp.seed, verbose=False)
+        L.seed_everything(self.train_seed, verbose=False)
         dm, task = self._datamodule(site, variant), self._task(variant, adaptation_weight)
         start = time.perf_counter()
         self._trainer(limit_val_batches=0).fit(task, datamodule=dm)
@@ -260,25 +271,30 @@ class LeaveSiteOut:
             raise ValueError(f"site(s) {unknown} not in the cohort's sites {all_sites}")
         rows: list[dict[str, Any]] = []
         in_site_tables: dict[str, tuple] = {}  # held-out site → (ids, labels, prob) of its in-site set
+        self.subject_rows = []
 
-        def add(row: dict[str, Any]) -> None:  # logged as it comes: a stopped run keeps its numbers
+        def add(row: dict[str, Any], task=None, stage: str = "test") -> None:  # logged as it comes
             rows.append(row)
+            if task is not None:  # the per-subject scores behind the row
+                self.subject_rows.extend(_per_subject(task, stage, row))
             self.log(f"  {row['site']} {row['variant']} {row['scope']}: {row['metric']} "
                      f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}] (n={row['n']})")
 
         for site in sites or all_sites:
             self.log(f"held-out site {site}")
             base, dm = self._train(site, "baseline", adaptation_weight)
-            add({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")})
+            add({"site": site, "variant": "baseline", "scope": "in_site", **self._evaluate(base, dm, "val")},
+                base, "val")
             in_site_tables[site] = subject_scores(base, "val")
-            add({"site": site, "variant": "baseline", "scope": "out_of_site", **self._evaluate(base, dm, "test")})
+            add({"site": site, "variant": "baseline", "scope": "out_of_site", **self._evaluate(base, dm, "test")},
+                base)
             for variant in variants:
                 if variant in ("adabn", "tent"):
-                    result = self._test_time(base, dm, variant)
+                    result, task = self._test_time(base, dm, variant), base
                 else:
                     task, vdm = self._train(site, variant, adaptation_weight)
                     result = self._evaluate(task, vdm, "test")
-                add({"site": site, "variant": variant, "scope": "out_of_site", **result})
+                add({"site": site, "variant": variant, "scope": "out_of_site", **result}, task)
         if len(in_site_tables) == len(all_sites):
             for row in self._same_site_rows(in_site_tables):
                 add(row)
@@ -301,6 +317,88 @@ class LeaveSiteOut:
             if result is not None:
                 rows.append({"site": site, "variant": "baseline", "scope": "in_site_same_site", **result})
         return rows
+
+
+def _per_subject(task, stage: str, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per subject of ``task``'s last ``stage`` evaluation, keyed like ``row``."""
+    key = {k: row[k] for k in ("site", "variant", "scope")}
+    ids, *arrays = subject_scores(task, stage)
+    if len(arrays) == 1:  # segmentation: Dice
+        return [{**key, "subject_id": str(i), "value": float(v)} for i, v in zip(ids, arrays[0])]
+    labels, prob = arrays
+    return [{**key, "subject_id": str(i), "value": float(p.argmax() == y), "label": int(y)}
+            for i, y, p in zip(ids, labels, prob)]
+
+
+def paired_recovery_bootstrap(subject_tables: Sequence[Any], n_boot: int = 1000,
+                              seed: int = 0) -> dict[str, Any]:
+    """Recovered share of the in→out drop over repeats, with a paired subject bootstrap CI.
+
+    ``subject_tables``: one table per repeat (training seed) of :attr:`LeaveSiteOut.subject_rows`
+    (a DataFrame or a list of dicts; columns ``site, variant, scope, subject_id, value``),
+    all on the same split. For a mean-over-subjects metric (Dice): each row kind's score is
+    the mean over repeats of the mean over held-out sites of the mean over subjects — the
+    same as :func:`recovery_table` per repeat, then averaged — and a variant's share is
+    ``(adapted − out) / (in − out)`` of those means.
+
+    The CI resamples subjects, not repeats: per held-out site, the out-of-site subjects are
+    drawn once per resample and the same draw is used for the baseline's out-of-site row and
+    every variant's row (the same subjects, so adapted − out is paired) and for every
+    repeat; the in-site subjects of that fold are drawn in their own set. 95 % percentile
+    interval of ``n_boot`` resamples. Repeats must score the same subjects per site and row.
+
+    Returns ``{"table": [{variant, score, recovered, ci_low, ci_high}, ...],
+    "per_seed": [{variant: recovered}, ...], "n_boot": n_boot}``; table rows are in-site,
+    out-of-site, then the variants in order of appearance.
+    """
+    import pandas as pd
+
+    frames = [pd.DataFrame(t) for t in subject_tables]
+    if not frames:
+        raise ValueError("no subject tables")
+    per_seed = [{r["variant"]: r["recovered"] for r in recovery_table(_site_rows(f))[2:]} for f in frames]
+    for f in frames:
+        f["kind"] = np.where(f["scope"] == "in_site", "in-site",
+                             np.where(f["variant"] == "baseline", "out-of-site", f["variant"]))
+    data = pd.concat([f.assign(repeat=k) for k, f in enumerate(frames)], ignore_index=True)
+    data = data[data["scope"].isin(["in_site", "out_of_site"])]
+    kinds = list(dict.fromkeys(["in-site", "out-of-site", *data["kind"]]))
+    sites = list(dict.fromkeys(data["site"]))
+    rng = np.random.default_rng(seed)
+    # boot[kind]: (n_boot + 1,) mean over sites of the resampled subject means; index 0 = no resampling
+    boot = {kind: np.zeros(n_boot + 1) for kind in kinds}
+    for site in sites:
+        for group in (["in-site"], kinds[1:]):  # in-site drawn alone; out and the variants paired
+            rows = data[(data["site"] == site) & data["kind"].isin(group)]
+            # subject × (kind) of the repeat-averaged value; every repeat must have every subject
+            table = rows.pivot_table(index="subject_id", columns=["kind", "repeat"], values="value",
+                                     aggfunc="first")
+            if table.isna().to_numpy().any() or table.columns.get_level_values(1).nunique() != len(frames):
+                raise ValueError(f"site {site}: repeats/rows do not score the same subjects ({group})")
+            n = len(table)
+            counts = np.vstack([np.ones(n), rng.multinomial(n, np.full(n, 1 / n), size=n_boot)])
+            for kind in group:
+                values = table[kind].mean(axis=1).to_numpy()  # over repeats
+                boot[kind] += counts @ values / n / len(sites)
+    drop = boot["in-site"] - boot["out-of-site"]
+    table = []
+    for kind in kinds:
+        row = {"variant": kind, "score": float(boot[kind][0]), "recovered": float("nan"),
+               "ci_low": float("nan"), "ci_high": float("nan")}
+        if kind != "in-site":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                share = (boot[kind] - boot["out-of-site"]) / drop
+            row["recovered"] = float(share[0]) if drop[0] > 0 else float("nan")
+            if kind != "out-of-site" and drop[0] > 0:
+                row["ci_low"], row["ci_high"] = (float(v) for v in np.nanpercentile(share[1:], [2.5, 97.5]))
+        table.append(row)
+    return {"table": table, "per_seed": per_seed, "n_boot": n_boot}
+
+
+def _site_rows(subjects) -> list[dict[str, Any]]:
+    """Per-site mean rows (``recovery_table``'s input) from per-subject rows."""
+    means = subjects.groupby(["site", "variant", "scope"], sort=False)["value"].mean()
+    return [{"site": s, "variant": v, "scope": c, "value": float(x)} for (s, v, c), x in means.items()]
 
 
 def recovery_table(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
