@@ -123,6 +123,8 @@ def test_paired_recovery_bootstrap_pools_seeds_and_pairs_subjects():
     assert table["plus"]["recovered"] == pytest.approx(1 / 3)  # of the pooled means, not mean of 0.5/0.25
     assert table["same"]["ci_low"] == table["same"]["ci_high"] == pytest.approx(0.0)
     assert table["plus"]["ci_low"] < 1 / 3 < table["plus"]["ci_high"]
+    assert table["plus"]["gain_low"] == pytest.approx(0.1) == table["plus"]["gain_high"]  # paired
+    assert table["in-site"]["gain"] == pytest.approx(0.3)  # the drop
     # The drop is resampled too: in-site and out-of-site vary, so the share's CI has width.
     assert table["plus"]["ci_high"] - table["plus"]["ci_low"] > 0.05
 

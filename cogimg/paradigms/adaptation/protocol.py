@@ -347,7 +347,11 @@ def paired_recovery_bootstrap(subject_tables: Sequence[Any], n_boot: int = 1000,
     repeat; the in-site subjects of that fold are drawn in their own set. 95 % percentile
     interval of ``n_boot`` resamples. Repeats must score the same subjects per site and row.
 
-    Returns ``{"table": [{variant, score, recovered, ci_low, ci_high}, ...],
+    Also ``gain`` = score − out-of-site with its paired CI (``gain_low``, ``gain_high``; for
+    the in-site row, the drop in − out), which stays finite when the drop's CI nears 0.
+
+    Returns ``{"table": [{variant, score, recovered, ci_low, ci_high, gain, gain_low,
+    gain_high}, ...],
     "per_seed": [{variant: recovered}, ...], "n_boot": n_boot}``; table rows are in-site,
     out-of-site, then the variants in order of appearance.
     """
@@ -391,6 +395,9 @@ def paired_recovery_bootstrap(subject_tables: Sequence[Any], n_boot: int = 1000,
             row["recovered"] = float(share[0]) if drop[0] > 0 else float("nan")
             if kind != "out-of-site" and drop[0] > 0:
                 row["ci_low"], row["ci_high"] = (float(v) for v in np.nanpercentile(share[1:], [2.5, 97.5]))
+        gain = boot[kind] - boot["out-of-site"]
+        row.update(gain=float(gain[0]), gain_low=float(np.percentile(gain[1:], 2.5)),
+                   gain_high=float(np.percentile(gain[1:], 97.5)))
         table.append(row)
     return {"table": table, "per_seed": per_seed, "n_boot": n_boot}
 
