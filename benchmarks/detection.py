@@ -208,16 +208,17 @@ def main() -> None:
     print(f"{'model':14s} {'params':>7s} {'steps':>5s} {'train_s':>7s} {'s/scan':>6s} "
           + " ".join(f"{'s@' + r:>6s}" for r in rates)
           + f" {'CPM':>13s} {'per seed':>13s} {'AP@' + format(args.match_mm, 'g') + 'mm':>8s} {'AP@IoU.1':>8s}")
+    mean_cpm = {}
     for variant, e in results.items():
         mean = {k: float(np.mean([m[k] for m in e["metrics"]])) for k in e["metrics"][0]}
         cpms = [m["cpm"] for m in e["metrics"]]
+        mean_cpm[variant] = mean["cpm"]
         print(f"{variant:14s} {e['params'] / 1e6:6.2f}M {e['steps']:5d} {np.mean(e['train_s']):7.0f} "
               f"{np.mean(e['infer_s']):6.1f} " + " ".join(f"{mean[f'sens_{r}fp']:6.3f}" for r in rates)
-              + f" {np.mean(cpms):6.3f} ± {np.std(cpms):.3f} {' '.join(f'{c:.3f}' for c in cpms):>13s}"
+              + f" {mean['cpm']:6.3f} ± {np.std(cpms):.3f} {' '.join(f'{c:.3f}' for c in cpms):>13s}"
               + f" {mean[ap]:8.3f} {mean['ap_iou0.1']:8.3f}")
     if results:
         print(f"(held-out: {len(targets)} scans, {sum(len(t) for t in targets)} microbleeds)")
-        mean_cpm = {v: float(np.mean([m["cpm"] for m in e["metrics"]])) for v, e in results.items()}
         detectors = [v for v in results if not v.startswith("seg_unet")]
         baselines = [v for v in results if v.startswith("seg_unet")]
         if detectors and baselines:

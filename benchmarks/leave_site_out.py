@@ -90,7 +90,7 @@ datamodule's patch/augmentation seed; the split keeps the experiment's seed 0, s
 score the same subjects; ``--seed 0`` is the run above), each writing
 ``runs/lso_stroke/seed{S}/lso_subjects.csv`` (held-out site, variant, scope, subject id,
 Dice). Pooled with ``--summary runs/lso_stroke/seed*/lso_subjects.csv``
-(:func:`cogimg.paradigms.adaptation.protocol.paired_recovery_bootstrap`): each row kind's
+(:func:`cogimg.paradigms.adaptation.recovery.paired_recovery_bootstrap`): each row kind's
 Dice = mean over seeds of the mean over held-out sites; share = (adapted − out) / (in − out)
 of those means; 95 % CI from 1000 subject resamples (per site, out-of-site subjects drawn
 once and used for out-of-site and every variant — paired — and for every seed; in-site
@@ -139,13 +139,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# --task: experiment and the synthetic cohort made when --data is missing.
+# --task: experiment, the synthetic cohort made when --data is missing, default variants
+# (dann/coral/mmd align classification features only).
 TASKS = {
     "ad": ("experiments/ad/lso_resnet10_t1.yaml",
-           ["--diseases", "ad", "--proportions", "CN=0.5,AD=0.5,MCI=0", "--difficulty", "medium"]),
+           ["--diseases", "ad", "--proportions", "CN=0.5,AD=0.5,MCI=0", "--difficulty", "medium"],
+           "histstd,dann,coral,mmd,adabn,tent"),
     "stroke": ("experiments/stroke/lso_unet.yaml",  # the stroke preset keeps the stroke subjects only
                ["--diseases", "stroke", "--proportions", "CN=0.3,stroke=0.7,MCI=0,AD=0,PD=0",
-                "--difficulty", "medium", "--seed", "0"]),
+                "--difficulty", "medium", "--seed", "0"],
+               "histstd,adabn,tent"),
 }
 
 
@@ -164,8 +167,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/leave_site_out"))
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--variants", default=None,
-                        help="default ad: histstd,dann,coral,mmd,adabn,tent; stroke: histstd,adabn,tent "
-                             "(dann/coral/mmd are classification-only)")
+                        help="comma-separated; default: " + "; ".join(f"{t}: {v}" for t, (_, _, v) in TASKS.items()))
     parser.add_argument("--sites", default=None, help="held-out sites (default all)")
     parser.add_argument("--adaptation-weight", type=float, default=0.1)
     parser.add_argument("--tent-steps", type=int, default=3)
@@ -183,7 +185,7 @@ def main() -> int:
     if args.data is None:
         parser.error("--data is required (unless --summary)")
 
-    config, synth_args = TASKS[args.task]
+    config, synth_args, default_variants = TASKS[args.task]
     if not (args.data / "participants.tsv").exists():
         subprocess.run([sys.executable, "-m", "cogimg", "synth", "--out", str(args.data), "--subjects",
                         str(args.subjects), "--spacing", "4", *synth_args, "--site-confound", "0",
@@ -191,7 +193,8 @@ def main() -> int:
                        check=True)
     import pandas as pd
 
-    from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut, recovery_table
+    from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut
+    from cogimg.paradigms.adaptation.recovery import recovery_table
 
     exp = Experiment.from_yaml(ROOT / config)
     exp.data_args.update(data_root=str(args.data), num_workers=0)
@@ -207,8 +210,8 @@ def main() -> int:
     protocol = LeaveSiteOut(exp, args.out, val_fraction=args.val_fraction, tent_steps=args.tent_steps, tent_lr=1e-3,
                             train_seed=args.seed)
     sites = args.sites.split(",") if args.sites else None
-    variants = args.variants or ("histstd,adabn,tent" if args.task == "stroke" else "histstd,dann,coral,mmd,adabn,tent")
-    rows = protocol.run([v for v in variants.split(",") if v], sites, args.adaptation_weight)
+    variants = (args.variants or default_variants).split(",")
+    rows = protocol.run([v for v in variants if v], sites, args.adaptation_weight)
     wall = time.perf_counter() - start
     results = pd.DataFrame(rows)
     results.to_csv(args.out / "lso_results.csv", index=False, float_format="%.4f")
@@ -240,7 +243,7 @@ def summarise(paths: list[Path], n_boot: int = 1000) -> int:
     """Print the pooled recovered shares of several runs' ``lso_subjects.csv`` (one per seed)."""
     import pandas as pd
 
-    from cogimg.paradigms.adaptation.protocol import paired_recovery_bootstrap
+    from cogimg.paradigms.adaptation.recovery import paired_recovery_bootstrap
 
     tables = [pd.read_csv(p, dtype={"subject_id": str}) for p in paths]
     result = paired_recovery_bootstrap(tables, n_boot=n_boot, seed=0)

@@ -48,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from cogimg.io import atomic_write_text
-    from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut, recovery_table
+    from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut
+    from cogimg.paradigms.adaptation.recovery import recovery_table
 
     variants = [] if args.variants == ["none"] else args.variants
     if unknown := [v for v in variants if v not in VARIANTS]:

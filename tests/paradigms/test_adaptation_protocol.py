@@ -11,12 +11,8 @@ import pytest
 import yaml
 
 from cogimg.commands import evaluate
-from cogimg.paradigms.adaptation.protocol import (
-    Experiment,
-    LeaveSiteOut,
-    paired_recovery_bootstrap,
-    recovery_table,
-)
+from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut
+from cogimg.paradigms.adaptation.recovery import paired_recovery_bootstrap, recovery_table
 from tests.classification_tree import build_classification_tree
 
 ROOT = Path(__file__).resolve().parents[2]
