@@ -1,0 +1,98 @@
+"""Centralised vs federated vs local-only, pooled over training seeds, with paired CIs.
+
+The input is one row per (arm, training seed, test subject): ``arm`` (``centralised``,
+``local:<site>``, ``fedavg`` …), ``seed``, ``subject_id``, ``label`` and ``pred`` (class
+indices). Every arm and seed must score the same test subjects, so each bootstrap resample
+draws subjects once (stratified by label) and scores every arm and seed on them: the CIs of
+the differences are paired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from cogimg.metrics.classification import balanced_accuracy
+
+CENTRAL = "centralised"
+LOCAL_PREFIX = "local:"
+
+
+def _mean_ba(pred: dict[tuple[str, int], np.ndarray], labels: np.ndarray, idx: np.ndarray,
+             arm: str, seeds: Sequence[int]) -> float:
+    """Balanced accuracy of ``arm`` on the subjects ``idx``, averaged over ``seeds``."""
+    return float(np.mean([balanced_accuracy(labels[idx], pred[arm, s][idx]) for s in seeds]))
+
+
+def arm_comparison(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> pd.DataFrame:
+    """Per arm: balanced accuracy averaged over training seeds (and its SD over seeds), its
+    share of the centralised arm's, and its difference from the best local-only arm (the
+    local arm with the highest seed-averaged BA, chosen once on all subjects), each with a
+    paired, label-stratified subject-bootstrap CI.
+
+    Args:
+        rows: columns ``arm, seed, subject_id, label, pred`` (see the module docstring).
+        n_boot: bootstrap resamples.
+        seed: seeds the resampling.
+        level: coverage of the intervals.
+
+    Returns:
+        One row per arm (input order): ``arm, ba, ba_sd, ba_low, ba_high, of_central,
+        of_central_low, of_central_high, vs_best_local, vs_best_local_low,
+        vs_best_local_high``; the last six are NaN where there is no centralised or no local arm.
+    """
+    missing = {"arm", "seed", "subject_id", "label", "pred"} - set(rows.columns)
+    if missing:
+        raise ValueError(f"rows lack columns {sorted(missing)}")
+    arms = list(dict.fromkeys(rows["arm"]))
+    seeds = sorted(set(rows["seed"]))
+    subjects = sorted(set(rows["subject_id"]))
+    labels = rows.drop_duplicates("subject_id").set_index("subject_id").loc[subjects, "label"].to_numpy()
+    pred = {}
+    for (arm, s), group in rows.groupby(["arm", "seed"]):
+        group = group.set_index("subject_id")
+        if sorted(group.index) != subjects:
+            raise ValueError(f"arm {arm!r}, seed {s}: scored {len(group)} subjects, not the "
+                             f"{len(subjects)} every arm and seed must share")
+        if (group.loc[subjects, "label"].to_numpy() != labels).any():
+            raise ValueError(f"arm {arm!r}, seed {s}: labels differ from the other arms'")
+        pred[arm, s] = group.loc[subjects, "pred"].to_numpy()
+    for arm in arms:
+        absent = [s for s in seeds if (arm, s) not in pred]
+        if absent:
+            raise ValueError(f"arm {arm!r} has no results for seeds {absent}")
+
+    everyone = np.arange(len(subjects))
+    ba = {arm: _mean_ba(pred, labels, everyone, arm, seeds) for arm in arms}
+    local = [a for a in arms if a.startswith(LOCAL_PREFIX)]
+    best_local = max(local, key=ba.get) if local else None
+    central = CENTRAL if CENTRAL in arms else None
+
+    strata = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    rng = np.random.default_rng(seed)
+    draws = {arm: np.empty(n_boot) for arm in arms}
+    for b in range(n_boot):
+        idx = np.concatenate([rng.choice(s, size=s.size, replace=True) for s in strata])
+        for arm in arms:
+            draws[arm][b] = _mean_ba(pred, labels, idx, arm, seeds)
+    tail = 100 * (1 - level) / 2
+
+    def ci(values: np.ndarray) -> tuple[float, float]:
+        return tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
+
+    out = []
+    for arm in arms:
+        row = {"arm": arm, "ba": ba[arm],
+               "ba_sd": float(np.std([_mean_ba(pred, labels, everyone, arm, [s]) for s in seeds], ddof=1))
+               if len(seeds) > 1 else float("nan")}
+        row["ba_low"], row["ba_high"] = ci(draws[arm])
+        nan3 = (float("nan"),) * 3
+        row["of_central"], row["of_central_low"], row["of_central_high"] = (
+            (ba[arm] / ba[central], *ci(draws[arm] / draws[central])) if central else nan3)
+        row["vs_best_local"], row["vs_best_local_low"], row["vs_best_local_high"] = (
+            (ba[arm] - ba[best_local], *ci(draws[arm] - draws[best_local])) if best_local else nan3)
+        out.append(row)
+    return pd.DataFrame(out)
