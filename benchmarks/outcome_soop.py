@@ -106,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{REFERENCE!r} always runs first)")
     parser.add_argument("--cnn-epochs", type=int, help="override the CNN's max_epochs")
     parser.add_argument("--out", default="runs/bench_outcome", help="run directories")
+    parser.add_argument("--split-seeds", type=int, nargs="+", default=[0],
+                        help="repeat the CV over these split seeds (repeated k-fold)")
     parser.add_argument("--no-cache", action="store_true",
                         help="read the masks again instead of the cohort cached under --out")
     args = parser.parse_args(argv)
@@ -127,20 +129,38 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cohort)} participants (mask + {cohort.score_name}), {len(cohort.excluded)} "
           f"unmatched left out; masks at {cohort.downsample} voxels/block "
           f"{'from the cache' if cached else 'read'} in {time.perf_counter() - start:.1f} s")
-    split = out / "split.json"
     reported = f"{'SOOP demo SVR (reported)':<22} R ≈ {REFERENCE_R:.2f} (leave-one-out, all-row scaler)"
-    rows = [reported]
-    for stem, config in zip(stems, configs):
-        config["out"] = str(out / stem)
-        config["cv"]["split"] = str(split)
-        if args.cnn_epochs and config["model"]["name"] == "cnn":
-            config["model"].setdefault("params", {})["max_epochs"] = args.cnn_epochs
-        result = run_experiment(config, cohort=cohort)
-        rows.append(format_row(stem, result))
-        print(rows[-1], flush=True)
+    rows, results = [reported], {}
+    for split_seed in args.split_seeds:
+        # Split seed 0 keeps the original file names (the runs measured below).
+        suffix = "" if split_seed == 0 else f"_split{split_seed}"
+        if len(args.split_seeds) > 1:
+            rows.append(f"split seed {split_seed}:")
+        for stem, config in zip(stems, configs):
+            config = {**config, "out": str(out / f"{stem}{suffix}"),
+                      "cv": {**config["cv"], "seed": split_seed, "split": str(out / f"split{suffix}.json")}}
+            if args.cnn_epochs and config["model"]["name"] == "cnn":
+                config["model"] = {**config["model"], "params": {**config["model"].get("params", {}),
+                                                                 "max_epochs": args.cnn_epochs}}
+            results[stem, split_seed] = run_experiment(config, cohort=cohort)
+            rows.append(format_row(stem, results[stem, split_seed]))
+            print(rows[-1], flush=True)
     print("\n5-fold CV, NIHSS (R mean ± SD over folds; pooled R [95 % bootstrap CI]; ΔR = pooled "
           f"R − {REFERENCE}'s on the same subjects [95 % paired bootstrap CI])")
     print("\n".join(rows))
+    if len(args.split_seeds) > 1:
+        print(f"\nover {len(args.split_seeds)} split seeds (pooled R: mean ± SD, range; ΔR vs {REFERENCE}: "
+              "mean, range, splits whose paired CI excludes 0)")
+        for stem in stems:
+            r = np.array([results[stem, k]["pooled"]["pearson_r"] for k in args.split_seeds])
+            line = f"{stem:<10} R {r.mean():.3f} ± {r.std(ddof=1):.3f} [{r.min():.3f}, {r.max():.3f}]"
+            if stem != REFERENCE:
+                deltas = [results[stem, k]["delta_vs_reference"]["pearson_r"] for k in args.split_seeds]
+                d = np.array([x["delta"] for x in deltas])
+                above = sum(x["ci_low"] > 0 for x in deltas)
+                line += (f"   ΔR {d.mean():+.3f} [{d.min():+.3f}, {d.max():+.3f}]   "
+                         f"CI > 0 in {above}/{len(deltas)}")
+            print(line)
     return 0
 
 

@@ -37,6 +37,16 @@ validation subjects), 2 cores shared with other benchmarks:
    overtakes at epoch 15, and its 0.865 is within validation noise of the 0.83-0.84 that
    three other trials reach (48 validation subjects).
 
+3. Lesion segmentation (``--task stroke``: experiments/stroke/seg_unet.yaml on a 4 mm cohort,
+   32³ patches, 2 per volume; objective and pruning metric the last / each epoch's validation
+   Dice; space: learning rate 1e-4 … 3e-2 log, weight decay, loss dice_ce / dice_focal /
+   tversky). Why: Dice over every validation voxel is a finer, steadier signal than AUROC on
+   48 subjects, so early epochs may rank trials as the last does. Protocol fixed 2026-12-05
+   before any trial ran: ``--task stroke --data runs/bench_data/stroke4mm_lso --trials 16
+   --epochs 12 --sampler-seed 0 --pruner successive_halving`` (the pruner chosen in 1.; the
+   only candidate whose typical saving there was near 0.5), scored as above (in-order ratio),
+   the replay over 200 orders printed alongside.
+
 Earlier (2026-12-02, stage from clinical features, experiments/ad/cls_tabular.yaml, 12 trials,
 median pruning): ratios 0.75-1.43 (0.79 with the random sampler, 5 warm-up epochs); the
 tabular curves were too flat and noisy on ~21 validation subjects to tell losers early. CN
@@ -79,10 +89,28 @@ prune_metric: {prune_metric}
 overrides: ["--trainer.max_epochs", "{epochs}", "--trainer.check_val_every_n_epoch", "1",
             "--trainer.enable_model_summary", "false"]
 space:
-  lr: {{type: float, low: 1.0e-5, high: 1.0e-1, log: true, targets: [model.init_args.lr]}}
-  weight_decay: {{type: float, low: 1.0e-6, high: 1.0e-2, log: true, targets: [model.init_args.weight_decay]}}
-  label_smoothing: {{type: float, low: 0.0, high: 0.2, targets: [model.init_args.label_smoothing]}}
+{space}
 """
+#: What each ``--task`` sweeps: its experiment, objective, search space and the overrides
+#: that size it for a 2-core CPU.
+TASKS = {
+    "ad": {  # CN/MCI/AD staging from T1w, 4 mm (the config's own resampling)
+        "config": "experiments/ad/cls_resnet10_t1.yaml", "objective": "val/auroc", "overrides": [],
+        "space": """
+  lr: {type: float, low: 1.0e-5, high: 1.0e-1, log: true, targets: [model.init_args.lr]}
+  weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, targets: [model.init_args.weight_decay]}
+  label_smoothing: {type: float, low: 0.0, high: 0.2, targets: [model.init_args.label_smoothing]}"""},
+    "stroke": {  # lesion segmentation on a 4 mm cohort as it is, 32³ patches, 2 patches per volume
+        "config": "experiments/stroke/seg_unet.yaml", "objective": "val/dice",
+        "overrides": ["--data.init_args.spacing_mm", "4.0", "--data.init_args.patch_size", "[32, 32, 32]",
+                      "--model.init_args.patch_size", "[32, 32, 32]", "--data.init_args.samples_per_volume", "2",
+                      "--data.init_args.queue_length", "16", "--data.init_args.num_workers", "0",
+                      "--trainer.precision", "32-true"],
+        "space": """
+  lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true, targets: [model.init_args.lr]}
+  weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, targets: [model.init_args.weight_decay]}
+  loss: {type: categorical, choices: [dice_ce, dice_focal, tversky], targets: [model.init_args.loss]}"""},
+}
 
 
 def trial_curve(run_root: Path, metric: str, max_epochs: int) -> list[float]:
@@ -104,13 +132,16 @@ def sweep(out: Path, data: Path, args, pruner: dict) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     spec_file = out / "sweeps" / "pruning.yaml"
     spec_file.parent.mkdir(exist_ok=True)
+    task = TASKS[args.task]
     spec_file.write_text(SPACE.format(
-        name=f"pruning_{out.name}", config=args.config, objective=args.objective, trials=args.trials,
-        epochs=args.epochs, pruner=json.dumps(pruner), prune_metric=args.prune_metric or args.objective,
+        name=f"pruning_{out.name}", config=args.config or task["config"], objective=args.objective,
+        trials=args.trials, epochs=args.epochs, pruner=json.dumps(pruner), space=task["space"].strip("\n"),
+        prune_metric=args.prune_metric or args.objective,
         sampler=SAMPLERS[args.sampler].format(seed=args.sampler_seed)), encoding="utf-8")
     spec = load_sweep(spec_file)
     spec = dataclasses.replace(spec, config=str(REPO / spec.config), overrides=(
-        *spec.overrides, "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out.parent / "cache")))
+        *spec.overrides, *task["overrides"], "--data.init_args.data_root", str(data),
+        "--data.init_args.cache_dir", str(out.parent / "cache")))
     study = run_sweep(spec, out, progress=False)
     rows = []
     for t in sorted(study.trials, key=lambda t: t.number):
@@ -200,18 +231,21 @@ def main() -> None:
                              "sweeps' proposals diverge once a trial is pruned")
     parser.add_argument("--sampler-seed", type=int, default=0)
     parser.add_argument("--pruner", choices=sorted(PRUNERS), default=next(iter(PRUNERS)))
-    parser.add_argument("--config", default="experiments/ad/cls_resnet10_t1.yaml",
-                        help="experiment swept (default: CN/MCI/AD staging from T1w; CN vs AD "
-                             "runs into validation AUROC 0.91-1.00, where decent trials tie)")
-    parser.add_argument("--objective", default="val/auroc",
-                        help="validation metric maximised (last epoch); AUROC is finer-grained "
-                             "than balanced accuracy on a small validation set, where trials tie")
+    parser.add_argument("--task", choices=sorted(TASKS), default="ad",
+                        help="ad: CN/MCI/AD staging (AUROC); stroke: lesion segmentation (Dice)")
+    parser.add_argument("--config", default=None,
+                        help="experiment swept (default: the task's; for ad, CN vs AD runs into "
+                             "validation AUROC 0.91-1.00, where decent trials tie)")
+    parser.add_argument("--objective", default=None,
+                        help="validation metric maximised (last epoch; default: the task's). AUROC "
+                             "is finer-grained than balanced accuracy on a small validation set")
     parser.add_argument("--prune-metric", default=None,
                         help="metric the pruner compares across trials (default: the objective)")
     parser.add_argument("--replay", action="store_true",
                         help="run only the unpruned sweep and replay its curves through every "
                              "candidate pruner (to choose one on a sweep the benchmark does not score)")
     args = parser.parse_args()
+    args.objective = args.objective or TASKS[args.task]["objective"]
     os.environ.setdefault("COGIMG_WANDB", "off")  # logger start-up is not what is measured
     plain = sweep(args.out / "unpruned", args.data, args, {"type": "none"})
     best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
@@ -234,6 +268,8 @@ def main() -> None:
         print(f"replay of the unpruned curves predicts the pruned sweep's epochs exactly: {same}")
     report("unpruned", plain, best, e_plain)
     report(f"pruned {args.pruner}", pruned, best, e_plain)
+    median, lost = replay_orders(plain, PRUNERS[args.pruner])
+    print(f"replayed over {N_ORDERS} trial orders: median ratio {median:.2f}, best trial pruned in {100 * lost:.0f} %")
     print("target: ratio ≤ 0.5")
 
 
