@@ -99,6 +99,7 @@ def main() -> int:
 
     from cogimg.data.datamodules import VolumeDataModule
     from cogimg.data.splits import save_split
+    from cogimg.io import atomic_write_text
     from cogimg.metrics.classification import bootstrap_ci
     from cogimg.paradigms.adaptation.protocol import Experiment
     from cogimg.paradigms.federated import get_strategy
@@ -177,7 +178,7 @@ def main() -> int:
         curves[name] = [(r.round, r.train_loss, r.metrics.get("balanced_accuracy", float("nan")), r.seconds)
                         for r in history]
         results[name] = (*pooled_test(name, {s: clients[s].task for s in sites}), time.perf_counter() - start)
-    pd.DataFrame(subject_rows).to_csv(args.out / "fed_subjects.csv", index=False)
+    atomic_write_text(args.out / "fed_subjects.csv", pd.DataFrame(subject_rows).to_csv(index=False))
 
     for name, curve in curves.items():
         print(f"\n{name}: round, mean client train loss, val balanced accuracy (example-weighted), s")
