@@ -53,6 +53,30 @@ Validation BA (example-weighted over sites) of the global model climbs from 0.49
 (round 1) to 0.79-0.82 by round 30 and stays there (round 60: FedAvg 0.798, FedProx 0.833,
 FedBN 0.762); the printed train loss is each client's last-batch loss, hence noisy.
 
+Pooled over training seeds 0, 1, 2 (the protocol above; 2026-12-05, three runs side by side
+on 2 cores beside a sweep, 38-43 min wall each; seed 0 reproduced the table above exactly),
+``--summary runs/fed_seeds/seed{0,1,2}/fed_subjects.csv``::
+
+    test BA per seed     0      1      2     mean ± SD over seeds [95% CI]   % of centralised         vs best local (site-1)
+    centralised        0.825  0.772  0.816   0.804 ± 0.028 [0.746, 0.857]   100                      +0.023 [−0.020, +0.067]
+    local:site-1       0.772  0.754  0.816   0.781 ± 0.032 [0.731, 0.830]    97.1 [91.7, 102.7]       (best local)
+    local:site-2       0.737  0.763  0.535   0.678 ± 0.125 [0.632, 0.722]    84.4 [78.8, 90.5]       −0.102 [−0.155, −0.055]
+    local:site-3       0.667  0.825  0.632   0.708 ± 0.103 [0.661, 0.751]    88.0 [81.5, 95.2]       −0.073 [−0.140, −0.012]
+    fedavg             0.842  0.868  0.816   0.842 ± 0.026 [0.784, 0.898]   104.7 [99.3, 110.7]      +0.061 [+0.009, +0.108]
+    fedprox            0.807  0.798  0.825   0.810 ± 0.013 [0.751, 0.866]   100.7 [95.8, 106.4]      +0.029 [−0.012, +0.076]
+    fedbn              0.772  0.746  0.772   0.763 ± 0.015 [0.708, 0.816]    94.9 [89.3, 100.7]      −0.018 [−0.067, +0.029]
+
+(CIs: paired, label-stratified bootstrap over the 114 test subjects, each resample scoring
+every arm and seed.) All three federated arms reach ≥ 90 % of centralised on the mean (FedBN's
+CI reaches 89.3 %). FedAvg beats the best local-only model with a CI above 0; FedProx beats
+it on the mean, unresolved; **FedBN does not** (−0.018): it is below FedAvg in every seed.
+Which local site is best changes with the seed (site-1, site-3, site-1), and a single local
+model can fail outright (site-2, seed 2: 0.535), which the federated arms never did. A
+likely reason for FedBN's deficit, not tested here: the synthetic sites differ mainly in
+intensity scale and contrast, which the per-subject intensity normalisation removes before the
+network sees it, so keeping batch norm local buys little, while each site's batch-norm
+layers then learn from a third of the data.
+
 This run is after a fix in :class:`cogimg.paradigms.federated.client.SiteClient`: a new
 ``Trainer.fit`` per round called ``train_dataloader()`` anew, whose generator restarts
 from the datamodule's seed, so every client replayed its first epoch's subject order and
