@@ -71,11 +71,11 @@ every arm and seed.) All three federated arms reach ≥ 90 % of centralised on t
 CI reaches 89.3 %). FedAvg beats the best local-only model with a CI above 0; FedProx beats
 it on the mean, unresolved; **FedBN does not** (−0.018): it is below FedAvg in every seed.
 Which local site is best changes with the seed (site-1, site-3, site-1), and a single local
-model can fail outright (site-2, seed 2: 0.535), which the federated arms never did. A
-likely reason for FedBN's deficit, not tested here: the synthetic sites differ mainly in
-intensity scale and contrast, which the per-subject intensity normalisation removes before the
-network sees it, so keeping batch norm local buys little, while each site's batch-norm
-layers then learn from a third of the data.
+model can fail outright (site-2, seed 2: 0.535), which the federated arms never did. Why
+FedBN trails was not established. Each site's batch-norm layers learn from a third of the data
+(84 training subjects), and z-scoring each scan already removes its global scale and offset;
+the site effects left (contrast, response curve, blur, bias field) were not enough here for
+local normalisation to pay for that.
 
 This run is after a fix in :class:`cogimg.paradigms.federated.client.SiteClient`: a new
 ``Trainer.fit`` per round called ``train_dataloader()`` anew, whose generator restarts
