@@ -77,6 +77,11 @@ FedBN trails was not established. Each site's batch-norm layers learn from a thi
 the site effects left (contrast, response curve, blur, bias field) were not enough here for
 local normalisation to pay for that.
 
+A stronger site effect, protocol written 2026-12-05 before the runs: does keeping batch norm
+local pay when scanners differ more? The same cohort with ``--site-spread 2.5`` (every site
+effect 2.5× stronger, nothing else changed; ``runs/bench_data/ad4mm_fed450_spread``),
+training seeds 0 and 1, ``--rounds 60``, all arms, pooled as above.
+
 This run is after a fix in :class:`cogimg.paradigms.federated.client.SiteClient`: a new
 ``Trainer.fit`` per round called ``train_dataloader()`` anew, whose generator restarts
 from the datamodule's seed, so every client replayed its first epoch's subject order and
