@@ -77,6 +77,11 @@ FedBN trails was not established. Each site's batch-norm layers learn from a thi
 the site effects left (contrast, response curve, blur, bias field) were not enough here for
 local normalisation to pay for that.
 
+SiloBN (``--arms silobn``; Andreux et al. 2020: batch-norm running statistics local, affine
+weights shared), protocol written 2026-12-05 before its runs: seeds 0, 1, 2 on the cohort
+above, 60 rounds, pooled with the three runs above (``--summary`` over both sets of CSVs). It
+asks whether FedBN's deficit comes from the batch-norm affine weights learning from one site.
+
 A stronger site effect, protocol written 2026-12-05 before the runs: does keeping batch norm
 local pay when scanners differ more? The same cohort with ``--site-spread 2.5`` (every site
 effect 2.5× stronger, nothing else changed; ``runs/bench_data/ad4mm_fed450_spread``),
@@ -129,7 +134,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--mu", type=float, default=0.01, help="FedProx proximal strength")
-    parser.add_argument("--arms", default="centralised,local,fedavg,fedprox,fedbn")
+    parser.add_argument("--arms", default="centralised,local,fedavg,fedprox,fedbn",
+                        help="comma-separated; silobn (shared batch-norm affine, local statistics) on request")
     parser.add_argument("--seed", type=int, default=0, help="training seed (the split stays seed 0)")
     parser.add_argument("--summary", type=Path, nargs="+", metavar="CSV",
                         help="pool runs' fed_subjects.csv (one per seed) instead of training")
@@ -213,7 +219,7 @@ def main() -> int:
             trainer(max_epochs=epochs, limit_val_batches=0).fit(model, datamodule=datamodule(s))
             results[f"local:{s}"] = (*pooled_test(f"local:{s}", dict.fromkeys(sites, model)),
                                      time.perf_counter() - start)
-    for name in ("fedavg", "fedprox", "fedbn"):
+    for name in ("fedavg", "fedprox", "fedbn", "silobn"):
         if name not in arms:
             continue
         start = time.perf_counter()
@@ -237,7 +243,7 @@ def main() -> int:
         central = results["centralised"][0]
         local = [v[0] for k, v in results.items() if k.startswith("local:")]
         best_local = max(local) if local else float("nan")
-        for name in ("fedavg", "fedprox", "fedbn"):
+        for name in ("fedavg", "fedprox", "fedbn", "silobn"):
             if name in results:
                 ba = results[name][0]
                 print(f"{name}: {100 * ba / central:.0f}% of centralised (goal ≥ 90%); "

@@ -23,6 +23,7 @@ from cogimg.paradigms.federated import (
     FedBN,
     FedProx,
     GlobalModel,
+    SiloBN,
     get_strategy,
     sample_clients,
 )
@@ -55,6 +56,11 @@ def test_fedbn_keeps_batchnorm_local_and_fedprox_sends_mu():
     shared = FedBN().shared_keys(model)
     assert shared == ["0.weight", "0.bias", "2.weight", "2.bias"]
     assert FedAvg().shared_keys(model) == list(model.state_dict())
+    # SiloBN shares the batch-norm affine weights, keeps the running statistics local
+    assert SiloBN().shared_keys(model) == ["0.weight", "0.bias", "1.weight", "1.bias", "2.weight", "2.bias"]
+    assert isinstance(get_strategy("silobn"), SiloBN)
+    with pytest.raises(ValueError, match="has none"):
+        SiloBN().shared_keys(nn.Linear(2, 2))
     with pytest.raises(ValueError, match="has none"):
         FedBN().shared_keys(nn.Linear(2, 2))
     assert FedProx(0.1).client_config(3) == {"proximal_mu": 0.1}

@@ -1,7 +1,7 @@
 """Federated learning across sites: clients hold their own data; only weights and aggregate
 metrics travel (:mod:`.messages`).
 
-- :mod:`.strategies`: FedAvg, FedProx, FedBN; client sampling.
+- :mod:`.strategies`: FedAvg, FedProx, FedBN, SiloBN; client sampling.
 - :mod:`.client`: :class:`SiteClient` — local training of any task on one site's datamodule.
 - :mod:`.server`: :class:`FederatedServer` — rounds and aggregation, no data access.
 - :mod:`.simulation`: :func:`simulate` — everything in one process.
@@ -15,11 +15,12 @@ from cogimg.paradigms.federated.strategies import (
     FedAvg,
     FedBN,
     FedProx,
+    SiloBN,
     Strategy,
     get_strategy,
     sample_clients,
 )
 
 __all__ = ["STRATEGIES", "ClientEvaluation", "ClientUpdate", "FedAvg", "FedBN", "FedProx",
-           "FederatedServer", "GlobalModel", "RoundRecord", "Strategy", "get_strategy",
+           "FederatedServer", "GlobalModel", "RoundRecord", "SiloBN", "Strategy", "get_strategy",
            "sample_clients", "weighted_metrics"]

@@ -1,4 +1,4 @@
-"""Aggregation strategies: FedAvg, FedProx and FedBN.
+"""Aggregation strategies: FedAvg, FedProx, FedBN and SiloBN.
 
 - :class:`FedAvg` (McMahan et al. 2017): the new global weights are the average of the
   clients' weights, weighted by their number of training examples.
@@ -8,6 +8,9 @@
 - :class:`FedBN` (Li et al. 2021): FedAvg over every weight *except* batch-norm layers'
   (affine weights and running statistics stay local), so each site keeps its own feature
   normalisation — suited to scanner differences.
+- :class:`SiloBN` (Andreux et al. 2020): FedAvg over every weight *except* batch-norm running
+  statistics; the batch-norm affine weights are shared. Each site keeps its own feature
+  statistics while the learned scale and shift see every site's data.
 
 A strategy decides which state-dict entries are shared (:meth:`Strategy.shared_keys`), what
 options clients get each round (:meth:`Strategy.client_config`) and how updates combine
@@ -88,11 +91,24 @@ class FedBN(Strategy):
         return [k for k in model.state_dict() if k not in local]
 
 
-STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "fedbn": FedBN}
+class SiloBN(FedBN):
+    """FedAvg of everything except batch-norm running statistics (kept local to each site)."""
+
+    name = "silobn"
+    #: Batch-norm state-dict entries that stay local (the affine ``weight``/``bias`` travel).
+    local_buffers = ("running_mean", "running_var", "num_batches_tracked")
+
+    def shared_keys(self, model: nn.Module) -> list[str]:
+        bn_keys = set(model.state_dict()) - set(super().shared_keys(model))
+        return [k for k in model.state_dict()
+                if k not in bn_keys or not k.endswith(self.local_buffers)]
+
+
+STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "fedbn": FedBN, "silobn": SiloBN}
 
 
 def get_strategy(name: str, **kwargs) -> Strategy:
-    """``fedavg``, ``fedprox`` (``mu``) or ``fedbn`` by name."""
+    """``fedavg``, ``fedprox`` (``mu``), ``fedbn`` or ``silobn`` by name."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown federated strategy {name!r}; choose one of {list(STRATEGIES)}")
     return STRATEGIES[name](**kwargs)
