@@ -81,6 +81,13 @@ SiloBN (``--arms silobn``; Andreux et al. 2020: batch-norm running statistics lo
 weights shared), protocol written 2026-12-05 before its runs: seeds 0, 1, 2 on the cohort
 above, 60 rounds, pooled with the three runs above (``--summary`` over both sets of CSVs). It
 asks whether FedBN's deficit comes from the batch-norm affine weights learning from one site.
+Measured (``--out runs/fed_silobn/seed{S} --arms silobn``, about 5 min per seed; ``--summary
+runs/fed_seeds/seed{0,1,2}/fed_subjects.csv runs/fed_silobn/seed{0,1,2}/fed_subjects.csv``):
+SiloBN 0.860 / 0.825 / 0.746, mean 0.810 ± 0.058 [0.751, 0.863], 100.7 % of centralised
+[95.6, 106.4], vs the best local +0.029 [−0.018, +0.076]. Sharing the affine weights lifts the
+mean by 0.047 over FedBN (above it in seeds 0 and 1, below in seed 2) to FedProx's level, still
+below FedAvg (0.842) and not resolved against the best local model: the affine weights learning
+from one site explain part of FedBN's deficit at most.
 
 A stronger site effect, protocol written 2026-12-05 before the runs: does keeping batch norm
 local pay when scanners differ more? The same cohort with ``--site-spread 2.5`` (every site
