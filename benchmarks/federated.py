@@ -129,8 +129,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cogimg.metrics.classification import balanced_accuracy
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -158,7 +156,7 @@ def main() -> int:
     from cogimg.data.datamodules import VolumeDataModule
     from cogimg.data.splits import save_split
     from cogimg.io import atomic_write_text
-    from cogimg.metrics.classification import bootstrap_ci
+    from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
     from cogimg.paradigms.adaptation.protocol import Experiment
     from cogimg.paradigms.federated import get_strategy
     from cogimg.paradigms.federated.simulation import simulate
@@ -268,10 +266,8 @@ def summarise(paths: list[Path], n_boot: int = 1000) -> int:
     rows = pd.concat([pd.read_csv(p, dtype={"subject_id": str}) for p in paths], ignore_index=True)
     table = arm_comparison(rows, n_boot=n_boot, seed=0)
     seeds = sorted(set(rows["seed"]))
-    per_seed = rows.groupby(["arm", "seed"], sort=False).apply(
-        lambda g: balanced_accuracy(g["label"], g["pred"]), include_groups=False).unstack()
     print(f"test balanced accuracy per training seed ({', '.join(map(str, seeds))}):")
-    print(per_seed.loc[table["arm"]].round(3).to_string())
+    print(table.set_index("arm")[[f"ba_seed_{s}" for s in seeds]].round(3).to_string())
     print(f"\npooled over {len(seeds)} seeds (mean BA; paired label-stratified subject bootstrap, "
           f"{n_boot} resamples):")
     for r in table.itertuples():

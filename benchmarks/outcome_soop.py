@@ -152,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{'from the cache' if cached else 'read'} in {time.perf_counter() - start:.1f} s")
     reported = f"{'SOOP demo SVR (reported)':<22} R ≈ {REFERENCE_R:.2f} (leave-one-out, all-row scaler)"
     rows, results = [reported], {}
+    for config in configs:
+        if args.cnn_epochs and config["model"]["name"] == "cnn":
+            config["model"].setdefault("params", {})["max_epochs"] = args.cnn_epochs
     for split_seed in args.split_seeds:
-        # Split seed 0 keeps the original file names (the runs measured below).
+        # Split seed 0 keeps the original file names (the runs in the docstring).
         suffix = "" if split_seed == 0 else f"_split{split_seed}"
         if len(args.split_seeds) > 1:
             rows.append(f"split seed {split_seed}:")
@@ -161,9 +164,6 @@ def main(argv: list[str] | None = None) -> int:
             config = {**config, "out": str(out / f"{stem}{suffix}"),
                       "cv": {**config["cv"], "seed": split_seed,
                              "split": str(out / ("split.json" if split_seed == 0 else f"split_seed{split_seed}.json"))}}
-            if args.cnn_epochs and config["model"]["name"] == "cnn":
-                config["model"] = {**config["model"], "params": {**config["model"].get("params", {}),
-                                                                 "max_epochs": args.cnn_epochs}}
             results[stem, split_seed] = run_experiment(config, cohort=cohort)
             rows.append(format_row(stem, results[stem, split_seed]))
             print(rows[-1], flush=True)

@@ -31,6 +31,8 @@ def test_pooled_means_shares_and_differences_match_hand_computation():
     table = arm_comparison(_rows(), n_boot=200, seed=0).set_index("arm")
     assert list(table.index) == ["centralised", "local:a", "local:b", "fedavg"]
     np.testing.assert_allclose(table["ba"], [0.9375, 0.5, 0.75, 0.875])
+    np.testing.assert_allclose(table["ba_seed_0"], [1.0, 0.5, 0.75, 0.875])
+    np.testing.assert_allclose(table["ba_seed_1"], [0.875, 0.5, 0.75, 0.875])
     np.testing.assert_allclose(table.loc["centralised", "ba_sd"], np.std([1.0, 0.875], ddof=1))
     assert table.loc["local:a", "ba_sd"] == 0
     np.testing.assert_allclose(table.loc["fedavg", "of_central"], 0.875 / 0.9375)

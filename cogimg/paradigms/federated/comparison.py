@@ -40,7 +40,8 @@ def arm_comparison(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
         level: coverage of the intervals.
 
     Returns:
-        One row per arm (input order): ``arm, ba, ba_sd, ba_low, ba_high, of_central,
+        One row per arm (input order): ``arm, ba, ba_sd, ba_seed_<S>`` (one column per training
+        seed), ``ba_low, ba_high, of_central,
         of_central_low, of_central_high, vs_best_local, vs_best_local_low,
         vs_best_local_high``; the last six are NaN where there is no centralised or no local arm.
     """
@@ -85,9 +86,10 @@ def arm_comparison(rows: pd.DataFrame, n_boot: int = 1000, seed: int = 0,
 
     out = []
     for arm in arms:
+        per_seed = {s: _mean_ba(pred, labels, everyone, arm, [s]) for s in seeds}
         row = {"arm": arm, "ba": ba[arm],
-               "ba_sd": float(np.std([_mean_ba(pred, labels, everyone, arm, [s]) for s in seeds], ddof=1))
-               if len(seeds) > 1 else float("nan")}
+               "ba_sd": float(np.std(list(per_seed.values()), ddof=1)) if len(seeds) > 1 else float("nan"),
+               **{f"ba_seed_{s}": v for s, v in per_seed.items()}}
         row["ba_low"], row["ba_high"] = ci(draws[arm])
         nan3 = (float("nan"),) * 3
         row["of_central"], row["of_central_low"], row["of_central_high"] = (

@@ -77,21 +77,27 @@ class FedProx(Strategy):
         return {"proximal_mu": self.mu}
 
 
+def batchnorm_keys(model: nn.Module, strategy: str) -> set[str]:
+    """State-dict keys of ``model``'s batch-norm layers (affine weights and running statistics)."""
+    keys = {f"{name}.{key}" if name else key
+            for name, module in model.named_modules() if isinstance(module, _BatchNorm)
+            for key in module.state_dict()}
+    if not keys:
+        raise ValueError(f"{strategy} keeps batch-norm layers local, but the model has none; use FedAvg")
+    return keys
+
+
 class FedBN(Strategy):
     """FedAvg of everything except batch-norm layers (kept local to each site)."""
 
     name = "fedbn"
 
     def shared_keys(self, model: nn.Module) -> list[str]:
-        local = {f"{name}.{key}" if name else key
-                 for name, module in model.named_modules() if isinstance(module, _BatchNorm)
-                 for key in module.state_dict()}
-        if not local:
-            raise ValueError("FedBN keeps batch-norm layers local, but the model has none; use FedAvg")
+        local = batchnorm_keys(model, self.name)
         return [k for k in model.state_dict() if k not in local]
 
 
-class SiloBN(FedBN):
+class SiloBN(Strategy):
     """FedAvg of everything except batch-norm running statistics (kept local to each site)."""
 
     name = "silobn"
@@ -99,9 +105,8 @@ class SiloBN(FedBN):
     local_buffers = ("running_mean", "running_var", "num_batches_tracked")
 
     def shared_keys(self, model: nn.Module) -> list[str]:
-        bn_keys = set(model.state_dict()) - set(super().shared_keys(model))
-        return [k for k in model.state_dict()
-                if k not in bn_keys or not k.endswith(self.local_buffers)]
+        local = {k for k in batchnorm_keys(model, self.name) if k.endswith(self.local_buffers)}
+        return [k for k in model.state_dict() if k not in local]
 
 
 STRATEGIES = {"fedavg": FedAvg, "fedprox": FedProx, "fedbn": FedBN, "silobn": SiloBN}
