@@ -1,8 +1,9 @@
 """Centralised vs federated (FedAvg, FedProx, FedBN) vs local-only training across sites.
 
-Target (cogimg issue 9): on the synthetic multi-site AD cohort, FedAvg/FedProx/FedBN reach
-≥ 90 % of centralised balanced accuracy and beat the best local-only site model; per-round
-curves and wall time printed.
+Target (cogimg issue 9): on the synthetic multi-site cohort, FedAvg/FedProx/FedBN reach
+≥ 90 % of centralised performance and beat the best local-only site model; per-round curves
+and wall time printed. Two tasks: AD classification (``--task ad``, the default; balanced
+accuracy) and stroke lesion segmentation (``--task stroke``; mean Dice per subject).
 
 Protocol: each site is split on its own participants (stratified: 25 % test, then train/val
 of the rest, :func:`cogimg.paradigms.federated.splits.site_splits`); the centralised model
@@ -110,6 +111,19 @@ of seed 1 end near chance (0.535, 0.561) with the constant learning rate every a
 least stable arm and below FedAvg and FedProx in both seeds. FedProx is the steadiest
 federated arm (0.833, 0.816) and ties the best local site.
 
+Stroke lesion segmentation (``--task stroke``: ``experiments/stroke/lso_unet.yaml``, the
+batch-norm U-Net of the leave-site-out benchmark, at the cohort's 4 mm with 32³ patches, 8 per
+volume; score = mean Dice over test subjects, CIs from an unstratified subject bootstrap).
+Protocol, written 2026-12-05 before any of its runs: cohort ``cogimg synth --out
+runs/bench_data/stroke4mm_fed210 --subjects 210 --spacing 4 --diseases stroke --proportions
+CN=0,stroke=1.0,MCI=0,AD=0,PD=0 --difficulty medium --site-spread 2.5 --site-confound 0
+--seed 0`` (the leave-site-out stroke cohort's settings with 70 stroke subjects per site: per
+site 39 train, 13 validation, 18 test; 54 pooled test subjects); ``--task stroke --rounds 12
+--seed S`` for S = 0, 1, 2 (three runs side by side), all arms, pooled with ``--summary``. Same
+goal and reading as for AD: seed-averaged Dice ≥ 90 % of centralised and above the best
+local-only arm, the paired CIs saying whether a gap is resolved. 12 rounds is what three seeds
+of every arm cost in about 70 min on 2 cores (one round: about 50 s per federated arm).
+
 This run is after a fix in :class:`cogimg.paradigms.federated.client.SiteClient`: a new
 ``Trainer.fit`` per round called ``train_dataloader()`` anew, whose generator restarts
 from the datamodule's seed, so every client replayed its first epoch's subject order and
@@ -130,11 +144,22 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Per task: experiment, the participants it keeps, split stratification, the per-subject metric.
+TASKS = {
+    "ad": {"config": "experiments/ad/lso_resnet10_t1.yaml", "diagnoses": ("CN", "AD"),
+           "stratify": "diagnosis", "metric": "balanced_accuracy"},
+    "stroke": {"config": "experiments/stroke/lso_unet.yaml", "diagnoses": ("stroke",),
+               "stratify": None, "metric": "dice"},
+}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="ad",
+                        help="ad: CN vs AD, balanced accuracy; stroke: lesion segmentation, mean Dice")
     parser.add_argument("--data", type=Path)
+    parser.add_argument("--patch-size", type=int, default=32,
+                        help="stroke: training and sliding-window patch edge in voxels (at 4 mm)")
     parser.add_argument("--out", type=Path, default=Path("runs/benchmarks/federated"))
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--local-epochs", type=int, default=1)
@@ -153,21 +178,28 @@ def main() -> int:
 
     import lightning as L
 
-    from cogimg.data.datamodules import VolumeDataModule
     from cogimg.data.splits import save_split
     from cogimg.io import atomic_write_text
     from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
+    from cogimg.metrics.regression import bootstrap_ci as mean_bootstrap_ci
     from cogimg.paradigms.adaptation.protocol import Experiment
     from cogimg.paradigms.federated import get_strategy
     from cogimg.paradigms.federated.simulation import simulate
     from cogimg.paradigms.federated.splits import pooled_split, site_splits
 
-    exp = Experiment.from_yaml(ROOT / "experiments" / "ad" / "lso_resnet10_t1.yaml")
+    spec = TASKS[args.task]
+    metric = spec["metric"]
+    exp = Experiment.from_yaml(ROOT / spec["config"])
     task_args = {**exp.task_args, "scheduler": "constant"}  # rounds restart the trainer
     # The training seed also seeds subject order and augmentation (the split stays fixed).
     data_args = {**exp.data_args, "data_root": str(args.data), "num_workers": 0, "seed": args.seed}
+    if args.task == "stroke":  # the 4 mm cohort as it is (the preset resamples to 2 mm), smaller patches
+        patch = [args.patch_size] * 3
+        data_args.update(spacing_mm=4.0, patch_size=patch)
+        task_args.update(patch_size=patch)
     args.out.mkdir(parents=True, exist_ok=True)
-    splits = site_splits(args.data / "participants.tsv", diagnoses=("CN", "AD"), seed=0)
+    splits = site_splits(args.data / "participants.tsv", diagnoses=spec["diagnoses"],
+                         stratify=spec["stratify"], seed=0)
     paths = {}
     for name, split in {**splits, "pooled": pooled_split(splits)}.items():
         paths[name] = args.out / f"split_{name}.json"
@@ -175,8 +207,8 @@ def main() -> int:
     sites = sorted(splits)
     epochs = args.rounds * args.local_epochs
 
-    def datamodule(name: str) -> VolumeDataModule:
-        return VolumeDataModule(**{**data_args, "split_file": str(paths[name])})
+    def datamodule(name: str):
+        return exp.data_class(**{**data_args, "split_file": str(paths[name])})
 
     def task():
         return exp.task_class(**task_args)
@@ -191,21 +223,34 @@ def main() -> int:
 
     subject_rows = []
 
+    def subject_scores(model) -> list[dict]:
+        """The last test run's rows: subject id and label + predicted class, or Dice."""
+        if metric == "dice":
+            return [{"subject_id": r["subject_id"], "dice": r["dice"]} for r in model.subject_rows["test"]]
+        ids, y, p = model.subject_table("test")
+        return [{"subject_id": i, "label": int(t), "pred": int(k)} for i, t, k in zip(ids, y, p.argmax(1))]
+
+    def score(rows: list[dict]) -> float:
+        if metric == "dice":
+            return float(np.mean([r["dice"] for r in rows]))
+        return balanced_accuracy([r["label"] for r in rows], [r["pred"] for r in rows])
+
     def pooled_test(arm: str, models: dict[str, object]) -> tuple[float, float, float, dict[str, float]]:
-        """BA (+ CI) over the union of the sites' test subjects; ``models[site]`` scores site."""
-        labels, probs, per_site = [], [], {}
+        """Score (+ 95 % CI) over the union of the sites' test subjects; ``models[site]`` scores site."""
+        rows, per_site = [], {}
         for s in sites:
-            model = models[s]
-            trainer().test(model, datamodule=test_dms[s], verbose=False)
-            ids, y, p = model.subject_table("test")
-            subject_rows.extend({"arm": arm, "seed": args.seed, "site": s, "subject_id": i, "label": int(t),
-                                 "pred": int(k)} for i, t, k in zip(ids, y, p.argmax(1)))
-            labels.append(y)
-            probs.append(p)
-            per_site[s] = balanced_accuracy(y, p.argmax(1))
-        y, p = np.concatenate(labels), np.concatenate(probs)
-        low, high = bootstrap_ci(y, p, "balanced_accuracy", n_boot=1000, seed=0)
-        return balanced_accuracy(y, p.argmax(1)), low, high, per_site
+            trainer().test(models[s], datamodule=test_dms[s], verbose=False)
+            site_rows = subject_scores(models[s])
+            subject_rows.extend({"arm": arm, "seed": args.seed, "site": s, **r} for r in site_rows)
+            per_site[s] = score(site_rows)
+            rows += site_rows
+        if metric == "dice":
+            dice = np.array([r["dice"] for r in rows])
+            low, high = mean_bootstrap_ci(dice, dice, lambda _, d: float(np.mean(d)), n_boot=1000, seed=0)
+        else:
+            low, high = bootstrap_ci([r["label"] for r in rows], [r["pred"] for r in rows],
+                                     "balanced_accuracy", n_boot=1000, seed=0)
+        return score(rows), low, high, per_site
 
     results, curves = {}, {}
     arms = args.arms.split(",")
@@ -231,18 +276,18 @@ def main() -> int:
         strategy = get_strategy(name, **({"mu": args.mu} if name == "fedprox" else {}))
         history, _, clients = simulate(task, {s: datamodule(s) for s in sites}, strategy, rounds=args.rounds,
                                        local_epochs=args.local_epochs, seed=args.seed)
-        curves[name] = [(r.round, r.train_loss, r.metrics.get("balanced_accuracy", float("nan")), r.seconds)
+        curves[name] = [(r.round, r.train_loss, r.metrics.get(metric, float("nan")), r.seconds)
                         for r in history]
         results[name] = (*pooled_test(name, {s: clients[s].task for s in sites}), time.perf_counter() - start)
     atomic_write_text(args.out / "fed_subjects.csv", pd.DataFrame(subject_rows).to_csv(index=False))
 
     for name, curve in curves.items():
-        print(f"\n{name}: round, mean client train loss, val balanced accuracy (example-weighted), s")
-        for r, loss, ba, sec in curve:
-            print(f"  {r:3d}  {loss:.3f}  {ba:.3f}  {sec:5.1f}")
-    print(f"\narm              test BA   95% CI           {'  '.join(f'{s:>7}' for s in sites)}   wall s")
-    for name, (ba, low, high, per_site, wall) in results.items():
-        print(f"{name:15s}  {ba:.3f}    [{low:.3f}, {high:.3f}]   "
+        print(f"\n{name}: round, mean client train loss, val {metric} (example-weighted), s")
+        for r, loss, value, sec in curve:
+            print(f"  {r:3d}  {loss:.3f}  {value:.3f}  {sec:5.1f}")
+    print(f"\narm              test {'Dice' if metric == 'dice' else 'BA  '}   95% CI           {'  '.join(f'{s:>7}' for s in sites)}   wall s")
+    for name, (value, low, high, per_site, wall) in results.items():
+        print(f"{name:15s}  {value:.3f}    [{low:.3f}, {high:.3f}]   "
               f"{'  '.join(f'{per_site[s]:7.3f}' for s in sites)}   {wall:6.0f}")
     if "centralised" in results:
         central = results["centralised"][0]
@@ -250,9 +295,9 @@ def main() -> int:
         best_local = max(local) if local else float("nan")
         for name in ("fedavg", "fedprox", "fedbn", "silobn"):
             if name in results:
-                ba = results[name][0]
-                print(f"{name}: {100 * ba / central:.0f}% of centralised (goal ≥ 90%); "
-                      f"{'beats' if ba > best_local else 'does not beat'} the best local-only model "
+                value = results[name][0]
+                print(f"{name}: {100 * value / central:.0f}% of centralised (goal ≥ 90%); "
+                      f"{'beats' if value > best_local else 'does not beat'} the best local-only model "
                       f"({best_local:.3f})")
     print(f"\n{epochs} epochs per arm (rounds {args.rounds} × local epochs {args.local_epochs}); "
           "timings on a shared CPU under nice")
@@ -264,14 +309,15 @@ def summarise(paths: list[Path], n_boot: int = 1000) -> int:
     from cogimg.paradigms.federated.comparison import arm_comparison
 
     rows = pd.concat([pd.read_csv(p, dtype={"subject_id": str}) for p in paths], ignore_index=True)
-    table = arm_comparison(rows, n_boot=n_boot, seed=0)
+    metric = "dice" if "dice" in rows else "balanced_accuracy"
+    table = arm_comparison(rows, metric, n_boot=n_boot, seed=0)
     seeds = sorted(set(rows["seed"]))
-    print(f"test balanced accuracy per training seed ({', '.join(map(str, seeds))}):")
-    print(table.set_index("arm")[[f"ba_seed_{s}" for s in seeds]].round(3).to_string())
-    print(f"\npooled over {len(seeds)} seeds (mean BA; paired label-stratified subject bootstrap, "
-          f"{n_boot} resamples):")
+    print(f"test {metric} per training seed ({', '.join(map(str, seeds))}):")
+    print(table.set_index("arm")[[f"score_seed_{s}" for s in seeds]].round(3).to_string())
+    resampling = "label-stratified subject" if metric == "balanced_accuracy" else "subject"
+    print(f"\npooled over {len(seeds)} seeds (mean {metric}; paired {resampling} bootstrap, {n_boot} resamples):")
     for r in table.itertuples():
-        print(f"{r.arm:15s} {r.ba:.3f} ± {r.ba_sd:.3f} [{r.ba_low:.3f}, {r.ba_high:.3f}]   "
+        print(f"{r.arm:15s} {r.score:.3f} ± {r.score_sd:.3f} [{r.score_low:.3f}, {r.score_high:.3f}]   "
               f"{100 * r.of_central:5.1f} % of centralised [{100 * r.of_central_low:.1f}, "
               f"{100 * r.of_central_high:.1f}]   vs best local {r.vs_best_local:+.3f} "
               f"[{r.vs_best_local_low:+.3f}, {r.vs_best_local_high:+.3f}]")

@@ -30,19 +30,19 @@ def _rows(preds=PREDS):
 def test_pooled_means_shares_and_differences_match_hand_computation():
     table = arm_comparison(_rows(), n_boot=200, seed=0).set_index("arm")
     assert list(table.index) == ["centralised", "local:a", "local:b", "fedavg"]
-    np.testing.assert_allclose(table["ba"], [0.9375, 0.5, 0.75, 0.875])
-    np.testing.assert_allclose(table["ba_seed_0"], [1.0, 0.5, 0.75, 0.875])
-    np.testing.assert_allclose(table["ba_seed_1"], [0.875, 0.5, 0.75, 0.875])
-    np.testing.assert_allclose(table.loc["centralised", "ba_sd"], np.std([1.0, 0.875], ddof=1))
-    assert table.loc["local:a", "ba_sd"] == 0
+    np.testing.assert_allclose(table["score"], [0.9375, 0.5, 0.75, 0.875])
+    np.testing.assert_allclose(table["score_seed_0"], [1.0, 0.5, 0.75, 0.875])
+    np.testing.assert_allclose(table["score_seed_1"], [0.875, 0.5, 0.75, 0.875])
+    np.testing.assert_allclose(table.loc["centralised", "score_sd"], np.std([1.0, 0.875], ddof=1))
+    assert table.loc["local:a", "score_sd"] == 0
     np.testing.assert_allclose(table.loc["fedavg", "of_central"], 0.875 / 0.9375)
     # best local = local:b (0.75), chosen on all subjects
     np.testing.assert_allclose(table["vs_best_local"], [0.1875, -0.25, 0.0, 0.125])
     assert table.loc["local:b", "vs_best_local_low"] == table.loc["local:b", "vs_best_local_high"] == 0
     for arm, row in table.iterrows():
-        assert row.ba_low <= row.ba <= row.ba_high or np.isclose(row.ba_low, row.ba_high), arm
+        assert row.score_low <= row.score <= row.score_high or np.isclose(row.score_low, row.score_high), arm
     # an arm always right on every subject has a degenerate interval at 1
-    assert table.loc["centralised", "ba_high"] == 1.0
+    assert table.loc["centralised", "score_high"] == 1.0
 
 
 def test_paired_interval_is_narrower_than_the_unpaired_one():
@@ -60,7 +60,7 @@ def test_paired_interval_is_narrower_than_the_unpaired_one():
     width = table.loc["fedbn", "vs_best_local_high"] - table.loc["fedbn", "vs_best_local_low"]
     assert table.loc["fedbn", "vs_best_local"] > 0
     assert table.loc["fedbn", "vs_best_local_low"] >= 0
-    assert width < 0.5 * (table.loc["fedbn", "ba_high"] - table.loc["fedbn", "ba_low"])
+    assert width < 0.5 * (table.loc["fedbn", "score_high"] - table.loc["fedbn", "score_low"])
     assert np.isnan(table.loc["fedbn", "of_central"])
 
 
@@ -73,3 +73,22 @@ def test_arms_must_score_the_same_subjects_and_seeds():
         arm_comparison(_rows(preds), n_boot=10)
     with pytest.raises(ValueError, match="lack columns"):
         arm_comparison(rows.drop(columns="pred"))
+
+
+def test_per_subject_score_metric_is_the_mean_over_subjects():
+    """A per-subject score (Dice): the arm's score is its mean over subjects and seeds; no labels needed."""
+    dice = {("centralised", 0): [0.8, 0.6, 0.7], ("centralised", 1): [0.6, 0.6, 0.9],   # 0.7, 0.7
+            ("local:a", 0): [0.5, 0.4, 0.6], ("local:a", 1): [0.5, 0.5, 0.5],           # 0.5, 0.5
+            ("fedbn", 0): [0.7, 0.5, 0.6], ("fedbn", 1): [0.7, 0.7, 0.7]}               # 0.6, 0.7
+    rows = pd.DataFrame([{"arm": arm, "seed": seed, "subject_id": f"s{i}", "dice": d}
+                         for (arm, seed), ds in dice.items() for i, d in enumerate(ds)])
+    table = arm_comparison(rows, "dice", n_boot=200, seed=0).set_index("arm")
+    np.testing.assert_allclose(table["score"], [0.7, 0.5, 0.65])
+    np.testing.assert_allclose(table["score_seed_0"], [0.7, 0.5, 0.6])
+    np.testing.assert_allclose(table.loc["fedbn", "of_central"], 0.65 / 0.7)
+    np.testing.assert_allclose(table["vs_best_local"], [0.2, 0.0, 0.15])
+    # every subject gains 0.15 on average over seeds (0.2, 0.15, 0.1): the paired CI stays above 0
+    low, high = table.loc["fedbn", ["vs_best_local_low", "vs_best_local_high"]]
+    assert 0.1 - 1e-9 <= low < high <= 0.2 + 1e-9
+    with pytest.raises(ValueError, match=r"lack columns \['dice'\]"):
+        arm_comparison(rows.drop(columns="dice"), "dice")
