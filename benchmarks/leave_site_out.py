@@ -140,7 +140,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # --task: experiment, the synthetic cohort made when --data is missing, default variants
-# (dann/coral/mmd align classification features only).
+# (stroke: those of the runs measured above; dann/coral/mmd on request with --variants).
 TASKS = {
     "ad": ("experiments/ad/lso_resnet10_t1.yaml",
            ["--diseases", "ad", "--proportions", "CN=0.5,AD=0.5,MCI=0", "--difficulty", "medium"],

@@ -326,10 +326,13 @@ class PatchDataModule(_CachedDataModule):
         return DataLoader(queue, batch_size=self.batch_size, num_workers=0, collate_fn=self._collate(),
                           generator=self._generator(2))
 
-    def unlabelled_dataloader(self, batch_size: int | None = None) -> DataLoader:
-        """Augmented patches of the unlabelled subjects, uniformly placed, without labels."""
+    def unlabelled_dataloader(self, batch_size: int | None = None,
+                              subjects: list[tio.Subject] | None = None) -> DataLoader:
+        """Augmented patches, uniformly placed, without labels, of ``subjects`` (default: the
+        unlabelled subjects of ``label_fraction``)."""
         pad = tio.CropOrPad(self.patch_size, only_pad=True, padding_mode="minimum")
-        dataset = SeededSubjectsDataset(self._unlabelled(), transform=tio.Compose(
+        chosen = self._unlabelled() if subjects is None else self._select(subjects, labels=False)
+        dataset = SeededSubjectsDataset(chosen, transform=tio.Compose(
             [pad, augmentation(self.task, self.augmentation)]))
         queue = SeededQueue(dataset, self.queue_length, self.samples_per_volume,
                             tio.UniformSampler(self.patch_size), num_workers=self.num_workers,

@@ -28,7 +28,6 @@ Under DDP each process scores its own shard of subjects and Lightning averages t
 
 from __future__ import annotations
 
-import dataclasses
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -39,13 +38,13 @@ import torch.nn.functional as F
 
 from cogimg.metrics.calibration import calibration_summary
 from cogimg.metrics.classification import bootstrap_ci, classification_report
-from cogimg.paradigms.adaptation.domain import AdaptationConfig, DomainAdaptation, subject_sites
+from cogimg.paradigms.adaptation.domain import DomainAdaptation, SiteAdaptationMixin
 from cogimg.paradigms.fusion import FUSIONS, build_fusion_model
 from cogimg.paradigms.lowlabel.semi_supervised import SemiSupervised, SemiSupervisedConfig
 from cogimg.tasks.base import BaseTask
 
 
-class ClassificationTask(BaseTask):
+class ClassificationTask(SiteAdaptationMixin, BaseTask):
     """Binary or multi-class classification of subjects with any classification backbone.
 
     Args:
@@ -109,8 +108,7 @@ class ClassificationTask(BaseTask):
             raise ValueError("choose adaptation or semi_supervised; both at once is not supported")
         self.semi_supervised = (SemiSupervised(SemiSupervisedConfig.from_dict(semi_supervised))
                                 if semi_supervised is not None else None)
-        self._adaptation_config = AdaptationConfig.from_dict(adaptation) if adaptation is not None else None
-        self._subject_sites: dict[str, str] | None = None
+        self._init_adaptation(adaptation)
         self.classes = tuple(str(c) for c in classes)
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be at least two distinct names, got {list(classes)}")
@@ -155,21 +153,15 @@ class ClassificationTask(BaseTask):
         )
         self._build_adaptation()
 
-    def _build_adaptation(self) -> None:
-        """The domain-adaptation module, once the model and the site list are known."""
-        config = self._adaptation_config
-        if config is None or self.model is None or self.domain_adaptation is not None:
-            return
-        if config.sites is None:
-            return  # filled in at setup from the datamodule's subjects
-        head = self.model.get_submodule(config.feature_module)
-        if not hasattr(head, "in_features"):
-            raise ValueError(f"adaptation.feature_module {config.feature_module!r} is a "
-                             f"{type(head).__name__}; name a linear layer (fusion {self.hparams.fusion!r} "
+    def default_feature_module(self) -> str:
+        return "head"
+
+    def adaptation_feature_width(self, module: torch.nn.Module) -> int:
+        if not hasattr(module, "in_features"):
+            raise ValueError(f"adaptation.feature_module {self._adaptation_config.feature_module!r} is a "
+                             f"{type(module).__name__}; name a linear layer (fusion {self.hparams.fusion!r} "
                              "has its features at 'head' except late fusion)")
-        self.domain_adaptation = DomainAdaptation(config, int(head.in_features))
-        if self._subject_sites is not None:
-            self.domain_adaptation.bind(self._subject_sites)
+        return int(module.in_features)
 
     def configure_losses(self) -> None:
         weights = self.hparams.class_weights
@@ -186,16 +178,6 @@ class ClassificationTask(BaseTask):
                 self.class_weight.copy_(self._balanced_weights(datamodule))
             if stage == "fit" and self._adaptation_config is not None:
                 self._setup_adaptation(datamodule)
-
-    def _setup_adaptation(self, datamodule) -> None:
-        self._subject_sites = subject_sites(datamodule)
-        if self._adaptation_config.sites is None:
-            sites = tuple(sorted(set(self._subject_sites.values())))
-            self._adaptation_config = dataclasses.replace(self._adaptation_config, sites=sites)
-            self.hparams.adaptation = self._adaptation_config.to_dict()  # checkpoints rebuild it
-        self._build_adaptation()
-        if self.domain_adaptation is not None:
-            self.domain_adaptation.bind(self._subject_sites)
 
     def configure_model(self) -> None:
         if self.model is not None:

@@ -15,6 +15,11 @@ Low-label training (:mod:`cogimg.paradigms.lowlabel`): ``semi_supervised`` adds 
 or pseudo-label loss on the datamodule's unlabelled patches; ``pretrained_weights`` starts
 the network from a self-supervised weights file (loaded when fitting starts, so checkpoints
 and ``cogimg predict`` never need it).
+
+Domain adaptation across sites (:mod:`cogimg.paradigms.adaptation`): ``adaptation`` adds a
+DANN site classifier or a CORAL/MMD alignment loss on the encoder's bottleneck features of the
+training patches (and of the unlabelled target-site patches of a
+:class:`~cogimg.paradigms.adaptation.datamodule.TargetSitePatchDataModule`).
 """
 
 from __future__ import annotations
@@ -27,13 +32,14 @@ import torch
 from cogimg import models
 from cogimg.inference import sliding_window_predict
 from cogimg.metrics.segmentation import segmentation_report, summarise
+from cogimg.paradigms.adaptation.domain import DomainAdaptation, SiteAdaptationMixin, captured_input
 from cogimg.paradigms.lowlabel.pretrain import load_pretrained
 from cogimg.paradigms.lowlabel.semi_supervised import SemiSupervised, SemiSupervisedConfig
 from cogimg.tasks.base import BaseTask
 from cogimg.tasks.losses import segmentation_loss
 
 
-class SegmentationTask(BaseTask):
+class SegmentationTask(SiteAdaptationMixin, BaseTask):
     """Dense lesion segmentation with any registry model.
 
     Args:
@@ -53,6 +59,10 @@ class SegmentationTask(BaseTask):
         semi_supervised: e.g. ``{method: mean_teacher, weight: 1.0}`` or ``{method:
             pseudo_label, threshold: 0.9}`` (:class:`~cogimg.paradigms.lowlabel.SemiSupervisedConfig`);
             needs a datamodule with ``label_fraction`` < 1. ``None`` = supervised only.
+        adaptation: e.g. ``{method: dann, weight: 0.1}`` (``dann``, ``coral`` or ``mmd``;
+            :class:`~cogimg.paradigms.adaptation.AdaptationConfig`) on the features entering
+            ``feature_module`` — by default the bottleneck of ``unet``/``attention_unet``
+            (other models: name one); not combined with ``semi_supervised``.
         pretrained_weights: weights file of :func:`~cogimg.paradigms.lowlabel.pretrain_encoder`
             loaded into the network at the start of fitting.
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
@@ -78,7 +88,11 @@ class SegmentationTask(BaseTask):
         warmup_steps: int = 20,
         semi_supervised: dict[str, Any] | None = None,
         pretrained_weights: str | None = None,
+        adaptation: dict[str, Any] | None = None,
     ) -> None:
+        if adaptation is not None and semi_supervised is not None:
+            raise ValueError("choose adaptation or semi_supervised; both at once is not supported")
+        self._init_adaptation(adaptation)
         self.semi_supervised = (SemiSupervised(SemiSupervisedConfig.from_dict(semi_supervised))
                                 if semi_supervised is not None else None)
         if num_classes < 2:
@@ -101,6 +115,32 @@ class SegmentationTask(BaseTask):
             p.ndim != 4 for p in self.model.parameters())
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last_3d)
+        self.domain_adaptation: DomainAdaptation | None = None
+        self._build_adaptation()
+
+    def default_feature_module(self) -> str:
+        """The deepest ``submodule`` of a MONAI U-Net (its bottleneck: the input is the last
+        encoder stage's output, ``(B, C, X/2^k, Y/2^k, Z/2^k)``)."""
+        names = [n for n, _ in self.model.named_modules() if n.endswith("submodule")]
+        if not names:
+            raise ValueError(f"model {self.hparams.model!r} has no U-Net bottleneck to adapt; name "
+                             "the module whose input are the features in adaptation.feature_module")
+        return max(names, key=lambda n: n.count("."))
+
+    def adaptation_feature_width(self, module: torch.nn.Module) -> int:
+        """Channels entering ``module``, from one forward pass on a zero patch."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), captured_input(module) as store:
+                device = next(self.model.parameters()).device
+                self.model(torch.zeros(1, self.in_channels, *self.patch_size, device=device))
+        finally:
+            self.model.train(was_training)
+        if "features" not in store:
+            raise ValueError(f"adaptation.feature_module {self._adaptation_config.feature_module!r} "
+                             "is not called in the forward pass; name a module the model uses")
+        return int(store["features"].shape[1])
 
     def configure_losses(self) -> None:
         self.loss = segmentation_loss(self.hparams.loss)
@@ -112,6 +152,9 @@ class SegmentationTask(BaseTask):
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.hparams.pretrained_weights:
             load_pretrained(self.model, self.hparams.pretrained_weights, self.hparams.model)
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if stage == "fit" and self._adaptation_config is not None and datamodule is not None:
+            self._setup_adaptation(datamodule)
 
     # -- training ------------------------------------------------------------------------
     def _network_output(self, model, image: torch.Tensor) -> torch.Tensor:
@@ -119,16 +162,24 @@ class SegmentationTask(BaseTask):
             image = image.contiguous(memory_format=torch.channels_last_3d)
         return model(image)
 
-    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """Loss on a labelled patch batch (deep supervision heads weighted 1, ½, ¼ …) and B."""
-        image, label = batch["image"], batch["label"].long()
-        output = self._network_output(self.model, image)
-        if output.ndim == image.ndim + 1:  # deep supervision: (B, heads, K, X, Y, Z)
+    def _logits(self, batch: dict) -> torch.Tensor:
+        """Network output on a patch batch: ``(B, K, X, Y, Z)``, or ``(B, heads, K, X, Y, Z)``
+        with deep supervision."""
+        return self._network_output(self.model, batch["image"])
+
+    def _loss(self, output: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        """Loss of ``_logits`` output against ``label`` ``(B, 1, X, Y, Z)`` (deep supervision
+        heads weighted 1, ½, ¼ … and normalised)."""
+        if output.ndim == label.ndim + 1:  # deep supervision: (B, heads, K, X, Y, Z)
             heads = torch.unbind(output, dim=1)
-            weights = torch.tensor([0.5**i for i in range(len(heads))], device=image.device)
+            weights = torch.tensor([0.5**i for i in range(len(heads))], device=output.device)
             weights = weights / weights.sum()
-            return sum(w * self.loss(h, label) for w, h in zip(weights, heads)), image.shape[0]
-        return self.loss(output, label), image.shape[0]
+            return sum(w * self.loss(h, label) for w, h in zip(weights, heads))
+        return self.loss(output, label)
+
+    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        """Loss on a labelled patch batch and B."""
+        return self._loss(self._logits(batch), batch["label"].long()), batch["image"].shape[0]
 
     def unlabelled_logits(self, model, batch: dict) -> torch.Tensor:
         """Logits ``(B, K, X, Y, Z)`` of ``model`` (student or teacher) on an unlabelled batch."""
@@ -137,6 +188,8 @@ class SegmentationTask(BaseTask):
         return output[:, 0] if output.ndim == image.ndim + 1 else output
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        if self.domain_adaptation is not None:
+            return self.domain_adaptation.training_step(self, batch)
         if self.semi_supervised is not None:
             return self.semi_supervised.training_step(self, batch)
         loss, n = self.supervised_loss(batch)

@@ -159,7 +159,7 @@ def test_same_site_in_site_scores_the_held_out_sites_own_subjects(tiny_config, t
 
 def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjects(tmp_path):
     """Segmentation gets the same-site rows too: Dice of site s's subjects in the other
-    fold's in-site set (two sites: exactly that fold's in-site set)."""
+    fold's in-site set (two sites: exactly that fold's in-site set); DANN runs as a variant."""
     from cogimg.data.splits import load_split
     from tests.tasks.conftest import SMALL_UNET, build_easy_stroke_tree
 
@@ -174,9 +174,10 @@ def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjec
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
     protocol = LeaveSiteOut(Experiment.from_yaml(path), tmp_path / "out", val_fraction=0.5, log=lambda _: None)
-    rows = protocol.run(variants=["adabn"])
+    rows = protocol.run(variants=["adabn", "dann"])  # dann: the held-out site's patches unlabelled
     split = load_split(protocol.split_path())
     assert all(r["metric"] == "dice" and r["ci_low"] <= r["value"] <= r["ci_high"] for r in rows)
+    assert {r["site"] for r in rows if r["variant"] == "dann"} == {"site-1", "site-2"}
     same = {r["site"]: r for r in rows if r["scope"] == "in_site_same_site"}
     assert set(same) == {"site-1", "site-2"}
     in_site = {r["site"]: r for r in rows if r["scope"] == "in_site"}

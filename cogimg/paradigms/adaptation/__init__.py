@@ -7,9 +7,11 @@ test-time adaptation.
   they come from the training sites alone. Intensity z-scoring in the brain mask is per image.
 - **Feature harmonisation**: :class:`ComBat` (empirical-Bayes ComBat) for tabular/regional
   features, fitted on training sites.
-- **Training-time adaptation** (any task with an ``adaptation:`` option):
+- **Training-time adaptation** (classification and segmentation, ``adaptation:`` option):
   :class:`DomainAdaptation` — ``dann`` (gradient reversal + site classifier), ``coral``,
-  ``mmd``; unlabelled target-site batches from :class:`TargetSiteVolumeDataModule`.
+  ``mmd``; unlabelled target-site batches from
+  :class:`~cogimg.paradigms.adaptation.datamodule.TargetSiteVolumeDataModule` (volumes) or
+  :class:`~cogimg.paradigms.adaptation.datamodule.TargetSitePatchDataModule` (patches).
 - **Test-time adaptation**: :func:`adapt_batchnorm` (AdaBN) and :func:`tent` (TENT).
 """
 

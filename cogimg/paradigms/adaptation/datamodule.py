@@ -1,11 +1,13 @@
 """Unlabelled target-site data for domain adaptation, handled by the datamodule.
 
-:class:`TargetSiteVolumeDataModule` is a :class:`~cogimg.data.datamodules.VolumeDataModule`
-whose training loader yields ``{"source": batch, "target": batch}``: the usual labelled
-training batch plus a batch of the *target* subjects' volumes (by default the split's test
-subjects — under a leave-site-out split, the held-out site). Target batches carry images,
-availability, tabular features and ``subject_id`` but **no label**: the collate function
-never reads their diagnosis. Lightning cycles the shorter loader (``max_size_cycle``).
+:class:`TargetSiteVolumeDataModule` (classification) and :class:`TargetSitePatchDataModule`
+(segmentation) are the usual datamodules whose training loader yields ``{"source": batch,
+"target": batch}``: the labelled training batch plus a batch of the *target* subjects'
+volumes or patches (by default the split's test subjects — under a leave-site-out split, the
+held-out site). Target batches carry images (and availability, tabular features) and
+``subject_id`` but **no label**: the collate function never reads their diagnosis, and target
+patches are cut from volumes stripped of their label maps, placed uniformly. Lightning cycles
+the shorter loader (``max_size_cycle``).
 This is the transductive setting of unsupervised domain adaptation (Ganin et al. 2016):
 the target site's images, never its labels, are seen in training.
 """
@@ -15,11 +17,29 @@ from __future__ import annotations
 from torch.utils.data import DataLoader, RandomSampler
 
 from cogimg.data.augmentation import augmentation
-from cogimg.data.datamodules import SUBSETS, VolumeDataModule
+from cogimg.data.datamodules import SUBSETS, PatchDataModule, VolumeDataModule
 from cogimg.data.sampling import SeededSampler, SeededSubjectsDataset, SubjectCollate
 
 
-class TargetSiteVolumeDataModule(VolumeDataModule):
+class _TargetSite:
+    """The target subset's options and subjects, shared by both datamodules."""
+
+    def _init_target(self, target_subset: str, target_batch_size: int | None) -> None:
+        if target_subset not in SUBSETS or target_subset == "train":
+            raise ValueError(f"target_subset={target_subset!r}; choose 'test' or 'val'")
+        self.target_subset = target_subset
+        self.target_batch_size = target_batch_size
+
+    def _target_subjects(self) -> list:
+        self._require_setup()
+        target = self.subjects[self.target_subset]
+        if not target:
+            raise ValueError(f"target_subset {self.target_subset!r} of the split is empty; "
+                             "use a leave-site-out split (its test subset is the held-out site)")
+        return target
+
+
+class TargetSiteVolumeDataModule(_TargetSite, VolumeDataModule):
     """VolumeDataModule + unlabelled target batches in training.
 
     Args:
@@ -30,20 +50,12 @@ class TargetSiteVolumeDataModule(VolumeDataModule):
 
     def __init__(self, *args, target_subset: str = "test", target_batch_size: int | None = None,
                  **kwargs) -> None:
-        if target_subset not in SUBSETS or target_subset == "train":
-            raise ValueError(f"target_subset={target_subset!r}; choose 'test' or 'val'")
+        self._init_target(target_subset, target_batch_size)
         super().__init__(*args, **kwargs)
-        self.target_subset = target_subset
-        self.target_batch_size = target_batch_size
 
     def target_dataloader(self) -> DataLoader:
         """Shuffled, augmented, label-free loader over the target subjects."""
-        self._require_setup()
-        target = self.subjects[self.target_subset]
-        if not target:
-            raise ValueError(f"target_subset {self.target_subset!r} of the split is empty; "
-                             "use a leave-site-out split (its test subset is the held-out site)")
-        dataset = SeededSubjectsDataset(self._select(target),
+        dataset = SeededSubjectsDataset(self._select(self._target_subjects()),
                                         transform=augmentation("classification", self.augmentation))
         generator = self._generator(4)
         order = RandomSampler(dataset, generator=generator)
@@ -51,6 +63,28 @@ class TargetSiteVolumeDataModule(VolumeDataModule):
         return DataLoader(dataset, batch_size=self.target_batch_size or self.batch_size,
                           num_workers=self.num_workers, sampler=SeededSampler(order, generator),
                           collate_fn=collate, generator=generator)
+
+    def train_dataloader(self) -> dict[str, DataLoader]:
+        return {"source": super().train_dataloader(), "target": self.target_dataloader()}
+
+
+class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
+    """PatchDataModule + unlabelled target-site patches in training.
+
+    Args:
+        target_subset: which subset's volumes are the unlabelled target (``test``).
+        target_batch_size: target patches per training batch (``None`` = ``batch_size``).
+        **kwargs: :class:`~cogimg.data.datamodules.PatchDataModule` arguments.
+    """
+
+    def __init__(self, *args, target_subset: str = "test", target_batch_size: int | None = None,
+                 **kwargs) -> None:
+        self._init_target(target_subset, target_batch_size)
+        super().__init__(*args, **kwargs)
+
+    def target_dataloader(self) -> DataLoader:
+        """Augmented, label-free patches of the target subjects, placed uniformly."""
+        return self.unlabelled_dataloader(self.target_batch_size, subjects=self._target_subjects())
 
     def train_dataloader(self) -> dict[str, DataLoader]:
         return {"source": super().train_dataloader(), "target": self.target_dataloader()}

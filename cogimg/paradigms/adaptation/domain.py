@@ -1,15 +1,17 @@
 """Domain-adversarial and feature-alignment training added to any task by config.
 
-A task that takes ``adaptation: {method: dann, weight: 0.1}`` owns a :class:`DomainAdaptation`
-module and hands its training step to :meth:`DomainAdaptation.training_step`, which
+A task that takes ``adaptation: {method: dann, weight: 0.1}`` (classification and
+segmentation, through :class:`SiteAdaptationMixin`) owns a :class:`DomainAdaptation` module and
+hands its training step to :meth:`DomainAdaptation.training_step`, which
 
 1. reads each sample's site from the datamodule (``participants.tsv`` ``site``, by
    ``subject_id``), so no datamodule change is needed;
 2. runs the task's own forward on the labelled source batch — concatenated with an
    unlabelled target-site batch when the datamodule provides one (``{"source": …,
    "target": …}``, see :class:`~cogimg.paradigms.adaptation.datamodule.TargetSiteVolumeDataModule`);
-3. captures the encoder features at the input of ``feature_module`` (default ``head``: the
-   features the classifier sees, ``(B, D)``; spatial maps are averaged to ``(B, D)``);
+3. captures the encoder features at the input of ``feature_module`` (the task's default:
+   ``head`` for classification, the features the classifier sees; the U-Net's bottleneck for
+   segmentation) as ``(B, D)`` (spatial maps averaged);
 4. returns ``task loss (source only) + weight · domain loss``, where the domain loss is
 
    - ``dann``: cross-entropy of a site classifier behind a gradient-reversal layer
@@ -24,6 +26,7 @@ made indistinguishable); with it, unsupervised domain adaptation to the target s
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -49,7 +52,8 @@ class AdaptationConfig:
         sites: site names in index order (``None`` = every site of the datamodule's
             subjects, sorted, filled in at setup and saved with the hyperparameters).
         feature_module: dotted name, inside the task's ``model``, of the module whose
-            *input* are the features to align (``head`` for classification models).
+            *input* are the features to align (``None`` = the task's default, filled in at
+            setup: ``head`` for classification, the U-Net bottleneck for segmentation).
         hidden: width of the DANN site classifier's hidden layer.
         gamma: steepness of the DANN coefficient schedule (0 = constant coefficient 1).
     """
@@ -57,7 +61,7 @@ class AdaptationConfig:
     method: str
     weight: float = 0.1
     sites: tuple[str, ...] | None = None
-    feature_module: str = "head"
+    feature_module: str | None = None
     hidden: int = 64
     gamma: float = 10.0
 
@@ -170,6 +174,57 @@ class DomainAdaptation(nn.Module):
             task.log(f"train/{key}", value, batch_size=len(domains))
         task.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
+
+
+class SiteAdaptationMixin:
+    """``adaptation:`` for a task (a LightningModule with ``self.model``): the
+    :class:`DomainAdaptation` module is built once the model and the site list are known — at
+    fit setup from the datamodule's subjects, or at construction when the hyperparameters
+    already hold the sites (a checkpoint). The task implements :meth:`default_feature_module`
+    and :meth:`adaptation_feature_width`, and its ``_logits(batch)`` / ``_loss(logits, label)``
+    serve :meth:`DomainAdaptation.training_step`."""
+
+    def _init_adaptation(self, adaptation: Mapping[str, Any] | None) -> None:
+        """Validate the option (before ``super().__init__``: errors name the key at fault)."""
+        self._adaptation_config = AdaptationConfig.from_dict(adaptation) if adaptation is not None else None
+        self._subject_sites: dict[str, str] | None = None
+
+    def default_feature_module(self) -> str:
+        """``adaptation.feature_module`` when the config names none."""
+        raise NotImplementedError
+
+    def adaptation_feature_width(self, module: nn.Module) -> int:
+        """Width ``D`` of the features entering ``module`` (the site classifier's input)."""
+        raise NotImplementedError
+
+    def _build_adaptation(self) -> None:
+        config = self._adaptation_config
+        if config is None or self.model is None or self.domain_adaptation is not None:
+            return
+        if config.sites is None or config.feature_module is None:
+            return  # filled in at setup from the datamodule's subjects
+        try:
+            module = self.model.get_submodule(config.feature_module)
+        except AttributeError:
+            raise ValueError(f"adaptation.feature_module {config.feature_module!r} is not a module of "
+                             f"model {self.hparams.model!r}") from None
+        self.domain_adaptation = DomainAdaptation(config, self.adaptation_feature_width(module))
+        if self._subject_sites is not None:
+            self.domain_adaptation.bind(self._subject_sites)
+
+    def _setup_adaptation(self, datamodule) -> None:
+        """Sites from ``datamodule`` and the default feature module, saved in the
+        hyperparameters (so checkpoints rebuild the site classifier), then the module."""
+        self._subject_sites = subject_sites(datamodule)
+        config = self._adaptation_config
+        if config.sites is None:
+            config = dataclasses.replace(config, sites=tuple(sorted(set(self._subject_sites.values()))))
+        if config.feature_module is None:
+            config = dataclasses.replace(config, feature_module=self.default_feature_module())
+        self._adaptation_config = config
+        self.hparams.adaptation = config.to_dict()
+        self._build_adaptation()
+        self.domain_adaptation.bind(self._subject_sites)
 
 
 def merge_batches(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:

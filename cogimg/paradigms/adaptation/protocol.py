@@ -47,7 +47,10 @@ from cogimg.data.participants import read_participants, select_diagnoses
 from cogimg.data.splits import load_split, make_leave_site_out_split, save_split
 from cogimg.diseases import get_preset
 from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
-from cogimg.paradigms.adaptation.datamodule import TargetSiteVolumeDataModule
+from cogimg.paradigms.adaptation.datamodule import (
+    TargetSitePatchDataModule,
+    TargetSiteVolumeDataModule,
+)
 from cogimg.paradigms.adaptation.test_time import adapt_batchnorm, tent
 from cogimg.tasks.classification import ClassificationTask
 from cogimg.tasks.segmentation import SegmentationTask
@@ -56,7 +59,8 @@ VARIANTS = ("histstd", "dann", "coral", "mmd", "adabn", "tent")
 TRAINED_VARIANTS = ("baseline", "histstd", "dann", "coral", "mmd")
 TASKS = {f"{c.__module__}.{c.__qualname__}": c for c in (ClassificationTask, SegmentationTask)}
 DATAMODULES = {f"{c.__module__}.{c.__qualname__}": c
-               for c in (VolumeDataModule, PatchDataModule, TargetSiteVolumeDataModule)}
+               for c in (VolumeDataModule, PatchDataModule, TargetSiteVolumeDataModule,
+                         TargetSitePatchDataModule)}
 TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "accelerator", "devices", "precision",
                 "gradient_clip_val", "accumulate_grad_batches", "log_every_n_steps", "deterministic")
 
@@ -212,13 +216,11 @@ class LeaveSiteOut:
         cls = self.exp.data_class
         if variant == "histstd":
             args["histogram_standardization"] = True
-        if variant in ("dann", "coral", "mmd"):
-            if not issubclass(cls, VolumeDataModule):
-                raise ValueError(f"variant {variant!r} needs a VolumeDataModule experiment "
-                                 f"(classification); this one uses {cls.__name__}")
-            cls = TargetSiteVolumeDataModule
-        elif cls is TargetSiteVolumeDataModule:
-            cls = VolumeDataModule
+        plain = PatchDataModule if issubclass(cls, PatchDataModule) else VolumeDataModule
+        if variant in ("dann", "coral", "mmd"):  # the held-out site's images, unlabelled
+            cls = TargetSitePatchDataModule if plain is PatchDataModule else TargetSiteVolumeDataModule
+        elif cls is not plain:
+            cls = plain
             args.pop("target_subset", None)
             args.pop("target_batch_size", None)
         return cls(**args)

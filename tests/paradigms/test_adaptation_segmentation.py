@@ -1,0 +1,124 @@
+"""SegmentationTask with ``adaptation:``: DANN/CORAL/MMD on the U-Net bottleneck, with the
+held-out site's patches unlabelled in training (TargetSitePatchDataModule)."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+
+from cogimg.data.splits import make_leave_site_out_split, save_split
+from cogimg.paradigms.adaptation.datamodule import TargetSitePatchDataModule
+from cogimg.paradigms.adaptation.domain import captured_input
+from cogimg.tasks.segmentation import SegmentationTask
+from tests.tasks.conftest import SMALL_UNET, build_easy_stroke_tree
+
+PATCH = (16, 16, 16)
+
+
+@pytest.fixture(scope="module")
+def lso(tmp_path_factory):
+    """Two-site stroke tree and its leave-site-out split (fold 0 holds out site-1)."""
+    tmp = tmp_path_factory.mktemp("seg_adapt")
+    root = build_easy_stroke_tree(tmp / "bids", n=8)
+    split = tmp / "lso.json"
+    save_split(make_leave_site_out_split(root / "participants.tsv", val_fraction=0.25), split)
+    return root, split, tmp / "cache"
+
+
+def _dm(lso, **kw) -> TargetSitePatchDataModule:
+    root, split, cache = lso
+    return TargetSitePatchDataModule(root, preset="stroke", split_file=split, fold=0, cache_dir=cache,
+                                     spacing_mm=4.0, patch_size=PATCH, samples_per_volume=2, queue_length=4,
+                                     batch_size=2, num_workers=0, augmentation="none", seed=0, **kw)
+
+
+def _task(adaptation, **kw) -> SegmentationTask:
+    return SegmentationTask(model="unet", patch_size=PATCH, model_kwargs={**SMALL_UNET, "norm": "batch"},
+                            adaptation=adaptation, scheduler="constant", **kw)
+
+
+def _trainer(tmp_path, steps=2) -> L.Trainer:
+    return L.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, max_steps=steps,
+                     limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False)
+
+
+def test_target_patches_come_from_the_held_out_site_without_labels(lso):
+    dm = _dm(lso)
+    dm.setup("fit")
+    loaders = dm.train_dataloader()
+    target, source = next(iter(loaders["target"])), next(iter(loaders["source"]))
+    sites = {s["subject_id"]: s["site"] for s in dm.subjects["test"]}
+    assert "label" not in target and target["image"].shape == (2, 2, *PATCH)
+    assert source["label"].shape == (2, 1, *PATCH)
+    assert {sites[i] for i in target["subject_id"]} == {"site-1"}
+    assert {s["site"] for s in dm.subjects["train"]} == {"site-2"}
+
+
+def test_dann_trains_on_the_bottleneck_and_rebuilds_from_checkpoint(lso, tmp_path):
+    L.seed_everything(0)
+    model = _task({"method": "dann", "weight": 0.5, "gamma": 0.0})
+    trainer = _trainer(tmp_path)
+    trainer.fit(model, datamodule=_dm(lso))
+    config = model.hparams.adaptation
+    # SMALL_UNET has 3 levels: the bottleneck is the second skip connection's submodule, whose
+    # input is the last encoder stage (16 channels).
+    assert config["sites"] == ["site-1", "site-2"] and config["feature_module"] == "model.1.submodule.1.submodule"
+    assert model.domain_adaptation.site_classifier[0].in_features == 16
+    metrics = trainer.callback_metrics
+    assert {"train/dann_loss", "train/task_loss", "train/site_accuracy"} <= set(metrics)
+    assert torch.isfinite(metrics["train/loss"])
+    trainer.save_checkpoint(tmp_path / "dann.ckpt")
+    ckpt = torch.load(tmp_path / "dann.ckpt", weights_only=True)
+    rebuilt = SegmentationTask(**ckpt["hyper_parameters"])
+    rebuilt.load_state_dict(ckpt["state_dict"])
+    w = "domain_adaptation.site_classifier.2.weight"
+    assert torch.equal(rebuilt.state_dict()[w], model.state_dict()[w])
+
+
+def test_site_loss_reaches_the_encoder_reversed_and_not_the_decoder(lso):
+    """The domain loss's gradient flows into the encoder (sign flipped by the reversal layer)
+    and never into the decoder, which lies after the bottleneck features."""
+    L.seed_everything(0)
+    model = _task({"method": "dann", "weight": 1.0, "gamma": 0.0, "sites": ["site-1", "site-2"],
+                   "feature_module": "model.1.submodule.1.submodule"})
+    adaptation = model.domain_adaptation
+    module = model.model.get_submodule(adaptation.config.feature_module)
+    image = torch.randn(4, 2, *PATCH)
+    domains = torch.tensor([0, 0, 1, 1])
+    params = dict(model.model.named_parameters())
+    # the first encoder convolution and the decoder's output convolution
+    encoder, decoder = params["model.0.conv.unit0.conv.weight"], params["model.2.1.conv.unit0.conv.weight"]
+
+    def grads(reversed_: bool):
+        model.zero_grad()
+        adaptation.reversal.coeff = 1.0 if reversed_ else -1.0  # -1: an ordinary (non-reversed) path
+        with captured_input(module) as store:
+            model.model(image)
+        logits = adaptation.site_classifier(adaptation.reversal(store["features"]))
+        torch.nn.functional.cross_entropy(logits, domains).backward()
+        return encoder.grad.clone(), decoder.grad
+
+    rev_encoder, rev_decoder = grads(True)
+    plain_encoder, _ = grads(False)
+    assert rev_encoder.abs().sum() > 0 and (rev_decoder is None or rev_decoder.abs().sum() == 0)
+    torch.testing.assert_close(rev_encoder, -plain_encoder)
+
+
+@pytest.mark.parametrize("method", ["coral", "mmd"])
+def test_alignment_losses_train_with_target_patches(lso, tmp_path, method):
+    L.seed_everything(0)
+    model = _task({"method": method, "weight": 1.0})
+    trainer = _trainer(tmp_path, steps=1)
+    trainer.fit(model, datamodule=_dm(lso))
+    value = trainer.callback_metrics[f"train/{method}_loss"]
+    assert torch.isfinite(value) and float(value) >= 0.0
+
+
+def test_adaptation_errors_name_the_problem(lso, tmp_path):
+    with pytest.raises(ValueError, match="choose adaptation or semi_supervised"):
+        _task({"method": "dann"}, semi_supervised={"method": "mean_teacher"})
+    model = _task({"method": "dann", "feature_module": "encoder"})
+    with pytest.raises(ValueError, match="feature_module 'encoder' is not a module of model 'unet'"):
+        _trainer(tmp_path).fit(model, datamodule=_dm(lso))
