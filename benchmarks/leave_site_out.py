@@ -56,7 +56,7 @@ CN=0.3,stroke=0.7,MCI=0,AD=0,PD=0 --difficulty medium --site-spread 2.5 --site-c
 ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/leave_site_out.py --task stroke
 --data runs/bench_data/stroke4mm_lso --out runs/lso_stroke/full --epochs 8`` (val fraction
 0.3, 32³ patches at the cohort's 4 mm, 8 epochs = 8 × 196 steps, histstd/adabn/tent, TENT 3
-passes; dann/coral/mmd do not apply to segmentation). 17.2 min wall, one thread, the other
+passes; dann/coral/mmd did not apply to segmentation then). 17.2 min wall, one thread, the other
 core busy with another benchmark (one 8-epoch training 145-155 s). Dice per held-out site
 (in-site n = 21, same-site n = 21/28/14, out-of-site n = 35; 95 % CI half-widths 0.05-0.14)::
 
@@ -126,6 +126,16 @@ and the seeds straddle the line (49.9, 70.0, 43.2 %; two of three below 50 %). S
 recovers a real part of the drop, about half; "≥ 50 %" holds for the mean of three seeds
 but is not established beyond noise. AdaBN and TENT make out-of-site Dice worse (CIs below
 0). The CI is over subjects given these three seeds' models (seeds are not resampled).
+
+DANN for segmentation — protocol written 2026-12-05 before any of its runs: DANN now works
+on segmentation (site classifier behind gradient reversal on the U-Net bottleneck features,
+the held-out site's patches unlabelled in training). Same cohort, split (copied into each
+--out), settings and seeds as above: ``OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python
+benchmarks/leave_site_out.py --task stroke --data runs/bench_data/stroke4mm_lso --out
+runs/lso_stroke_dann/seed{S} --epochs 8 --variants dann --adaptation-weight 0.1 --seed S``
+for S = 0, 1, 2 (weight 0.1 as for AD, nothing tuned), pooled with ``--summary
+runs/lso_stroke_dann/seed*/lso_subjects.csv``; the baseline rows must reproduce the runs above.
+Question: does DANN recover more of the in→out drop than histstd (54.8 %)?
 """
 
 from __future__ import annotations
