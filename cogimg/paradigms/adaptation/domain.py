@@ -26,9 +26,8 @@ made indistinguishable); with it, unsupervised domain adaptation to the target s
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -218,9 +217,9 @@ class SiteAdaptationMixin:
         self._subject_sites = subject_sites(datamodule)
         config = self._adaptation_config
         if config.sites is None:
-            config = dataclasses.replace(config, sites=tuple(sorted(set(self._subject_sites.values()))))
+            config = replace(config, sites=tuple(sorted(set(self._subject_sites.values()))))
         if config.feature_module is None:
-            config = dataclasses.replace(config, feature_module=self.default_feature_module())
+            config = replace(config, feature_module=self.default_feature_module())
         self._adaptation_config = config
         self.hparams.adaptation = config.to_dict()
         self._build_adaptation()
