@@ -58,6 +58,16 @@ validation subjects), 2 cores shared with other benchmarks:
    0.18-0.27 for the early leaders), so the segmentation curves do not rank trials early
    either. What pruning does buy on both tasks: a third of the epochs for a best value 0.03
    below the unpruned sweep's (AUROC 0.834 vs 0.865, Dice 0.520 vs 0.549).
+4. Sparing slow starters (2026-12-05, added after 3., so chosen knowing its curves): the patient
+   pruner (Optuna's ``PatientPruner``, patience 1) prunes only a trial that the wrapped pruner
+   would stop *and* whose last two reports are below its earlier best. Replayed on the stroke
+   sweep of 3. (``--task stroke --data runs/bench_data/stroke4mm_lso --out runs/prune_stroke
+   --trials 16 --epochs 12 --sampler-seed 0 --replay``; the finished study trains nothing more):
+   around the median pruner it stops 8 of 16 trials, 164 of 192 epochs (0.85×), keeps the best
+   trial in this order (ratio 1.00) but loses it in 43 % of 200 orders; around successive
+   halving, 143 epochs (0.74×), best lost in this order and in 84 % of orders. Validation Dice
+   of 4 mm U-Nets moves up and down by 0.05-0.1 between epochs, so "stopped improving" fires on
+   noise too: no rule tried reaches the unpruned best at ≤ 0.5× the epochs on these curves.
 
 Earlier (2026-12-02, stage from clinical features, experiments/ad/cls_tabular.yaml, 12 trials,
 median pruning): ratios 0.75-1.43 (0.79 with the random sampler, 5 warm-up epochs); the
@@ -89,6 +99,12 @@ PRUNERS = {
     "successive_halving": {"type": "successive_halving", "min_resource": 2, "reduction_factor": 3},
     "percentile25": {"type": "percentile", "percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 2},
     "hyperband": {"type": "hyperband", "min_resource": 2, "reduction_factor": 3},
+    # spare trials still improving (the slow starters that won both scored sweeps)
+    "patient_median": {"type": "patient", "patience": 1,
+                       "wrapped": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 3}},
+    "patient_successive_halving": {"type": "patient", "patience": 1,
+                                   "wrapped": {"type": "successive_halving", "min_resource": 2,
+                                               "reduction_factor": 3}},
 }
 SPACE = """
 name: {name}

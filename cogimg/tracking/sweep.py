@@ -70,14 +70,23 @@ def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSample
 
 def build_pruner(pruner: dict, where: str = "sweep") -> optuna.pruners.BasePruner:
     """The Optuna pruner a sweep file's ``pruner`` mapping names (``type`` plus the pruner's
-    own keyword arguments); an option Optuna does not take is a ``ValueError`` naming ``where``."""
+    own keyword arguments); an option Optuna does not take is a ``ValueError`` naming ``where``.
+    ``patient`` is Optuna's ``PatientPruner`` around the pruner mapped by ``wrapped``: it prunes
+    only a trial whose best of its last ``patience + 1`` reports is below its earlier best −
+    ``min_delta`` (≥ 0), so a slow starter that keeps improving survives."""
     options = {k: v for k, v in pruner.items() if k != "type"}
     kind = pruner["type"]
     if kind == "none":
         return optuna.pruners.NopPruner()
+    if kind == "patient":
+        wrapped = options.pop("wrapped", None)
+        if not isinstance(wrapped, dict) or wrapped.get("type") in (None, "patient", "none"):
+            raise ValueError(f"{where}: pruner 'patient' needs wrapped: {{type: median | percentile | "
+                             f"successive_halving | hyperband, ...}}, got {wrapped!r}")
+        options["wrapped_pruner"] = build_pruner(wrapped, f"{where}: pruner 'patient' wrapped")
     pruners = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
                "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
-               "hyperband": optuna.pruners.HyperbandPruner}
+               "hyperband": optuna.pruners.HyperbandPruner, "patient": optuna.pruners.PatientPruner}
     try:
         return pruners[kind](**options)
     except TypeError as err:

@@ -11,7 +11,10 @@ Example (``sweeps/stroke_seg.yaml``)::
     n_trials: 20                                  # total over all workers (finished + pruned)
     budget_s: 120                                 # training wall time per trial (optional)
     sampler: {type: tpe, seed: 0}                 # tpe | random | nsga2
-    pruner: {type: median, n_startup_trials: 4, n_warmup_steps: 2}   # median | percentile | successive_halving | hyperband | none
+    pruner: {type: median, n_startup_trials: 4, n_warmup_steps: 2}   # median | percentile | successive_halving | hyperband | patient | none
+    # patient: the wrapped pruner, only for trials whose best of the last patience + 1 reports is
+    # below their earlier best − min_delta (≥ 0), e.g.
+    #   {type: patient, patience: 2, wrapped: {type: median, n_startup_trials: 4}}
     overrides: ["--trainer.max_epochs", "20", "--trainer.check_val_every_n_epoch", "1"]
     space:
       model:                                      # Optuna parameter name
@@ -44,7 +47,7 @@ TOP_KEYS = {"name", "config", "objectives", "n_trials", "budget_s", "sampler", "
 PARAM_KEYS = {"type", "choices", "low", "high", "log", "step", "targets"}
 PARAM_TYPES = ("float", "int", "categorical")
 SAMPLERS = ("tpe", "random", "nsga2")
-PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "none")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "none")
 DIRECTIONS = ("maximize", "minimize")
 RUN_METRICS = ("params_M", "latency_s", "train_s")
 

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from cogimg.tracking.sweep import run_sweep
+from cogimg.tracking.sweep import build_pruner, run_sweep
 from cogimg.tracking.sweep_spec import load_sweep
 
 REPO = Path(__file__).resolve().parents[2]
@@ -172,6 +172,38 @@ def test_pruned_sweep_stops_losers_and_keeps_the_best(tmp_path, pruner):
         if t.state == TrialState.PRUNED:
             step = max(t.intermediate_values)
             assert t.intermediate_values[step] <= best.intermediate_values[step] + 1e-12
+
+
+def test_patient_pruner_spares_a_slow_starter_that_keeps_improving():
+    """Median pruning stops a trial that is below the median at a step; wrapped in the patient
+    pruner, the same trial survives while it still improves; one that falls back is stopped once
+    its best of the last ``patience`` + 1 reports is below its earlier best (− min_delta)."""
+    leaders = [[0.5, 0.6, 0.7, 0.75, 0.8]] * 3
+    slow = [0.1, 0.3, 0.5, 0.7, 0.9]     # below the median until the last step, always improving
+    falling = [0.2, 0.1, 0.1, 0.1, 0.1]  # below the median and worse than its start
+
+    def pruned_at(pruner, curve) -> int | None:
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        for c in leaders:
+            trial = study.ask()
+            for step, v in enumerate(c):
+                trial.report(v, step)
+            study.tell(trial, c[-1])
+        trial = study.ask()
+        for step, v in enumerate(curve):
+            trial.report(v, step)
+            if trial.should_prune():
+                return step
+        return None
+
+    median = {"type": "median", "n_startup_trials": 1, "n_warmup_steps": 0}
+    patient = {"type": "patient", "patience": 1, "wrapped": median}
+    assert pruned_at(build_pruner(median), slow) == 0
+    assert pruned_at(build_pruner(patient), slow) is None
+    assert pruned_at(build_pruner(patient), falling) == 2  # steps 1-2 below step 0's 0.2
+    assert pruned_at(build_pruner({**patient, "min_delta": 0.15}), falling) is None
+    with pytest.raises(ValueError, match="pruner 'patient' needs wrapped"):
+        build_pruner({"type": "patient", "patience": 1})
 
 
 def test_pruner_options_are_checked(tmp_path):
