@@ -135,7 +135,13 @@ benchmarks/leave_site_out.py --task stroke --data runs/bench_data/stroke4mm_lso 
 runs/lso_stroke_dann/seed{S} --epochs 8 --variants dann --adaptation-weight 0.1 --seed S``
 for S = 0, 1, 2 (weight 0.1 as for AD, nothing tuned), pooled with ``--summary
 runs/lso_stroke_dann/seed*/lso_subjects.csv``; the baseline rows must reproduce the runs above.
-Question: does DANN recover more of the in→out drop than histstd (54.8 %)?
+Question: does DANN recover more of the in→out drop than histstd (54.8 %)? First attempt stopped
+after one fold: seed 0, held-out site-1, DANN took out-of-site Dice from 0.408 to 0.156. The
+site classifier compared lesion-centred source patches with uniformly placed target patches,
+so it could tell the held-out site by patch content, and gradient reversal erased lesion
+features. Fixed before the runs below (the domain loss now compares uniformly placed patches of
+both; :class:`~cogimg.paradigms.adaptation.datamodule.TargetSitePatchDataModule`), protocol
+otherwise unchanged.
 """
 
 from __future__ import annotations

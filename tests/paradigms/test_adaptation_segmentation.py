@@ -49,11 +49,40 @@ def test_target_patches_come_from_the_held_out_site_without_labels(lso):
     dm.setup("fit")
     loaders = dm.train_dataloader()
     target, source = next(iter(loaders["target"])), next(iter(loaders["source"]))
-    sites = {s["subject_id"]: s["site"] for s in dm.subjects["test"]}
+    uniform = next(iter(loaders["source_uniform"]))
+    sites = {s["subject_id"]: s["site"] for subset in dm.subjects.values() for s in subset}
     assert "label" not in target and target["image"].shape == (2, 2, *PATCH)
+    assert "label" not in uniform and uniform["image"].shape == (2, 2, *PATCH)
     assert source["label"].shape == (2, 1, *PATCH)
     assert {sites[i] for i in target["subject_id"]} == {"site-1"}
+    assert {sites[i] for i in uniform["subject_id"]} == {"site-2"}
     assert {s["site"] for s in dm.subjects["train"]} == {"site-2"}
+
+
+def test_domain_loss_compares_uniform_source_patches_with_target_patches(monkeypatch):
+    """With ``source_uniform`` the task loss sees the labelled source patches and the domain
+    loss sees only the uniformly placed source and target patches (like against like)."""
+    model = _task({"method": "dann", "sites": ["site-1", "site-2"],
+                   "feature_module": "model.1.submodule.1.submodule"})
+    adaptation = model.domain_adaptation
+    adaptation.bind({"a": "site-2", "b": "site-2", "u": "site-2", "t": "site-1"})
+    seen = {}
+
+    def domain_loss(features, domains, progress=1.0):
+        seen["features"], seen["domains"] = features, domains
+        return features.sum() * 0, {}
+
+    monkeypatch.setattr(adaptation, "domain_loss", domain_loss)
+    monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
+    image = lambda n: torch.randn(n, 2, *PATCH)  # noqa: E731
+    batch = {"source": {"image": image(2), "label": torch.zeros(2, 1, *PATCH, dtype=torch.long),
+                        "subject_id": ["a", "b"]},
+             "source_uniform": {"image": image(3), "subject_id": ["u"] * 3},
+             "target": {"image": image(2), "subject_id": ["t", "t"]}}
+    loss = adaptation.training_step(model, batch)
+    assert torch.isfinite(loss)
+    assert seen["domains"].tolist() == [1, 1, 1, 0, 0]  # 3 uniform source (site-2), 2 target (site-1)
+    assert seen["features"].shape == (5, 16)
 
 
 def test_dann_trains_on_the_bottleneck_and_rebuilds_from_checkpoint(lso, tmp_path):

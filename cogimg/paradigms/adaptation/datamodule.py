@@ -71,6 +71,14 @@ class TargetSiteVolumeDataModule(_TargetSite, VolumeDataModule):
 class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
     """PatchDataModule + unlabelled target-site patches in training.
 
+    Training batches are ``{"source", "target", "source_uniform"}``. Target patches are placed
+    uniformly (without labels there is no lesion to centre on), while the labelled source
+    patches are centred on lesions at ``label_probabilities``; a site classifier would tell
+    the two apart by content, and gradient reversal would then erase what marks a lesion (so it
+    did before ``source_uniform``: stroke leave-site-out, seed 0, held-out site-1, out-of-site
+    Dice 0.41 → 0.16 with DANN). ``source_uniform`` are training-site patches placed like the
+    target's, and the domain loss compares those with the target's.
+
     Args:
         target_subset: which subset's volumes are the unlabelled target (``test``).
         target_batch_size: target patches per training batch (``None`` = ``batch_size``).
@@ -87,4 +95,6 @@ class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
         return self.unlabelled_dataloader(self.target_batch_size, subjects=self._target_subjects())
 
     def train_dataloader(self) -> dict[str, DataLoader]:
-        return {"source": super().train_dataloader(), "target": self.target_dataloader()}
+        return {"source": super().train_dataloader(), "target": self.target_dataloader(),
+                "source_uniform": self.unlabelled_dataloader(self.target_batch_size,
+                                                             subjects=self.subjects["train"])}

@@ -152,19 +152,29 @@ class DomainAdaptation(nn.Module):
         return domain_alignment(features, domains, fn, minimum=2 if method == "coral" else 1), {}
 
     def training_step(self, task, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Task loss on the labelled source samples + weight · domain loss over all samples."""
+        """Task loss on the labelled source samples + weight · domain loss over the source and
+        target samples — or, when the batch has ``source_uniform`` (patch training: source
+        patches placed like the target's), over ``source_uniform`` and ``target`` in a second
+        forward pass, so that the sites are compared on patches drawn the same way."""
         source, target = (batch["source"], batch.get("target")) if "source" in batch else (batch, None)
-        merged = merge_batches(source, target) if target is not None else source
+        aligned = batch.get("source_uniform") if target is not None else None
         module = task.model.get_submodule(self.config.feature_module)
-        with captured_input(module) as store:
-            logits = task._logits(merged)
+        if aligned is None:  # one pass: the task's rows first, then the target's
+            domain_batch = merge_batches(source, target) if target is not None else source
+            with captured_input(module) as store:
+                logits = task._logits(domain_batch)
+        else:
+            logits = task._logits(source)
+            domain_batch = merge_batches(aligned, target)
+            with captured_input(module) as store:
+                task._logits(domain_batch)
         if "features" not in store:
             raise RuntimeError(f"adaptation.feature_module {self.config.feature_module!r} was not "
                                "called in the forward pass; name a module the model uses")
         label = source["label"].long()
         n = label.shape[0]
         task_loss = task._loss(logits[:n], label)
-        domains = self.domains(merged["subject_id"]).to(logits.device)
+        domains = self.domains(domain_batch["subject_id"]).to(logits.device)
         domain_loss, logs = self.domain_loss(store["features"], domains, _progress(task))
         loss = task_loss + self.config.weight * domain_loss
         task.log("train/task_loss", task_loss, batch_size=n)
