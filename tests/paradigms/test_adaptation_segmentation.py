@@ -74,7 +74,7 @@ def test_domain_loss_compares_uniform_source_patches_with_target_patches(monkeyp
 
     monkeypatch.setattr(adaptation, "domain_loss", domain_loss)
     monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
-    image = lambda n: torch.randn(n, 2, *PATCH)  # noqa: E731
+    image = lambda n: torch.randn(n, 2, *PATCH)
     batch = {"source": {"image": image(2), "label": torch.zeros(2, 1, *PATCH, dtype=torch.long),
                         "subject_id": ["a", "b"]},
              "source_uniform": {"image": image(3), "subject_id": ["u"] * 3},

@@ -22,13 +22,15 @@ from cogimg.data.sampling import SeededSampler, SeededSubjectsDataset, SubjectCo
 
 
 class _TargetSite:
-    """The target subset's options and subjects, shared by both datamodules."""
+    """The target subset's options and subjects, shared by both datamodules (first base)."""
 
-    def _init_target(self, target_subset: str, target_batch_size: int | None) -> None:
+    def __init__(self, *args, target_subset: str = "test", target_batch_size: int | None = None,
+                 **kwargs) -> None:
         if target_subset not in SUBSETS or target_subset == "train":
             raise ValueError(f"target_subset={target_subset!r}; choose 'test' or 'val'")
         self.target_subset = target_subset
         self.target_batch_size = target_batch_size
+        super().__init__(*args, **kwargs)
 
     def _target_subjects(self) -> list:
         self._require_setup()
@@ -47,11 +49,6 @@ class TargetSiteVolumeDataModule(_TargetSite, VolumeDataModule):
         target_batch_size: target volumes per training batch (``None`` = ``batch_size``).
         **kwargs: :class:`~cogimg.data.datamodules.VolumeDataModule` arguments.
     """
-
-    def __init__(self, *args, target_subset: str = "test", target_batch_size: int | None = None,
-                 **kwargs) -> None:
-        self._init_target(target_subset, target_batch_size)
-        super().__init__(*args, **kwargs)
 
     def target_dataloader(self) -> DataLoader:
         """Shuffled, augmented, label-free loader over the target subjects."""
@@ -84,11 +81,6 @@ class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
         target_batch_size: target patches per training batch (``None`` = ``batch_size``).
         **kwargs: :class:`~cogimg.data.datamodules.PatchDataModule` arguments.
     """
-
-    def __init__(self, *args, target_subset: str = "test", target_batch_size: int | None = None,
-                 **kwargs) -> None:
-        self._init_target(target_subset, target_batch_size)
-        super().__init__(*args, **kwargs)
 
     def target_dataloader(self) -> DataLoader:
         """Augmented, label-free patches of the target subjects, placed uniformly."""
