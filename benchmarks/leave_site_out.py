@@ -142,6 +142,18 @@ so it could tell the held-out site by patch content, and gradient reversal erase
 features. Fixed before the runs below (the domain loss now compares uniformly placed patches of
 both; :class:`~cogimg.paradigms.adaptation.datamodule.TargetSitePatchDataModule`), protocol
 otherwise unchanged.
+
+Measured (2026-12-05; the three seeds side by side beside three federated runs, so one DANN
+fold took 28 min wall; seed 2 and then seeds 0-1 were stopped after their first fold for
+time, so only held-out site-1 has DANN numbers; the baselines reproduced the runs above to
+the last digit): **DANN makes out-of-site Dice much worse** — site-1, seed 0: 0.408 → 0.179;
+seed 1: 0.393 → 0.166. Diagnostic (``--out runs/lso_stroke_dann/w0_seed0 --variants dann
+--adaptation-weight 0.0 --sites site-1 --seed 0``): with weight 0 — the same batches, the
+extra forward pass of uniform source and target patches, the same batch-norm statistics —
+DANN scores 0.413, the baseline's 0.408. So the harm comes from the reversed site gradient
+itself at weight 0.1 on the bottleneck, not from the data pipeline. The weight was not tuned
+(choosing it on the held-out site's Dice would leak the test site); DANN stays a variant to
+run with care on segmentation, histstd remains the variant that helps here.
 """
 
 from __future__ import annotations
