@@ -124,7 +124,7 @@ goal and reading as for AD: seed-averaged Dice ≥ 90 % of centralised and above
 local-only arm, the paired CIs saying whether a gap is resolved. 12 rounds is what three seeds
 of every arm cost in about 70 min on 2 cores (one round: about 50 s per federated arm).
 
-Measured (three runs side by side with up to three other benchmarks, 1.6-1.8 h wall each;
+Measured (three runs side by side with up to three other benchmarks, about 1.9 h wall each;
 per seed, wall s: centralised about 1350, each local 410-525, each federated arm 1320-1385;
 ``--summary runs/fed_stroke/seed{0,1,2}/fed_subjects.csv``)::
 
