@@ -151,7 +151,11 @@ seed 1: 0.393 → 0.166. Diagnostic (``--out runs/lso_stroke_dann/w0_seed0 --var
 --adaptation-weight 0.0 --sites site-1 --seed 0``): with weight 0 — the same batches, the
 extra forward pass of uniform source and target patches, the same batch-norm statistics —
 DANN scores 0.413, the baseline's 0.408. So the harm comes from the reversed site gradient
-itself at weight 0.1 on the bottleneck, not from the data pipeline. The weight was not tuned
+itself at weight 0.1 on the bottleneck, not from the data pipeline. At weight 0.01 (``--out
+runs/lso_stroke_dann/w001_seed0``, same fold) it scores 0.182: ten times less weight, the
+same harm. Any site gradient at all collapses the lesion features here; why (an adversary
+that wins whatever the weight under AdamW's per-parameter scaling, or a flaw not yet found)
+is open. The weight was not tuned
 (choosing it on the held-out site's Dice would leak the test site); DANN stays a variant to
 run with care on segmentation, histstd remains the variant that helps here.
 """
