@@ -191,9 +191,15 @@ def main() -> int:
     parser.add_argument("--summary", type=Path, nargs="+", metavar="CSV",
                         help="pool runs' fed_subjects.csv (one per seed) instead of training")
     parser.add_argument("--n-boot", type=int, default=1000, help="--summary: bootstrap resamples")
+    parser.add_argument("--runs-out", type=Path, metavar="DIR",
+                        help="--summary of stroke runs: also write their rows as run directories under DIR "
+                             "(for CSVs recorded before the benchmark wrote run directories itself)")
     args = parser.parse_args()
     if args.summary:
-        return summarise(args.summary, args.n_boot)
+        rows = pd.concat([pd.read_csv(p, dtype={"subject_id": str}) for p in args.summary], ignore_index=True)
+        if args.runs_out:
+            export_runs(rows, args.runs_out, args.summary)
+        return summarise(rows, args.n_boot)
     if args.data is None:
         parser.error("--data is required (unless --summary)")
 
@@ -201,14 +207,14 @@ def main() -> int:
 
     from cogimg.data.splits import save_split
     from cogimg.io import atomic_write_text
-    from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
-    from cogimg.metrics.regression import bootstrap_ci as mean_bootstrap_ci
-    from cogimg.paradigms.adaptation.protocol import Experiment
+    from cogimg.paradigms.adaptation.protocol import Experiment, score_subjects, subject_scores
     from cogimg.paradigms.federated import get_strategy
     from cogimg.paradigms.federated.simulation import simulate
     from cogimg.paradigms.federated.splits import pooled_split, site_splits
+    from cogimg.tracking.run import MANIFEST, PeakMemory, data_fingerprint, file_sha256, write_run
 
     spec = TASKS[args.task]
+    arms = args.arms.split(",")
     metric = spec["metric"]
     exp = Experiment.from_yaml(ROOT / spec["config"])
     task_args = {**exp.task_args, "scheduler": "constant"}  # rounds restart the trainer
@@ -226,6 +232,8 @@ def main() -> int:
         paths[name] = args.out / f"split_{name}.json"
         save_split(split, paths[name], overwrite=True)
     sites = sorted(splits)
+    data_entry = {"root": str(args.data), "sha256": data_fingerprint(args.data),
+                  "split_files": {n: {"path": str(f), "sha256": file_sha256(f)} for n, f in paths.items()}}
     epochs = args.rounds * args.local_epochs
 
     def datamodule(name: str):
@@ -242,64 +250,69 @@ def main() -> int:
     for dm in test_dms.values():
         dm.setup("test")
 
-    subject_rows = []
-
-    def subject_scores(model) -> list[dict]:
-        """The last test run's rows: subject id and label + predicted class, or Dice."""
-        if metric == "dice":
-            return [{"subject_id": r["subject_id"], "dice": r["dice"]} for r in model.subject_rows["test"]]
-        ids, y, p = model.subject_table("test")
-        return [{"subject_id": i, "label": int(t), "pred": int(k)} for i, t, k in zip(ids, y, p.argmax(1))]
-
-    def score(rows: list[dict]) -> float:
-        if metric == "dice":
-            return float(np.mean([r["dice"] for r in rows]))
-        return balanced_accuracy([r["label"] for r in rows], [r["pred"] for r in rows])
+    subject_rows = []  # fed_subjects.csv: the compact rows --summary pools
+    task_rows: dict[str, list[dict]] = {}  # per arm: the task's full test rows (+ site), for its run directory
 
     def pooled_test(arm: str, models: dict[str, object]) -> tuple[float, float, float, dict[str, float]]:
         """Score (+ 95 % CI) over the union of the sites' test subjects; ``models[site]`` scores site."""
-        rows, per_site = [], {}
+        tables, per_site = [], {}
+        task_rows[arm] = []
         for s in sites:
             trainer().test(models[s], datamodule=test_dms[s], verbose=False)
-            site_rows = subject_scores(models[s])
-            subject_rows.extend({"arm": arm, "seed": args.seed, "site": s, **r} for r in site_rows)
-            per_site[s] = score(site_rows)
-            rows += site_rows
-        if metric == "dice":
-            dice = np.array([r["dice"] for r in rows])
-            low, high = mean_bootstrap_ci(dice, dice, lambda _, d: float(np.mean(d)), n_boot=1000, seed=0)
-        else:
-            low, high = bootstrap_ci([r["label"] for r in rows], [r["pred"] for r in rows],
-                                     "balanced_accuracy", n_boot=1000, seed=0)
-        return score(rows), low, high, per_site
+            ids, *arrays = subject_scores(models[s], "test")
+            tables.append(arrays)
+            per_site[s] = (score_subjects(*arrays) or {"value": float("nan")})["value"]
+            task_rows[arm] += [{**r, "site": s} for r in models[s].subject_rows["test"]]
+            compact = ([{"dice": d} for d in arrays[0]] if metric == "dice" else
+                       [{"label": int(y), "pred": int(k)} for y, k in zip(arrays[0], arrays[1].argmax(1))])
+            subject_rows.extend({"arm": arm, "seed": args.seed, "site": s, "subject_id": i, **c}
+                                for i, c in zip(ids, compact))
+        pooled = score_subjects(*(np.concatenate(column) for column in zip(*tables)))
+        return pooled["value"], pooled["ci_low"], pooled["ci_high"], per_site
 
-    results, curves = {}, {}
-    arms = args.arms.split(",")
-    if "centralised" in arms:
-        start = time.perf_counter()
-        L.seed_everything(args.seed, verbose=False)
-        model = task()
-        trainer(max_epochs=epochs, limit_val_batches=0).fit(model, datamodule=datamodule("pooled"))
-        results["centralised"] = (*pooled_test("centralised", dict.fromkeys(sites, model)),
-                                  time.perf_counter() - start)
-    if "local" in arms:
-        for s in sites:
-            start = time.perf_counter()
+    def record(arm: str, model, wall_s: float, memory: dict, curve: list[dict] | None = None) -> None:
+        """The arm's run directory, for ``cogimg leaderboard/figures/report OUT --stage test``."""
+        write_run(run_dirs[arm], model, experiment=f"federated_{args.task}", variant=arm, seed=args.seed,
+                  subjects={"test": task_rows[arm]}, metrics={"test": {f"test/{metric}": results[arm][0]}},
+                  log=curve, wall_s=round(wall_s, 1), **memory, data=data_entry,
+                  federated={"rounds": args.rounds, "local_epochs": args.local_epochs, "sites": sites,
+                             **({"mu": args.mu} if arm == "fedprox" else {})})
+
+    def fit_one(split_name: str):
+        """Centralised (``pooled``) or local (a site's split) training: one model for every site."""
+        def train():
             L.seed_everything(args.seed, verbose=False)
             model = task()
-            trainer(max_epochs=epochs, limit_val_batches=0).fit(model, datamodule=datamodule(s))
-            results[f"local:{s}"] = (*pooled_test(f"local:{s}", dict.fromkeys(sites, model)),
-                                     time.perf_counter() - start)
-    for name in ("fedavg", "fedprox", "fedbn", "silobn"):
-        if name not in arms:
-            continue
+            trainer(max_epochs=epochs, limit_val_batches=0).fit(model, datamodule=datamodule(split_name))
+            return dict.fromkeys(sites, model), None
+        return train
+
+    def federate(name: str):
+        """A federated strategy: each site scored by its client's final model (FedBN: own batch norm)."""
+        def train():
+            strategy = get_strategy(name, **({"mu": args.mu} if name == "fedprox" else {}))
+            history, _, clients = simulate(task, {s: datamodule(s) for s in sites}, strategy, rounds=args.rounds,
+                                           local_epochs=args.local_epochs, seed=args.seed)
+            curves[name] = [(r.round, r.train_loss, r.metrics.get(metric, float("nan")), r.seconds)
+                            for r in history]
+            log = [{"epoch": r - 1, "train/loss": loss, f"val/{metric}": value} for r, loss, value, _ in curves[name]]
+            return {s: clients[s].task for s in sites}, log
+        return train
+
+    plan = {**({"centralised": fit_one("pooled")} if "centralised" in arms else {}),
+            **({f"local:{s}": fit_one(s) for s in sites} if "local" in arms else {}),
+            **{name: federate(name) for name in ("fedavg", "fedprox", "fedbn", "silobn") if name in arms}}
+    run_dirs = {arm: args.out / "runs" / arm.replace(":", "-") for arm in plan}
+    if taken := [str(d) for d in run_dirs.values() if (d / MANIFEST).exists()]:
+        raise FileExistsError(f"run directories {taken} exist; choose another --out")
+    results, curves = {}, {}
+    for arm, train in plan.items():
+        memory = PeakMemory().start()
         start = time.perf_counter()
-        strategy = get_strategy(name, **({"mu": args.mu} if name == "fedprox" else {}))
-        history, _, clients = simulate(task, {s: datamodule(s) for s in sites}, strategy, rounds=args.rounds,
-                                       local_epochs=args.local_epochs, seed=args.seed)
-        curves[name] = [(r.round, r.train_loss, r.metrics.get(metric, float("nan")), r.seconds)
-                        for r in history]
-        results[name] = (*pooled_test(name, {s: clients[s].task for s in sites}), time.perf_counter() - start)
+        models, log = train()
+        train_s = time.perf_counter() - start
+        results[arm] = (*pooled_test(arm, models), time.perf_counter() - start)
+        record(arm, models[sites[0]], train_s, memory.stop(), log)
     atomic_write_text(args.out / "fed_subjects.csv", pd.DataFrame(subject_rows).to_csv(index=False))
 
     for name, curve in curves.items():
@@ -325,11 +338,10 @@ def main() -> int:
     return 0
 
 
-def summarise(paths: list[Path], n_boot: int = 1000) -> int:
-    """Print the arms pooled over several runs' ``fed_subjects.csv`` (one per training seed)."""
+def summarise(rows: pd.DataFrame, n_boot: int = 1000) -> int:
+    """Print the arms pooled over several runs' ``fed_subjects.csv`` rows (one run per training seed)."""
     from cogimg.paradigms.federated.comparison import arm_comparison
 
-    rows = pd.concat([pd.read_csv(p, dtype={"subject_id": str}) for p in paths], ignore_index=True)
     metric = "dice" if "dice" in rows else "balanced_accuracy"
     table = arm_comparison(rows, metric, n_boot=n_boot, seed=0)
     seeds = sorted(set(rows["seed"]))
@@ -343,6 +355,26 @@ def summarise(paths: list[Path], n_boot: int = 1000) -> int:
               f"{100 * r.of_central_high:.1f}]   vs best local {r.vs_best_local:+.3f} "
               f"[{r.vs_best_local_low:+.3f}, {r.vs_best_local_high:+.3f}]")
     return 0
+
+
+def export_runs(rows: pd.DataFrame, out: Path, sources: list[Path]) -> None:
+    """One run directory per (arm, seed) of stroke ``fed_subjects.csv`` rows, holding their
+    per-subject Dice (no other metric, curve or timing was recorded in that file)."""
+    from cogimg.paradigms.adaptation.protocol import Experiment
+    from cogimg.tracking.run import write_run
+
+    if "dice" not in rows:
+        raise ValueError("--runs-out needs Dice rows (--task stroke); classification rows hold no "
+                         "probabilities: rerun the benchmark, which writes its run directories itself")
+    exp = Experiment.from_yaml(ROOT / TASKS["stroke"]["config"])
+    model = exp.task_class(**exp.task_args)
+    for (arm, seed), group in rows.groupby(["arm", "seed"], sort=False):
+        folder = write_run(out / f"seed{seed}" / arm.replace(":", "-"), model, experiment="federated_stroke",
+                           variant=arm, seed=int(seed),
+                           subjects={"test": group[["subject_id", "dice", "site"]].to_dict("records")},
+                           metrics={"test": {"test/dice": float(group["dice"].mean())}},
+                           source=[str(p) for p in sources])
+        print(f"wrote {folder}")
 
 
 if __name__ == "__main__":

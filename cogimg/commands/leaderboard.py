@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from cogimg.commands import add_stage_argument
+
 HELP = "rank the run directories under RUNS_DIR: mean ± std over seeds, bootstrap 95% CIs (md, csv, tex, html)"
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("runs_dir", help="folder searched recursively for run directories (manifest.json)")
     parser.add_argument("--out", default=None, help="output folder (default: RUNS_DIR)")
-    parser.add_argument("--stage", default="val", choices=("val", "test"),
-                        help="which per-subject table to score (default val)")
+    add_stage_argument(parser)
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
 
 
@@ -26,7 +27,7 @@ def run(args) -> int:
         print(f"no finished run directory under {args.runs_dir}", file=sys.stderr)
         return 1
     table = leaderboard(runs, n_boot=args.n_boot)
-    written = write_leaderboard(table, args.out or args.runs_dir)
-    print(to_markdown(table))
+    written = write_leaderboard(table, args.out or args.runs_dir, stage=args.stage)
+    print(to_markdown(table, args.stage))
     print("wrote " + ", ".join(str(p) for p in written.values()))
     return 0

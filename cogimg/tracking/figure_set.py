@@ -1,7 +1,8 @@
 """All figures of a runs folder: ``cogimg figures RUNS_DIR --out DIR``.
 
-Reads run directories (:mod:`cogimg.tracking.leaderboard`) and Optuna studies found under
-``RUNS_DIR`` (``study.db``) and writes, as PNG + PDF:
+Reads run directories (:mod:`cogimg.tracking.leaderboard`; their validation subjects, or the
+test subjects with ``--stage test``) and Optuna studies found under ``RUNS_DIR``
+(``study.db``) and writes, as PNG + PDF:
 
 * ``learning_curves_<kind>`` — the primary validation metric per epoch (CSV logger), one line
   per run;
@@ -9,7 +10,7 @@ Reads run directories (:mod:`cogimg.tracking.leaderboard`) and Optuna studies fo
 * ``dice_per_subject`` — per-subject Dice of each segmentation group (first seed);
 * ``roc``, ``reliability``, ``confusion`` — classification groups (first seed);
 * ``overlays_<experiment>`` — the best segmentation group's predictions on its best, median
-  and worst validation subject (by Dice), from the run's last checkpoint and the
+  and worst subject (by Dice), from the run's last checkpoint and the
   preprocessed cache;
 * ``optuna_history_<study>``, ``optuna_importance_<study>``, ``optuna_pareto_<study>``.
 
@@ -112,7 +113,7 @@ def segmentation_figures(runs: list[Run], table: pd.DataFrame, out: Path, skippe
 
 
 def _overlays(run: Run, path: Path) -> Path:
-    """Best / median / worst validation subject (by Dice) of ``run``, predicted from its last
+    """Best / median / worst subject (by Dice) of ``run``'s table, predicted from its last
     checkpoint on the preprocessed cache the run trained from."""
     import torch
     import yaml
@@ -173,10 +174,11 @@ def optuna_figures(root: Path, out: Path, skipped: list[str]) -> list[Path]:
     return written
 
 
-def make_figures(runs_dir: str | Path, out: str | Path) -> tuple[list[Path], list[str]]:
-    """Every figure above for ``runs_dir``; returns (PNG paths written, skipped with reasons)."""
+def make_figures(runs_dir: str | Path, out: str | Path, stage: str = "val") -> tuple[list[Path], list[str]]:
+    """Every figure above for ``runs_dir``, the runs scored on their ``stage`` subjects;
+    returns (PNG paths written, skipped with reasons)."""
     runs_dir, out = Path(runs_dir), Path(out)
-    runs, _ = find_runs(runs_dir)
+    runs, _ = find_runs(runs_dir, stage=stage)
     skipped: list[str] = []
     written: list[Path] = []
     if runs:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cogimg.io import atomic_write_text
 from cogimg.tracking.leaderboard import find_runs, leaderboard
-from cogimg.tracking.tables import SORT_SCRIPT, TABLE_STYLE, to_html_tables
+from cogimg.tracking.tables import SORT_SCRIPT, TABLE_STYLE, ci_note, to_html_tables
 
 PAGE_STYLE = """<style>
 body { font: 14px system-ui, sans-serif; max-width: 1200px; margin: 1em auto; padding: 0 1em; }
@@ -26,23 +26,22 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 11px; }
 
 
 def write_report(runs_dir: str | Path, path: str | Path, figures_dir: str | Path | None = None,
-                 title: str = "cogimg report") -> Path:
-    """Write the report for ``runs_dir`` to ``path``; figures are made into ``figures_dir``
-    (default ``<runs_dir>/figures``) when it holds none."""
+                 title: str = "cogimg report", stage: str = "val") -> Path:
+    """Write the report for ``runs_dir`` (runs scored on their ``stage`` subjects) to ``path``;
+    figures are made into ``figures_dir`` (default ``<runs_dir>/figures``) when it holds none."""
     runs_dir, path = Path(runs_dir), Path(path)
     figures_dir = Path(figures_dir) if figures_dir else runs_dir / "figures"
-    runs, skipped = find_runs(runs_dir)
+    runs, skipped = find_runs(runs_dir, stage=stage)
     if not list(figures_dir.glob("*.png")):
         from cogimg.tracking.figure_set import make_figures
 
-        make_figures(runs_dir, figures_dir)
+        make_figures(runs_dir, figures_dir, stage=stage)
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p>{len(runs)} finished run(s) under <code>{html.escape(str(runs_dir))}</code>"
              + (f"; {len(skipped)} left out (listed at the end)" if skipped else "") + ".</p>"]
     if runs:
         parts += ["<h2>Leaderboard</h2>", to_html_tables(leaderboard(runs)),
-                  ("<p>Mean ± std over seeds; [95% CI]: percentile bootstrap over validation subjects "
-                  "of the seed-averaged metric. Click a column to sort.</p>")]
+                  f"<p>{html.escape(ci_note(stage))} Click a column to sort.</p>"]
     pngs = sorted(figures_dir.glob("*.png"))
     if pngs:
         parts.append("<h2>Figures</h2>")

@@ -249,6 +249,71 @@ def default_loggers(root_dir: str | Path, experiment: str, version: int | str | 
     return loggers
 
 
+def describe_task(pl_module, variant: str | None = None) -> dict[str, Any]:
+    """Manifest entries of a task: ``task`` (class path), ``model``, ``variant`` (default: the
+    fusion strategy when the task has one, else ``"default"``) and ``params`` (count)."""
+    hp = dict(getattr(pl_module, "hparams", {}))
+    return {"task": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+            # fusion "tabular" never builds the image backbone that hparams still name
+            "model": "tabular_mlp" if hp.get("fusion") == "tabular" else hp.get("model"),
+            "variant": variant or hp.get("fusion") or "default",
+            "params": sum(p.numel() for p in pl_module.parameters())}
+
+
+def describe_data(datamodule) -> dict[str, Any]:
+    """Manifest entry ``data``: root + fingerprint, preset, fold, split file + sha256."""
+    data_root = getattr(datamodule, "data_root", None)
+    split = getattr(datamodule, "split_path", None)
+    return {"root": str(data_root) if data_root else None,
+            "sha256": data_fingerprint(data_root) if data_root and Path(data_root).is_dir() else None,
+            "preset": getattr(getattr(datamodule, "preset", None), "name", None),
+            "fold": getattr(datamodule, "fold", None),
+            "split_file": str(split) if split else None,
+            "split_sha256": file_sha256(split) if split and Path(split).is_file() else None}
+
+
+def provenance() -> dict[str, Any]:
+    """Manifest entries of the running process: command line, working folder, git, packages."""
+    return {"command": sys.argv, "cwd": os.getcwd(), "git": git_info(), "packages": package_versions()}
+
+
+def write_run(run_dir: str | Path, pl_module, *, experiment: str, variant: str, seed: int | None,
+              subjects: dict[str, list[dict]], metrics: dict[str, dict[str, float]],
+              log: list[dict] | None = None, **manifest: Any) -> Path:
+    """Write a finished run directory for a result that no single Lightning fit recorded (a
+    federated simulation, whose clients fit once per round), in the layout that
+    :mod:`cogimg.tracking.leaderboard`, the figures and the report read.
+
+    Args:
+        run_dir: new folder; one that already holds a ``manifest.json`` is refused.
+        pl_module: the (final) task, for its class, model name and parameter count.
+        experiment, variant, seed: the leaderboard's grouping (seeds are repeats).
+        subjects: ``{stage: rows}`` → ``subjects_<stage>.csv``.
+        metrics: ``{stage: {"<stage>/<name>": value}}`` → ``metrics.json``.
+        log: rows of ``metrics.csv`` (``epoch`` and e.g. ``val/dice``: the learning curve).
+        **manifest: further manifest entries (``wall_s``, ``peak_memory_gb``, ``data`` …).
+
+    The manifest is written last: an interrupted call leaves no run that the leaderboard reads.
+    """
+    import pandas as pd
+
+    from cogimg.metrics.segmentation import write_subject_csv
+
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST).exists():
+        raise FileExistsError(f"{run_dir / MANIFEST} already records a run; choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for stage, rows in subjects.items():
+        write_subject_csv(rows, run_dir / f"subjects_{stage}.csv", overwrite=True)
+    write_json(run_dir / METRICS, metrics)
+    if log:
+        atomic_write_text(run_dir / "metrics.csv", pd.DataFrame(log).to_csv(index=False))
+    write_json(run_dir / MANIFEST, {
+        "run_id": uuid.uuid4().hex[:12], "experiment": experiment, **describe_task(pl_module, variant),
+        "seed": seed, **provenance(), **manifest, "status": "finished"})
+    return run_dir
+
+
 # ----------------------------------------------------------------------------- callback
 class RunRecorder(Callback):
     """Writes ``manifest.json``, ``metrics.json`` and ``subjects_<stage>.csv`` into the run
@@ -333,27 +398,10 @@ class RunRecorder(Callback):
             write_json(path, manifest)
 
     def _describe(self, trainer, pl_module) -> dict[str, Any]:
-        data = trainer.datamodule
-        hp = dict(getattr(pl_module, "hparams", {}))
-        data_root = getattr(data, "data_root", None)
-        split = getattr(data, "split_path", None)
-        return {
-            "run_id": self.run_id, "experiment": self.experiment,
-            "task": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
-            # fusion "tabular" never builds the image backbone that hparams still name
-            "model": "tabular_mlp" if hp.get("fusion") == "tabular" else hp.get("model"),
-            "variant": self.variant or hp.get("fusion") or "default",
-            "params": sum(p.numel() for p in pl_module.parameters()),
-            "seed": self.seed, "command": sys.argv, "cwd": os.getcwd(),
-            "config_files": {c: file_sha256(c) for c in self.config_files if Path(c).is_file()},
-            "git": git_info(), "packages": package_versions(), "device": device_info(trainer),
-            "data": {"root": str(data_root) if data_root else None,
-                     "sha256": data_fingerprint(data_root) if data_root and Path(data_root).is_dir() else None,
-                     "preset": getattr(getattr(data, "preset", None), "name", None),
-                     "fold": getattr(data, "fold", None),
-                     "split_file": str(split) if split else None,
-                     "split_sha256": file_sha256(split) if split and Path(split).is_file() else None},
-        }
+        return {"run_id": self.run_id, "experiment": self.experiment,
+                **describe_task(pl_module, self.variant), "seed": self.seed, **provenance(),
+                "config_files": {c: file_sha256(c) for c in self.config_files if Path(c).is_file()},
+                "device": device_info(trainer), "data": describe_data(trainer.datamodule)}
 
     # -- evaluation
     def on_validation_end(self, trainer, pl_module) -> None:

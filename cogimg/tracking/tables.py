@@ -54,15 +54,21 @@ def _sections(table: pd.DataFrame):
         yield kind, headers, rows, keys
 
 
-def to_markdown(table: pd.DataFrame) -> str:
+def ci_note(stage: str = "val") -> str:
+    """What the cells mean, for runs scored on their ``stage`` (``val``/``test``) subjects."""
+    subjects = "validation" if stage == "val" else "test"
+    return (f"Mean ± std over seeds; [95% CI]: percentile bootstrap over {subjects} subjects "
+            "of the seed-averaged metric.")
+
+
+def to_markdown(table: pd.DataFrame, stage: str = "val") -> str:
     out = []
     for kind, headers, rows, _ in _sections(table):
         out += [f"### {kind.name} (ranked by {kind.labels[kind.primary]})", "",
                 "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         out += ["| " + " | ".join(cells) + " |" for cells in rows]
         out.append("")
-    out.append("Mean ± std over seeds; [95% CI]: percentile bootstrap over validation subjects "
-               "of the seed-averaged metric.")
+    out.append(ci_note(stage))
     return "\n".join(out) + "\n"
 
 
@@ -119,18 +125,17 @@ def to_html_tables(table: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def to_html(table: pd.DataFrame, title: str = "cogimg leaderboard") -> str:
+def to_html(table: pd.DataFrame, title: str = "cogimg leaderboard", stage: str = "val") -> str:
     """A standalone sortable HTML page."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"{TABLE_STYLE}</head><body><h2>{html.escape(title)}</h2>{to_html_tables(table)}"
-            "<p>Mean ± std over seeds; [95% CI]: percentile bootstrap over validation subjects of the "
-            f"seed-averaged metric. Click a column to sort.</p>{SORT_SCRIPT}</body></html>\n")
+            f"<p>{html.escape(ci_note(stage))} Click a column to sort.</p>{SORT_SCRIPT}</body></html>\n")
 
 
-def write_leaderboard(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+def write_leaderboard(table: pd.DataFrame, out_dir: str | Path, stage: str = "val") -> dict[str, Path]:
     """``leaderboard.md|csv|tex|html`` in ``out_dir`` (each written atomically)."""
     out_dir = Path(out_dir)
-    return {"md": atomic_write_text(out_dir / "leaderboard.md", to_markdown(table)),
+    return {"md": atomic_write_text(out_dir / "leaderboard.md", to_markdown(table, stage)),
             "csv": atomic_write_text(out_dir / "leaderboard.csv", table.to_csv(index=False)),
             "tex": atomic_write_text(out_dir / "leaderboard.tex", to_latex(table)),
-            "html": atomic_write_text(out_dir / "leaderboard.html", to_html(table))}
+            "html": atomic_write_text(out_dir / "leaderboard.html", to_html(table, stage=stage))}

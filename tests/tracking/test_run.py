@@ -145,3 +145,40 @@ def test_run_experiment_result_matches_its_run_directory(tiny_tree, tmp_path, mo
     assert saved["params"] == manifest["params"] and saved["latency_s"] > 0
     subjects = pd.read_csv(tmp_path / "exp" / "subjects.csv")
     assert subjects["dice"].mean() == pytest.approx(saved["metrics"]["val/dice"], abs=1e-6)
+
+
+def test_write_run_is_a_run_directory_the_leaderboard_and_figures_read(tmp_path):
+    """A result no single fit recorded (a federated arm) becomes a finished run directory:
+    scored on its test subjects, its round curve a learning curve, never overwritten."""
+    from cogimg.tasks.segmentation import SegmentationTask
+    from cogimg.tracking.figure_set import make_figures
+    from cogimg.tracking.leaderboard import find_runs, leaderboard
+    from cogimg.tracking.run import write_run
+
+    task = SegmentationTask("unet", in_channels=1, num_classes=2, patch_size=(16, 16, 16),
+                            model_kwargs={"channels": [4, 8], "strides": [2], "num_res_units": 0})
+    for seed, dice in ((0, [0.5, 0.7, 0.9]), (1, [0.4, 0.6, 0.8])):
+        rows = [{"subject_id": f"s{i}", "dice": d, "site": "site-1"} for i, d in enumerate(dice)]
+        write_run(tmp_path / "runs" / f"seed{seed}" / "fedavg", task, experiment="federated_stroke",
+                  variant="fedavg", seed=seed, subjects={"test": rows}, metrics={"test": {"test/dice": 0.7}},
+                  log=[{"epoch": r, "train/loss": 1 / (r + 1), "val/dice": 0.3 + 0.1 * r} for r in range(3)],
+                  wall_s=12.5)
+    folder = tmp_path / "runs" / "seed0" / "fedavg"
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["task"] == "cogimg.tasks.segmentation.SegmentationTask" and manifest["model"] == "unet"
+    assert manifest["params"] == sum(p.numel() for p in task.parameters())
+    assert (manifest["variant"], manifest["seed"], manifest["wall_s"], manifest["status"]) == ("fedavg", 0, 12.5, "finished")
+    assert "commit" in manifest["git"] and manifest["packages"]["torch"]
+
+    assert find_runs(tmp_path / "runs")[0] == []  # no validation table: the default stage finds none
+    runs, skipped = find_runs(tmp_path / "runs", stage="test")
+    assert len(runs) == 2 and not skipped
+    row = leaderboard(runs).iloc[0]
+    assert (row["experiment"], row["variant"], row["n_seeds"]) == ("federated_stroke", "fedavg", 2)
+    assert row["dice_mean"] == pytest.approx(0.65) and row["dice_std"] == pytest.approx(0.0707107, abs=1e-6)
+    assert row["train_s"] == pytest.approx(12.5)
+
+    written, _ = make_figures(tmp_path / "runs", tmp_path / "figures", stage="test")
+    assert {p.name for p in written} >= {"learning_curves_segmentation.png", "leaderboard_segmentation.png"}
+    with pytest.raises(FileExistsError, match="already records a run"):
+        write_run(folder, task, experiment="x", variant="fedavg", seed=0, subjects={}, metrics={})

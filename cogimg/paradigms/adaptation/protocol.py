@@ -128,7 +128,7 @@ def subject_scores(task, stage: str) -> tuple:
     return [r["subject_id"] for r in rows], np.array([r["dice"] for r in rows], dtype=float)
 
 
-def _score_table(*arrays: np.ndarray) -> dict[str, float] | None:
+def score_subjects(*arrays: np.ndarray) -> dict[str, float] | None:
     """The primary metric of ``subject_scores`` arrays (without ids); ``None`` if undefined."""
     if len(arrays) == 1:
         return _dice_score(arrays[0]) if len(arrays[0]) else None
@@ -315,7 +315,7 @@ class LeaveSiteOut:
                 if held != site:
                     mine = site_of.loc[list(ids)].to_numpy() == site
                     parts.append([np.asarray(a)[mine] for a in arrays])
-            result = _score_table(*(np.concatenate(column) for column in zip(*parts)))
+            result = score_subjects(*(np.concatenate(column) for column in zip(*parts)))
             if result is not None:
                 rows.append({"site": site, "variant": "baseline", "scope": "in_site_same_site", **result})
         return rows
