@@ -17,7 +17,16 @@ is scored on all sites' test subjects; the best one is the bar to beat.
 
 Run: ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/federated.py --data DIR
 --rounds N [--seed S]`` (DIR as in ``benchmarks/leave_site_out.py``); every run writes the
-test predictions of every arm to ``OUT/fed_subjects.csv``. ``--seed`` is the training seed
+test predictions of every arm to ``OUT/fed_subjects.csv``, and one run directory per arm to
+``OUT/runs/<arm>/`` (:func:`cogimg.tracking.run.write_run`: manifest with the split files'
+hashes, training wall time and peak memory; the task's per-subject test rows; the federated
+arms' per-round validation curve as ``metrics.csv``), so that with the runs of several seeds
+under one folder ``cogimg leaderboard FOLDER --stage test``, ``cogimg figures FOLDER --stage
+test`` and ``cogimg report FOLDER --stage test`` give the table (experiment
+``federated_<task>``, one row per arm, mean ± SD over seeds, bootstrap CI over test
+subjects), its dot plot, the round curves and, for AD, ROC / reliability / confusion. For
+CSVs written before the run directories existed, ``--summary CSV… --runs-out DIR`` writes
+them from the stroke rows (Dice only). ``--seed`` is the training seed
 (weight initialisation, subject order, augmentation); the split stays the same.
 ``--summary OUT*/fed_subjects.csv`` pools seeds
 (:func:`cogimg.paradigms.federated.comparison.arm_comparison`): per arm the BA averaged over

@@ -158,6 +158,26 @@ that wins whatever the weight under AdamW's per-parameter scaling, or a flaw not
 is open. The weight was not tuned
 (choosing it on the held-out site's Dice would leak the test site); DANN stays a variant to
 run with care on segmentation, histstd remains the variant that helps here.
+
+The cause, found 2026-12-05 with the training losses logged (held-out site-1, seed 0, 10
+epochs): the site classifier's cross-entropy, which the reversed gradient makes the encoder
+*maximise*, is unbounded, and the encoder maximised it by inflating the bottleneck features
+— the site loss grew to 1e6-7e7 at weight 0.01 (at weight 0, an untrained classifier on the
+raw features, 15-90), the task loss stayed at 0.8-1.1 instead of falling to 0.3, and
+out-of-site Dice fell to 0.170 (weight 0 in the same run: 0.435). Fix
+(:class:`~cogimg.paradigms.adaptation.domain.DomainAdaptation`): the site classifier sees
+layer-normalised features, so scaling them cannot raise its loss. Same fold and seed, weight
+0.1: the site loss stays at 1.03-1.12 (chance: ln 3 = 1.10), the task loss follows weight 0's
+(0.36 at epoch 6 against 0.37), and out-of-site Dice is 0.438. The AD DANN numbers at the top
+were measured before this fix (classification features are the pooled input of the head).
+
+DANN protocol rerun with the fix, written 2026-12-05 before any of its runs: as the DANN
+protocol above (same cohort, split copied into each --out, 8 epochs, weight 0.1, seeds 0-2,
+all three held-out sites) with ``--out runs/lso_stroke_dann_ln/seed{S} --variants dann``;
+pooled with ``--summary runs/lso_stroke_dann_ln/seed{0,1,2}/lso_subjects.csv``. The fix was
+chosen by looking at the training losses of held-out site-1, seed 0 (one of the nine folds
+scored here); its held-out Dice was read after the fix, and nothing was tuned on it.
+Question: does DANN recover more of the in→out drop than histstd (54.8 %)?
 """
 
 from __future__ import annotations

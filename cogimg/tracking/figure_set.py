@@ -98,11 +98,14 @@ def classification_figures(runs: list[Run], out: Path) -> list[Path]:
             figures.confusion_matrices(matrices, classes, out / "confusion")]
 
 
-def segmentation_figures(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[str]) -> list[Path]:
+def segmentation_figures(runs: list[Run], table: pd.DataFrame, out: Path, skipped: list[str],
+                         stage: str = "val") -> list[Path]:
     firsts = _first_seed([r for r in runs if r.kind == "segmentation"])
     if not firsts:
         return []
-    written = [figures.per_subject_metric({n: r.subjects for n, r in firsts.items()}, out / "dice_per_subject")]
+    label = f"Dice per {'validation' if stage == 'val' else 'test'} subject"
+    written = [figures.per_subject_metric({n: r.subjects for n, r in firsts.items()}, out / "dice_per_subject",
+                                          label=label)]
     best = table[table["kind"] == "segmentation"].iloc[0]
     run = next(r for r in runs if r.kind == "segmentation" and r.manifest.get("experiment") == best["experiment"])
     try:
@@ -186,7 +189,7 @@ def make_figures(runs_dir: str | Path, out: str | Path, stage: str = "val") -> t
         written += learning_curve_figures(runs, out)
         written += leaderboard_figures(table, out)
         written += classification_figures(runs, out)
-        written += segmentation_figures(runs, table, out, skipped)
+        written += segmentation_figures(runs, table, out, skipped, stage)
     else:
         skipped.append(f"run figures: no finished run directory under {runs_dir}")
     written += optuna_figures(runs_dir, out, skipped)

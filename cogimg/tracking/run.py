@@ -17,6 +17,9 @@ A run directory is the Lightning log directory of one fit,
   always) and ``wandb/`` (W&B, offline by default; ``COGIMG_WANDB=off|offline|online``;
   upload an offline run later with ``wandb sync <run dir>/wandb/offline-run-*``).
 
+Results that no single fit records (a federated simulation, whose clients fit once per round)
+are written in the same layout by :func:`write_run`.
+
 Resuming (``cogimg fit --config X.yaml --ckpt_path <run dir>/checkpoints/last.ckpt``)
 continues the same run directory: the CSV logger reuses its version, the manifest gains a
 fit entry and keeps its run id, and the total wall time adds up (the recorder's state travels

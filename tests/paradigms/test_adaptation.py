@@ -50,7 +50,7 @@ def test_dann_site_loss_flips_encoder_gradients_but_not_site_classifier_gradient
         if reverse:
             loss, _ = head.domain_loss(feats, domains)  # gamma 0: coefficient 1
         else:
-            loss = nn.functional.cross_entropy(head.site_classifier(feats), domains)
+            loss = nn.functional.cross_entropy(head.site_classifier(nn.functional.layer_norm(feats, (8,))), domains)
         loss.backward()
         return encoder.weight.grad.clone(), head.site_classifier[0].weight.grad.clone()
 
@@ -59,6 +59,18 @@ def test_dann_site_loss_flips_encoder_gradients_but_not_site_classifier_gradient
     assert enc_plain.abs().sum() > 0
     assert torch.allclose(enc_rev, -enc_plain, atol=1e-7)
     assert torch.allclose(clf_rev, clf_plain, atol=1e-7)
+
+
+def test_dann_site_loss_cannot_be_raised_by_scaling_the_features():
+    """The reversed gradient maximises the site loss; on raw features an encoder can do that
+    without bound by inflating them (seen on the stroke U-Net: site loss ~1e7, Dice collapsed)."""
+    torch.manual_seed(0)
+    head = DomainAdaptation(AdaptationConfig("dann", sites=("a", "b", "c"), gamma=0.0), feature_dim=8)
+    feats, domains = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
+    loss, _ = head.domain_loss(feats, domains)
+    for scale in (0.5, 1e3):
+        assert torch.allclose(head.domain_loss(scale * feats, domains)[0], loss, rtol=1e-4)
+    assert loss < 3 * math.log(3)  # bounded by the classifier, not by the features
 
 
 def test_dann_coefficient_schedule():
