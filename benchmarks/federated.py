@@ -220,7 +220,14 @@ def main() -> int:
     from cogimg.paradigms.federated import get_strategy
     from cogimg.paradigms.federated.simulation import simulate
     from cogimg.paradigms.federated.splits import pooled_split, site_splits
-    from cogimg.tracking.run import MANIFEST, PeakMemory, data_fingerprint, file_sha256, write_run
+    from cogimg.tracking.run import (
+        MANIFEST,
+        PeakMemory,
+        data_fingerprint,
+        file_sha256,
+        git_info,
+        write_run,
+    )
 
     spec = TASKS[args.task]
     arms = args.arms.split(",")
@@ -241,6 +248,7 @@ def main() -> int:
         paths[name] = args.out / f"split_{name}.json"
         save_split(split, paths[name], overwrite=True)
     sites = sorted(splits)
+    code = git_info()  # the commit this process runs, not the one checked out when an arm ends
     data_entry = {"root": str(args.data), "sha256": data_fingerprint(args.data),
                   "split_files": {n: {"path": str(f), "sha256": file_sha256(f)} for n, f in paths.items()}}
     epochs = args.rounds * args.local_epochs
@@ -283,7 +291,7 @@ def main() -> int:
         """The arm's run directory, for ``cogimg leaderboard/figures/report OUT --stage test``."""
         write_run(run_dirs[arm], model, experiment=f"federated_{args.task}", variant=arm, seed=args.seed,
                   subjects={"test": task_rows[arm]}, metrics={"test": {f"test/{metric}": results[arm][0]}},
-                  log=curve, wall_s=round(wall_s, 1), **memory, data=data_entry,
+                  log=curve, wall_s=round(wall_s, 1), **memory, data=data_entry, git=code,
                   federated={"rounds": args.rounds, "local_epochs": args.local_epochs, "sites": sites,
                              **({"mu": args.mu} if arm == "fedprox" else {})})
 
