@@ -178,6 +178,11 @@ pooled with ``--summary runs/lso_stroke_dann_ln/seed{0,1,2}/lso_subjects.csv``. 
 chosen by looking at the training losses of held-out site-1, seed 0 (one of the nine folds
 scored here); its held-out Dice was read after the fix, and nothing was tuned on it.
 Question: does DANN recover more of the in→out drop than histstd (54.8 %)?
+
+CORAL and MMD for segmentation, written 2026-12-05 before their runs (exploratory, one seed
+for time): as the DANN rerun, ``--variants coral`` and ``--variants mmd`` (two processes),
+weight 0.1, ``--seed 0``, ``--out runs/lso_stroke_align/{coral,mmd}_seed0``; each run's
+baseline must reproduce seed 0's above.
 """
 
 from __future__ import annotations
