@@ -153,6 +153,7 @@ def test_write_run_is_a_run_directory_the_leaderboard_and_figures_read(tmp_path)
     from cogimg.tasks.segmentation import SegmentationTask
     from cogimg.tracking.figure_set import make_figures
     from cogimg.tracking.leaderboard import find_runs, leaderboard
+    from cogimg.tracking.report import write_report
     from cogimg.tracking.run import write_run
 
     task = SegmentationTask("unet", in_channels=1, num_classes=2, patch_size=(16, 16, 16),
@@ -180,5 +181,8 @@ def test_write_run_is_a_run_directory_the_leaderboard_and_figures_read(tmp_path)
 
     written, _ = make_figures(tmp_path / "runs", tmp_path / "figures", stage="test")
     assert {p.name for p in written} >= {"learning_curves_segmentation.png", "leaderboard_segmentation.png"}
+    page = write_report(tmp_path / "runs", tmp_path / "report.html", figures_dir=tmp_path / "figures",
+                        stage="test").read_text(encoding="utf-8")
+    assert "2 finished run(s)" in page and "bootstrap over test subjects" in page
     with pytest.raises(FileExistsError, match="already records a run"):
         write_run(folder, task, experiment="x", variant="fedavg", seed=0, subjects={}, metrics={})
