@@ -179,6 +179,25 @@ chosen by looking at the training losses of held-out site-1, seed 0 (one of the 
 scored here); its held-out Dice was read after the fix, and nothing was tuned on it.
 Question: does DANN recover more of the in→out drop than histstd (54.8 %)?
 
+Measured 2026-12-05 (three seeds side by side with five other benchmarks on 2 cores: one
+baseline training 530 s, one DANN training 890 s; 1 h 45 min wall; the baselines reproduced
+the runs above to the last digit). Out-of-site Dice, baseline → DANN::
+
+              site-1          site-2          site-3
+    seed 0    0.408 → 0.407   0.496 → 0.472   0.442 → 0.425
+    seed 1    0.393 → 0.375   0.420 → 0.475   0.453 → 0.426
+    seed 2    0.410 → 0.415   0.477 → 0.496   0.452 → 0.441
+
+Pooled (``--summary runs/lso_stroke_dann_ln/seed{0,1,2}/lso_subjects.csv``): DANN 0.437
+against out-of-site 0.439 and in-site 0.541; share of the drop −2.0 % [−18.8 %, +7.1 %],
+gain −0.002 Dice [−0.010, +0.005] (per seed −12.6 %, +3.0 %, +4.7 %). With the fix DANN no
+longer harms segmentation, and it recovers nothing of the drop: the site classifier stays at
+chance from the first epoch (site loss 1.03-1.12 against ln 3 = 1.10 in the diagnostic run),
+so the bottleneck features of the three sites' uniformly placed patches are hardly told apart
+and there is little for the reversed gradient to remove; the site effect that costs Dice here
+(contrast and intensity response) is what histogram standardisation undoes at the input.
+Histstd (54.8 %) remains the variant that recovers the drop.
+
 CORAL and MMD for segmentation, written 2026-12-05 before their runs (exploratory, one seed
 for time): as the DANN rerun, ``--variants coral`` and ``--variants mmd`` (two processes),
 weight 0.1, ``--seed 0``, ``--out runs/lso_stroke_align/{coral,mmd}_seed0``; each run's
