@@ -191,11 +191,12 @@ the runs above to the last digit). Out-of-site Dice, baseline → DANN::
 Pooled (``--summary runs/lso_stroke_dann_ln/seed{0,1,2}/lso_subjects.csv``): DANN 0.437
 against out-of-site 0.439 and in-site 0.541; share of the drop −2.0 % [−18.8 %, +7.1 %],
 gain −0.002 Dice [−0.010, +0.005] (per seed −12.6 %, +3.0 %, +4.7 %). With the fix DANN no
-longer harms segmentation, and it recovers nothing of the drop: the site classifier stays at
-chance from the first epoch (site loss 1.03-1.12 against ln 3 = 1.10 in the diagnostic run),
-so the bottleneck features of the three sites' uniformly placed patches are hardly told apart
-and there is little for the reversed gradient to remove; the site effect that costs Dice here
-(contrast and intensity response) is what histogram standardisation undoes at the input.
+longer harms segmentation, and it recovers nothing of the drop. In the diagnostic run the site
+classifier stayed near chance from the first epoch (site loss 1.03-1.12 against ln 3 = 1.10),
+which suggests (not tested further) that the sites' spatially averaged bottleneck features
+are hardly told apart, leaving the reversed gradient little to remove, while the site effect
+that costs Dice (contrast, intensity response) is one that histogram standardisation undoes
+at the input.
 Histstd (54.8 %) remains the variant that recovers the drop.
 
 CORAL and MMD for segmentation, written 2026-12-05 before their runs (exploratory, one seed
