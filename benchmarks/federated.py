@@ -162,6 +162,23 @@ drew new ones each epoch; the fix's effect alone was not measured on this cohort
 measurement before (2026-12-03, with that replay, 150 subjects, 33 pooled test subjects,
 30 rounds) had FedAvg/FedProx/FedBN at 0.58/0.59/0.54 vs centralised 0.72 and best local
 0.67, with CIs of ±0.15 that could rank nothing.
+
+As run directories (2026-12-05). AD, protocol written before the runs: rerun seeds 0, 1, 2 on
+the AD cohort above, 60 rounds, all arms and SiloBN (``--out runs/fed_ad_runs/seed{S} --arms
+centralised,local,fedavg,fedprox,fedbn,silobn``; three runs side by side beside five other
+benchmarks, 1 h 48 min wall each), then ``cogimg leaderboard runs/fed_ad_runs --stage test``,
+``cogimg figures … --stage test`` and ``cogimg report … --stage test``. Every arm and seed
+reproduced the BA of the tables above to the last digit, and the leaderboard's BA means and
+CIs equal ``--summary``'s (both: label-stratified bootstrap over the 114 test subjects). The
+run directories add AUROC (mean ± SD over seeds): FedAvg 0.914 ± 0.014, FedProx 0.905 ±
+0.015, local site-3 0.905 ± 0.004, centralised 0.895 ± 0.013, SiloBN 0.893 ± 0.024, local
+site-1 0.886 ± 0.008, FedBN 0.863 ± 0.023, local site-2 0.816 ± 0.035; training wall s
+(contended): centralised 723, each local 283-299, FedAvg 1072, FedProx 1226, FedBN 1227,
+SiloBN 937; peak memory 0.74-1.16 GiB. (These manifests name the commit checked out when
+each arm ended, 72c8caf / bd68d29 / 54b4aec, all clean; the code that ran was ef73db0's — the benchmark has since recorded
+the commit it starts from.) Stroke: the three seeds' ``fed_subjects.csv`` above exported with
+``--summary runs/fed_stroke/seed{0,1,2}/fed_subjects.csv --runs-out runs/fed_stroke_runs``;
+the leaderboard's Dice means and CIs equal the table above.
 """
 
 from __future__ import annotations
