@@ -203,6 +203,17 @@ CORAL and MMD for segmentation, written 2026-12-05 before their runs (explorator
 for time): as the DANN rerun, ``--variants coral`` and ``--variants mmd`` (two processes),
 weight 0.1, ``--seed 0``, ``--out runs/lso_stroke_align/{coral,mmd}_seed0``; each run's
 baseline must reproduce seed 0's above.
+
+Measured 2026-12-05 (two runs side by side with up to six others; 57 min wall; both baselines
+reproduced seed 0 to the last digit). Out-of-site Dice, baseline → CORAL / MMD: site-1 0.408
+→ 0.349 / 0.323, site-2 0.496 → 0.498 / 0.374, site-3 0.442 → 0.298 / 0.387. Pooled (``--summary
+runs/lso_stroke_align/{coral,mmd}_seed0/lso_subjects.csv``, one seed): CORAL 0.382, gain
+−0.067 Dice [−0.092, −0.044] (share −61 %); MMD 0.361, gain −0.087 [−0.112, −0.064] (share
+−80 %). Both feature-alignment losses at weight 0.1 on the bottleneck make out-of-site Dice
+worse, clearly beyond the subject resampling noise of this seed. Why was not examined (no
+training-loss log of these runs); CORAL's loss can be lowered by shrinking the features and
+MMD's (bandwidth from the batch) by collapsing them, either of which would cost lesion
+information. Until that is understood they are not variants to use on segmentation.
 """
 
 from __future__ import annotations
