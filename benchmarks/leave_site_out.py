@@ -210,10 +210,16 @@ reproduced seed 0 to the last digit). Out-of-site Dice, baseline → CORAL / MMD
 runs/lso_stroke_align/{coral,mmd}_seed0/lso_subjects.csv``, one seed): CORAL 0.382, gain
 −0.067 Dice [−0.092, −0.044] (share −61 %); MMD 0.361, gain −0.087 [−0.112, −0.064] (share
 −80 %). Both feature-alignment losses at weight 0.1 on the bottleneck make out-of-site Dice
-worse, clearly beyond the subject resampling noise of this seed. Why was not examined (no
-training-loss log of these runs); CORAL's loss can be lowered by shrinking the features and
-MMD's (bandwidth from the batch) by collapsing them, either of which would cost lesion
-information. Until that is understood they are not variants to use on segmentation.
+worse, clearly beyond the subject resampling noise of this seed. Diagnostic afterwards (the
+training losses logged, held-out site-1, seed 0, 10 epochs, weight 0.1; Dice 0.300 / 0.375):
+CORAL's loss falls 600-fold in two epochs (6.6 → 0.01), as shrinking the features would do,
+while the task loss ends at 0.56 (DANN's weight-0 run: 0.31); MMD's loss never falls (2.8 →
+3.4) while the task loss ends at 0.48. The likely reason for both: with ``batch_size: 2`` each
+domain term compares two uniform source patches (often one per training site) with two
+target patches, so a covariance (CORAL) or a biased MMD estimate over two samples is mostly
+noise and its gradient pulls the bottleneck around without aligning anything. Larger domain
+batches (``target_batch_size`` and more source patches per step) or an unbiased MMD would be
+the next thing to try; until then CORAL and MMD are not variants to use on segmentation.
 """
 
 from __future__ import annotations
