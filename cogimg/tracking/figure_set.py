@@ -27,6 +27,7 @@ import pandas as pd
 
 from cogimg.tracking import figures
 from cogimg.tracking.leaderboard import KINDS, Run, find_runs, leaderboard
+from cogimg.tracking.tables import stage_word
 
 
 def _label(run: Run) -> str:
@@ -103,9 +104,8 @@ def segmentation_figures(runs: list[Run], table: pd.DataFrame, out: Path, skippe
     firsts = _first_seed([r for r in runs if r.kind == "segmentation"])
     if not firsts:
         return []
-    label = f"Dice per {'validation' if stage == 'val' else 'test'} subject"
     written = [figures.per_subject_metric({n: r.subjects for n, r in firsts.items()}, out / "dice_per_subject",
-                                          label=label)]
+                                          label=f"Dice per {stage_word(stage)} subject")]
     best = table[table["kind"] == "segmentation"].iloc[0]
     run = next(r for r in runs if r.kind == "segmentation" and r.manifest.get("experiment") == best["experiment"])
     try:

@@ -54,10 +54,14 @@ def _sections(table: pd.DataFrame):
         yield kind, headers, rows, keys
 
 
+def stage_word(stage: str) -> str:
+    """``validation`` or ``test``: the subjects a ``stage`` (``val``/``test``) scores."""
+    return "validation" if stage == "val" else "test"
+
+
 def ci_note(stage: str = "val") -> str:
     """What the cells mean, for runs scored on their ``stage`` (``val``/``test``) subjects."""
-    subjects = "validation" if stage == "val" else "test"
-    return (f"Mean ± std over seeds; [95% CI]: percentile bootstrap over {subjects} subjects "
+    return (f"Mean ± std over seeds; [95% CI]: percentile bootstrap over {stage_word(stage)} subjects "
             "of the seed-averaged metric.")
 
 
