@@ -69,6 +69,19 @@ validation subjects), 2 cores shared with other benchmarks:
    of 4 mm U-Nets moves up and down by 0.05-0.1 between epochs, so "stopped improving" fires on
    noise too: no rule tried reaches the unpruned best at ≤ 0.5× the epochs on these curves.
 
+5. Comparing architectures (protocol fixed 2026-12-05 before any trial ran). The sweeps of 2.
+   and 3. tune one network, and most of their trials train well (9 of 16 stroke trials end within
+   0.05 Dice of the best), so a pruner that stops only the clearly bad trials saves little and
+   one that saves half must rank good trials early, which their noisy curves do not allow. A
+   sweep that also chooses the architecture, as the shipped ``sweeps/stroke_seg.yaml`` does, may
+   hold more clearly bad trials. ``--task stroke_arch`` is 3.'s sweep with ``model`` drawn from
+   unet, dynunet, segresnet, attention_unet and unetr. Choice: ``--sampler-seed 1 --trials 16
+   --epochs 12 --replay``; chosen is the candidate with the lowest median ratio over 200 orders
+   among those that stop the best trial in at most 25 % of orders (none: the one that stops it
+   least often). Score: ``--sampler-seed 0 --trials 16 --epochs 12 --pruner <chosen>``, in-order
+   ratio as in 2.-3., with the 200-order replay alongside. Both on
+   ``runs/bench_data/stroke4mm_lso``, ``--out runs/prune_arch/seed{1,0}``.
+
 Earlier (2026-12-02, stage from clinical features, experiments/ad/cls_tabular.yaml, 12 trials,
 median pruning): ratios 0.75-1.43 (0.79 with the random sampler, 5 warm-up epochs); the
 tabular curves were too flat and noisy on ~21 validation subjects to tell losers early. CN
@@ -139,6 +152,9 @@ TASKS = {
   weight_decay: {type: float, low: 1.0e-6, high: 1.0e-2, log: true, targets: [model.init_args.weight_decay]}
   loss: {type: categorical, choices: [dice_ce, dice_focal, tversky], targets: [model.init_args.loss]}"""},
 }
+#: the shipped sweeps/stroke_seg.yaml's question (which architecture?) on the stroke task's budget
+TASKS["stroke_arch"] = {**TASKS["stroke"], "space": """
+  model: {type: categorical, choices: [unet, dynunet, segresnet, attention_unet, unetr], targets: [model.init_args.model]}""" + TASKS["stroke"]["space"]}
 
 
 def trial_curve(run_root: Path, metric: str, max_epochs: int) -> list[float]:
@@ -260,7 +276,8 @@ def main() -> None:
     parser.add_argument("--sampler-seed", type=int, default=0)
     parser.add_argument("--pruner", choices=sorted(PRUNERS), default=next(iter(PRUNERS)))
     parser.add_argument("--task", choices=sorted(TASKS), default="ad",
-                        help="ad: CN/MCI/AD staging (AUROC); stroke: lesion segmentation (Dice)")
+                        help="ad: CN/MCI/AD staging (AUROC); stroke: lesion segmentation (Dice); "
+                             "stroke_arch: stroke's sweep, also choosing the architecture")
     parser.add_argument("--config", default=None,
                         help="experiment swept (default: the task's; for ad, CN vs AD runs into "
                              "validation AUROC 0.91-1.00, where decent trials tie)")
