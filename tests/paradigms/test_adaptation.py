@@ -113,6 +113,25 @@ def test_domain_alignment_averages_each_site_against_the_rest():
         coral_loss(torch.randn(3, 2), torch.randn(3, 4))
 
 
+@pytest.mark.parametrize("method", ["coral", "mmd"])
+def test_alignment_compares_every_position_of_a_map_layer_normalised(method):
+    """A segmentation bottleneck ``(N, D, *S)``: each of the N·|S| positions is a sample, so
+    two patches per domain give 2·|S| vectors, not two; shrinking them cannot lower the loss
+    (CORAL's loss fell 600-fold that way on the stroke U-Net, pooled and unnormalised)."""
+    torch.manual_seed(0)
+    head = DomainAdaptation(AdaptationConfig(method, sites=("a", "b")), feature_dim=6)
+    maps, domains = torch.randn(4, 6, 2, 3, 1), torch.tensor([0, 0, 1, 1])
+    # by hand: position (n, x, y, z) -> row, with sample n's domain
+    rows = maps.permute(0, 2, 3, 4, 1).reshape(24, 6)
+    rows = (rows - rows.mean(1, keepdim=True)) / torch.sqrt(rows.var(1, unbiased=False, keepdim=True) + 1e-8)
+    fn = coral_loss if method == "coral" else mmd_loss
+    expected = fn(rows[:12], rows[12:])
+    loss, _ = head.domain_loss(maps, domains)
+    assert torch.allclose(loss, expected, rtol=1e-5)
+    for scale in (1e-2, 1e2):
+        assert torch.allclose(head.domain_loss(scale * maps, domains)[0], loss, rtol=1e-3)
+
+
 def test_adaptation_config_rejects_bad_options():
     with pytest.raises(ValueError, match="method"):
         AdaptationConfig.from_dict({"method": "dan"})
