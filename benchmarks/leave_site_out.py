@@ -220,6 +220,16 @@ target patches, so a covariance (CORAL) or a biased MMD estimate over two sample
 noise and its gradient pulls the bottleneck around without aligning anything. Larger domain
 batches (``target_batch_size`` and more source patches per step) or an unbiased MMD would be
 the next thing to try; until then CORAL and MMD are not variants to use on segmentation.
+
+CORAL and MMD on every bottleneck position, layer-normalised (the change of 2026-12-05 in
+:meth:`~cogimg.paradigms.adaptation.domain.DomainAdaptation.domain_loss`: a batch of two 32³
+patches per domain gives 16 vectors, not two, and scaling them cannot lower the loss).
+Protocol written at launch, before any result: as the run above (seed 0, weight 0.1, 8 epochs,
+all three held-out sites, the split copied in) with ``--out
+runs/lso_stroke_align_pos/{coral,mmd}_seed0``; each baseline must reproduce seed 0's. The
+variants count as usable on segmentation if their gain over out-of-site Dice is ≥ 0 with a
+CI that does not lie wholly below 0; only one seed, so a gain would need the DANN protocol's
+three seeds before it is claimed.
 """
 
 from __future__ import annotations
