@@ -219,7 +219,8 @@ domain term compares two uniform source patches (often one per training site) wi
 target patches, so a covariance (CORAL) or a biased MMD estimate over two samples is mostly
 noise and its gradient pulls the bottleneck around without aligning anything. Larger domain
 batches (``target_batch_size`` and more source patches per step) or an unbiased MMD would be
-the next thing to try; until then CORAL and MMD are not variants to use on segmentation.
+the next thing to try; until then CORAL and MMD are not variants to use on segmentation
+(superseded: see the run on bottleneck positions below).
 
 CORAL and MMD on every bottleneck position, layer-normalised (the change of 2026-12-05 in
 :meth:`~cogimg.paradigms.adaptation.domain.DomainAdaptation.domain_loss`: a batch of two 32³
@@ -230,6 +231,18 @@ runs/lso_stroke_align_pos/{coral,mmd}_seed0``; each baseline must reproduce seed
 variants count as usable on segmentation if their gain over out-of-site Dice is ≥ 0 with a
 CI that does not lie wholly below 0; only one seed, so a gain would need the DANN protocol's
 three seeds before it is claimed.
+
+Measured 2026-12-05 (the two runs side by side with two pruning sweeps on 2 cores, 46 min wall
+each; both baselines reproduced seed 0 to the last digit). Out-of-site Dice, baseline → CORAL /
+MMD: site-1 0.408 → 0.430 / 0.418, site-2 0.496 → 0.485 / 0.482, site-3 0.442 → 0.424 /
+0.451. Pooled (``--summary runs/lso_stroke_align_pos/{coral,mmd}_seed0/lso_subjects.csv``):
+CORAL 0.446, gain −0.002 Dice [−0.014, +0.009] (share −2 % [−17 %, +10 %]); MMD 0.450, gain
++0.002 [−0.012, +0.014] (share +2 % [−14 %, +22 %]). The change removes the harm (gains were
+−0.067 and −0.087 on pooled vectors), and, like DANN with its fix, neither recovers any of the
+drop: by the rule above MMD is usable (gain ≥ 0, CI not below 0), CORAL misses it by 0.002
+with a CI around 0, i.e. both are neutral on this cohort. Histstd remains the variant that
+recovers the drop. The AD CORAL/MMD numbers at the top predate the layer normalisation (AD
+features are pooled head inputs, so only that part of the change applies there).
 """
 
 from __future__ import annotations
