@@ -82,7 +82,7 @@ validation subjects), 2 cores shared with other benchmarks:
    ratio as in 2.-3., with the 200-order replay alongside. Both on
    ``runs/bench_data/stroke4mm_lso``, ``--out runs/prune_arch/seed{1,0}``.
    Measured (the two unpruned sweeps side by side with two leave-site-out runs, 80 min; the
-   pruned one alone on one core, 26 min). It does hold more bad trials: 6 of 16 (seed 1) and 7
+   pruned one alone on one core, 26 min). It does hold more bad trials: 4 of 16 (seed 1) and 6
    of 16 (seed 0) end below 0.2 Dice, against 3 of 16 in 3. Choice (seed 1): one trial wins
    clearly (unetr, 0.656, against 0.594 next) and leads from epoch 3; over 200 orders no
    candidate but patient successive halving (12 %) ever stops it, and the median ratios are
@@ -92,11 +92,11 @@ validation subjects), 2 cores shared with other benchmarks:
    trials tie at the top (dynunet 0.592 at trial 3, 0.589 at trials 0 and 11; 35 validation
    subjects, so 0.003 Dice is noise), and the unpruned sweep reaches the best after 48 epochs.
    Successive halving stopped 12 of 16 trials (92 epochs in all, 0.48x the unpruned 192),
-   kept trials 0, 3, 11 and 14 and so found the same best, 0.592, but only after 30 epochs
-   (trials 0, 1 and 2 come first): ratio **0.62, target not met**. The replay predicted the
-   pruned sweep's epochs exactly. Over 200 orders of these curves it stops all of the tied best
-   trial's 12 epochs in 54 % of orders (median ratio infinite), uses 0.44x the sweep's epochs and
-   keeps a trial within 0.02 Dice of the best in 84 % of orders (``--tolerance``, an aside).
+   kept trials 0, 3, 11 and 14 and so found the same best, 0.592, after 30 epochs (12 + 3 + 3
+   for trials 0-2, then trial 3's 12): ratio **0.62, target not met**. The replay predicted the
+   pruned sweep's epochs exactly. Over 200 orders of these curves it stops the best trial (0.592)
+   in 54 % of orders (median ratio infinite), uses 0.44x the sweep's epochs and keeps a trial
+   within 0.02 Dice of the best in 84 % of orders (``--tolerance``, an aside).
    Reading: whether a pruner reaches *the* best at half the epochs turns on whether one trial
    wins clearly and early (seed 1: it does) or several tie within validation noise (seed 0 and
    the sweeps of 2.-3.: then which of them is "the best" is a coin the early curves cannot call).
