@@ -281,7 +281,8 @@ def replay_orders(rows: list[dict], pruner: dict, n_orders: int = N_ORDERS, seed
         spent, reached = epochs_to_reach(pruned, best)
         reach.append(spent / plain if reached else float("inf"))
         epochs.append(sum(r["epochs"] for r in pruned) / total)
-        near.append(max((r["value"] for r in pruned if r["state"] == "COMPLETE"), default=-np.inf) >= best - tolerance)
+        pruned_best = max((r["value"] for r in pruned if r["state"] == "COMPLETE"), default=-np.inf)
+        near.append(pruned_best >= best - tolerance)
     reach = np.asarray(reach)
     return {"reach": float(np.median(reach)), "lost": float(np.mean(np.isinf(reach))),
             "epochs": float(np.median(epochs)), "near": float(np.mean(near))}
