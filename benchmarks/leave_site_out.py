@@ -243,6 +243,15 @@ drop: by the rule above MMD is usable (gain ≥ 0, CI not below 0), CORAL misses
 with a CI around 0, i.e. both are neutral on this cohort. Histstd remains the variant that
 recovers the drop. The AD CORAL/MMD numbers at the top predate the layer normalisation (AD
 features are pooled head inputs, so only that part of the change applies there).
+
+AD rerun of DANN, CORAL and MMD with the layer-normalised features (protocol written
+2026-12-05 before its run): the AD table's cohort remade with the command at the top
+(``runs/bench_data/ad4mm_lso300_spread25``), ``OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python
+benchmarks/leave_site_out.py --data runs/bench_data/ad4mm_lso300_spread25 --out
+runs/lso_ad_ln --epochs 20 --val-fraction 0.3 --variants dann,coral,mmd``; the baseline rows
+must reproduce the table's in-site and out columns, else the comparison is void. Question: does
+the change that stopped CORAL/MMD and DANN harming segmentation also stop MMD's collapse to one
+class on AD, and what do DANN and CORAL score now?
 """
 
 from __future__ import annotations
