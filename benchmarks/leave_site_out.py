@@ -22,8 +22,9 @@ are wall clock on a shared 2-core machine.
 
 Measured 2026-12-03 (``--data runs/bench_data/ad4mm_lso300_spread25 --out runs/bench_lso300
 --epochs 20 --val-fraction 0.3``; 150 CN + 150 AD, medium difficulty with the scanner spread
-× 2.5; 25.3 min). Balanced accuracy per held-out site (in-site n = 60, same-site n = 56-65,
-out-of-site n = 100; 95 % CI half-widths 0.07-0.12)::
+× 2.5; 25.3 min; its baseline could not be remade on 2026-12-05: see "AD rerun" below,
+which replaces this table). Balanced accuracy per held-out site (in-site n = 60, same-site
+n = 56-65, out-of-site n = 100; 95 % CI half-widths 0.07-0.12)::
 
               in-site  same-site  out   histstd  dann   coral  mmd    adabn  tent
     site-1    0.800    0.771      0.730 0.690    0.790  0.730  0.500  0.760  0.740
@@ -252,6 +253,33 @@ runs/lso_ad_ln --epochs 20 --val-fraction 0.3 --variants dann,coral,mmd``; the b
 must reproduce the table's in-site and out columns, else the comparison is void. Question: does
 the change that stopped CORAL/MMD and DANN harming segmentation also stop MMD's collapse to one
 class on AD, and what do DANN and CORAL score now?
+
+Measured 2026-12-05 (16.4 min wall on one thread; then ``--variants histstd,adabn,tent --out
+runs/lso_ad_ln_rest``, 5.8 min, whose baseline rows are identical subject by subject, so the
+two CSVs pool into ``runs/lso_ad_ln_all_subjects.csv``). **The baseline does not reproduce the
+table at the top**: site-1 does (0.800 / 0.730), site-2's out-of-site does (0.780) but its
+in-site is 0.850 (was 0.833), and site-3 scores 0.800 / 0.740 (was 0.717 / 0.790); same-site
+0.818 / 0.807 / 0.829 (was 0.771 / 0.754 / 0.829). The code of the commit that recorded the
+table (d53d814), run on the remade cohort, gives today's site-3 numbers to the last digit, and
+so does a second run of today's code: the table at the top cannot be remade from its
+commands, and the comparison with it is void. Today's run, one seed::
+
+              in-site  same-site  out   histstd  dann   coral  mmd    adabn  tent
+    site-1    0.800    0.818      0.730 0.690    0.780  0.720  0.510  0.750  0.730
+    site-2    0.850    0.807      0.780 0.750    0.750  0.710  0.500  0.840  0.860
+    site-3    0.800    0.829      0.740 0.780    0.810  0.810  0.500  0.770  0.800
+    mean      0.817    0.818      0.750 0.740    0.780  0.747  0.503  0.787  0.797
+
+Pooled (``--summary runs/lso_ad_ln_all_subjects.csv``, paired subject bootstrap, 1000
+resamples): the in→out drop is 0.067 [−0.000, +0.138]; gains over out-of-site: tent +0.047
+[+0.007, +0.087] (share 70 %), adabn +0.037 [−0.003, +0.080] (55 %), dann +0.030 [−0.007,
++0.070] (45 %), coral −0.003 [−0.050, +0.047], histstd −0.010 [−0.063, +0.040], mmd −0.247
+[−0.320, −0.170]. Answer: **layer normalisation does not stop MMD's collapse on AD** (it still
+predicts one class at every site); CORAL is neutral and DANN gains 0.030 with a CI that
+includes 0. The shares' CIs span −50 % to 350 % because the drop's CI reaches 0, so no share
+is established; TENT's gain is the only one whose CI excludes 0. Not examined: why MMD
+collapses here (AD batches hold about four pooled vectors per site, so each site's set is
+almost a single point; untested).
 """
 
 from __future__ import annotations
