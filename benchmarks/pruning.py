@@ -5,7 +5,7 @@ For each sweep: the epochs every trial trained (validated epochs in its CSV log)
 value, and the epochs spent — in trial order — until a trial first reached the *unpruned*
 sweep's best value. Target: pruned ≤ 0.5 × unpruned epochs to reach it.
 Met on the 32-trial architecture sweep of 6. (0.47×); missed on the smaller sweeps of 2., 3.
-and 5., on two of which no pruner could have met it (see 6.).
+and 5., on each of which no pruner could have met it (see 6.).
 
     cogimg synth --out data/synth --subjects 300 --seed 0 --diseases ad   # once (or pass --data)
     python benchmarks/pruning.py --data data/synth --out runs/bench_pruning --pruner successive_halving
