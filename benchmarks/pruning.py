@@ -395,10 +395,11 @@ def main() -> None:
     plain = sweep(args.out / "unpruned", args.data, args, {"type": "none"})
     best = max(r["value"] for r in plain if r["state"] == "COMPLETE")
     e_plain, _ = epochs_to_reach(plain, best)
+    floor = floor_to_reach(plain, best)
     print(pd.DataFrame([{k: v for k, v in r.items() if k != "curve"} | {"curve": " ".join(f"{v:.2f}" for v in r["curve"][::2])}
                         for r in plain]).to_string(index=False))
     print(f"\nunpruned best {args.objective} {best:.3f}, reached after {e_plain} epochs; no pruner can reach "
-          f"it in fewer than {floor_to_reach(plain, best)} (ratio {floor_to_reach(plain, best) / e_plain:.2f})")
+          f"it in fewer than {floor} (ratio {floor / e_plain:.2f})")
     if args.replay:
         for name, pruner in PRUNERS.items():
             report(f"replay {name}", replay(plain, pruner), best, e_plain)
