@@ -278,8 +278,8 @@ resamples): the in→out drop is 0.067 [−0.000, +0.138]; gains over out-of-sit
 predicts one class at every site); CORAL is neutral and DANN gains 0.030 with a CI that
 includes 0. The shares' CIs span −50 % to 350 % because the drop's CI reaches 0, so no share
 is established; TENT's gain is the only one whose CI excludes 0. Not examined: why MMD
-collapses here (AD batches hold about four pooled vectors per site, so each site's set is
-almost a single point; untested).
+collapses here (a batch holds about four pooled vectors of each training site and eight of
+the held-out site, so MMD compares sets of a few points; untested).
 """
 
 from __future__ import annotations
