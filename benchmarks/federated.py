@@ -176,9 +176,9 @@ site-1 0.886 ± 0.008, FedBN 0.863 ± 0.023, local site-2 0.816 ± 0.035; traini
 (contended): centralised 723, each local 283-299, FedAvg 1072, FedProx 1226, FedBN 1227,
 SiloBN 937; peak memory 0.74-1.16 GiB. (These manifests name the commit checked out when
 each arm ended, 72c8caf / bd68d29 / 54b4aec, all clean; the code that ran was ef73db0's —
-the benchmark has since recorded the commit it starts from.) Stroke: the three seeds' ``fed_subjects.csv`` above exported with
-``--summary runs/fed_stroke/seed{0,1,2}/fed_subjects.csv --runs-out runs/fed_stroke_runs``;
-the leaderboard's Dice means and CIs equal the table above.
+the benchmark has since recorded the commit it starts from.) Stroke: the three seeds'
+``fed_subjects.csv`` above exported with ``--summary runs/fed_stroke/seed{0,1,2}/fed_subjects.csv
+--runs-out runs/fed_stroke_runs``; the leaderboard's Dice means and CIs equal the table above.
 """
 
 from __future__ import annotations

@@ -247,12 +247,17 @@ def sweep(out: Path, data: Path, args, pruner: dict) -> list[dict]:
     return rows
 
 
+def reaches(row: dict, target: float) -> bool:
+    """Whether the trial finished with a value ≥ ``target``."""
+    return row["state"] == "COMPLETE" and row["value"] >= target - 1e-9
+
+
 def epochs_to_reach(rows: list[dict], target: float) -> tuple[int, bool]:
     """Cumulative epochs (trial order) until a finished trial's value ≥ target."""
     spent = 0
     for r in rows:
         spent += r["epochs"]
-        if r["state"] == "COMPLETE" and r["value"] >= target - 1e-9:
+        if reaches(r, target):
             return spent, True
     return spent, False
 
@@ -264,12 +269,9 @@ def floor_to_reach(rows: list[dict], target: float) -> int:
     is stopped after one epoch, and the best trains in full. With the best at trial k of
     epochs E each, that is (2E + k - 1) / (E (k + 1)) of the unpruned epochs: above 0.5 for
     k ≤ 3 at E = 12, whatever the pruner."""
-    spent = 0
-    for i, r in enumerate(rows):
-        if r["state"] == "COMPLETE" and r["value"] >= target - 1e-9:
-            return spent + r["epochs"]
-        spent += r["epochs"] if i == 0 else min(1, r["epochs"])
-    return spent
+    cut = [r if i == 0 or reaches(r, target) else {**r, "epochs": min(1, r["epochs"])}
+           for i, r in enumerate(rows)]
+    return epochs_to_reach(cut, target)[0]
 
 
 def replay(rows: list[dict], pruner: dict) -> list[dict]:
