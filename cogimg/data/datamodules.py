@@ -31,12 +31,14 @@ import dataclasses
 import hashlib
 import os
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 import torch
 import torchio as tio
+from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, WeightedRandomSampler
 
 from cogimg.data.augmentation import augmentation
@@ -58,6 +60,8 @@ from cogimg.data.transforms import PreprocessingConfig, fit_histogram_landmarks
 from cogimg.diseases import get_preset
 
 SUBSETS = ("train", "val", "test")
+#: Key of the labelled batch when a training batch holds several streams.
+LABELLED = "labelled"
 
 
 # --------------------------------------------------------------------------- base
@@ -95,6 +99,7 @@ class _CachedDataModule(L.LightningDataModule):
         self.subjects: dict[str, list[tio.Subject]] = {}
         self.split_path: Path | None = None
         self.input_summary: dict | None = None
+        self._streams: dict[str, int | None] = {}
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
@@ -117,6 +122,7 @@ class _CachedDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if not self.subjects:
             self._prepare()
+        self._streams = {}  # requested anew by the task of each fit
 
     def _prepare(self) -> None:
         dataset = load_dataset(self.data_root, required_modalities=self.required,
@@ -175,6 +181,37 @@ class _CachedDataModule(L.LightningDataModule):
 
     def _after_prepare(self) -> None:
         """Subclasses: fit train-set statistics once the cached subjects are known."""
+
+    # ------------------------------------------------------------ training streams
+    def stream_loaders(self) -> dict[str, Callable[[int | None], DataLoader]]:
+        """Extra training streams this datamodule can serve (name → loader factory taking a
+        batch size, ``None`` = the datamodule's): ``unlabelled`` when ``label_fraction`` < 1."""
+        return {"unlabelled": self.unlabelled_dataloader} if self.subjects.get("unlabelled") else {}
+
+    def stream_names(self) -> tuple[str, ...]:
+        self._require_setup()
+        return tuple(self.stream_loaders())
+
+    def request_streams(self, batch_sizes: Mapping[str, int | None]) -> None:
+        """Serve these streams beside the labelled batches in training (asked by the task for
+        its add-ons): ``train_dataloader`` then yields ``{"labelled": batch, <name>: batch …}``."""
+        if unknown := sorted(set(batch_sizes) - set(self.stream_names())):
+            raise ValueError(f"{type(self).__name__} offers no training stream {unknown} "
+                             f"(it offers {list(self.stream_names()) or 'none'})")
+        self._streams = dict(batch_sizes)
+
+    def train_dataloader(self):
+        """The labelled loader, or — with requested streams — one ``CombinedLoader`` whose
+        epoch is the labelled loader's and whose other streams cycle."""
+        labelled = self.labelled_dataloader()
+        if not self._streams:
+            return labelled
+        factories = self.stream_loaders()
+        streams = {name: Cycled(factories[name](size)) for name, size in self._streams.items()}
+        return CombinedLoader({LABELLED: labelled, **streams}, mode="min_size")
+
+    def labelled_dataloader(self) -> DataLoader:
+        raise NotImplementedError
 
     # ------------------------------------------------------------ loaders
     def _generator(self, offset: int) -> torch.Generator:
@@ -313,7 +350,7 @@ class PatchDataModule(_CachedDataModule):
         pad = tio.CropOrPad(self.patch_size, only_pad=True, padding_mode="minimum")
         return tio.Compose([pad, augmentation(self.task, self.augmentation)])
 
-    def train_dataloader(self) -> DataLoader:
+    def labelled_dataloader(self) -> DataLoader:
         self._require_setup()
         dataset = SeededSubjectsDataset(self._select(self.subjects["train"]),
                                         transform=self.train_transform())
@@ -439,7 +476,7 @@ class VolumeDataModule(_CachedDataModule):
         counts = Counter(s["class_index"] for s in self.subjects["train"])
         return {name: counts.get(i, 0) for i, name in enumerate(self.preset.classes)}
 
-    def train_dataloader(self) -> DataLoader:
+    def labelled_dataloader(self) -> DataLoader:
         self._require_setup()
         train = self.subjects["train"]
         dataset = SeededSubjectsDataset(self._select(train),
@@ -473,3 +510,20 @@ class VolumeDataModule(_CachedDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
+
+
+class Cycled:
+    """An endless iterable over ``loader``, started anew each time it is exhausted (no
+    ``len``: inside a ``min_size`` ``CombinedLoader`` the labelled loader sets the epoch)."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self.loader = loader
+
+    def __iter__(self):
+        while True:
+            empty = True
+            for batch in self.loader:
+                empty = False
+                yield batch
+            if empty:
+                raise ValueError("a training stream is empty (no subject or no patch)")

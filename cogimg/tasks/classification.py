@@ -5,7 +5,7 @@ float32 with the modalities as channels in order (zeros for a missing one),
 ``availability`` (B, M), ``label`` (B,) int64 index into the preset's classes, ``tabular``
 (B, F) standardised clinical features + missingness indicators, ``subject_id``.
 
-The model is chosen by ``fusion`` (:mod:`cogimg.paradigms.fusion`): ``single`` / ``early``
+The model is chosen by ``fusion`` (:mod:`cogimg.models.fusion`): ``single`` / ``early``
 (one backbone on the stacked modalities), ``intermediate`` (per-modality encoders, fused
 features), ``late`` (per-modality classifiers, averaged probabilities) or ``tabular``
 (clinical features only); ``use_tabular`` adds the clinical MLP branch to any image model.
@@ -38,13 +38,13 @@ import torch.nn.functional as F
 
 from cogimg.metrics.calibration import calibration_summary
 from cogimg.metrics.classification import bootstrap_ci, classification_report
-from cogimg.paradigms.adaptation.domain import DomainAdaptation, SiteAdaptationMixin
-from cogimg.paradigms.fusion import FUSIONS, build_fusion_model
-from cogimg.paradigms.lowlabel.semi_supervised import SemiSupervised, SemiSupervisedConfig
+from cogimg.models.fusion import FUSIONS, build_fusion_model
+from cogimg.tasks.addons import TrainingAddon
 from cogimg.tasks.base import BaseTask
+from cogimg.tasks.scoring import ClassScorer
 
 
-class ClassificationTask(SiteAdaptationMixin, BaseTask):
+class ClassificationTask(BaseTask):
     """Binary or multi-class classification of subjects with any classification backbone.
 
     Args:
@@ -71,14 +71,17 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
             ``compute_class_weight``) or one weight per class.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         model_kwargs: extra arguments of the backbone builder.
-        adaptation: domain adaptation across sites (:mod:`cogimg.paradigms.adaptation`),
-            e.g. ``{method: dann, weight: 0.1}`` (``dann``, ``coral`` or ``mmd`` on the
-            features entering the classifier ``head``); ``None`` = plain training.
-        semi_supervised: semi-supervised training on the datamodule's unlabelled volumes
-            (:mod:`cogimg.paradigms.lowlabel`, needs ``label_fraction`` < 1), e.g.
-            ``{method: mean_teacher, weight: 1.0}``; not combined with ``adaptation``.
+        addons: training add-ons (domain adaptation, semi-supervision …; they compose), whose
+            feature-level losses see the features entering the classifier ``head``.
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
+
+    kind = "classification"
+    default_metric = "balanced_accuracy"
+    leaderboard_metrics = ("balanced_accuracy", "auroc", "f1_macro", "accuracy")
+    metric_labels = {"balanced_accuracy": "BA", "auroc": "AUROC", "f1_macro": "macro F1",
+                     "accuracy": "accuracy"}
+    subject_scorer = ClassScorer
 
     def __init__(
         self,
@@ -101,14 +104,8 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
         optimizer: str = "adamw",
         scheduler: str = "cosine",
         warmup_steps: int = 20,
-        adaptation: dict[str, Any] | None = None,
-        semi_supervised: dict[str, Any] | None = None,
+        addons: list[TrainingAddon] | None = None,
     ) -> None:
-        if adaptation is not None and semi_supervised is not None:
-            raise ValueError("choose adaptation or semi_supervised; both at once is not supported")
-        self.semi_supervised = (SemiSupervised(SemiSupervisedConfig.from_dict(semi_supervised))
-                                if semi_supervised is not None else None)
-        self._init_adaptation(adaptation)
         self.classes = tuple(str(c) for c in classes)
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be at least two distinct names, got {list(classes)}")
@@ -127,7 +124,8 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
             raise ValueError(f"class_weights needs {len(self.classes)} non-negative weights "
                              f"(one per class {list(self.classes)}), got {list(class_weights)}")
         self.num_classes = len(self.classes)
-        super().__init__(model, model_kwargs, lr, weight_decay, optimizer, scheduler, warmup_steps)
+        super().__init__(model, model_kwargs, lr, weight_decay, optimizer, scheduler, warmup_steps,
+                         addons)
         self._losses: dict[str, list[float]] = {"val": [], "test": []}
         # Validation logits/labels of the current epoch and the step they belong to (calibration).
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -137,7 +135,6 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
     def configure_models(self) -> None:
         hp = self.hparams
         self.model = None
-        self.domain_adaptation: DomainAdaptation | None = None
         if hp.use_tabular and hp.tabular_features is None:
             return  # built in configure_model() once the datamodule tells the width
         self._build_model(int(hp.tabular_features or 0) if hp.use_tabular else 0)
@@ -151,16 +148,16 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
             fusion_head=hp.fusion_head, late_combine=hp.late_combine,
             modality_dropout=hp.modality_dropout,
         )
-        self._build_adaptation()
 
-    def default_feature_module(self) -> str:
+    def feature_module(self) -> str:
         return "head"
 
-    def adaptation_feature_width(self, module: torch.nn.Module) -> int:
+    def feature_width(self, module_name: str) -> int:
+        module = self.model.get_submodule(module_name)
         if not hasattr(module, "in_features"):
-            raise ValueError(f"adaptation.feature_module {self._adaptation_config.feature_module!r} is a "
-                             f"{type(module).__name__}; name a linear layer (fusion {self.hparams.fusion!r} "
-                             "has its features at 'head' except late fusion)")
+            raise ValueError(f"feature_module {module_name!r} is a {type(module).__name__}; name a "
+                             f"linear layer (fusion {self.hparams.fusion!r} has its features at "
+                             "'head' except late fusion)")
         return int(module.in_features)
 
     def configure_losses(self) -> None:
@@ -170,18 +167,18 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
         # A buffer (not a loss-module attribute) so that checkpoints always hold it.
         self.register_buffer("class_weight", initial)
 
-    def setup(self, stage: str) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+    def setup_task(self, stage: str, datamodule) -> None:
         if datamodule is not None:
             self._check_datamodule(datamodule)
             if stage == "fit" and self.hparams.class_weights == "balanced":
                 self.class_weight.copy_(self._balanced_weights(datamodule))
-            if stage == "fit" and self._adaptation_config is not None:
-                self._setup_adaptation(datamodule)
 
     def configure_model(self) -> None:
-        if self.model is not None:
-            return
+        if self.model is None:
+            self._build_model_from_datamodule()
+        super().configure_model()
+
+    def _build_model_from_datamodule(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         features = getattr(datamodule, "tabular_features", None)
         if not features:
@@ -223,56 +220,41 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
                                "pass tabular_features to build it without a trainer")
         return self.model(image, availability, tabular)
 
-    def _logits(self, batch: dict) -> torch.Tensor:
-        return self(batch["image"], batch.get("availability"), batch.get("tabular"))
-
-    def _loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, label, weight=self.class_weight,
-                               label_smoothing=self.hparams.label_smoothing)
-
-    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
-        """Cross-entropy on a labelled batch and its size."""
-        label = batch["label"].long()
-        return self._loss(self._logits(batch), label), label.shape[0]
-
-    def unlabelled_logits(self, model, batch: dict) -> torch.Tensor:
-        """Logits ``(B, K)`` of ``model`` (student or teacher) on an unlabelled batch."""
+    def logits(self, batch: dict, model=None) -> torch.Tensor:
+        """Logits ``(B, K)`` of ``model`` (default: the task's network) on ``batch``."""
+        if model is None:
+            return self(batch["image"], batch.get("availability"), batch.get("tabular"))
         return model(batch["image"], batch.get("availability"), batch.get("tabular"))
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        if self.domain_adaptation is not None:
-            return self.domain_adaptation.training_step(self, batch)
-        if self.semi_supervised is not None:
-            return self.semi_supervised.training_step(self, batch)
-        loss, n = self.supervised_loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
-        return loss
+    def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Cross-entropy (class weights, label smoothing) against ``batch["label"]`` ``(B,)``."""
+        return F.cross_entropy(output, batch["label"].long(), weight=self.class_weight,
+                               label_smoothing=self.hparams.label_smoothing)
 
     # -- evaluation ----------------------------------------------------------------------
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def infer(self, batch: dict) -> torch.Tensor:
+        return self.logits(batch).softmax(dim=1)
+
+    def evaluate_batch(self, batch: dict, stage: str) -> list[dict[str, Any]]:
         label = batch["label"].long()
-        logits = self._logits(batch)
-        self._losses[stage].append(float(self._loss(logits, label)) * label.shape[0])
+        logits = self.logits(batch)
+        self._losses[stage].append(float(self.loss(logits, batch)) * label.shape[0])
         if stage == "val":
             self._val_outputs.append((logits.detach().float().cpu(), label.cpu()))
         prob = logits.float().softmax(dim=1).cpu().numpy()
         ids = batch.get("subject_id") or [f"{stage}-{len(self.subject_rows[stage]) + i}"
                                           for i in range(len(label))]
+        rows = []
         for i, y in enumerate(label.tolist()):
             row = {"subject_id": str(ids[i]), "label": self.classes[y],
                    "pred": self.classes[int(prob[i].argmax())]}
             row.update({f"prob_{c}": float(p) for c, p in zip(self.classes, prob[i])})
-            self.subject_rows[stage].append(row)
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+            rows.append(row)
+        return rows
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``{"subject_id": [...], "prob": (B, K) tensor}``."""
-        return {"subject_id": batch.get("subject_id"), "prob": self._logits(batch).softmax(dim=1)}
+        return {"subject_id": batch.get("subject_id"), "prob": self.logits(batch).softmax(dim=1)}
 
     def subject_table(self, stage: str) -> tuple[list[str], np.ndarray, np.ndarray]:
         """``(subject ids, labels (N,), probabilities (N, K))`` with one entry per subject
@@ -285,19 +267,15 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
         prob = np.array([[np.mean([r[f"prob_{c}"] for r in grouped[s]]) for c in self.classes] for s in ids])
         return ids, labels, prob.reshape(len(ids), self.num_classes)
 
-    def _log_summary(self, stage: str) -> None:
-        if not self.subject_rows[stage]:
-            return
+    def summarise(self, rows: list[dict[str, Any]], stage: str) -> dict[str, float]:
         _, labels, prob = self.subject_table(stage)
         report = classification_report(labels, prob, self.num_classes)
         values = {k: v for k, v in report.items() if k != "confusion_matrix"}
-        values["loss"] = sum(self._losses[stage]) / len(self.subject_rows[stage])
+        values["loss"] = sum(self._losses[stage]) / len(rows)
         if stage == "test":
             low, high = bootstrap_ci(labels, prob, "balanced_accuracy", n_boot=1000, seed=0)
             values.update(balanced_accuracy_ci_low=low, balanced_accuracy_ci_high=high)
-        for key, value in values.items():
-            if value is not None and np.isfinite(value):
-                self.log(f"{stage}/{key}", float(value), prog_bar=key == "balanced_accuracy", sync_dist=True)
+        return values
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
@@ -309,7 +287,7 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
         self._losses["test"] = []
 
     def on_validation_epoch_end(self) -> None:
-        self._log_summary("val")
+        super().on_validation_epoch_end()
         if self._val_outputs and not (self._trainer is not None and self.trainer.sanity_checking):
             self._val_outputs_step = self.global_step
 
@@ -322,6 +300,3 @@ class ClassificationTask(SiteAdaptationMixin, BaseTask):
             checkpoint["cogimg"]["calibration"] = {
                 **calibration_summary(logits, labels), "fitted_on": "validation",
                 "global_step": int(self.global_step)}
-
-    def on_test_epoch_end(self) -> None:
-        self._log_summary("test")

@@ -40,6 +40,7 @@ from cogimg.data.boxes import (
 )
 from cogimg.metrics.detection import detection_summary, match_scan, scan_row
 from cogimg.tasks.base import BaseTask
+from cogimg.tasks.scoring import DetectionScorer
 
 MATCH_CRITERIA = ("iou", "centre")
 
@@ -90,6 +91,13 @@ class DetectionTask(BaseTask):
         sw_overlap / sw_batch_size: sliding-window overlap fraction and windows per pass.
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
+
+    kind = "detection"
+    default_metric = "cpm"
+    #: ``sensitivity`` and ``n_false_positives`` are per-scan means at ``report_score_threshold``.
+    leaderboard_metrics = ("cpm", "sensitivity", "n_false_positives")
+    metric_labels = {"cpm": "CPM", "sensitivity": "sensitivity", "n_false_positives": "FP/scan"}
+    subject_scorer = DetectionScorer
 
     def __init__(
         self,
@@ -162,12 +170,19 @@ class DetectionTask(BaseTask):
                         "labels": r["labels"][order].detach().cpu().numpy() + 1})
         return out
 
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def infer(self, batch: dict) -> list[dict[str, np.ndarray]]:
+        return self.detect(batch["image"])
+
+    def predict_case(self, image: torch.Tensor) -> dict[str, Any]:
+        return {"detections": self.detect(image)[0]}
+
+    def evaluate_batch(self, batch: dict, stage: str) -> list[dict[str, Any]]:
         detections = self.detect(batch["image"])
         truths = targets_from_labels(batch["label"], self.num_classes, self.hparams.min_voxels)
         spacing = _as_spacing(batch.get("spacing_mm"), len(detections))
         ids = batch.get("subject_id", [f"{stage}-{i}" for i in range(len(detections))])
         names = self.hparams.class_names or tuple(f"class{k}" for k in range(1, self.num_classes))
+        rows = []
         for i, (found, truth) in enumerate(zip(detections, truths)):
             for k, name in enumerate(names, start=1):
                 pick = found["labels"] == k
@@ -178,7 +193,8 @@ class DetectionTask(BaseTask):
                 row = scan_row(str(ids[i]), match, self.hparams.report_score_threshold)
                 if self.num_classes > 2:
                     row["class"] = name
-                self.subject_rows[stage].append(row)
+                rows.append(row)
+        return rows
 
     def summary(self, stage: str) -> dict[str, float]:
         """FROC/CPM and AP over the scans evaluated in ``stage`` (``val`` or ``test``)."""
@@ -197,24 +213,8 @@ class DetectionTask(BaseTask):
         super().on_test_epoch_start()
         self.scans["test"] = []
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
-
-    def _log_summary(self, stage: str) -> None:
-        if not self.scans[stage]:
-            return
-        for key, value in self.summary(stage).items():
-            if np.isfinite(value):
-                self.log(f"{stage}/{key}", float(value), prog_bar=key == "cpm", sync_dist=True)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_summary("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_summary("test")
+    def summarise(self, rows: list[dict[str, Any]], stage: str) -> dict[str, float]:
+        return self.summary(stage)
 
 
 def segmentation_detections(task, image: torch.Tensor, threshold: float = 0.5,

@@ -30,8 +30,10 @@ import torch.nn.functional as F
 
 from cogimg.data.outcome_features import FEATURE_GROUPS, tabular_features
 from cogimg.metrics.regression import bootstrap_ci, regression_report
-from cogimg.paradigms.fusion import build_fusion_model
+from cogimg.models.fusion import build_fusion_model
+from cogimg.tasks.addons import TrainingAddon
 from cogimg.tasks.base import BaseTask
+from cogimg.tasks.scoring import RegressionScorer
 from cogimg.tasks.classical import CLASSICAL, build_classical
 
 #: Settings of :func:`fit_predict_cnn` (``model.params`` of a ``cnn`` outcome experiment).
@@ -50,15 +52,22 @@ class RegressionTask(BaseTask):
         target_mean / target_std: standardisation of the score (set from the training
             scores by :meth:`fit_target_scaling` before training).
         huber_delta: Huber loss threshold in standardised units.
-        model_kwargs, lr, …: as :class:`~cogimg.tasks.base.BaseTask`.
+        model_kwargs, lr, …, addons: as :class:`~cogimg.tasks.base.BaseTask`.
     """
+
+    kind = "regression"
+    default_metric = "pearson_r"
+    leaderboard_metrics = ("pearson_r", "spearman_rho", "mae", "r2")
+    metric_labels = {"pearson_r": "Pearson r", "spearman_rho": "Spearman ρ", "mae": "MAE",
+                     "r2": "R²"}
+    subject_scorer = RegressionScorer
 
     def __init__(self, model: str = "resnet10_3d", input_shape: tuple[int, int, int] = (40, 48, 34),
                  tabular_features: int = 0, fusion: str = "single", target_mean: float = 0.0,
                  target_std: float = 1.0, huber_delta: float = 1.0, tabular_hidden: Sequence[int]
                  = (64, 32), model_kwargs: Mapping[str, Any] | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, optimizer: str = "adamw", scheduler: str = "cosine",
-                 warmup_steps: int = 20) -> None:
+                 warmup_steps: int = 20, addons: list[TrainingAddon] | None = None) -> None:
         if fusion not in ("single", "tabular"):
             raise ValueError(f"fusion={fusion!r}; RegressionTask supports 'single' (CNN, + MLP "
                              "with tabular_features) and 'tabular' (MLP only)")
@@ -67,7 +76,7 @@ class RegressionTask(BaseTask):
         if target_std <= 0:
             raise ValueError(f"target_std must be positive, got {target_std}")
         super().__init__(model, dict(model_kwargs or {}), lr, weight_decay, optimizer, scheduler,
-                         warmup_steps)
+                         warmup_steps, addons)
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
 
@@ -89,55 +98,41 @@ class RegressionTask(BaseTask):
         z = self.model(image, None, tabular)[:, 0]
         return z * self.target_std + self.target_mean
 
-    def _standardised(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.model(batch.get("image"), None, batch.get("tabular"))[:, 0]
+    def logits(self, batch: dict, model=None) -> torch.Tensor:
+        """Standardised predicted scores ``(B,)`` of ``model`` (default: the task's network)."""
+        return (model or self.model)(batch.get("image"), None, batch.get("tabular"))[:, 0]
+
+    def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Huber loss against the standardised ``batch["target"]`` ``(B,)``."""
         target = (batch["target"].float() - self.target_mean) / self.target_std
-        return z, target
+        return F.huber_loss(output, target, delta=self.hparams.huber_delta)
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        z, target = self._standardised(batch)
-        loss = F.huber_loss(z, target, delta=self.hparams.huber_delta)
-        self.log("train/loss", loss, prog_bar=True, batch_size=target.shape[0])
-        return loss
+    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
+        return self.loss(self.logits(batch), batch), int(batch["target"].shape[0])
 
-    def _evaluate(self, batch: dict, stage: str) -> None:
+    def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
         pred = self(batch.get("image"), batch.get("tabular")).detach().cpu().numpy()
         target = batch["target"].detach().cpu().numpy()
         ids = batch.get("subject_id") or [f"{stage}-{len(self.subject_rows[stage]) + i}"
                                           for i in range(len(target))]
-        self.subject_rows[stage] += [{"subject_id": str(i), "target": float(t), "pred": float(p)}
-                                     for i, t, p in zip(ids, target, pred)]
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        return [{"subject_id": str(i), "target": float(t), "pred": float(p)}
+                for i, t, p in zip(ids, target, pred)]
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``{"subject_id": [...], "pred": (B,) scores}``."""
         return {"subject_id": batch.get("subject_id"),
                 "pred": self(batch.get("image"), batch.get("tabular"))}
 
-    def _log_summary(self, stage: str) -> None:
-        rows = self.subject_rows[stage]
+    def summarise(self, rows: list[dict], stage: str) -> dict[str, float]:
         if len(rows) < 2:
-            return
+            return {}
         target = np.array([r["target"] for r in rows])
         pred = np.array([r["pred"] for r in rows])
         values = {k: v for k, v in regression_report(target, pred).items() if k != "n"}
         if stage == "test":
             low, high = bootstrap_ci(target, pred, "pearson_r", n_boot=1000, seed=0)
             values.update(pearson_r_ci_low=low, pearson_r_ci_high=high)
-        for key, value in values.items():
-            if np.isfinite(value):
-                self.log(f"{stage}/{key}", float(value), prog_bar=key == "pearson_r")
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_summary("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_summary("test")
+        return values
 
 
 def fit_predict_cnn(train, val, groups: Sequence[str], params: Mapping[str, Any],

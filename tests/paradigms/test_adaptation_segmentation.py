@@ -1,5 +1,6 @@
-"""SegmentationTask with ``adaptation:``: DANN/CORAL/MMD on the U-Net bottleneck, with the
-held-out site's patches unlabelled in training (TargetSitePatchDataModule)."""
+"""SegmentationTask with the DomainAdaptation add-on: DANN/CORAL/MMD on the U-Net bottleneck,
+with the held-out site's patches unlabelled in training (TargetSitePatchDataModule), alone
+and composed with a mean teacher."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import pytest
 import torch
 
 from cogimg.data.splits import make_leave_site_out_split, save_split
+from cogimg.paradigms.adaptation import DomainAdaptation
 from cogimg.paradigms.adaptation.datamodule import TargetSitePatchDataModule
-from cogimg.paradigms.adaptation.domain import captured_input, pooled
+from cogimg.paradigms.adaptation.domain import pooled
+from cogimg.paradigms.lowlabel import SemiSupervised
+from cogimg.tasks.addons import TrainingStep, captured_input
 from cogimg.tasks.segmentation import SegmentationTask
 from tests.tasks.conftest import SMALL_UNET, build_easy_stroke_tree
 
@@ -33,9 +37,9 @@ def _dm(lso, **kw) -> TargetSitePatchDataModule:
                                      batch_size=2, num_workers=0, augmentation="none", seed=0, **kw)
 
 
-def _task(adaptation, **kw) -> SegmentationTask:
+def _task(adaptation, *more, **kw) -> SegmentationTask:
     return SegmentationTask(model="unet", patch_size=PATCH, model_kwargs={**SMALL_UNET, "norm": "batch"},
-                            adaptation=adaptation, scheduler="constant", **kw)
+                            addons=[DomainAdaptation(**adaptation), *more], scheduler="constant", **kw)
 
 
 def _trainer(tmp_path, steps=2) -> L.Trainer:
@@ -47,9 +51,10 @@ def _trainer(tmp_path, steps=2) -> L.Trainer:
 def test_target_patches_come_from_the_held_out_site_without_labels(lso):
     dm = _dm(lso)
     dm.setup("fit")
-    loaders = dm.train_dataloader()
-    target, source = next(iter(loaders["target"])), next(iter(loaders["source"]))
-    uniform = next(iter(loaders["source_uniform"]))
+    assert set(dm.stream_names()) == {"target", "source_uniform"}
+    dm.request_streams({"target": None, "source_uniform": None})
+    batch, _, _ = next(iter(dm.train_dataloader()))  # CombinedLoader: (batch, index, loader index)
+    target, source, uniform = batch["target"], batch["labelled"], batch["source_uniform"]
     sites = {s["subject_id"]: s["site"] for subset in dm.subjects.values() for s in subset}
     assert "label" not in target and target["image"].shape == (2, 2, *PATCH)
     assert "label" not in uniform and uniform["image"].shape == (2, 2, *PATCH)
@@ -64,7 +69,8 @@ def test_domain_loss_compares_uniform_source_patches_with_target_patches(monkeyp
     loss sees only the uniformly placed source and target patches (like against like)."""
     model = _task({"method": "dann", "sites": ["site-1", "site-2"],
                    "feature_module": "model.1.submodule.1.submodule"})
-    adaptation = model.domain_adaptation
+    adaptation = model.addons[0]
+    adaptation.setup(model, None, "validate")
     adaptation.bind({"a": "site-2", "b": "site-2", "u": "site-2", "t": "site-1"})
     seen = {}
 
@@ -75,11 +81,14 @@ def test_domain_loss_compares_uniform_source_patches_with_target_patches(monkeyp
     monkeypatch.setattr(adaptation, "domain_loss", domain_loss)
     monkeypatch.setattr(model, "log", lambda *args, **kwargs: None)
     image = lambda n: torch.randn(n, 2, *PATCH)
-    batch = {"source": {"image": image(2), "label": torch.zeros(2, 1, *PATCH, dtype=torch.long),
+    batch = {"labelled": {"image": image(2), "label": torch.zeros(2, 1, *PATCH, dtype=torch.long),
                         "subject_id": ["a", "b"]},
              "source_uniform": {"image": image(3), "subject_id": ["u"] * 3},
              "target": {"image": image(2), "subject_id": ["t", "t"]}}
-    loss = adaptation.training_step(model, batch)
+    step = TrainingStep(model, batch)
+    adaptation.before_forward(step)
+    assert step.forward().shape[0] == 2  # the task's loss sees the labelled patches only
+    loss, _ = adaptation.training_loss(step)
     assert torch.isfinite(loss)
     assert seen["domains"].tolist() == [1, 1, 1, 0, 0]  # 3 uniform source (site-2), 2 target (site-1)
     assert seen["features"].shape[:2] == (5, 16)  # the bottleneck map, (N, D, *S)
@@ -90,19 +99,21 @@ def test_dann_trains_on_the_bottleneck_and_rebuilds_from_checkpoint(lso, tmp_pat
     model = _task({"method": "dann", "weight": 0.5, "gamma": 0.0})
     trainer = _trainer(tmp_path)
     trainer.fit(model, datamodule=_dm(lso))
-    config = model.hparams.adaptation
+    config = model.addons[0].config()
     # SMALL_UNET has 3 levels: the bottleneck is the second skip connection's submodule, whose
     # input is the last encoder stage (16 channels).
     assert config["sites"] == ["site-1", "site-2"] and config["feature_module"] == "model.1.submodule.1.submodule"
-    assert model.domain_adaptation.site_classifier[0].in_features == 16
+    assert model.addons[0].site_classifier[0].in_features == 16
     metrics = trainer.callback_metrics
-    assert {"train/dann_loss", "train/task_loss", "train/site_accuracy"} <= set(metrics)
+    assert {"train/dann_loss", "train/supervised_loss", "train/site_accuracy"} <= set(metrics)
     assert torch.isfinite(metrics["train/loss"])
     trainer.save_checkpoint(tmp_path / "dann.ckpt")
     ckpt = torch.load(tmp_path / "dann.ckpt", weights_only=True)
-    rebuilt = SegmentationTask(**ckpt["hyper_parameters"])
+    assert ckpt["hyper_parameters"]["addons"][0]["init_args"]["sites"] == ["site-1", "site-2"]
+    rebuilt = SegmentationTask(**ckpt["hyper_parameters"])  # add-ons rebuilt from class_path
+    rebuilt.addons[0].setup(rebuilt, None, "validate")  # what Lightning's configure_model does
     rebuilt.load_state_dict(ckpt["state_dict"])
-    w = "domain_adaptation.site_classifier.2.weight"
+    w = "addons.0.site_classifier.2.weight"
     assert torch.equal(rebuilt.state_dict()[w], model.state_dict()[w])
 
 
@@ -112,8 +123,9 @@ def test_site_loss_reaches_the_encoder_reversed_and_not_the_decoder(lso):
     L.seed_everything(0)
     model = _task({"method": "dann", "weight": 1.0, "gamma": 0.0, "sites": ["site-1", "site-2"],
                    "feature_module": "model.1.submodule.1.submodule"})
-    adaptation = model.domain_adaptation
-    module = model.model.get_submodule(adaptation.config.feature_module)
+    adaptation = model.addons[0]
+    adaptation.setup(model, None, "validate")
+    module = model.model.get_submodule(adaptation.options.feature_module)
     image = torch.randn(4, 2, *PATCH)
     domains = torch.tensor([0, 0, 1, 1])
     params = dict(model.model.named_parameters())
@@ -146,8 +158,29 @@ def test_alignment_losses_train_with_target_patches(lso, tmp_path, method):
 
 
 def test_adaptation_errors_name_the_problem(lso, tmp_path):
-    with pytest.raises(ValueError, match="choose adaptation or semi_supervised"):
-        _task({"method": "dann"}, semi_supervised={"method": "mean_teacher"})
+    model = _task({"method": "dann"}, SemiSupervised("mean_teacher"))
+    with pytest.raises(ValueError, match=r"need the training stream\(s\) \['unlabelled'\]"):
+        _trainer(tmp_path).fit(model, datamodule=_dm(lso))  # label_fraction 1: no unlabelled data
     model = _task({"method": "dann", "feature_module": "encoder"})
     with pytest.raises(ValueError, match="feature_module 'encoder' is not a module of model 'unet'"):
         _trainer(tmp_path).fit(model, datamodule=_dm(lso))
+
+
+def test_dann_and_mean_teacher_train_together(lso, tmp_path):
+    """The two add-ons compose: one run trains the site classifier (on labelled + target
+    patches) and the EMA teacher (on the unlabelled stream), and logs both terms."""
+    L.seed_everything(0)
+    mean_teacher = SemiSupervised("mean_teacher", weight=1.0, rampup_steps=0)
+    model = _task({"method": "dann", "weight": 0.5, "gamma": 0.0}, mean_teacher)
+    dm = _dm(lso, label_fraction=0.5)
+    trainer = _trainer(tmp_path, steps=3)
+    trainer.fit(model, datamodule=dm)
+    metrics = trainer.callback_metrics
+    assert {"train/dann_loss", "train/mean_teacher_loss", "train/supervised_loss",
+            "train/site_accuracy", "train/unsupervised_weight"} <= set(metrics)
+    total = metrics["train/supervised_loss"] + metrics["train/dann_loss"] + metrics["train/mean_teacher_loss"]
+    torch.testing.assert_close(metrics["train/loss"], total)
+    assert set(dm._streams) == {"unlabelled", "target", "source_uniform"}
+    teacher, student = mean_teacher.teacher.state_dict(), model.model.state_dict()
+    assert any(not torch.equal(teacher[k], student[k]) for k in student if student[k].is_floating_point())
+    assert not any(k.startswith("addons.1") for k in model.state_dict())  # the teacher is not saved

@@ -7,7 +7,8 @@ test-time adaptation.
   they come from the training sites alone. Intensity z-scoring in the brain mask is per image.
 - **Feature harmonisation**: :class:`ComBat` (empirical-Bayes ComBat) for tabular/regional
   features, fitted on training sites.
-- **Training-time adaptation** (classification and segmentation, ``adaptation:`` option):
+- **Training-time adaptation** (a training add-on of any task: ``addons: [{class_path:
+  cogimg.paradigms.adaptation.DomainAdaptation, init_args: {method: dann}}]``):
   :class:`DomainAdaptation` — ``dann`` (gradient reversal + site classifier), ``coral``,
   ``mmd``; unlabelled target-site batches from
   :class:`~cogimg.paradigms.adaptation.datamodule.TargetSiteVolumeDataModule` (volumes) or
@@ -20,8 +21,6 @@ from cogimg.paradigms.adaptation.domain import (
     METHODS,
     AdaptationConfig,
     DomainAdaptation,
-    captured_input,
-    merge_batches,
     subject_sites,
 )
 from cogimg.paradigms.adaptation.grl import GradientReversal, dann_coefficient, reverse_gradient
@@ -34,6 +33,6 @@ from cogimg.paradigms.adaptation.test_time import (
 )
 
 __all__ = ["METHODS", "AdaptationConfig", "ComBat", "DomainAdaptation", "GradientReversal",
-           "adapt_batchnorm", "batchnorm_layers", "captured_input", "coral_loss", "dann_coefficient",
-           "domain_alignment", "merge_batches", "mmd_loss", "reverse_gradient", "softmax_entropy",
+           "adapt_batchnorm", "batchnorm_layers", "coral_loss", "dann_coefficient",
+           "domain_alignment", "mmd_loss", "reverse_gradient", "softmax_entropy",
            "subject_sites", "tent"]

@@ -1,13 +1,14 @@
 """Unlabelled target-site data for domain adaptation, handled by the datamodule.
 
 :class:`TargetSiteVolumeDataModule` (classification) and :class:`TargetSitePatchDataModule`
-(segmentation) are the usual datamodules whose training loader yields ``{"source": batch,
-"target": batch}``: the labelled training batch plus a batch of the *target* subjects'
-volumes or patches (by default the split's test subjects — under a leave-site-out split, the
-held-out site). Target batches carry images (and availability, tabular features) and
+(segmentation) are the usual datamodules that also offer a ``target`` training stream
+(:meth:`~cogimg.data.datamodules.PatchDataModule.request_streams`): batches of the *target*
+subjects' volumes or patches (by default the split's test subjects — under a leave-site-out
+split, the held-out site), served beside the labelled batch when an add-on asks for them
+(:class:`~cogimg.paradigms.adaptation.DomainAdaptation` does). Target batches carry images (and availability, tabular features) and
 ``subject_id`` but **no label**: the collate function never reads their diagnosis, and target
-patches are cut from volumes stripped of their label maps, placed uniformly. Lightning cycles
-the shorter loader (``max_size_cycle``).
+patches are cut from volumes stripped of their label maps, placed uniformly. The labelled
+loader sets the epoch; the target stream cycles.
 This is the transductive setting of unsupervised domain adaptation (Ganin et al. 2016):
 the target site's images, never its labels, are seen in training.
 """
@@ -61,20 +62,20 @@ class TargetSiteVolumeDataModule(_TargetSite, VolumeDataModule):
                           num_workers=self.num_workers, sampler=SeededSampler(order, generator),
                           collate_fn=collate, generator=generator)
 
-    def train_dataloader(self) -> dict[str, DataLoader]:
-        return {"source": super().train_dataloader(), "target": self.target_dataloader()}
+    def stream_loaders(self) -> dict:
+        return {**super().stream_loaders(), "target": lambda _size: self.target_dataloader()}
 
 
 class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
     """PatchDataModule + unlabelled target-site patches in training.
 
-    Training batches are ``{"source", "target", "source_uniform"}``. Target patches are placed
+    Training streams ``target`` and ``source_uniform``. Target patches are placed
     uniformly (without labels there is no lesion to centre on), while the labelled source
     patches are centred on lesions at ``label_probabilities``; a site classifier would tell
     the two apart by content, and gradient reversal would then erase what marks a lesion (so it
-    did before ``source_uniform``: stroke leave-site-out, seed 0, held-out site-1, out-of-site
-    Dice 0.41 → 0.16 with DANN). ``source_uniform`` are training-site patches placed like the
-    target's, and the domain loss compares those with the target's.
+    did before ``source_uniform``, see ``benchmarks/leave_site_out.py``). ``source_uniform``
+    are training-site patches placed like the target's, and the domain loss compares those
+    with the target's.
 
     Args:
         target_subset: which subset's volumes are the unlabelled target (``test``).
@@ -86,7 +87,7 @@ class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
         """Augmented, label-free patches of the target subjects, placed uniformly."""
         return self.unlabelled_dataloader(self.target_batch_size, subjects=self._target_subjects())
 
-    def train_dataloader(self) -> dict[str, DataLoader]:
-        return {"source": super().train_dataloader(), "target": self.target_dataloader(),
-                "source_uniform": self.unlabelled_dataloader(self.target_batch_size,
-                                                             subjects=self.subjects["train"])}
+    def stream_loaders(self) -> dict:
+        return {**super().stream_loaders(), "target": lambda _size: self.target_dataloader(),
+                "source_uniform": lambda _size: self.unlabelled_dataloader(
+                    self.target_batch_size, subjects=self.subjects["train"])}

@@ -1,18 +1,20 @@
-"""Domain-adversarial and feature-alignment training added to any task by config.
+"""Domain-adversarial and feature-alignment training: a training add-on for any task.
 
-A task that takes ``adaptation: {method: dann, weight: 0.1}`` (classification and
-segmentation, through :class:`SiteAdaptationMixin`) owns a :class:`DomainAdaptation` module and
-hands its training step to :meth:`DomainAdaptation.training_step`, which
+``addons: [{class_path: cogimg.paradigms.adaptation.DomainAdaptation, init_args: {method: dann,
+weight: 0.1}}]`` on a task (classification, segmentation, regression — any task whose protocol
+names a ``feature_module``) adds, at every training step:
 
-1. reads each sample's site from the datamodule (``participants.tsv`` ``site``, by
+1. each sample's site, read from the datamodule (``participants.tsv`` ``site``, by
    ``subject_id``), so no datamodule change is needed;
-2. runs the task's own forward on the labelled source batch — concatenated with an
-   unlabelled target-site batch when the datamodule provides one (``{"source": …,
-   "target": …}``, see :class:`~cogimg.paradigms.adaptation.datamodule.TargetSiteVolumeDataModule`);
-3. captures the encoder features at the input of ``feature_module`` (the task's default:
-   ``head`` for classification, the features the classifier sees; the U-Net's bottleneck for
-   segmentation): ``(B, D)``, or a spatial map ``(B, D, *S)``;
-4. returns ``task loss (source only) + weight · domain loss``, where the domain loss is
+2. the features at the input of ``feature_module`` (the task's default: ``head`` for
+   classification, the features the classifier sees; the U-Net's bottleneck for
+   segmentation), captured during the task's own forward pass: ``(B, D)`` or a spatial map
+   ``(B, D, *S)``. When the datamodule serves a ``target`` stream (unlabelled target-site
+   images, :class:`~cogimg.paradigms.adaptation.datamodule.TargetSiteVolumeDataModule`), its
+   samples join that forward pass; with a ``source_uniform`` stream (patch training: source
+   patches placed like the target's) the domain features come from a second pass over
+   ``source_uniform`` and ``target``, so that the sites are compared on patches drawn alike;
+3. ``weight · domain loss`` added to the task's loss (on the labelled samples only):
 
    - ``dann``: cross-entropy of a site classifier behind a gradient-reversal layer
      (coefficient on Ganin et al.'s schedule over training progress), on each sample's
@@ -30,8 +32,7 @@ made indistinguishable); with it, unsupervised domain adaptation to the target s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -42,6 +43,7 @@ from torch import nn
 from cogimg.paradigms.adaptation.grl import GradientReversal, dann_coefficient
 from cogimg.paradigms.adaptation.losses import coral_loss, domain_alignment, mmd_loss
 from cogimg.paradigms.options import checked_section
+from cogimg.tasks.addons import TrainingAddon, TrainingStep, captured_input, merge_batches, training_progress
 
 METHODS = ("dann", "coral", "mmd")
 
@@ -87,22 +89,6 @@ class AdaptationConfig:
         return out
 
 
-@contextlib.contextmanager
-def captured_input(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    """Inside the block, ``store["features"]`` is the last input of ``module``, ``(B, D)`` or
-    ``(B, D, *S)``."""
-    store: dict[str, torch.Tensor] = {}
-
-    def hook(_module, args):
-        store["features"] = args[0]
-
-    handle = module.register_forward_pre_hook(hook)
-    try:
-        yield store
-    finally:
-        handle.remove()
-
-
 def pooled(features: torch.Tensor) -> torch.Tensor:
     """``(N, D, *S)`` → ``(N, D)``, averaged over positions; ``(N, D)`` as it is."""
     return features.flatten(2).mean(dim=2) if features.ndim > 2 else features
@@ -117,25 +103,56 @@ def position_samples(features: torch.Tensor, domains: torch.Tensor) -> tuple[tor
     return positions.transpose(1, 2).reshape(-1, features.shape[1]), domains.repeat_interleave(positions.shape[2])
 
 
-class DomainAdaptation(nn.Module):
-    """The domain loss of one task (see the module docstring).
+class DomainAdaptation(TrainingAddon):
+    """The domain loss of one task, as a training add-on (see the module docstring).
 
-    Args:
-        config: the validated ``adaptation`` options.
-        feature_dim: width ``D`` of the features at ``feature_module``'s input.
+    Args: as :class:`AdaptationConfig` (``method``, ``weight``, ``sites``, ``feature_module``,
+    ``hidden``, ``gamma``); ``sites`` and ``feature_module`` are filled in when fitting starts
+    and saved with the task's hyperparameters, so checkpoints rebuild the site classifier.
     """
 
-    def __init__(self, config: AdaptationConfig, feature_dim: int) -> None:
+    optional_streams = ("target", "source_uniform")
+
+    def __init__(self, method: str = "dann", weight: float = 0.1, sites: list[str] | None = None,
+                 feature_module: str | None = None, hidden: int = 64, gamma: float = 10.0) -> None:
         super().__init__()
-        if config.sites is None:
-            raise ValueError("DomainAdaptation needs the site list (filled in from the datamodule)")
-        self.config = config
-        self.site_index = {s: i for i, s in enumerate(config.sites)}
+        self.options = AdaptationConfig.from_dict(
+            {"method": method, "weight": weight, "sites": sites, "feature_module": feature_module,
+             "hidden": hidden, "gamma": gamma})
+        self.name = method
+        self.site_index: dict[str, int] = {}
         self.site_of: dict[str, str] = {}
-        if config.method == "dann":
-            self.reversal = GradientReversal(1.0)
+        self.reversal = GradientReversal(1.0)
+        self.site_classifier: nn.Module | None = None
+
+    def config(self) -> dict[str, Any]:
+        return self.options.to_dict()
+
+    def setup(self, task, datamodule, stage: str) -> None:
+        """Sites from the datamodule's subjects and the task's feature module (when not given),
+        then the site classifier; at fit, the ``subject_id → site`` map."""
+        options = self.options
+        site_of = subject_sites(datamodule) if stage == "fit" and datamodule is not None else None
+        if options.sites is None:
+            if site_of is None:
+                raise ValueError("adaptation: the sites are unknown (no datamodule to read them from)")
+            options = replace(options, sites=tuple(sorted(set(site_of.values()))))
+        if options.feature_module is None:
+            options = replace(options, feature_module=task.feature_module())
+        try:
+            task.model.get_submodule(options.feature_module)
+        except AttributeError:
+            raise ValueError(f"adaptation.feature_module {options.feature_module!r} is not a module "
+                             f"of model {task.hparams.model!r}") from None
+        self.options = options
+        self.site_index = {s: i for i, s in enumerate(options.sites)}
+        if options.method == "dann" and self.site_classifier is None:
+            width = task.feature_width(options.feature_module)
             self.site_classifier = nn.Sequential(
-                nn.Linear(feature_dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, len(config.sites)))
+                nn.Linear(width, options.hidden), nn.ReLU(), nn.Linear(options.hidden, len(options.sites)))
+            self.site_classifier.to(next(task.model.parameters()).device)
+        if site_of is not None:
+            self.bind(site_of)
 
     # ---------------------------------------------------------------- sites
     def bind(self, site_of: Mapping[str, str]) -> None:
@@ -159,125 +176,48 @@ class DomainAdaptation(nn.Module):
     def domain_loss(self, features: torch.Tensor, domains: torch.Tensor,
                     progress: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, logs)`` for features ``(N, D)`` or ``(N, D, *S)`` and site indices ``(N,)``."""
-        method = self.config.method
+        method = self.options.method
         if method == "dann":
             features = pooled(features)
-            self.reversal.coeff = dann_coefficient(progress, self.config.gamma) if self.config.gamma else 1.0
+            self.reversal.coeff = dann_coefficient(progress, self.options.gamma) if self.options.gamma else 1.0
             # Layer-normalised input: the cross-entropy the reversed gradient maximises is unbounded,
-            # and on raw features the encoder "wins" by inflating them. Measured on the stroke U-Net
-            # bottleneck (leave-site-out, held-out site-1): the site loss grew to ~1e7 at weight
-            # 0.01 and out-of-site Dice fell from 0.43 to 0.17.
+            # and on raw features the encoder "wins" by inflating them (the site loss explodes and
+            # the task collapses; benchmarks/leave_site_out.py).
             logits = self.site_classifier(F.layer_norm(self.reversal(features), features.shape[-1:]))
             loss = F.cross_entropy(logits, domains)
             accuracy = float((logits.argmax(dim=1) == domains).float().mean())
             return loss, {"site_accuracy": accuracy, "grl_coeff": self.reversal.coeff}
-        # Positions as samples, layer-normalised: measured on the stroke U-Net bottleneck
-        # (leave-site-out, held-out site-1, batch_size 2), CORAL on two pooled vectors per domain
-        # lowered its loss 600-fold by shrinking the features, and MMD's loss never fell.
+        # Positions as samples, layer-normalised: with two pooled vectors per domain (small patch
+        # batches) CORAL lowers its loss by shrinking the features, and MMD's loss does not fall.
         features, domains = position_samples(features, domains)
         features = F.layer_norm(features, features.shape[-1:], eps=1e-8)  # eps ≪ the features' variance
         fn = coral_loss if method == "coral" else mmd_loss
         return domain_alignment(features, domains, fn, minimum=2 if method == "coral" else 1), {}
 
-    def training_step(self, task, batch: Mapping[str, Any]) -> torch.Tensor:
-        """Task loss on the labelled source samples + weight · domain loss over the source and
-        target samples — or, when the batch has ``source_uniform`` (patch training: source
-        patches placed like the target's), over ``source_uniform`` and ``target`` in a second
-        forward pass, so that the sites are compared on patches drawn the same way."""
-        source, target = (batch["source"], batch.get("target")) if "source" in batch else (batch, None)
-        aligned = batch.get("source_uniform") if target is not None else None
-        module = task.model.get_submodule(self.config.feature_module)
-        if aligned is None:  # one pass: the task's rows first, then the target's
-            domain_batch = merge_batches(source, target) if target is not None else source
-            with captured_input(module) as store:
-                logits = task._logits(domain_batch)
-        else:
-            logits = task._logits(source)
+    # ---------------------------------------------------------------- training step
+    def before_forward(self, step: TrainingStep) -> None:
+        target = step.streams.get("target")
+        if "source_uniform" in step.streams and target is not None:
+            return  # domain features from a second pass (training_loss)
+        if target is not None:
+            step.add_samples(target)
+        step.capture(self.options.feature_module)
+
+    def training_loss(self, step: TrainingStep) -> tuple[torch.Tensor, dict[str, float]]:
+        """``weight · domain loss`` over the step's labelled (+ target) samples, or over
+        ``source_uniform`` and ``target`` when the datamodule serves both."""
+        target, aligned = step.streams.get("target"), step.streams.get("source_uniform")
+        if target is not None and aligned is not None:
             domain_batch = merge_batches(aligned, target)
+            module = step.task.model.get_submodule(self.options.feature_module)
             with captured_input(module) as store:
-                task._logits(domain_batch)
-        if "features" not in store:
-            raise RuntimeError(f"adaptation.feature_module {self.config.feature_module!r} was not "
-                               "called in the forward pass; name a module the model uses")
-        label = source["label"].long()
-        n = label.shape[0]
-        task_loss = task._loss(logits[:n], label)
-        domains = self.domains(domain_batch["subject_id"]).to(logits.device)
-        domain_loss, logs = self.domain_loss(store["features"], domains, _progress(task))
-        loss = task_loss + self.config.weight * domain_loss
-        task.log("train/task_loss", task_loss, batch_size=n)
-        task.log(f"train/{self.config.method}_loss", domain_loss, batch_size=len(domains))
-        for key, value in logs.items():
-            task.log(f"train/{key}", value, batch_size=len(domains))
-        task.log("train/loss", loss, prog_bar=True, batch_size=n)
-        return loss
-
-
-class SiteAdaptationMixin:
-    """``adaptation:`` for a task (a LightningModule with ``self.model``): the
-    :class:`DomainAdaptation` module is built once the model and the site list are known — at
-    fit setup from the datamodule's subjects, or at construction when the hyperparameters
-    already hold the sites (a checkpoint). The task implements :meth:`default_feature_module`
-    and :meth:`adaptation_feature_width`, and its ``_logits(batch)`` / ``_loss(logits, label)``
-    serve :meth:`DomainAdaptation.training_step`."""
-
-    def _init_adaptation(self, adaptation: Mapping[str, Any] | None) -> None:
-        """Validate the option (before ``super().__init__``: errors name the key at fault)."""
-        self._adaptation_config = AdaptationConfig.from_dict(adaptation) if adaptation is not None else None
-        self._subject_sites: dict[str, str] | None = None
-
-    def default_feature_module(self) -> str:
-        """``adaptation.feature_module`` when the config names none."""
-        raise NotImplementedError
-
-    def adaptation_feature_width(self, module: nn.Module) -> int:
-        """Width ``D`` of the features entering ``module`` (the site classifier's input)."""
-        raise NotImplementedError
-
-    def _build_adaptation(self) -> None:
-        config = self._adaptation_config
-        if config is None or self.model is None or self.domain_adaptation is not None:
-            return
-        if config.sites is None or config.feature_module is None:
-            return  # filled in at setup from the datamodule's subjects
-        try:
-            module = self.model.get_submodule(config.feature_module)
-        except AttributeError:
-            raise ValueError(f"adaptation.feature_module {config.feature_module!r} is not a module of "
-                             f"model {self.hparams.model!r}") from None
-        self.domain_adaptation = DomainAdaptation(config, self.adaptation_feature_width(module))
-        if self._subject_sites is not None:
-            self.domain_adaptation.bind(self._subject_sites)
-
-    def _setup_adaptation(self, datamodule) -> None:
-        """Sites from ``datamodule`` and the default feature module, saved in the
-        hyperparameters (so checkpoints rebuild the site classifier), then the module."""
-        self._subject_sites = subject_sites(datamodule)
-        config = self._adaptation_config
-        if config.sites is None:
-            config = replace(config, sites=tuple(sorted(set(self._subject_sites.values()))))
-        if config.feature_module is None:
-            config = replace(config, feature_module=self.default_feature_module())
-        self._adaptation_config = config
-        self.hparams.adaptation = config.to_dict()
-        self._build_adaptation()
-        self.domain_adaptation.bind(self._subject_sites)
-
-
-def merge_batches(source: Mapping[str, Any], target: Mapping[str, Any]) -> dict[str, Any]:
-    """Source and target samples in one batch (tensors concatenated along dim 0, lists joined);
-    keys the target lacks (its ``label``) are kept from the source only."""
-    merged: dict[str, Any] = {}
-    for key, value in source.items():
-        if key not in target:
-            merged[key] = value
-        elif torch.is_tensor(value):
-            merged[key] = torch.cat([value, target[key].to(value.device)])
-        elif isinstance(value, list):
-            merged[key] = [*value, *target[key]]
+                step.task.logits(domain_batch)
+            features = store["features"]
         else:
-            merged[key] = value
-    return merged
+            domain_batch, features = step.forward_batch, step.captured[self.options.feature_module]
+        domains = self.domains(domain_batch["subject_id"]).to(features.device)
+        loss, logs = self.domain_loss(features, domains, training_progress(step.task))
+        return self.options.weight * loss, logs
 
 
 def subject_sites(datamodule) -> dict[str, str]:
@@ -293,11 +233,3 @@ def subject_sites(datamodule) -> dict[str, str]:
                 raise ValueError(f"adaptation: subject {s['subject_id']} has no 'site' in participants.tsv")
             out[str(s["subject_id"])] = str(s["site"])
     return out
-
-
-def _progress(task) -> float:
-    trainer = task._trainer
-    if trainer is None:
-        return 1.0
-    total = max(1, int(trainer.estimated_stepping_batches))
-    return min(1.0, task.global_step / total)

@@ -5,7 +5,7 @@ share of them set to 0 — the z-scored mean) and a registry segmentation networ
 ``out_channels = in_channels`` learns to restore the hidden voxels (mean squared error on
 masked voxels only, as in masked autoencoders / SimMIM). Everything but the output layer —
 the encoder and the decoder — then initialises a :class:`~cogimg.tasks.SegmentationTask`
-with the same ``model`` and ``model_kwargs`` (``pretrained_weights: FILE``).
+with the same ``model`` and ``model_kwargs`` (a :class:`PretrainedWeights` add-on).
 
 **Weights file** (``torch.save`` of plain tensors and lists, read with
 ``torch.load(weights_only=True)``)::
@@ -28,6 +28,7 @@ from torch import nn
 
 from cogimg import models
 from cogimg.io import atomic_path
+from cogimg.tasks.addons import TrainingAddon
 
 FORMAT = "cogimg-pretrained"
 VERSION = 1
@@ -143,11 +144,33 @@ def load_pretrained(network: nn.Module, path: str | Path, model: str | None = No
     return {"loaded": len(weights), "skipped": sorted(head & set(own))}
 
 
+class PretrainedWeights(TrainingAddon):
+    """Starts the task's network from a :func:`pretrain_encoder` weights file when fitting
+    starts (checkpoints and ``cogimg predict`` never need the file again).
+
+    Args:
+        path: the weights file (read with ``torch.load(weights_only=True)``).
+    """
+
+    name = "pretrained"
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.path = str(path)
+
+    def config(self) -> dict[str, str]:
+        return {"path": self.path}
+
+    def setup(self, task, datamodule, stage: str) -> None:
+        if stage == "fit":
+            load_pretrained(task.model, self.path, task.hparams.model)
+
+
 def reconstruction_error(network: nn.Module, image: torch.Tensor, **kwargs) -> float:
     """Masked-reconstruction loss of ``network`` on ``image`` without gradients (evaluation)."""
     with torch.no_grad():
         return float(masked_reconstruction_loss(network, image, **kwargs))
 
 
-__all__ = ["PretrainedWeightsError", "head_keys", "load_pretrained", "masked_reconstruction_loss",
+__all__ = ["PretrainedWeights", "PretrainedWeightsError", "head_keys", "load_pretrained", "masked_reconstruction_loss",
            "pretrain_encoder", "random_block_mask", "reconstruction_error"]

@@ -1,10 +1,10 @@
-"""Semi-supervised training added to any task by config: mean teacher and pseudo-labelling.
+"""Semi-supervised training, a training add-on of any task: mean teacher and pseudo-labelling.
 
-A task that takes ``semi_supervised: {method: mean_teacher, weight: 1.0}`` owns a
-:class:`SemiSupervised` and hands its training step to :meth:`SemiSupervised.training_step`:
+``addons: [{class_path: cogimg.paradigms.lowlabel.SemiSupervised, init_args: {method:
+mean_teacher, weight: 1.0}}]`` adds to the task's training step:
 
-1. the task's own supervised loss on the labelled batch (ground truth, never replaced);
-2. a batch of **unlabelled** images from the datamodule's ``unlabelled_dataloader()``
+1. (the task's own supervised loss on the labelled batch: ground truth, never replaced);
+2. a batch of **unlabelled** images, the datamodule's ``unlabelled`` training stream
    (the fold's training subjects outside ``label_fraction``, images only — no labels);
 3. a *teacher* network predicts on one perturbation of it, the student (the task's
    model) on another (independent Gaussian noise, ``noise_std`` in z-scored intensity
@@ -30,7 +30,7 @@ Methods:
   the dataset, see :mod:`cogimg.paradigms.lowlabel.pseudo_labels`).
 
 Both work on logits ``(B, K)`` (classification) and ``(B, K, X, Y, Z)`` (segmentation); the
-task supplies ``supervised_loss(batch)`` and ``unlabelled_logits(model, batch)``. The
+task's protocol supplies ``unlabelled_logits(batch, model)``. The
 teacher is not part of the task's state dict: checkpoints hold the student only (resuming
 restarts the teacher from it), and evaluation uses the student.
 """
@@ -46,10 +46,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import move_data_to_device
 from torch import nn
 
 from cogimg.paradigms.options import checked_section
+from cogimg.tasks.addons import TrainingAddon, TrainingStep
 
 METHODS = ("mean_teacher", "pseudo_label")
 
@@ -149,97 +149,77 @@ def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return loss, accepted.mean()
 
 
-class SemiSupervised:
+class SemiSupervised(TrainingAddon):
     """The unlabelled half of a task's training step (see the module docstring).
 
-    Plain object (not an ``nn.Module``) so that the teacher stays out of the task's
-    parameters, optimizer and checkpoints.
+    Args: as :class:`SemiSupervisedConfig`. The teacher is kept out of the add-on's modules,
+    so it stays out of the task's parameters, optimizer and checkpoints.
     """
 
-    def __init__(self, config: SemiSupervisedConfig) -> None:
-        self.config = config
-        self.teacher: nn.Module | None = None
+    streams = ("unlabelled",)
+
+    def __init__(self, method: str = "mean_teacher", **options: Any) -> None:
+        super().__init__()
+        self.options = SemiSupervisedConfig.from_dict({"method": method, **options})
+        self.name = method
+        object.__setattr__(self, "teacher", None)  # not a submodule (see the class docstring)
         self.round = 0
-        self._iterator = None
         self._ema_step = -1
 
-    # ---------------------------------------------------------------- unlabelled data
-    def _unlabelled_batch(self, task) -> dict:
-        if self._iterator is None:
-            datamodule = getattr(task.trainer, "datamodule", None)
-            if datamodule is None or not hasattr(datamodule, "unlabelled_dataloader"):
-                raise ValueError("semi_supervised training needs a cogimg datamodule with "
-                                 "unlabelled subjects (set its label_fraction below 1)")
-            self._loader = datamodule.unlabelled_dataloader(self.config.unlabelled_batch_size)
-            self._iterator = iter(self._loader)
-        try:
-            batch = next(self._iterator)
-        except StopIteration:  # cycle: the unlabelled pool is usually larger or smaller
-            self._iterator = iter(self._loader)
-            batch = next(self._iterator)
-        if "label" in batch:
-            raise RuntimeError("unlabelled batch carries labels; the datamodule must strip them")
-        return move_data_to_device(batch, task.device)
+    def config(self) -> dict[str, Any]:
+        return self.options.to_dict()
+
+    def stream_batch_size(self, stream: str) -> int | None:
+        return self.options.unlabelled_batch_size
 
     def _perturbed(self, batch: dict) -> dict:
-        noise = torch.randn_like(batch["image"]) * self.config.noise_std
+        noise = torch.randn_like(batch["image"]) * self.options.noise_std
         return {**batch, "image": batch["image"] + noise}
 
     # ---------------------------------------------------------------- teacher
     def _update_teacher(self, task) -> None:
         if self.teacher is None:
-            self.teacher = copy.deepcopy(task.model).requires_grad_(False)
+            object.__setattr__(self, "teacher", copy.deepcopy(task.model).requires_grad_(False))
             self._ema_step = task.global_step
-        if self.config.method == "mean_teacher":
+        if self.options.method == "mean_teacher":
             if task.global_step > self._ema_step:  # once per optimizer step, after it
-                decay = min(self.config.ema_decay, 1.0 - 1.0 / (task.global_step + 1))
+                decay = min(self.options.ema_decay, 1.0 - 1.0 / (task.global_step + 1))
                 ema_update(self.teacher, task.model, decay)
                 self._ema_step = task.global_step
             return
-        current = (task.global_step // self.config.round_steps if self.config.round_steps
-                   else task.current_epoch // self.config.round_epochs)
+        current = (task.global_step // self.options.round_steps if self.options.round_steps
+                   else task.current_epoch // self.options.round_epochs)
         if current != self.round:
             self.teacher.load_state_dict(task.model.state_dict())
             self.round = current
-            if self.config.pseudo_label_dir is not None:
+            if self.options.pseudo_label_dir is not None:
                 from cogimg.paradigms.lowlabel.pseudo_labels import write_pseudo_labels
 
-                write_pseudo_labels(task, task.trainer.datamodule, Path(self.config.pseudo_label_dir)
-                                    / f"round-{current}", self.config.threshold)
+                write_pseudo_labels(task, task.trainer.datamodule, Path(self.options.pseudo_label_dir)
+                                    / f"round-{current}", self.options.threshold)
 
     # ---------------------------------------------------------------- loss
     def unsupervised_loss(self, task, batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """``(loss, logs)`` on one unlabelled batch (teacher updated first)."""
+        if "label" in batch:
+            raise RuntimeError("unlabelled batch carries labels; the datamodule must strip them")
         self._update_teacher(task)
-        if self.config.method == "pseudo_label" and self.round == 0:
+        if self.options.method == "pseudo_label" and self.round == 0:
             return torch.zeros((), device=task.device), {"pseudo_accepted": 0.0}  # no teacher yet
         self.teacher.eval()
         with torch.no_grad():
-            teacher_logits = task.unlabelled_logits(self.teacher, self._perturbed(batch))
-        student_logits = task.unlabelled_logits(task.model, self._perturbed(batch))
-        if self.config.method == "mean_teacher":
+            teacher_logits = task.unlabelled_logits(self._perturbed(batch), self.teacher)
+        student_logits = task.unlabelled_logits(self._perturbed(batch), task.model)
+        if self.options.method == "mean_teacher":
             return consistency_loss(student_logits, teacher_logits), {}
-        balanced = self.config.class_balanced and student_logits.ndim > 2
-        loss, accepted = pseudo_label_loss(student_logits, teacher_logits, self.config.threshold,
+        balanced = self.options.class_balanced and student_logits.ndim > 2
+        loss, accepted = pseudo_label_loss(student_logits, teacher_logits, self.options.threshold,
                                            balanced)
         return loss, {"pseudo_accepted": float(accepted)}
 
-    def training_step(self, task, batch: dict) -> torch.Tensor:
-        """Supervised loss on ``batch`` + ramped weight · unsupervised loss on an unlabelled batch."""
-        supervised, n = task.supervised_loss(batch)
-        self._update_teacher(task)
-        if self.config.method == "pseudo_label" and self.round == 0:  # no teacher yet: no
-            unsupervised, logs, m = torch.zeros((), device=task.device), {"pseudo_accepted": 0.0}, n
-        else:  # unlabelled batch to load and predict
-            unlabelled = self._unlabelled_batch(task)
-            unsupervised, logs = self.unsupervised_loss(task, unlabelled)
-            m = len(unlabelled["image"])
-        weight = self.config.weight * sigmoid_rampup(task.global_step, self.config.rampup_steps)
-        loss = supervised + weight * unsupervised
-        task.log("train/supervised_loss", supervised, batch_size=n)
-        task.log(f"train/{self.config.method}_loss", unsupervised, batch_size=m)
-        task.log("train/unsupervised_weight", weight, batch_size=n)
-        for key, value in logs.items():
-            task.log(f"train/{key}", value, batch_size=n)
-        task.log("train/loss", loss, prog_bar=True, batch_size=n)
-        return loss
+    def training_loss(self, step: TrainingStep) -> tuple[torch.Tensor, dict[str, float]]:
+        """Ramped weight · unsupervised loss on the step's unlabelled batch."""
+        task = step.task
+        unsupervised, logs = self.unsupervised_loss(task, step.streams["unlabelled"])
+        weight = self.options.weight * sigmoid_rampup(task.global_step, self.options.rampup_steps)
+        return weight * unsupervised, {**logs, "unsupervised_weight": weight}
