@@ -19,7 +19,9 @@ published widths with cogimg's stride-2 stem, at the same batch, and extrapolate
 epoch time.
 
 Run: ``.venv/bin/python benchmarks/cls_epoch_time.py [--data DIR]`` (a few minutes; without
-``--data`` it generates the cohort first, ~1.5 min).
+``--data`` it generates the cohort first). The numbers go to ``results/cls_epoch_time.json``;
+``--quick`` (10 training subjects, one epoch, no published-size timing) checks that in
+under a minute and writes ``results/cls_epoch_time_quick.json``.
 
 Measured 2026-12-02 on an otherwise idle 2-core machine (load average 1.8 at the start, from
 the cohort generation): 130 subjects generated in 41 s, preprocessed into the cache in 14.1 s;
@@ -39,6 +41,7 @@ import warnings
 from pathlib import Path
 
 import psutil
+from _common import write_result
 
 TARGET_SECONDS = 60.0
 TARGET_RSS_GB = 4.0
@@ -89,12 +92,17 @@ def main() -> None:
     parser.add_argument("--train-subjects", type=int, default=120)
     parser.add_argument("--workers", type=int, default=1, help="datamodule loader processes")
     parser.add_argument("--skip-published", action="store_true", help="skip the published-width timing")
+    parser.add_argument("--quick", action="store_true",
+                        help="10 training subjects, one epoch, no published-width timing")
     args = parser.parse_args()
+    if args.quick:
+        args.train_subjects, args.skip_published = 10, True
 
     import lightning as L
     import torch
 
     from cogimg.data.datamodules import VolumeDataModule
+    from cogimg.models.profiling import count_parameters
     from cogimg.tasks.classification import ClassificationTask
     from cogimg.tracking.run import PeakMemory
 
@@ -131,7 +139,7 @@ def main() -> None:
         def on_train_epoch_end(self, trainer, module):
             epochs.append(time.perf_counter() - self.start)
 
-    trainer = L.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=1 if args.quick else 3, accelerator="cpu", logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=[EpochTimer()])
     trainer.fit(task, datamodule=dm)
@@ -139,7 +147,7 @@ def main() -> None:
     batches = len(dm.train_dataloader())
     n = len(dm.subjects["train"])
     print(f"\ndefault 3D CNN (resnet10_3d, widths 16-128, stride-2 stem, "
-          f"{sum(p.numel() for p in task.parameters()) / 1e6:.2f} M params), {n} subjects, "
+          f"{count_parameters(task) / 1e6:.2f} M params), {n} subjects, "
           f"{batches} batches of {dm.batch_size} at 4 mm {tuple(dm.config.target_shape)}:")
     for i, seconds in enumerate(epochs, 1):
         print(f"  epoch {i}: {seconds:6.1f} s  ({seconds / n * 1000:.0f} ms/subject)   "
@@ -147,17 +155,24 @@ def main() -> None:
     print(f"  peak memory (PSS) of the process tree: {peak_gb:.2f} GiB   target ≤ {TARGET_RSS_GB:.0f} GiB: "
           f"{'PASS' if peak_gb <= TARGET_RSS_GB else 'FAIL'}")
 
+    result = {"settings": {"train_subjects": n, "workers": args.workers, "batch": dm.batch_size,
+                           "input_shape": list(dm.config.target_shape), "quick": args.quick},
+              "params_m": count_parameters(task) / 1e6, "epoch_s": epochs,
+              "peak_memory_gib": peak_gb, "step_s": {}}
     if not args.skip_published:
         shape, batch = tuple(dm.config.target_shape), dm.batch_size
         default = step_time({}, batch, shape)
+        result["step_s"]["cogimg default (16-128, stride-2 stem)"] = default
         print(f"\nper training step at batch {batch} × {shape} (random input, best of 3):")
         print(f"  cogimg default  (16-128, stride-2 stem): {default:6.2f} s  → {default * batches:6.1f} s/epoch")
         for label, kw in (("published widths, stride-2 stem", {"block_inplanes": (64, 128, 256, 512)}),
                           ("MONAI resnet10 (64-512, stride 1)", {"block_inplanes": (64, 128, 256, 512),
                                                                   "conv1_stride": 1})):
             seconds = step_time(kw, batch, shape)
+            result["step_s"][label] = seconds
             print(f"  {label:34s}: {seconds:6.2f} s  → {seconds * batches:6.1f} s/epoch  "
                   f"({seconds / default:.1f}× the default)")
+    write_result("cls_epoch_time_quick" if args.quick else "cls_epoch_time", result)
 
 
 if __name__ == "__main__":

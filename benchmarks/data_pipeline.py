@@ -23,7 +23,9 @@ the default segmentation augmentation vs. one optimizer step of MONAI
 of the same size, then the two together (queue loading in ``--workers`` processes while the
 main process trains), which is what a training epoch costs.
 
-Run: ``.venv/bin/python benchmarks/data_pipeline.py`` (3–5 minutes on 2 busy CPU cores).
+Run: ``.venv/bin/python benchmarks/data_pipeline.py`` (several minutes on 2 busy CPU cores);
+the numbers go to ``results/data_pipeline.json``. ``--quick`` (2 subjects, 32^3 patches, one
+repeat) checks that in under a minute and writes ``results/data_pipeline_quick.json``.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
+from _common import write_result
 
 
 def make_cohort(root: Path, n_subjects: int, seed: int = 0) -> Path:
@@ -95,7 +98,7 @@ class PreprocessThenAugment:
         return self.augment(subject)
 
 
-def patches_per_second(dataset, args, sampler_cls, repeats: int = 5) -> float:
+def patches_per_second(dataset, args, sampler_cls, repeats: int | None = None) -> float:
     """Patches/second of one epoch (subjects × samples/volume) through the datamodule's
     seeded ``tio.Queue``: the same seed gives both pipelines the same subjects, patches and
     augmentation draws. Best of ``repeats`` epochs (other processes share the cores)."""
@@ -104,7 +107,7 @@ def patches_per_second(dataset, args, sampler_cls, repeats: int = 5) -> float:
     sampler = sampler_cls(args.patch, label_name="lesions_msk", label_probabilities={0: 0.5, 1: 0.5})
     n = len(dataset) * args.samples_per_volume
     best = 0.0
-    for _ in range(repeats):
+    for _ in range(repeats or args.repeats):
         queue = SeededQueue(dataset, args.queue_length, args.samples_per_volume, sampler, seed=0)
         start = time.perf_counter()
         for i in range(n):
@@ -113,7 +116,7 @@ def patches_per_second(dataset, args, sampler_cls, repeats: int = 5) -> float:
     return best
 
 
-def training_comparison(dm, args) -> None:
+def training_comparison(dm, args) -> dict:
     """Queue time per batch vs. U-Net step time, then both together in a training loop."""
     from monai.networks.nets import UNet
 
@@ -152,6 +155,7 @@ def training_comparison(dm, args) -> None:
     print(f"queue / step ({args.threads} threads) = {queue_s / step_s[args.threads]:.2f} "
           f"→ the queue is {verdict}")
     print("training loop (queue + step), mean ms per step over the epoch:")
+    result = {"queue_batch_s": queue_s, "unet_step_s_by_threads": step_s, "loop_step_s": []}
     for workers, threads in ((0, args.threads), (1, 1), (1, args.threads)):
         torch.set_num_threads(threads)
         dm.num_workers = workers
@@ -161,6 +165,8 @@ def training_comparison(dm, args) -> None:
         loop_s = (time.perf_counter() - start) / args.steps
         print(f"  queue workers {workers}, training threads {threads}: {loop_s * 1000:8.0f} ms "
               f"({loop_s / step_s[threads]:.2f}× the bare step)")
+        result["loop_step_s"].append({"queue_workers": workers, "threads": threads, "s": loop_s})
+    return result
 
 
 def main() -> int:
@@ -175,7 +181,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads of the training step (the target is 2 cores)")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=5, help="epochs per patches/second (best)")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 subjects, 32^3 patches, 2 per volume, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.subjects, args.patch, args.samples_per_volume = 2, 32, 2
+        args.queue_length, args.repeats = 4, 1
     # Data loading runs single-threaded, as in DataLoader workers (PyTorch sets 1 thread
     # there): intra-op threads on a busy 2-core machine make small tensor ops ~100× slower.
     torch.set_num_threads(1)
@@ -204,7 +216,9 @@ def main() -> int:
         start = time.perf_counter()
         cache = VolumeCache(work / "cache" / "volumes", config)
         cached = cache.warm(subjects)
-        print(f"cache warm-up (one-time): {time.perf_counter() - start:.1f} s "
+        result = {"settings": {k: v for k, v in vars(args).items() if k != "workdir"},
+                  "cache_warm_s": time.perf_counter() - start, "patches_per_s": []}
+        print(f"cache warm-up (one-time): {result['cache_warm_s']:.1f} s "
               f"for {len(subjects)} subjects")
 
         print("\n== patches/second: (a) .nii.gz + preprocessing every time vs (b) cache ==")
@@ -220,6 +234,8 @@ def main() -> int:
                 fast = patches_per_second(SeededSubjectsDataset(cached, transform=aug), args, sampler_cls)
                 name = "tio.LabelSampler" if sampler_cls is tio.LabelSampler else "LabelPatchSampler"
                 print(f"{strength:<14}{name:<20}{raw:>10.1f}{fast:>11.1f}{fast / raw:>10.1f}×")
+                result["patches_per_s"].append({"augmentation": strength, "sampler": name,
+                                                "raw": raw, "cache": fast})
 
         print("\n== default augmentation: queue vs. one 3D U-Net training step ==")
         dm = PatchDataModule(root, "stroke", cache_dir=work / "cache", patch_size=args.patch,
@@ -228,7 +244,8 @@ def main() -> int:
                              n_folds=2, test_fraction=0.0)
         dm.subjects = {"train": cached, "val": [], "test": []}  # every subject, already cached
         dm.label_key = "lesions_msk"
-        training_comparison(dm, args)
+        result["training"] = training_comparison(dm, args)
+    write_result("data_pipeline_quick" if args.quick else "data_pipeline", result)
     return 0
 
 

@@ -126,6 +126,7 @@ def paired_bootstrap_delta(runs_a, runs_b, targets, spacing, match_mm: float, n_
     same scans for both and for every seed). ``runs_*``: per seed, per-scan predictions."""
     import numpy as np
 
+    from cogimg.metrics.bootstrap import percentile_interval, resample_indices
     from cogimg.metrics.detection import froc, match_scan
 
     def scan_matches(runs):
@@ -133,14 +134,10 @@ def paired_bootstrap_delta(runs_a, runs_b, targets, spacing, match_mm: float, n_
                 for run in runs]
 
     a, b = scan_matches(runs_a), scan_matches(runs_b)
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(targets), len(targets))
-        deltas.append(np.mean([froc([run[i] for i in pick])["cpm"] for run in a])
-                      - np.mean([froc([run[i] for i in pick])["cpm"] for run in b]))
-    low, high = np.percentile(deltas, [2.5, 97.5])
-    return float(low), float(high)
+    deltas = [np.mean([froc([run[i] for i in pick])["cpm"] for run in a])
+              - np.mean([froc([run[i] for i in pick])["cpm"] for run in b])
+              for pick in resample_indices(len(targets), n_boot, seed)]
+    return percentile_interval(deltas, 0.95, skip_nan=False)
 
 
 def main() -> None:
@@ -163,6 +160,7 @@ def main() -> None:
     import numpy as np
 
     from cogimg.data.datamodules import PatchDataModule
+    from cogimg.models.profiling import count_parameters
 
     ensure_cohort(args.data, args.subjects, args.seed, args.spacing)
     patch = (args.patch,) * 3
@@ -192,7 +190,7 @@ def main() -> None:
                 name, task, volumes, tuple(args.seg_thresholds))
             for variant, found in predictions.items():
                 entry = results.setdefault(variant, {
-                    "params": sum(p.numel() for p in task.parameters()), "steps": trainer.global_step,
+                    "params": count_parameters(task), "steps": trainer.global_step,
                     "train_s": [], "infer_s": [], "runs": [], "metrics": []})
                 metrics = score(found, targets, spacing, args.match_mm)
                 entry["train_s"].append(train_s)

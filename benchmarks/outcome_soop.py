@@ -83,7 +83,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cogimg.commands.outcome import format_row, load_cohort, load_config, run_experiment
+from cogimg.paradigms.outcome import format_row, load_cohort, load_config
+from cogimg.tracking.outcome import run_outcome_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ROOT / "experiments" / "outcome"
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             config = {**config, "out": str(out / f"{stem}{suffix}"),
                       "cv": {**config["cv"], "seed": split_seed,
                              "split": str(out / ("split.json" if split_seed == 0 else f"split_seed{split_seed}.json"))}}
-            results[stem, split_seed] = run_experiment(config, cohort=cohort)
+            results[stem, split_seed] = run_outcome_experiment(config, cohort, overwrite=True)
             rows.append(format_row(stem, results[stem, split_seed]))
             print(rows[-1], flush=True)
     print("\n5-fold CV, NIHSS (R mean ± SD over folds; pooled R [95 % bootstrap CI]; ΔR = pooled "

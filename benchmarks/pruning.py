@@ -194,8 +194,8 @@ TASKS = {
     "stroke": {  # lesion segmentation on a 4 mm cohort as it is, 32³ patches, 2 patches per volume
         "config": "experiments/stroke/seg_unet.yaml", "objective": "val/dice",
         "overrides": ["--data.init_args.spacing_mm", "4.0", "--data.init_args.patch_size", "[32, 32, 32]",
-                      "--model.init_args.patch_size", "[32, 32, 32]", "--data.init_args.samples_per_volume", "2",
-                      "--data.init_args.queue_length", "16", "--data.init_args.num_workers", "0",
+                      "--data.init_args.samples_per_volume", "2", "--data.init_args.queue_length", "16",
+                      "--data.init_args.num_workers", "0",
                       "--trainer.precision", "32-true"],
         "space": """
   lr: {type: float, low: 1.0e-4, high: 3.0e-2, log: true, targets: [model.init_args.lr]}

@@ -56,8 +56,8 @@ U-Net fits ~20 % more steps into the budget (the data loader now shares the two 
 shorter step). First ``--models unet --precision bf16-mixed``: 3303 steps, **Dice 0.850**,
 lesion F1 0.841, peak 2.56 GB. Then the stroke segmentation YAMLs were switched to
 ``precision: bf16-mixed`` (float32 where the CPU/GPU has no native bf16, see
-:func:`cogimg.lightning_cli.effective_precision`) and all three re-measured with the defaults
-(``python benchmarks/seg_time_to_dice.py``, 42 min)::
+:func:`cogimg.tracking.experiment_cli.effective_precision`) and all three re-measured with the
+defaults (``python benchmarks/seg_time_to_dice.py``, 42 min)::
 
     model            params M  s/step  steps  val Dice lesion F1  train s latency s peak mem GB
     unet                 4.81    0.16   3185     0.852     0.852      632      0.45        2.65
@@ -71,7 +71,7 @@ lesion F1 0.841, peak 2.56 GB. Then the stroke segmentation YAMLs were switched 
 
 The best default config (unet) reaches Dice 0.850 and 0.852 in the two bf16 runs: the 0.85
 target is met, by a margin of 0.002 on 20 validation subjects. Validation (sliding windows)
-still runs in float32 (``cogimg.inference`` autocasts on CUDA only).
+still runs in float32 (``cogimg.models.sliding_window`` autocasts on CUDA only).
 """
 
 from __future__ import annotations

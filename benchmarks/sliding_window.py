@@ -19,7 +19,7 @@ from _common import best_time
 from monai.inferers import sliding_window_inference
 
 from cogimg import models
-from cogimg.inference import sliding_window_predict
+from cogimg.models.sliding_window import sliding_window_predict
 
 
 def main() -> None:

@@ -43,6 +43,22 @@ PLAIN_SUBCOMMANDS = {
 }
 
 
+CONVENTIONS = """\
+conventions (every plain command):
+  --out PATH     where the command writes (a folder; a file for split, report, check)
+  --overwrite    replace outputs that the command would otherwise refuse to replace
+  --n-folds K    cross-validation folds (split, outcome)
+
+exit codes:
+  0  ok
+  1  data or run problem (bad input data, failed runs): one line on stderr naming the file
+     or key, no traceback (COGIMG_TRACEBACK=1 shows it)
+  2  usage error (bad or missing arguments, unknown options, conflicting flags)
+  3  cogimg clinical only: reports written, at least one input out of distribution
+
+Lightning subcommands take --config FILE.yaml; see `cogimg fit --help`."""
+
+
 def _plain_module(name: str):
     return importlib.import_module(f"cogimg.commands.{PLAIN_SUBCOMMANDS[name]}")
 
@@ -57,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cogimg",
         description="Brain MRI deep learning for cognitive impairment (stroke, AD, PD).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Lightning subcommands take --config FILE.yaml; see `cogimg fit --help`.",
+        epilog=CONVENTIONS,
     )
     from cogimg import __version__
 
@@ -96,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return int(_plain_module(args.command).run(args) or 0)
+    from cogimg.commands._common import run_command
+
+    module = _plain_module(args.command)
+    return run_command(args.command, lambda: module.run(args))
 
 
 if __name__ == "__main__":

@@ -1,125 +1,18 @@
 """LightningCLI entry for ``cogimg fit|validate|test --config experiments/….yaml``.
 
-Configs name a task (``model:``) and a datamodule (``data:``) by ``class_path`` so that any
-task or datamodule of cogimg — or a user's subclass — can be configured from YAML.
-jsonargparse rejects unknown keys with an error naming them, so a typo in a config never
-trains silently with a default.
-
-Unless a config sets ``trainer.logger`` itself, every fit logs to a run directory
-(:mod:`cogimg.tracking.run`): CSV always, W&B offline by default, and a
-:class:`~cogimg.tracking.run.RunRecorder` that writes the manifest, final metrics and
-per-subject tables. Fitting with ``--ckpt_path <run dir>/checkpoints/last.ckpt`` continues
-that run directory.
-
-``trainer.precision: bf16-mixed`` runs in bfloat16 where the device computes it natively (CUDA
-with bf16, CPUs with AVX512-BF16 or AMX) and falls back, with a warning, to ``32-true`` where
-it would be emulated and slower than float32 (:func:`effective_precision`); the run's manifest
-records the precision actually used.
+The CLI class (:class:`~cogimg.tracking.experiment_cli.CogimgCLI`: class-path configs, linked
+task/datamodule values, run directories, the bf16 fallback) lives in
+:mod:`cogimg.tracking.experiment_cli`, where :mod:`cogimg.tracking.experiment` builds it too;
+this command module only runs it.
 """
 
 from __future__ import annotations
 
-import sys
-import warnings
-from pathlib import Path
-from unittest import mock
+from cogimg.tracking.experiment_cli import CogimgCLI, run_cli
 
-import torch
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
-
-from cogimg.tracking.run import RunRecorder, default_loggers, resume_version
-
-
-def native_bf16(device_type: str) -> bool:
-    """Whether ``device_type`` ("cpu", "cuda") computes bfloat16 natively. On CPU that takes
-    AVX512-BF16 or AMX: a U-Net training step at batch 2 x 2 x 64^3 took 0.13 s in bf16-mixed vs
-    0.20 s in float32 on 2 AVX512-BF16 cores; without them oneDNN emulates bf16."""
-    if device_type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if device_type == "cpu":
-        cpu = torch.cpu
-        return any(getattr(cpu, probe, lambda: False)()
-                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return True  # other accelerators: Lightning decides
-
-
-def effective_precision(precision, accelerator) -> object:
-    """``precision`` unless it asks for bf16 on a device without native bf16: then ``"32-true"``
-    (with a warning). ``accelerator`` "auto"/"gpu"/"cuda" means CUDA when one is present."""
-    if not str(precision).startswith("bf16"):
-        return precision
-    if str(accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        device = "cuda"
-    elif str(accelerator) in ("auto", "cpu"):
-        device = "cpu"
-    else:  # other accelerators, or a GPU that is missing: Lightning decides or reports
-        return precision
-    if native_bf16(device):
-        return precision
-    warnings.warn(f"trainer.precision {precision!r}: this {device.upper()} has no native bfloat16, "
-                  "which would be emulated and slower than float32; using '32-true'", stacklevel=2)
-    return "32-true"
-
-
-class CogimgCLI(LightningCLI):
-    """LightningCLI with cogimg's defaults (seeded, subclass mode for tasks and datamodules,
-    run directories)."""
-
-    experiment_name: str | None = None
-    resume_from: str | None = None
-
-    def add_arguments_to_parser(self, parser) -> None:
-        # Always keep last.ckpt (what `cogimg predict` and resuming use); configs may add a
-        # monitored metric, e.g. `checkpoint: {monitor: val/dice, mode: max}`.
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults({"seed_everything": 0, "checkpoint.save_last": True})
-
-    def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
-        config["precision"] = effective_precision(config.get("precision"), config.get("accelerator", "auto"))
-        # Run directory: CSV (+ W&B) loggers and the run recorder, unless the config chose
-        # its own logger or this is a smoke test (fast_dev_run disables loggers anyway).
-        if config.get("logger") in (None, True) and not config.get("fast_dev_run"):
-            sub = self.config.get(str(self.subcommand), self.config) if self.subcommand else self.config
-            files = [str(f) for f in (sub.get("config") or [])]
-            experiment = self.experiment_name or (Path(files[-1]).stem if files else "run")
-            ckpt = sub.get("ckpt_path") if self.subcommand == "fit" else self.resume_from
-            root = config.get("default_root_dir") or "."
-            config["logger"] = default_loggers(root, experiment, version=resume_version(ckpt))
-            callbacks = [*callbacks, RunRecorder(experiment, seed=sub.get("seed_everything"),
-                                                 config_files=files)]
-        return super()._instantiate_trainer(config, callbacks)
-
-
-def _cli(argv: list[str], run: bool, experiment: str | None = None,
-         resume_from: str | None = None) -> CogimgCLI:
-    # LightningCLI reads sys.argv (and warns when given both it and ``args``); the run names
-    # are read while the classes are instantiated, inside the constructor.
-    with mock.patch.object(sys, "argv", [sys.argv[0], *argv]), \
-            mock.patch.multiple(CogimgCLI, experiment_name=experiment, resume_from=resume_from):
-        return CogimgCLI(
-            LightningModule,
-            LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_kwargs={"overwrite": True},
-            auto_configure_optimizers=False,
-            run=run,
-        )
+__all__ = ["CogimgCLI", "run_lightning_cli"]
 
 
 def run_lightning_cli(argv: list[str]) -> CogimgCLI:
     """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``)."""
-    return _cli(argv, run=True)
-
-
-def build_cli(argv: list[str], experiment: str | None = None,
-              resume_from: str | None = None) -> CogimgCLI:
-    """Parse a config (``["--config", "x.yaml", overrides…]``, no subcommand) and instantiate
-    ``cli.trainer``, ``cli.model`` and ``cli.datamodule`` without running anything.
-
-    ``experiment`` names the run (default: the config's stem); ``resume_from`` is the
-    checkpoint the caller will pass to ``trainer.fit(ckpt_path=…)``, so that the loggers
-    continue its run directory."""
-    return _cli(argv, run=False, experiment=experiment, resume_from=resume_from)
+    return run_cli(argv)

@@ -37,7 +37,6 @@ def run_fit(config: Path, tree: Path, out: Path, cache: Path, *extra: str) -> in
     return main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1",
                  "--trainer.default_root_dir", str(out),
                  "--trainer.enable_progress_bar", "false",
-                 "--model.init_args.input_shape", shape,
                  "--data.init_args.target_shape", shape,
                  "--data.init_args.spacing_mm", spacing,
                  "--data.init_args.data_root", str(tree),

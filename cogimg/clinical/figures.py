@@ -23,8 +23,8 @@ def cheap_gc() -> Iterator[None]:
     """Exclude the objects alive now from garbage collection for the block.
 
     nilearn's plotting calls ``gc.collect()`` for every image it reads; with torch and the
-    models loaded each full collection takes most of a second (measured: 9 s of a 17 s case
-    went into 13 collections). ``gc.freeze`` moves the current objects to a permanent
+    models loaded each full collection is slow, and together they took a large share of a
+    case's figure time. ``gc.freeze`` moves the current objects to a permanent
     generation those collections skip; ``gc.unfreeze`` gives them back afterwards.
     """
     gc.freeze()

@@ -20,8 +20,7 @@ from cogimg.data.cache import VolumeCache, invert_to_native, read_meta
 from cogimg.data.inputs import Case
 from cogimg.data.ood import ood_report, scan_features
 from cogimg.diseases import get_preset
-from cogimg.metrics.calibration import calibrated_probabilities
-from cogimg.predict import (
+from cogimg.inference import (
     Checkpoint,
     CheckpointError,
     detection_report,
@@ -29,6 +28,7 @@ from cogimg.predict import (
     preprocessing_config,
     read_checkpoint,
 )
+from cogimg.metrics.calibration import calibrated_probabilities
 
 ROLES = ("segmentation", "detection", "classification")
 
@@ -68,18 +68,6 @@ class Model:
         return None if not calibration else float(calibration["temperature"])
 
 
-def _role(task) -> str:
-    from cogimg.tasks.classification import ClassificationTask
-    from cogimg.tasks.detection import DetectionTask
-    from cogimg.tasks.segmentation import SegmentationTask
-
-    for cls, role in ((DetectionTask, "detection"), (SegmentationTask, "segmentation"),
-                      (ClassificationTask, "classification")):
-        if isinstance(task, cls):
-            return role
-    return type(task).__name__
-
-
 def load_models(seg: str | Path | None, det: str | Path | None, cls: list[str | Path] | None,
                 cache_root: str | Path, device: str = "cpu") -> list[Model]:
     """Load every checkpoint and check it fits its role (``CheckpointError`` otherwise).
@@ -93,7 +81,7 @@ def load_models(seg: str | Path | None, det: str | Path | None, cls: list[str | 
         if path is None:
             continue
         loaded = read_checkpoint(path)
-        actual = _role(loaded.task)
+        actual = loaded.task.kind or type(loaded.task).__name__
         if actual != role:
             raise CheckpointError(f"{path}: a {actual} checkpoint, given as the {role} checkpoint")
         if role == "classification" and getattr(loaded.task.model, "tabular", None) is not None:
@@ -140,15 +128,16 @@ def input_check(model: Model, prepared: Prepared, threshold: float | None) -> di
 def segment(model: Model, prepared: Prepared):
     """``(native mask NIfTI, lesion report)``: argmax of the sliding-window probabilities on
     the native grid of the reference modality; count, total and per-lesion volume (mL)."""
-    probs = model.task.predict_volume(prepared.image)[0]
+    probs = model.task.predict_case(prepared.image)["probabilities"]
     mask = invert_to_native(probs.argmax(0).to(torch.uint8).cpu(), prepared.meta, is_label=True)
     return mask, lesion_report(mask)
 
 
 def detect(model: Model, prepared: Prepared) -> dict:
-    """Boxes on the native grid (:func:`cogimg.predict.detection_report`)."""
+    """Boxes on the native grid (:func:`cogimg.inference.detection_report`)."""
     native_affine = np.asarray(prepared.meta["images"][prepared.meta["reference"]]["native"]["affine"])
-    return detection_report(model.task, prepared.image, prepared.meta, native_affine)
+    found = model.task.predict_case(prepared.image)["detections"]
+    return detection_report(model.task, found, prepared.meta, native_affine)
 
 
 def classify(model: Model, prepared: Prepared) -> dict:

@@ -1,8 +1,11 @@
 """Plain (non-Lightning) subcommands of the ``cogimg`` console script.
 
 Each module here defines ``HELP`` (one line), ``add_arguments(parser)`` and
-``run(args) -> int`` (the exit code). ``cogimg.cli`` imports a module only when its
-subcommand runs, so ``cogimg --help`` stays fast.
+``run(args) -> int`` (the exit code): it parses, calls the library and prints, nothing else.
+``cogimg.cli`` imports a module only when its subcommand runs and calls ``run`` through
+:func:`cogimg.commands._common.run_command`, which turns a ``UsageError`` into exit 2 and a
+data problem (``DataError``, ``OSError``, ``ValueError``) into exit 1 with one line on stderr.
+Flags: ``--out``, ``--overwrite``, ``--n-folds`` (see ``cogimg --help``).
 """
 
 

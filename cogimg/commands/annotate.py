@@ -10,7 +10,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ckpt", required=True, nargs="+",
                         help="segmentation checkpoint(s); several = an ensemble")
     parser.add_argument("--input", required=True, help="a NIfTI file, a BIDS subject folder or a BIDS tree")
-    parser.add_argument("--output", required=True, help="output folder (outside the dataset)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (outside the dataset)")
     parser.add_argument("--mc-samples", type=int, default=8,
                         help="MC-dropout passes per checkpoint with dropout (default 8; 1 = off)")
     parser.add_argument("--include-labelled", action="store_true",
@@ -26,11 +26,11 @@ def run(args) -> int:
     from cogimg.paradigms.lowlabel.annotate import REVIEW_LIST, annotate_dataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    review = annotate_dataset(args.ckpt, args.input, args.output, mc_samples=args.mc_samples,
+    review = annotate_dataset(args.ckpt, args.input, args.out, mc_samples=args.mc_samples,
                               device=device, overwrite=args.overwrite,
                               include_labelled=args.include_labelled, seed=args.seed)
     for row in review.itertuples():
         print(f"{row.rank:3d}. {row.subject_id}: uncertainty {row.uncertainty:.4f} nats, "
               f"{row.n_lesions} lesion(s), {row.total_volume_ml:.2f} mL")
-    print(f"wrote {len(review)} pre-label(s) and {args.output}/{REVIEW_LIST}")
+    print(f"wrote {len(review)} pre-label(s) and {args.out}/{REVIEW_LIST}")
     return 0

@@ -1,270 +1,43 @@
 """``cogimg check DATA_ROOT``: validate a BIDS-like dataset and summarise what it holds.
 
 Prints subjects per diagnosis and site, shapes and spacings per modality, label statistics
-(voxels, volume in mL, 26-connected components) and then every problem and skipped file.
-Exits 1 when the dataset (or the ``--split`` file) has any error, 0 otherwise.
+(voxels, volume in mL, 26-connected components) and then every problem and skipped file
+(:mod:`cogimg.data.statistics`). Exits 1 when the dataset (or the ``--split`` file) has any
+error, 0 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from collections import Counter
-from pathlib import Path
-
-from cogimg.io import atomic_write_text  # light: no heavy imports, `cogimg --help` stays fast
 
 HELP = "validate a BIDS dataset (NIfTI integrity, labels, grids, participants) and summarise it"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "data_root", metavar="DATA_ROOT", help="dataset folder holding participants.tsv"
-    )
-    parser.add_argument(
-        "--required",
-        default="",
-        metavar="MODS",
-        help="comma-separated modality keys every subject must have, e.g. dwi,adc",
-    )
-    parser.add_argument(
-        "--split", metavar="FILE", help="split JSON to check for participant leakage"
-    )
-    parser.add_argument("--json", metavar="OUT", help="also write the summary and problems as JSON")
-    parser.add_argument(
-        "--headers-only",
-        action="store_true",
-        help="skip voxel checks (truncation, NaN, label values): fast on large datasets",
-    )
+    parser.add_argument("data_root", metavar="DATA_ROOT", help="dataset folder holding participants.tsv")
+    parser.add_argument("--required", default="", metavar="MODS",
+                        help="comma-separated modality keys every subject must have, e.g. dwi,adc")
+    parser.add_argument("--split", metavar="FILE", help="split JSON to check for participant leakage")
+    parser.add_argument("--out", metavar="JSON", help="also write the summary and problems to this JSON file")
+    parser.add_argument("--headers-only", action="store_true",
+                        help="skip voxel checks (truncation, NaN, label values): fast on large datasets")
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
     from cogimg.data.bids import load_dataset
+    from cogimg.data.statistics import check_split_file, dataset_ok, format_summary, summarise
+    from cogimg.io import atomic_write_text
 
     required = tuple(m.strip() for m in args.required.split(",") if m.strip())
-    try:
-        dataset = load_dataset(
-            args.data_root,
-            required_modalities=required,
-            strict=False,
-            validate_voxels=not args.headers_only,
-        )
-    except (FileNotFoundError, NotADirectoryError) as exc:
-        print(f"error: {exc}")
-        return 1
+    dataset = load_dataset(args.data_root, required_modalities=required, strict=False,
+                           validate_voxels=not args.headers_only)
     summary = summarise(dataset, read_labels=not args.headers_only)
     if args.split:
-        summary["split"] = _check_split(args.split, dataset)
+        summary["split"] = check_split_file(args.split, dataset)
     print(format_summary(summary))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(summary, indent=2) + "\n")
-    return 0 if summary["ok"] and summary.get("split", {}).get("ok", True) else 1
-
-
-def summarise(dataset, *, read_labels: bool = True) -> dict:
-    """JSON-ready summary of a :class:`~cogimg.data.bids.BIDSDataset`.
-
-    Label statistics (foreground voxels, volume in mL, 26-connected components) re-read the
-    label files unless ``read_labels`` is false.
-    """
-    subjects = dataset.subjects
-    by_participant = {s["participant_id"]: s for s in subjects}
-    summary: dict = {
-        "root": str(dataset.root),
-        "participants": len(by_participant),
-        "sessions": len(subjects),
-        "diagnoses": _counts(subjects, "diagnosis"),
-        "sites": _counts(subjects, "site"),
-        "modalities": {},
-        "labels": {},
-        "problems": [
-            {"severity": p.severity, "path_or_key": p.path_or_key, "message": p.message}
-            for p in dataset.problems
-        ],
-        "skipped": [{"path": path, "reason": reason} for path, reason in dataset.skipped],
-        "ok": not dataset.errors,
-    }
-    for modality in dataset.modalities():
-        infos = [
-            dataset.summaries[str(s[modality].path)]
-            for s in subjects
-            if modality in s["modalities"]
-        ]
-        summary["modalities"][modality] = {
-            "sessions": len(infos),
-            "shapes": dict(Counter(_fmt_shape(i.shape) for i in infos).most_common()),
-            "spacings_mm": dict(Counter(_fmt_spacing(i.spacing_mm) for i in infos).most_common()),
-        }
-    for key in dataset.label_keys():
-        labelled = [s for s in subjects if key in s["labels"]]
-        stats = (
-            _label_stats([str(s[key].path) for s in labelled])
-            if read_labels
-            else [{}] * len(labelled)
-        )
-        summary["labels"][key] = {
-            "sessions": len(labelled),
-            "per_subject": [
-                {"subject_id": s["subject_id"], **st} for s, st in zip(labelled, stats, strict=True)
-            ],
-        }
-    return summary
-
-
-def _counts(subjects, key: str) -> dict[str, dict[str, int]]:
-    sessions = Counter(str(s[key]) for s in subjects)
-    participants = Counter(str(s[key]) for s in {s["participant_id"]: s for s in subjects}.values())
-    return {k: {"participants": participants[k], "sessions": sessions[k]} for k in sorted(sessions)}
-
-
-def _label_stats(paths: list[str]) -> list[dict]:
-    """Foreground voxels, volume (mL) and 26-connected components of each label file, in threads."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import nibabel as nib
-    import numpy as np
-    from scipy import ndimage
-
-    def one(path: str) -> dict:
-        img = nib.load(path)
-        foreground = np.asanyarray(img.dataobj) > 0
-        voxel_ml = float(np.prod(img.header.get_zooms()[:3])) / 1000.0
-        _, components = ndimage.label(foreground, structure=np.ones((3, 3, 3), dtype=bool))
-        voxels = int(foreground.sum())
-        return {
-            "voxels": voxels,
-            "volume_ml": round(voxels * voxel_ml, 4),
-            "components": int(components),
-        }
-
-    with ThreadPoolExecutor(max(1, min(8, os.cpu_count() or 1))) as pool:
-        return list(pool.map(one, paths))
-
-
-def _check_split(path: str, dataset) -> dict:
-    """Leakage and coverage of a split file against the dataset's subject-sessions."""
-    from cogimg.data.participants import sessions_table
-    from cogimg.data.splits import LeakageError, check_leakage, load_split
-
-    errors: list[str] = []
-    try:
-        split = load_split(path)
-        sessions = sessions_table(dataset.subjects)
-        if split.group in sessions:
-            listed = set(split.test) | {
-                i for f in split.folds for s in ("train", "val", "test") for i in f.get(s, [])
-            }
-            unknown = sorted(listed - set(sessions[split.group].astype(str)))
-            if unknown:
-                errors.append(
-                    f"{len(unknown)} {split.group} value(s) in the split have no subject "
-                    "in the dataset: "
-                    + ", ".join(unknown[:20])
-                    + (" …" if len(unknown) > 20 else "")
-                )
-        check_leakage(split, sessions if len(sessions) else None)
-    except LeakageError as exc:
-        errors.extend(exc.problems)
-    except (OSError, ValueError) as exc:  # missing file, SplitFormatError, bad table
-        return {"path": path, "ok": False, "errors": [str(exc)]}
-    return {"path": path, "ok": not errors, "errors": errors}
-
-
-def format_summary(summary: dict) -> str:
-    """Human-readable report of :func:`summarise`'s output."""
-    lines = [
-        f"Dataset {summary['root']}",
-        (
-            f"  {summary['sessions']} subject-session(s) from {summary['participants']} "
-            "participant(s) loaded"
-        ),
-        "",
-    ]
-    for title, table in (("diagnosis", summary["diagnoses"]), ("site", summary["sites"])):
-        lines += _table(
-            [title, "participants", "sessions"],
-            [[k, v["participants"], v["sessions"]] for k, v in table.items()],
-        )
-    lines += _table(
-        ["modality", "sessions", "shape (X, Y, Z) [count]", "spacing mm [count]"],
-        [
-            [k, v["sessions"], _fmt_counts(v["shapes"]), _fmt_counts(v["spacings_mm"])]
-            for k, v in summary["modalities"].items()
-        ],
-    )
-    label_rows = []
-    for key, info in summary["labels"].items():
-        per = info["per_subject"]
-        nonempty = sum(p["voxels"] > 0 for p in per) if per and "voxels" in per[0] else "-"
-        label_rows.append(
-            [
-                key,
-                info["sessions"],
-                nonempty,
-                _fmt_range(per, "voxels"),
-                _fmt_range(per, "volume_ml"),
-                _fmt_range(per, "components"),
-            ]
-        )
-    lines += _table(
-        ["label", "sessions", "non-empty", "voxels", "volume mL", "components (26-conn.)"],
-        label_rows,
-    )
-    if len(summary["labels"]) and summary["sessions"] > 1:
-        lines[-1:] = [
-            "  (one value when all sessions agree, else median [min–max] over sessions)",
-            "",
-        ]
-
-    problems = summary["problems"]
-    n_err = sum(p["severity"] == "error" for p in problems)
-    lines.append(f"Problems: {n_err} error(s), {len(problems) - n_err} warning(s)")
-    lines += [
-        f"  {p['severity']}: {p['path_or_key']}: {p['message']}"
-        for p in sorted(problems, key=lambda p: p["severity"] != "error")
-    ]
-    lines.append(f"Skipped: {len(summary['skipped'])} file(s) or folder(s)")
-    lines += [f"  {s['path']}: {s['reason']}" for s in summary["skipped"]]
-    if "split" in summary:
-        split = summary["split"]
-        lines.append(f"Split {split['path']}: {'no leakage' if split['ok'] else 'ERRORS'}")
-        lines += [f"  error: {e}" for e in split["errors"]]
-    ok = summary["ok"] and summary.get("split", {}).get("ok", True)
-    lines += ["", "OK: no errors" if ok else "FAILED: fix the errors above"]
-    return "\n".join(lines)
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    """Indented left-aligned columns sized to their content, a blank line; ``(none)`` if no rows."""
-    cells = [header] + [[str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    text = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-            for row in cells]
-    return ["  " + line for line in text] + (["  (none)"] if not rows else []) + [""]
-
-
-def _fmt_shape(shape) -> str:
-    return "×".join(str(s) for s in shape)
-
-
-def _fmt_spacing(spacing) -> str:
-    return "×".join(f"{s:.3g}" for s in spacing)
-
-
-def _fmt_counts(counts: dict[str, int]) -> str:
-    items = list(counts.items())
-    text = ", ".join(f"{k} [{n}]" for k, n in items[:3])
-    return text + (f", +{len(items) - 3} more" if len(items) > 3 else "")
-
-
-def _fmt_range(per_subject: list[dict], key: str) -> str:
-    """One value, or median [min–max] over subjects; '-' when not computed."""
-    import numpy as np
-
-    values = [p[key] for p in per_subject if key in p]
-    if not values:
-        return "-"
-    if len(set(values)) == 1:
-        return f"{values[0]:g}"
-    return f"{np.median(values):g} [{min(values):g}–{max(values):g}]"
+    if args.out:
+        atomic_write_text(Path(args.out), json.dumps(summary, indent=2) + "\n")
+    return 0 if dataset_ok(summary) else 1

@@ -47,14 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from cogimg.commands._common import UsageError
     from cogimg.io import atomic_write_text
     from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut
     from cogimg.paradigms.adaptation.recovery import recovery_table
 
     variants = [] if args.variants == ["none"] else args.variants
     if unknown := [v for v in variants if v not in VARIANTS]:
-        print(f"error: unknown variant(s) {unknown}; choose from {list(VARIANTS)} or 'none'")
-        return 2
+        raise UsageError(f"unknown variant(s) {unknown}; choose from {list(VARIANTS)} or 'none'")
     experiment = Experiment.from_yaml(args.config)
     if args.data_root is not None:
         experiment.data_args["data_root"] = str(args.data_root)

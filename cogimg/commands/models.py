@@ -52,12 +52,12 @@ def core_kwargs(entry, input_shape: tuple[int, ...], out_channels: int) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from cogimg import models
+    from cogimg.commands._common import UsageError
 
     try:
         names = models.available(args.task)
-    except ValueError as exc:
-        print(f"error: {exc}")
-        return 1
+    except ValueError as exc:  # an unknown --task
+        raise UsageError(str(exc)) from None
     shape = "x".join(map(str, args.input))
     print(f"{'model':16s} {'task':20s} {'params_M':>9s} {'GFLOPs@' + shape:>18s}  description")
     for name in names:

@@ -2,55 +2,26 @@
 
     cogimg outcome --config experiments/outcome/svr.yaml [--out runs/outcome/svr]
 
-One YAML per model (``experiments/outcome/*.yaml``)::
-
-    data:    # cogimg.data.outcome.load_outcome_dataset arguments (paths relative to the cwd)
-      layout: soop
-      mask_dir: ../shared/data/soop_masks/lesions
-      scores: ../shared/data/soop_masks/participants_cleaned.tsv
-      atlas: ../shared/data/soop_masks/ArterialAtlas136.nii.gz
-      score: nihss
-      covariates: [age]
-      downsample: 2            # mask voxels per map block (1 mm masks → 2 mm maps)
-      unmatched: exclude
-    cv: {n_folds: 5, seed: 0, split: runs/outcome/soop_split.json}   # made once, then reused
-    model:
-      name: svr                # soop_svr | svr | kernel_ridge | ridge | gbm | ensemble | stack | cnn
-      features: [territories, covariates, log_volume]   # groups: cogimg/data/outcome_features.py
-      map_coarsen: 3           # maps summed over 3³ blocks for the model (2 mm → 6 mm)
-      params: {}               # build_classical overrides, or the CNN's (see CNN_DEFAULTS)
-    reference:                 # optional: a model fitted on the same folds (e.g. the SOOP demo's
-      name: soop_svr           # SVR); metrics.json gets ΔR and ΔMAE with paired bootstrap CIs
-      features: [territories, covariates, volume_ml]
-    out: runs/outcome/svr
-
-Folds are participant-level k-fold (stratified by score quintile), saved with
-:func:`cogimg.data.splits.save_split` (leakage-checked) and reused when the file exists. The
-run directory gets ``manifest.json``, ``metrics.json`` (per-fold Pearson R, its mean ± SD
-over folds, pooled out-of-fold metrics with 95 % subject-bootstrap CIs, wall time; with a
-``reference``: its pooled metrics and ``delta_vs_reference``, the paired subject-bootstrap of
-ΔR and ΔMAE), ``subjects_val.csv`` (out-of-fold ``subject_id, fold, target, pred`` [,
-``reference_pred``]), ``config.yaml`` and
-``predicted_vs_observed.png`` (scatter with the pooled R and its CI).
+The YAML format and the cross-validation are :mod:`cogimg.paradigms.outcome`'s; the run
+directory (readable by ``cogimg leaderboard``) is :mod:`cogimg.tracking.outcome`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 HELP = "cross-validated lesion → clinical outcome regression (SVR, ridge, boosting, 3D CNN)"
 
-_SECTIONS = {"data", "cv", "model", "reference", "out", "bootstrap"}
-_DATA_KEYS = {"layout", "root", "mask_dir", "scores", "score", "covariates", "derivative",
-              "atlas", "downsample", "unmatched"}
-_CV_KEYS = {"n_folds", "seed", "split"}
-_MODEL_KEYS = {"name", "features", "map_coarsen", "params"}
+#: command-line option -> (config section, key) it overrides
+OVERRIDES = {"mask_dir": ("data", "mask_dir"), "scores": ("data", "scores"),
+             "atlas": ("data", "atlas"), "split": ("cv", "split"), "n_folds": ("cv", "n_folds")}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment YAML (experiments/outcome/…)")
     parser.add_argument("--out", help="run directory (default: the config's out)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing run directory")
     parser.add_argument("--mask-dir", help="override data.mask_dir")
     parser.add_argument("--scores", help="override data.scores")
     parser.add_argument("--atlas", help="override data.atlas")
@@ -61,230 +32,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cogimg.commands._common import UsageError
+    from cogimg.paradigms.outcome import format_row, load_config
+    from cogimg.tracking.outcome import run_outcome_experiment
+
+    if args.n_folds is not None and args.n_folds < 2:
+        raise UsageError(f"--n-folds {args.n_folds}: need at least 2 folds")
     config = load_config(args.config)
-    for key, section, field in (("mask_dir", "data", "mask_dir"), ("scores", "data", "scores"),
-                                ("atlas", "data", "atlas"), ("split", "cv", "split"),
-                                ("n_folds", "cv", "n_folds")):
+    for key, (section, field) in OVERRIDES.items():
         if getattr(args, key) is not None:
             config[section][field] = getattr(args, key)
     if args.max_epochs is not None and config["model"]["name"] == "cnn":
         config["model"].setdefault("params", {})["max_epochs"] = args.max_epochs
     if args.out:
         config["out"] = args.out
-    result = run_experiment(config)
+    result = run_outcome_experiment(config, overwrite=args.overwrite)
     print(format_row(Path(args.config).stem, result))
     return 0
-
-
-# --------------------------------------------------------------------------- config
-
-
-def load_config(path: str | Path) -> dict:
-    """Read and check an outcome experiment YAML; unknown keys are errors naming the key."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"outcome config not found: {path}")
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    for where, keys, allowed in (("top level", config, _SECTIONS),
-                                 ("data", config.get("data", {}), _DATA_KEYS),
-                                 ("cv", config.get("cv", {}), _CV_KEYS),
-                                 ("model", config.get("model", {}), _MODEL_KEYS),
-                                 ("reference", config.get("reference") or {},
-                                  _MODEL_KEYS - {"map_coarsen"})):
-        if not isinstance(keys, dict):
-            raise TypeError(f"{path}: {where} must be a mapping")
-        if unknown := sorted(set(keys) - allowed):
-            raise ValueError(f"{path}: {where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    for section in ("data", "model"):
-        if section not in config:
-            raise ValueError(f"{path}: missing section {section!r}")
-    for section in ("model", "reference"):
-        if config.get(section) is not None and "name" not in config[section]:
-            raise ValueError(f"{path}: {section}.name is required")
-    config.setdefault("cv", {})
-    config.setdefault("out", f"runs/outcome/{path.stem}")
-    config["experiment"] = path.stem
-    return config
-
-
-# --------------------------------------------------------------------------- running
-
-
-def load_cohort(data: dict):
-    """The :class:`~cogimg.data.outcome.OutcomeCohort` that a config's ``data`` describes."""
-    from cogimg.data.outcome import load_outcome_dataset
-
-    data = dict(data)
-    if "covariates" in data:
-        data["covariates"] = tuple(data["covariates"])
-    return load_outcome_dataset(data.pop("layout", "soop"), **data)
-
-
-def cohort_split(cohort, n_folds: int = 5, seed: int = 0, path: str | Path | None = None):
-    """Participant-level k-fold split stratified by score quintile; loaded from ``path`` when
-    it exists (its IDs must be the cohort's), else made and saved there."""
-    import pandas as pd
-
-    from cogimg.data.splits import check_leakage, load_split, make_kfold_split, save_split
-
-    if path is not None and Path(path).is_file():
-        split = load_split(path)
-        check_leakage(split)
-        listed = {i for k in range(len(split.folds)) for i in split.fold(k)["val"]}
-        if listed != set(cohort.ids):
-            raise ValueError(f"split {path} lists {len(listed)} participants in its val folds, "
-                             f"the cohort has {len(cohort)}: {len(listed ^ set(cohort.ids))} "
-                             "differ (delete the file to make a new split)")
-        return split
-    bins = pd.qcut(pd.Series(cohort.scores).rank(method="first"), min(5, len(cohort) // n_folds),
-                   labels=False)
-    table = pd.DataFrame({"participant_id": cohort.ids, "score_bin": bins.astype(str)})
-    split = make_kfold_split(table, n_folds=n_folds, test_fraction=0.0, stratify="score_bin",
-                             seed=seed)
-    if path is not None:
-        save_split(split, path)
-    return split
-
-
-def run_experiment(config: dict, cohort=None) -> dict:
-    """Cross-validate ``config``'s model; write the run directory; return ``metrics.json``'s dict.
-
-    ``cohort``: an already loaded cohort at ``config['data']['downsample']`` (the benchmark
-    reads the masks once for every model).
-    """
-    import time
-
-    import numpy as np
-    import pandas as pd
-
-    from cogimg.io import atomic_write_text
-    from cogimg.metrics.regression import (
-        bootstrap_ci,
-        paired_bootstrap_delta,
-        pearson_r,
-        regression_report,
-    )
-
-    start = time.perf_counter()
-    cohort = load_cohort(config["data"]) if cohort is None else cohort
-    model = config["model"]
-    if model.get("map_coarsen", 1) > 1:
-        cohort = cohort.coarsen(int(model["map_coarsen"]))
-    cv = config["cv"]
-    seed = int(cv.get("seed", 0))
-    split = cohort_split(cohort, int(cv.get("n_folds", 5)), seed, cv.get("split"))
-    reference, tables = config.get("reference"), []
-    for k, name in enumerate(split.fold_names):
-        fold = split.fold(k)
-        train, val = cohort.subset(fold["train"]), cohort.subset(fold["val"])
-        rows = {"subject_id": val.ids, "fold": name, "target": val.scores,
-                "pred": fit_predict(model, train, val, seed)}
-        if reference:  # same folds, same subjects: a paired comparison
-            rows["reference_pred"] = fit_predict(reference, train, val, seed)
-        tables.append(pd.DataFrame(rows))
-    table = pd.concat(tables, ignore_index=True)
-    per_fold = [pearson_r(g["target"], g["pred"]) for _, g in table.groupby("fold", sort=False)]
-    pooled = regression_report(table["target"], table["pred"])
-    n_boot = int(config.get("bootstrap", 1000))
-    for metric in ("pearson_r", "spearman_rho", "mae", "r2"):
-        pooled[f"{metric}_ci"] = bootstrap_ci(table["target"], table["pred"], metric, n_boot, seed)
-    result = {"experiment": config["experiment"], "model": model["name"],
-              "pearson_r_folds": per_fold, "pearson_r_mean": float(np.mean(per_fold)),
-              "pearson_r_std": float(np.std(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
-              "pooled": pooled, "n_subjects": len(cohort), "n_folds": len(per_fold),
-              "wall_s": time.perf_counter() - start}
-    if reference:
-        result["reference"] = {"model": reference["name"],
-                               "pooled": regression_report(table["target"], table["reference_pred"])}
-        result["delta_vs_reference"] = {
-            metric: paired_bootstrap_delta(table["target"], table["pred"], table["reference_pred"],
-                                           metric, n_boot, seed) for metric in ("pearson_r", "mae")}
-    _write_run(Path(config["out"]), config, result, table, split, atomic_write_text)
-    return result
-
-
-def fit_predict(model: dict, train, val, seed: int = 0):
-    """Fit ``model`` (config section) on the ``train`` cohort; ``(N_val,)`` predicted scores."""
-    from cogimg.tasks.regression import FEATURE_GROUPS, build_classical, tabular_features
-
-    groups = list(model.get("features", ["territories", "covariates", "log_volume"]))
-    params = dict(model.get("params", {}))
-    if model["name"] == "cnn":
-        from cogimg.tasks.regression import fit_predict_cnn
-
-        return fit_predict_cnn(train, val, [g for g in groups if g != "map"], params, seed)
-    x_train, names = tabular_features(train, groups)
-    x_val, _ = tabular_features(val, groups)
-    n_tabular = sum(not n.startswith("map_") for n in names) if "map" in groups else None
-    if "map" in groups and groups[-1] != "map":
-        raise ValueError(f"model.features {groups}: 'map' must come last (of {FEATURE_GROUPS})")
-    estimator = build_classical(model["name"], n_tabular=n_tabular, seed=seed,
-                                feature_names=names, **params)
-    return estimator.fit(x_train, train.scores).predict(x_val)
-
-
-def _write_run(out: Path, config: dict, result: dict, table, split, write_text) -> None:
-    import json
-
-    import yaml
-
-    from cogimg.data.splits import save_split
-
-    out.mkdir(parents=True, exist_ok=True)
-    if not config["cv"].get("split"):
-        save_split(split, out / "split.json", overwrite=True)
-    manifest = {"task": "cogimg.tasks.regression.RegressionTask" if config["model"]["name"] ==
-                "cnn" else f"sklearn:{config['model']['name']}", "kind": "regression",
-                "experiment": config["experiment"], "model": config["model"]["name"],
-                "variant": "default", "seed": int(config["cv"].get("seed", 0)),
-                "split": str(config["cv"].get("split") or out / "split.json")}
-    write_text(out / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    write_text(out / "metrics.json", json.dumps(result, indent=2, default=float) + "\n")
-    write_text(out / "subjects_val.csv", table.to_csv(index=False, lineterminator="\n"))
-    write_text(out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    save_scatter(out / "predicted_vs_observed.png", table, result)
-
-
-def save_scatter(path: Path, table, result: dict) -> Path:
-    """Out-of-fold predicted vs observed scores, with the pooled R and its 95 % CI."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cogimg.io import atomic_path
-
-    pooled = result["pooled"]
-    low, high = pooled["pearson_r_ci"]
-    fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    ax.scatter(table["target"], table["pred"], s=8, alpha=0.5)
-    top = float(max(table["target"].max(), table["pred"].max()))
-    ax.plot([0, top], [0, top], color="grey", lw=1, ls="--")
-    ax.set(xlabel="observed", ylabel="predicted (out of fold)",
-           title=f"{result['experiment']}: R = {pooled['pearson_r']:.2f} "
-                 f"[{low:.2f}, {high:.2f}], n = {pooled['n']}")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def format_row(name: str, result: dict) -> str:
-    """One leaderboard line: R mean ± SD over folds, pooled R with its 95 % CI, MAE, wall time."""
-    pooled = result["pooled"]
-    low, high = pooled["pearson_r_ci"]
-    return (f"{name:<22} R {result['pearson_r_mean']:.3f} ± {result['pearson_r_std']:.3f} "
-            f"(folds)  pooled R {pooled['pearson_r']:.3f} [{low:.3f}, {high:.3f}]  "
-            f"ρ {pooled['spearman_rho']:.3f}  MAE {pooled['mae']:.2f}  R² {pooled['r2']:.3f}  "
-            f"{result['wall_s']:.1f} s" + delta_text(result.get("delta_vs_reference")))
-
-
-def delta_text(delta: dict | None) -> str:
-    """``ΔR +0.05 [+0.02, +0.08]`` (paired bootstrap vs the reference), or ``""``."""
-    if not delta:
-        return ""
-    d = delta["pearson_r"]
-    return f"  ΔR {d['delta']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"

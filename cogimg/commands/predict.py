@@ -10,7 +10,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True,
                         help="a NIfTI file or DICOM series folder (single-modality models), a case folder of "
                              "modality-named NIfTI files / DICOM series, a BIDS subject folder or tree")
-    parser.add_argument("--output", default="predictions", help="output folder (default ./predictions)")
+    parser.add_argument("--out", default="predictions", metavar="DIR",
+                        help="output folder (default ./predictions)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
@@ -18,10 +19,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from cogimg.predict import predict_dataset
+    from cogimg.inference import predict_dataset
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    reports = predict_dataset(args.ckpt, args.input, args.output, device=device,
+    reports = predict_dataset(args.ckpt, args.input, args.out, device=device,
                               overwrite=args.overwrite)
     for r in reports:
         if "detections" in r:  # detection checkpoint
@@ -35,5 +36,5 @@ def run(args) -> int:
                      f"AVD {m['absolute_volume_difference_ml']:.2f} mL, "
                      f"ALD {m['lesion_count_difference']}")
         print(line)
-    print(f"wrote {len(reports)} prediction(s) to {args.output}")
+    print(f"wrote {len(reports)} prediction(s) to {args.out}")
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 HELP = "generate the synthetic multi-site stroke/AD/PD cohort with ground truth (BIDS-like)"
@@ -70,17 +69,16 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cogimg.commands._common import DataError, UsageError
     from cogimg.data.synth import generate_cohort
     from cogimg.data.synth.preview import make_preview
 
     out = Path(args.out)
     if args.subjects is None:
         if args.preview is None:
-            print("error: --subjects is required (or pass --preview to draw an existing cohort)", file=sys.stderr)
-            return 2
+            raise UsageError("--subjects is required (or pass --preview to draw an existing cohort)")
         if not (out / "participants.tsv").is_file():
-            print(f"error: {out} holds no cohort (no participants.tsv) to preview", file=sys.stderr)
-            return 2
+            raise DataError(f"{out} holds no cohort (no participants.tsv) to preview")
     else:
         try:
             generate_cohort(
@@ -91,9 +89,8 @@ def run(args: argparse.Namespace) -> int:
                 overwrite=args.overwrite, progress=not args.no_progress,
                 command=_command_line(args),
             )
-        except (FileExistsError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        except ValueError as exc:  # out-of-range options; a non-empty --out is exit 1
+            raise UsageError(str(exc)) from None
         print(f"wrote {args.subjects} subjects to {out}")
     if args.preview is not None:
         png = Path(args.preview) if args.preview else out / "preview.png"

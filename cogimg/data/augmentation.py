@@ -23,7 +23,7 @@ class RandomBiasFieldSeparable(tio.RandomBiasField):
 
     The field ``exp(Σ c_ijk x^i y^j z^k)`` (x, y, z in [-1, 1] across the volume) is a sum
     of separable terms: three small matrix products instead of evaluating 20 monomials at
-    every voxel (~50× faster at 2 mm, benchmarks/data_pipeline.py).
+    every voxel (``benchmarks/transform_speed.py`` times both).
     """
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -59,7 +59,8 @@ class RandomElasticDeformationCoarse(tio.RandomElasticDeformation):
     TorchIO evaluates the cubic B-spline at every voxel of every image; the displacement is
     smooth on the scale of the knot spacing (the field of view / (control points − 3), ≈ 50 mm
     for 7 points over a brain), so a grid of 1/8 of that spacing (``field_step_vox=None``)
-    reproduces it closely while resampling ~7× faster (benchmarks/data_pipeline.py).
+    reproduces it closely while resampling much faster (``benchmarks/transform_speed.py``
+    times both).
     """
 
     def __init__(self, *args, field_step_vox: int | None = None, **kwargs):
@@ -120,7 +121,7 @@ def augmentation(task: str, strength: str = "default") -> tio.Compose:
       gamma and noise; no elastic/motion/ghosting (atrophy patterns are subtle).
 
     Elastic deformation and bias field use :class:`RandomElasticDeformationCoarse` and
-    :class:`RandomBiasFieldSeparable`: TorchIO's transforms, computed 7× and 50× faster.
+    :class:`RandomBiasFieldSeparable`: TorchIO's transforms, computed faster.
 
     ``strength``: ``"none"`` (identity), ``"light"`` (magnitudes × 0.5, no elastic, motion or
     ghosting), ``"default"``, ``"strong"`` (magnitudes × 1.5, probabilities × 1.5, capped at 1).

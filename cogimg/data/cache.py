@@ -59,7 +59,7 @@ def read_cached_array(path: str | Path, affine: np.ndarray) -> tuple[torch.Tenso
     """TorchIO reader for a cached ``.npy``: ``(C, X, Y, Z)`` tensor (float16 → float32) and affine.
 
     Reads the whole array (TorchIO transforms need whole volumes); torch converts float16
-    5× faster than numpy.
+    faster than numpy (``benchmarks/transform_speed.py``).
     """
     tensor = torch.from_numpy(np.load(path))
     return (tensor.float() if tensor.dtype == torch.float16 else tensor), affine

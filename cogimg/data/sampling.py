@@ -1,9 +1,10 @@
-"""Seeded patch sampling and batching for the datamodules.
+"""Seeded patch sampling and batching for the datamodules, on TorchIO's public API.
 
 - :class:`SeededSampler`, :class:`SeededSubjectsDataset`, :class:`SeededQueue`: every random
   draw (subject order, augmentation parameters, patch locations) comes from a
   ``torch.Generator``, so batches are the same for any ``num_workers`` and the global RNG is
-  neither read nor changed.
+  neither read nor changed. The queue takes an optional ``subject_sampler`` (e.g. a
+  ``DistributedSampler``) that decides which subjects this process loads.
 - :class:`LabelPatchSampler`: ``tio.LabelSampler``'s patch-centre distribution, drawn cheaply.
 - :class:`SubjectCollate`: ``tio.Subject`` samples → a batch dict of tensors.
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torchio as tio
-from torch.utils.data import DataLoader, RandomSampler, Sampler
+from torch.utils.data import RandomSampler, Sampler
 
 from cogimg.data.cache import load_subject
 
@@ -26,14 +27,31 @@ def _draw_seed(generator: torch.Generator) -> int:
     return int(torch.randint(0, 2**62, (1,), generator=generator))
 
 
+def _rank_seed(seed: int, rank: int) -> int:
+    """``seed`` on rank 0; elsewhere an independent seed derived from ``(seed, rank)``, so that
+    ranks do not draw the same augmentations for their k-th subjects."""
+    if rank == 0:
+        return seed
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1, np.uint64)[0] >> 2)
+
+
 class SeededSampler(Sampler):
     """Wrap a sampler so it yields ``(index, seed)``; the seed comes from ``generator`` and
-    makes the item's random transform reproducible whichever worker runs it."""
+    makes the item's random transform reproducible whichever worker runs it.
+
+    Each pass over this sampler is one epoch: if the wrapped sampler has ``set_epoch`` (a
+    ``DistributedSampler``), pass ``k`` (from 0) first calls ``sampler.set_epoch(k)``, so the
+    subject order changes between passes and stays the same on every rank.
+    """
 
     def __init__(self, sampler: Sampler, generator: torch.Generator):
         self.sampler, self.generator = sampler, generator
+        self.epoch = 0
 
     def __iter__(self):
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch)
+        self.epoch += 1
         for index in self.sampler:
             yield int(index), _draw_seed(self.generator)
 
@@ -43,10 +61,15 @@ class SeededSampler(Sampler):
 
 class SeededSubjectsDataset(tio.SubjectsDataset):
     """``tio.SubjectsDataset`` of cached subjects whose ``dataset[(index, seed)]`` runs the
-    transform under ``torch.manual_seed(seed)`` without touching the caller's global RNG."""
+    transform under ``torch.manual_seed(seed)`` without touching the caller's global RNG;
+    ``dataset[index]`` runs it on the caller's RNG."""
 
     def __init__(self, subjects: Sequence[tio.Subject], transform=None):
         super().__init__(subjects, transform=transform, load_getitem=False)
+
+    def set_transform(self, transform) -> None:
+        super().set_transform(transform)  # validates it
+        self.transform = transform
 
     def __getitem__(self, index):
         if not isinstance(index, tuple):
@@ -57,42 +80,70 @@ class SeededSubjectsDataset(tio.SubjectsDataset):
             return self._load_and_transform(index)
 
     def _load_and_transform(self, index: int) -> tio.Subject:
-        subject = load_subject(copy.deepcopy(self._subjects[index]))
-        return self._transform(subject) if self._transform is not None else subject
+        subject = load_subject(copy.deepcopy(self.dry_iter()[int(index)]))
+        return self.transform(subject) if self.transform is not None else subject
 
 
 class SeededQueue(tio.Queue):
     """``tio.Queue`` whose subject order, augmentation and patch sampling come from one seed.
 
-    Subjects are shuffled by a generator-driven sampler and transformed under per-subject
-    seeds (in the ``num_workers`` loader processes); patch locations and the patch shuffle
-    are drawn in the main process under a seed drawn from the same generator at each refill.
+    Args:
+        subjects_dataset: the subjects; items are loaded and transformed in the
+            ``num_workers`` loader processes under per-item seeds.
+        max_length, samples_per_volume, sampler, num_workers, shuffle_patches, verbose: as for
+            ``tio.Queue``.
+        subject_sampler: which subjects this process loads, in which order (indices into
+            ``subjects_dataset``); default a shuffle driven by ``seed``. Give a
+            ``DistributedSampler`` under DDP: each rank then loads its own share of the
+            subjects, and :class:`SeededSampler` advances its epoch at every pass.
+        seed: seeds the per-item seeds, the default subject order and the patch draws; on a
+            ``subject_sampler`` with ``rank > 0`` it is first mixed with the rank.
+
+    Patch locations and the patch shuffle are drawn in the main process, under a seed drawn
+    from a second generator at each refill (worker prefetching consumes the per-item seed
+    stream ahead of time, so the two must not share a generator). ``len(queue)`` is
+    ``len(subject_sampler) × samples_per_volume`` patches per epoch.
     """
 
-    def __init__(self, subjects_dataset: SeededSubjectsDataset, *args, seed: int = 0, **kwargs):
-        # Two streams: worker prefetching consumes the subject stream ahead of time, so the
-        # patch stream (main process) must not share its generator.
-        self.generator = torch.Generator().manual_seed(seed)
-        self.patch_generator = torch.Generator().manual_seed(seed + 1)
-        super().__init__(subjects_dataset, *args, shuffle_subjects=False, **kwargs)
+    def __init__(self, subjects_dataset: SeededSubjectsDataset, max_length: int,
+                 samples_per_volume: int, sampler: tio.PatchSampler, *,
+                 subject_sampler: Sampler | None = None, num_workers: int = 0, seed: int = 0,
+                 shuffle_patches: bool = True, verbose: bool = False):
+        if not isinstance(subjects_dataset, SeededSubjectsDataset):
+            raise TypeError("SeededQueue needs a SeededSubjectsDataset (it loads items by "
+                            f"(index, seed)), got {type(subjects_dataset).__name__}")
+        stream_seed = _rank_seed(seed, int(getattr(subject_sampler, "rank", 0)))
+        self.generator = torch.Generator().manual_seed(stream_seed)
+        self.patch_generator = torch.Generator().manual_seed(stream_seed + 1)
+        if subject_sampler is None:
+            subject_sampler = RandomSampler(range(len(subjects_dataset)), generator=self.generator)
+        # Creating the subject loader draws a DataLoader base seed from the global RNG.
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(subjects_dataset, max_length, samples_per_volume, sampler,
+                             subject_sampler=SeededSampler(subject_sampler, self.generator),
+                             num_workers=num_workers, shuffle_subjects=False,
+                             shuffle_patches=shuffle_patches, verbose=verbose)
 
-    def _get_subjects_iterable(self):
-        order = RandomSampler(range(len(self.subjects_dataset)), generator=self.generator)
-        loader = DataLoader(self.subjects_dataset, batch_size=1, num_workers=self.num_workers,
-                            sampler=SeededSampler(order, self.generator),
-                            collate_fn=self._get_first_item, generator=self.generator)
-        self._num_sampled_subjects = 0
-        return iter(loader)
+    @property
+    def iterations_per_epoch(self) -> int:
+        # TorchIO's version iterates the subject sampler, which would consume seeds.
+        if any(getattr(s, tio.constants.NUM_SAMPLES, None) is not None
+               for s in self.subjects_dataset.dry_iter()):
+            raise ValueError(f"SeededQueue needs the same number of patches from every subject; "
+                             f"remove the subjects' {tio.constants.NUM_SAMPLES!r} attribute")
+        return len(self.subject_sampler) * self.samples_per_volume
 
-    def _fill(self) -> None:
-        # Patch cutting is many small tensor ops: intra-op threads only add contention with
-        # the training step that runs in this process (measured in benchmarks/data_pipeline.py).
+    def __getitem__(self, index) -> tio.Subject:
+        if self.patches_list:
+            return super().__getitem__(index)
+        # An empty queue refills now. Patch cutting is many small tensor ops, so intra-op
+        # threads would only contend with the training step that runs in this process.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_draw_seed(self.patch_generator))
-                super()._fill()
+                return super().__getitem__(index)
         finally:
             torch.set_num_threads(threads)
 
@@ -114,8 +165,7 @@ class LabelPatchSampler(tio.LabelSampler):
     voxel always stays inside the patch), so that it lands anywhere in the patch's central
     region rather than always at its centre, as nnU-Net's foreground oversampling does.
     Without it a network can learn "the lesion is in the middle of the patch", a cue that
-    sliding-window inference does not have (on the easy microbleed test cohort it sharpened
-    CenterNet's peaks: CPM 0.97 → 1.0 after 20 steps).
+    sliding-window inference does not have.
     """
 
     def __init__(self, patch_size, label_name=None, label_probabilities=None,
@@ -130,13 +180,21 @@ class LabelPatchSampler(tio.LabelSampler):
     #: Values covering at least this fraction of the region are drawn by rejection.
     REJECTION_FRACTION = 0.05
 
-    def _generate_patches(self, subject: tio.Subject, num_patches: int | None = None):
+    def __call__(self, subject: tio.Subject, num_patches: int | None = None):
+        """A generator of ``num_patches`` patches of ``subject`` (endless if None), each a
+        ``tio.Subject`` of ``patch_size`` voxels with ``tio.LOCATION`` (6,) = start + end."""
         label = self.get_probability_map_image(subject).data
         if self.label_probabilities_dict is None or label.shape[0] != 1:
             if self.centre_jitter:
                 raise ValueError("centre_jitter needs label_probabilities and a one-channel label map")
-            yield from super()._generate_patches(subject, num_patches)
-            return
+            return super().__call__(subject, num_patches)
+        subject.check_consistent_space()
+        if np.any(self.patch_size > subject.spatial_shape):
+            raise RuntimeError(f"Patch size {tuple(int(p) for p in self.patch_size)} cannot be "
+                               f"larger than image size {tuple(subject.spatial_shape)}")
+        return self._draw_patches(subject, label, num_patches)
+
+    def _draw_patches(self, subject: tio.Subject, label: torch.Tensor, num_patches: int | None):
         size = self.patch_size.astype(int)
         lo, hi = size // 2, np.array(label.shape[1:]) - (size - 1) // 2
         # Voxel (i, j, k) of the region is the centre of the patch starting at (i, j, k).
@@ -151,7 +209,7 @@ class LabelPatchSampler(tio.LabelSampler):
         voxels: dict[int, torch.Tensor] = {}
         left = num_patches
         while left is None or left > 0:
-            draw = float(torch.rand(1))  # torch RNG: seeded per queue refill (SeededQueue)
+            draw = float(torch.rand(1))  # torch RNG: SeededQueue seeds it at each refill
             value = present[min(int(np.searchsorted(cumulative, draw, side="right")), len(present) - 1)]
             if counts[value] >= self.REJECTION_FRACTION * region.numel():
                 ini = self._draw_by_rejection(region, value)

@@ -275,7 +275,7 @@ def save_split(split: Split, path: str | os.PathLike, *, overwrite: bool = False
     tsv = path.with_suffix(".tsv")
     if not overwrite and (existing := [str(p) for p in (path, tsv) if p.exists()]):
         raise FileExistsError(f"{', '.join(existing)} already exist(s); splits are made once "
-                              "and reused (pass overwrite=True / --force to replace)")
+                              "and reused (pass overwrite=True / --overwrite to replace)")
     check_leakage(split)
     atomic_write_text(path, json.dumps(split.to_dict(), indent=2) + "\n")
     atomic_write_text(tsv, split_table(split).to_csv(sep="\t", index=False, lineterminator="\n"))

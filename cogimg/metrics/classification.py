@@ -27,6 +27,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from cogimg.metrics import bootstrap
+
 ArrayLike = np.ndarray | Sequence
 
 
@@ -190,7 +192,7 @@ def bootstrap_ci(
 
     Returns:
         ``(low, high)``. Resamples where the metric is undefined (``nan``) are left out;
-        ``(nan, nan)`` if all are.
+        ``(nan, nan)`` if all are. Resampling: :mod:`cogimg.metrics.bootstrap`.
     """
     fn, uses_prob = _resolve(metric)
     t = _labels(y_true, "y_true")
@@ -199,26 +201,7 @@ def bootstrap_ci(
         raise ValueError(f"y_pred_or_prob has {values.shape[0]} rows for {t.shape[0]} entries in y_true")
     if uses_prob is False and values.ndim == 2:
         values = values.argmax(axis=1)
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be ≥ 1, got {n_boot}")
-    group_ids = np.arange(t.size) if groups is None else np.asarray(groups)
-    if group_ids.shape[0] != t.shape[0]:
-        raise ValueError(f"groups has {group_ids.shape[0]} entries for {t.shape[0]} in y_true")
-    unique, first, inverse = np.unique(group_ids, return_index=True, return_inverse=True)
-    members = None if groups is None else [np.flatnonzero(inverse == g) for g in range(unique.size)]
-    strata = [np.flatnonzero(t[first] == c) for c in np.unique(t[first])] if stratified \
-        else [np.arange(unique.size)]
-    rng = np.random.default_rng(seed)
-    scores = np.empty(n_boot)
-    for b in range(n_boot):
-        chosen = np.concatenate([rng.choice(s, size=s.size, replace=True) for s in strata])
-        idx = chosen if members is None else np.concatenate([members[g] for g in chosen])
-        scores[b] = fn(t[idx], values[idx])
-    scores = scores[~np.isnan(scores)]
-    if scores.size == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(scores, [tail, 100 - tail])
-    return float(low), float(high)
+    if groups is not None and np.shape(groups)[0] != t.shape[0]:
+        raise ValueError(f"groups has {np.shape(groups)[0]} entries for {t.shape[0]} in y_true")
+    return bootstrap.bootstrap_ci(lambda idx: fn(t[idx], values[idx]), t.size, n_boot, seed,
+                                  level=level, strata=t if stratified else None, groups=groups)

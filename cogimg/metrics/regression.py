@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy.stats import rankdata
 
+from cogimg.metrics import bootstrap
+
 ArrayLike = np.ndarray | Sequence
 
 
@@ -102,35 +104,14 @@ def bootstrap_ci(
 
     Returns:
         ``(low, high)``; undefined (``nan``) resamples are left out, ``(nan, nan)`` if all are.
+        Resampling: :mod:`cogimg.metrics.bootstrap`.
     """
     t, p = _pair(y_true, y_pred)
-    if isinstance(metric, str):
-        if metric not in METRICS:
-            raise KeyError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)} or pass a "
-                           "function")
-        metric = METRICS[metric]
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be ≥ 1, got {n_boot}")
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        draws = [rng.integers(0, t.size, t.size) for _ in range(n_boot)]
-    else:
-        g = np.asarray(groups)
-        if g.shape != t.shape:
-            raise ValueError(f"groups has {g.shape[0]} entries for {t.size} subjects")
-        _, inverse = np.unique(g, return_inverse=True)
-        members = [np.flatnonzero(inverse == k) for k in range(inverse.max() + 1)]
-        draws = [np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
-                 for _ in range(n_boot)]
-    scores = np.array([metric(t[idx], p[idx]) for idx in draws])
-    scores = scores[~np.isnan(scores)]
-    if scores.size == 0:
-        return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(scores, [tail, 100 - tail])
-    return float(low), float(high)
+    fn = _resolve(metric)
+    if groups is not None and np.shape(groups) != t.shape:
+        raise ValueError(f"groups has {np.shape(groups)[0]} entries for {t.size} subjects")
+    return bootstrap.bootstrap_ci(lambda idx: fn(t[idx], p[idx]), t.size, n_boot, seed,
+                                  level=level, groups=groups)
 
 
 def paired_bootstrap_delta(
@@ -155,20 +136,19 @@ def paired_bootstrap_delta(
     """
     t, p = _pair(y_true, y_pred)
     _, ref = _pair(y_true, y_reference)
-    fn = METRICS[metric] if isinstance(metric, str) else metric
+    fn = _resolve(metric)
     if not 0 < level < 1 or n_boot < 1:
         raise ValueError(f"need 0 < level < 1 and n_boot ≥ 1, got {level}, {n_boot}")
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, t.size, t.size)
-        deltas.append(fn(t[idx], p[idx]) - fn(t[idx], ref[idx]))
-    deltas = np.asarray(deltas)
-    deltas = deltas[~np.isnan(deltas)]
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(deltas, [tail, 100 - tail]) if deltas.size else (np.nan, np.nan)
-    return {"delta": fn(t, p) - fn(t, ref), "ci_low": float(low), "ci_high": float(high),
-            "p_le_0": float(np.mean(deltas <= 0)) if deltas.size else float("nan")}
+    return bootstrap.paired_bootstrap(lambda idx: fn(t[idx], p[idx]), lambda idx: fn(t[idx], ref[idx]),
+                                      t.size, n_boot, seed, level=level)
+
+
+def _resolve(metric: str | Callable[[np.ndarray, np.ndarray], float]) -> Callable[..., float]:
+    if callable(metric):
+        return metric
+    if metric not in METRICS:
+        raise KeyError(f"unknown metric {metric!r}; choose one of {sorted(METRICS)} or pass a function")
+    return METRICS[metric]
 
 
 __all__ = ["METRICS", "bootstrap_ci", "mae", "paired_bootstrap_delta", "pearson_r", "r2",

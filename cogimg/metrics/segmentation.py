@@ -45,12 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from cogimg.data.boxes import label_components
 from cogimg.io import atomic_path
-
-# 3×3×3 ones: voxels touching by a face, edge or corner belong to one lesion (ISLES'22).
-CONNECTIVITY_26 = np.ones((3, 3, 3), dtype=bool)
 
 # Column order of a per-subject row (after ``subject_id``); ``summarise`` aggregates these.
 METRIC_KEYS: tuple[str, ...] = (
@@ -127,12 +124,11 @@ def lesion_components(mask: Any) -> tuple[np.ndarray, int]:
     Returns ``(labels, n)``: an int32 array of the mask's shape, 0 for background and
     1..n for the lesions, and the number of lesions ``n``.
 
-    scipy is used rather than cc3d: cc3d labels a 160×192×160 volume ~7× faster
-    (≈8–11 ms vs ≈55–70 ms), but ≈50 ms per mask is small next to HD95 and inference,
-    so it does not earn a dependency.
+    scipy is used rather than cc3d: cc3d labels faster, but scipy's time per mask is small
+    next to HD95 and inference, so it does not earn a dependency
+    (``benchmarks/transform_speed.py`` times both when cc3d is installed).
     """
-    labels, n = ndimage.label(_as_binary_mask(mask, "mask"), structure=CONNECTIVITY_26)
-    return labels, int(n)
+    return label_components(_as_binary_mask(mask, "mask"), connectivity=26)
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray) -> float:

@@ -13,8 +13,15 @@ a module adding models (e.g. detection) is imported here too.
 """
 
 # Importing these modules registers their builders.
-from cogimg.models import classification, detection, mil, segmentation, slicewise  # noqa: F401
-from cogimg.models.profiling import Profile, count_flops, profile
+from cogimg.models import (  # noqa: F401
+    classification,
+    detection,
+    fusion,
+    mil,
+    segmentation,
+    slicewise,
+)
+from cogimg.models.profiling import Profile, count_flops, count_parameters, profile
 from cogimg.models.registry import TASKS, ModelSpec, available, get, register, spec
 from cogimg.models.segmentation import deep_supervision_outputs
 from cogimg.models.slicewise import SliceWiseUNet
@@ -26,6 +33,7 @@ __all__ = [
     "SliceWiseUNet",
     "available",
     "count_flops",
+    "count_parameters",
     "deep_supervision_outputs",
     "get",
     "profile",

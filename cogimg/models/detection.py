@@ -51,14 +51,13 @@ class RetinaNet3D(Detector):
     2 plus an extra max-pooled level) have strides 2, 4 and 8 voxels. ``anchor_mm``-free:
     anchors are cubes of ``anchor_voxels`` at the finest level, doubled at each coarser one.
 
-    Measured limit (2026-12-04): objects of a single voxel are not learned. On 32³ noise
-    patches (SD 0.5) with cubes at −3, 300 AdamW steps find 3-voxel cubes at score 1.0 (the
-    test suite checks this on 16³ patches), but with 1-voxel cubes the classifier collapses to
-    one score everywhere (0.27, loss flat at 0.58; also with anchors of 1.5/3 voxels, with
-    unmatched anchors that overlap a box ignored, without the box-regression loss, and at
-    learning rate 1e-4). Microbleeds at 2 mm are 1–27
-    voxels (median 4, a third of them one voxel): ``benchmarks/detection.py`` measures CPM 0
-    for this model there, where the full-resolution ``centernet_3d`` is the detector to use.
+    Known limit: objects of a single voxel are not learned. On noise patches with bright
+    cubes, cubes of a few voxels are found (the test suite checks 3-voxel cubes on 16³
+    patches), but with 1-voxel cubes the classifier collapses to one score everywhere (also
+    with smaller anchors, with unmatched anchors that overlap a box ignored, without the
+    box-regression loss and at a lower learning rate). Many microbleeds at 2 mm are a single
+    voxel, so there the full-resolution ``centernet_3d`` is the detector to use
+    (``benchmarks/detection.py`` compares them).
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int],

@@ -19,6 +19,16 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter elements of ``module`` (shared parameters counted once).
+
+    Args:
+        module: any ``nn.Module`` (a network, a LightningModule).
+        trainable_only: count only parameters with ``requires_grad``.
+    """
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
 class Profile(TypedDict):
     """Result of :func:`profile`; ``macs`` / ``flops`` are ``None`` without an input shape."""
 
@@ -62,8 +72,8 @@ def profile(
         ``{"params": int, "trainable_params": int, "macs": int | None, "flops": int | None}``
         with ``flops = 2 * macs`` counted as described in the module docstring.
     """
-    params = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    params = count_parameters(model)
+    trainable = count_parameters(model, trainable_only=True)
     flops = None if input_shape is None else count_flops(model, input_shape, device)
     return Profile(
         params=params,

@@ -14,14 +14,14 @@ All networks map ``(B, in_channels, X, Y, Z)`` to logits ``(B, out_channels, X, 
 (DynUNet with deep supervision in training mode excepted, see :func:`dynunet`).
 
 **Defaults are sized for CPU**: one training step (forward + backward + SGD) at batch
-2 x 2 channels x 64^3 takes 0.3-1.6 s on 2 CPU cores, so every architecture can be
-compared on a laptop in minutes; the kwargs scale them up on a GPU (e.g.
+2 x 2 channels x 64^3 takes on the order of a second on 2 CPU cores, so every architecture
+can be compared on a laptop in minutes; the kwargs scale them up on a GPU (e.g.
 ``unetr(hidden_size=768, mlp_dim=3072, num_heads=12, feature_size=16)`` or
-``swinunetr(feature_size=48, window_size=7)`` are the published sizes). The step
-times quoted in the docstrings are best-of-3 wall times on the 2-core development
-machine (torch 2.14, MONAI 1.6), taken while no other process used the CPU; MONAI's
-default sizes took 2-9 s per step there. ``benchmarks/model_step_time.py`` re-measures
-them (``--reference`` times the published sizes beside the defaults).
+``swinunetr(feature_size=48, window_size=7)`` are the published sizes), which are several
+times slower per step on CPU. ``benchmarks/model_step_time.py`` measures every model's step
+time (``--reference`` times the published sizes beside the defaults, ``--variants`` the
+memory formats and bf16) and writes them to ``results/model_step_time.json``. Parameter
+counts and GFLOPs quoted below are properties of the default sizes (``cogimg.models.profile``).
 """
 
 from __future__ import annotations
@@ -67,8 +67,8 @@ def unet(
     """Residual 3D U-Net (monai.networks.nets.UNet, 2 residual units per level).
 
     Defaults: channels (16, 32, 64, 128, 256), 4 stride-2 levels (the first convolution
-    already downsamples, hence its speed): 4.8 M parameters, 3.1 GFLOPs per 2 x 64^3
-    sample, 0.23 s per training step at batch 2 x 2 x 64^3 on 2 CPU cores.
+    already downsamples, hence its speed, the fastest default here): 4.8 M parameters,
+    3.1 GFLOPs per 2 x 64^3 sample.
     ``patch_size`` must be divisible by the product of ``strides`` (16), with more than
     one voxel left at the coarsest level.
     """
@@ -108,8 +108,8 @@ def dynunet(
     One level per entry of ``strides`` (the first is the full-resolution stem, stride 1)
     with ``filters[i]`` channels. nnU-Net's own widths are (32, 64, 128, 256, 320); the
     default (8, 16, 32, 64, 128) keeps the full-resolution level cheap on CPU: 1.4 M
-    parameters, 7.6 GFLOPs per sample, 0.84 s per training step at 2 x 2 x 64^3 on
-    2 CPU cores (nnU-Net's widths: 16.5 M parameters, several seconds per step).
+    parameters, 7.6 GFLOPs per sample (nnU-Net's widths: 16.5 M parameters, several
+    times slower per step).
 
     With ``deep_supervision=True`` the module returns, **in training mode only**, a
     stacked tensor ``(B, 1 + deep_supr_num, out_channels, X, Y, Z)`` (index 0 the main
@@ -166,8 +166,8 @@ def segresnet(
     """3D SegResNet (Myronenko 2018; monai.networks.nets.SegResNet), residual encoder + light decoder.
 
     Defaults are MONAI's (init_filters 8, blocks_down (1, 2, 2, 4)): 1.2 M parameters,
-    9.3 GFLOPs per sample, 1.0 s per training step at 2 x 2 x 64^3 on 2 CPU cores
-    (most of it in the full-resolution level, so fewer blocks barely help).
+    9.3 GFLOPs per sample (most of the step time is in the full-resolution level, so
+    fewer blocks barely help).
     ``patch_size`` must be divisible by 2 ** (len(blocks_down) - 1) (8).
     """
     from monai.networks.nets import SegResNet
@@ -205,9 +205,9 @@ def attention_unet(
     """3D Attention U-Net (Oktay 2018; monai.networks.nets.AttentionUnet), gated skip connections.
 
     Defaults: channels (8, 16, 32, 64, 128), 4 stride-2 levels: 1.5 M parameters,
-    6.3 GFLOPs per sample, 1.0 s per training step at 2 x 2 x 64^3 on 2 CPU cores
-    (16 base channels take about twice as long). ``patch_size`` must be divisible by
-    the product of ``strides`` (16), with more than one voxel left at the coarsest level.
+    6.3 GFLOPs per sample (16 base channels make each step markedly slower).
+    ``patch_size`` must be divisible by the product of ``strides`` (16), with more than one
+    voxel left at the coarsest level.
     """
     from monai.networks.nets import AttentionUnet
 
@@ -250,11 +250,10 @@ def unetr(
 
     The ViT's position embedding is built for ``patch_size`` exactly, so inference must
     use the same window (sliding-window ``roi_size = patch_size``). The published size
-    is hidden_size 768, mlp_dim 3072, 12 heads, feature_size 16 (95.8 M parameters,
-    2.9 s per step on CPU); the default ViT-Tiny-like width (192 / 768 / 6 heads,
-    feature_size 8) gives 7.8 M parameters, 8.9 GFLOPs per sample, 0.85 s per training
-    step at 2 x 2 x 64^3 on 2 CPU cores. ``patch_size`` must be divisible by 16 (the
-    ViT patch).
+    is hidden_size 768, mlp_dim 3072, 12 heads, feature_size 16 (95.8 M parameters, too
+    slow per step on CPU); the default ViT-Tiny-like width (192 / 768 / 6 heads,
+    feature_size 8) gives 7.8 M parameters, 8.9 GFLOPs per sample. ``patch_size`` must be
+    divisible by 16 (the ViT patch).
     """
     from monai.networks.nets import UNETR
     from torch import nn
@@ -308,11 +307,11 @@ def swinunetr(
     MONAI >= 1.5 no longer takes ``img_size``: the network accepts any input whose axes
     are multiples of 32 (checked here for ``patch_size``, which also needs one axis of
     at least 64 so the 1/32 bottleneck, instance-normalised, has more than one voxel).
-    The published size is feature_size 48, window 7; MONAI's default (24, window 7)
-    took ~9 s per step on CPU. The default feature_size 12 with 4^3 windows (a 64^3
+    The published size is feature_size 48, window 7; MONAI's default (24, window 7) is
+    the slowest network here on CPU. The default feature_size 12 with 4^3 windows (a 64^3
     patch starts as 32^3 tokens, where 7^3 windows dominate the cost) gives 3.9 M
-    parameters, 11.9 GFLOPs per sample, 1.6 s per training step at 2 x 2 x 64^3 on
-    2 CPU cores (feature_size 24: 4.6 s). ``feature_size`` must be a multiple of 12;
+    parameters, 11.9 GFLOPs per sample (feature_size 24 with 4^3 windows is still several
+    times slower per step). ``feature_size`` must be a multiple of 12;
     ``use_checkpoint`` trades compute for GPU memory.
     """
     from monai.networks.nets import SwinUNETR

@@ -168,8 +168,8 @@ def unet2d_timm(
     See :class:`SliceWiseUNet`. Any ``patch_size`` works (X, Y are padded internally); it
     is only validated. Defaults: resnet18 encoder, 3 context slices, decoder widths
     (128, 64, 32, 16, 16): 12.3 M parameters, 28.6 GFLOPs per 2 x 64^3 sample (70 % in
-    the encoder), 1.6 s per training step at batch 2 x 2 x 64^3 on 2 CPU cores (128
-    slices of 64^2 per step); ``encoder="resnet10t"`` takes 1.2 s.
+    the encoder; a batch of 2 x 64^3 is 128 slices of 64^2 per step); ``encoder="resnet10t"``
+    is a cheaper encoder. ``benchmarks/model_step_time.py`` measures the step time.
     """
     check_patch_size("unet2d_timm", patch_size, 1, "any size")
     return SliceWiseUNet(

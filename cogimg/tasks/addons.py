@@ -89,7 +89,7 @@ def build_addons(entries: Sequence[TrainingAddon | Mapping[str, Any]] | None) ->
         except (ImportError, AttributeError):
             raise ValueError(f"addons[{i}].class_path {path!r} does not exist") from None
         if not (isinstance(cls, type) and issubclass(cls, TrainingAddon)):
-            raise ValueError(f"addons[{i}].class_path {path!r} is not a TrainingAddon")
+            raise TypeError(f"addons[{i}].class_path {path!r} is not a TrainingAddon")
         built.append(cls(**dict(entry.get("init_args") or {})))
     names = [a.name for a in built]
     if duplicated := sorted({n for n in names if names.count(n) > 1}):

@@ -121,6 +121,11 @@ class BaseTask(LightningModule):
         """Per-sample class logits ``(B, K, …)`` on an unlabelled batch (consistency losses)."""
         return self.logits(batch, model)
 
+    def evaluation_logits(self, batch: Mapping[str, Any], model: nn.Module | None = None) -> torch.Tensor:
+        """Logits of ``model`` on an evaluation batch, small enough to back-propagate through
+        (test-time adaptation: AdaBN, TENT)."""
+        return self.logits(batch, model)
+
     def feature_module(self) -> str:
         """Dotted name, inside ``self.model``, of the module whose *input* are the features that
         feature-level add-ons (domain alignment) work on."""
@@ -191,7 +196,8 @@ class BaseTask(LightningModule):
 
     def predict_case(self, image: torch.Tensor) -> dict[str, Any]:
         """Prediction for one preprocessed case ``image`` ``(1, C, X, Y, Z)``: a dict with
-        ``probabilities`` ``(K, X, Y, Z)`` (dense tasks) or ``detections`` (boxes)."""
+        ``probabilities`` ``(K, X, Y, Z)`` (dense tasks), ``detections`` (boxes) or ``values``
+        (case-level numbers by name, e.g. ``{"brain_age_years": 71.2}``)."""
         raise NotImplementedError(f"{type(self).__name__} does not predict cases")
 
     # -- shared machinery -----------------------------------------------------------------

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -79,7 +79,7 @@ class ClassificationTask(BaseTask):
     kind = "classification"
     default_metric = "balanced_accuracy"
     leaderboard_metrics = ("balanced_accuracy", "auroc", "f1_macro", "accuracy")
-    metric_labels = {"balanced_accuracy": "BA", "auroc": "AUROC", "f1_macro": "macro F1",
+    metric_labels: ClassVar[dict[str, str]] = {"balanced_accuracy": "BA", "auroc": "AUROC", "f1_macro": "macro F1",
                      "accuracy": "accuracy"}
     subject_scorer = ClassScorer
 

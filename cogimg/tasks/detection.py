@@ -26,7 +26,7 @@ its mask scored by their peak probability): the baseline a detector has to beat.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -96,7 +96,7 @@ class DetectionTask(BaseTask):
     default_metric = "cpm"
     #: ``sensitivity`` and ``n_false_positives`` are per-scan means at ``report_score_threshold``.
     leaderboard_metrics = ("cpm", "sensitivity", "n_false_positives")
-    metric_labels = {"cpm": "CPM", "sensitivity": "sensitivity", "n_false_positives": "FP/scan"}
+    metric_labels: ClassVar[dict[str, str]] = {"cpm": "CPM", "sensitivity": "sensitivity", "n_false_positives": "FP/scan"}
     subject_scorer = DetectionScorer
 
     def __init__(
@@ -122,7 +122,11 @@ class DetectionTask(BaseTask):
         optimizer: str = "adamw",
         scheduler: str = "cosine",
         warmup_steps: int = 20,
+        addons: list | None = None,
     ) -> None:
+        if addons:
+            raise ValueError("DetectionTask takes no training add-ons yet (its detectors compute "
+                             "their own losses, without the logits that add-ons read)")
         if num_classes < 2:
             raise ValueError(f"num_classes={num_classes}: count background too (binary = 2)")
         if class_names is not None and len(class_names) != num_classes - 1:

@@ -22,7 +22,7 @@ row per subject (``subject_id``, ``target``, ``pred``) and log ``<stage>/pearson
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -33,8 +33,8 @@ from cogimg.metrics.regression import bootstrap_ci, regression_report
 from cogimg.models.fusion import build_fusion_model
 from cogimg.tasks.addons import TrainingAddon
 from cogimg.tasks.base import BaseTask
-from cogimg.tasks.scoring import RegressionScorer
 from cogimg.tasks.classical import CLASSICAL, build_classical
+from cogimg.tasks.scoring import RegressionScorer
 
 #: Settings of :func:`fit_predict_cnn` (``model.params`` of a ``cnn`` outcome experiment).
 CNN_DEFAULTS = {"backbone": "resnet10_3d", "max_epochs": 30, "batch_size": 16, "lr": 1e-3,
@@ -58,7 +58,7 @@ class RegressionTask(BaseTask):
     kind = "regression"
     default_metric = "pearson_r"
     leaderboard_metrics = ("pearson_r", "spearman_rho", "mae", "r2")
-    metric_labels = {"pearson_r": "Pearson r", "spearman_rho": "Spearman ρ", "mae": "MAE",
+    metric_labels: ClassVar[dict[str, str]] = {"pearson_r": "Pearson r", "spearman_rho": "Spearman ρ", "mae": "MAE",
                      "r2": "R²"}
     subject_scorer = RegressionScorer
 

@@ -7,6 +7,8 @@ intervals are over subjects and every kind is scored the same way from its rows 
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import pandas as pd
 
@@ -18,12 +20,13 @@ from cogimg.metrics.detection import froc, match_from_row
 class SubjectScorer:
     """Scores subsets of one run's subjects, aligned to ``ids`` (unique subject IDs).
 
-    ``strata`` are the index groups a bootstrap resamples separately (default: one stratum).
+    ``strata`` is ``None`` or each subject's stratum ``(N,)``, resampled separately by a
+    bootstrap (:func:`cogimg.metrics.bootstrap.resample_indices`).
     """
 
     def __init__(self, table: pd.DataFrame, ids: np.ndarray) -> None:
         self.ids = np.asarray(ids)
-        self.strata = [np.arange(self.ids.size)]
+        self.strata: np.ndarray | None = None
 
     def score(self, metric: str, idx: np.ndarray | None = None) -> float:
         """``metric`` over the subjects at positions ``idx`` of ``ids`` (``None`` = all);
@@ -62,7 +65,7 @@ class ClassScorer(SubjectScorer):
         self.prob = grouped[prob_cols].mean().loc[self.ids].to_numpy(dtype=float)
         self.labels = np.array([self.classes.index(str(v))
                                 for v in grouped["label"].first().loc[self.ids]])
-        self.strata = [np.flatnonzero(self.labels == c) for c in np.unique(self.labels)]
+        self.strata = self.labels
 
     def score(self, metric: str, idx: np.ndarray | None = None) -> float:
         if metric not in cls_metrics.METRICS:
@@ -75,7 +78,7 @@ class ClassScorer(SubjectScorer):
 class RegressionScorer(SubjectScorer):
     """Regression metrics (Pearson r, Spearman ρ, MAE, R²) from ``target`` and ``pred``."""
 
-    METRICS = {"pearson_r": reg_metrics.pearson_r, "spearman_rho": reg_metrics.spearman_rho,
+    METRICS: ClassVar[dict] = {"pearson_r": reg_metrics.pearson_r, "spearman_rho": reg_metrics.spearman_rho,
                "mae": reg_metrics.mae, "r2": reg_metrics.r2}
 
     def __init__(self, table: pd.DataFrame, ids: np.ndarray) -> None:

@@ -18,14 +18,13 @@ bottleneck, :meth:`SegmentationTask.unlabelled_logits` drops deep-supervision he
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from cogimg import models
-from cogimg.models.sliding_window import sliding_window_predict
 from cogimg.metrics.segmentation import segmentation_report, summarise
+from cogimg.models.sliding_window import sliding_window_predict
 from cogimg.tasks.addons import TrainingAddon, captured_input
 from cogimg.tasks.base import BaseTask
 from cogimg.tasks.losses import segmentation_loss
@@ -59,7 +58,7 @@ class SegmentationTask(BaseTask):
     default_metric = "dice"
     leaderboard_metrics = ("dice", "lesion_f1", "absolute_volume_difference_ml",
                            "lesion_count_difference", "hausdorff95_mm")
-    metric_labels = {"dice": "Dice", "lesion_f1": "lesion F1",
+    metric_labels: ClassVar[dict[str, str]] = {"dice": "Dice", "lesion_f1": "lesion F1",
                      "absolute_volume_difference_ml": "AVD (mL)", "lesion_count_difference": "ALD",
                      "hausdorff95_mm": "HD95 (mm)"}
     subject_scorer = MeanScorer
@@ -164,6 +163,13 @@ class SegmentationTask(BaseTask):
         """Logits ``(B, K, X, Y, Z)`` of ``model`` (student or teacher) on an unlabelled batch."""
         output = self.logits(batch, model)
         return output[:, 0] if output.ndim == batch["image"].ndim + 1 else output
+
+    def evaluation_logits(self, batch: dict, model=None) -> torch.Tensor:
+        """Logits on the centre patch of whole volumes (too big to back-propagate through)."""
+        image = batch["image"]
+        starts = [max(0, (s - p) // 2) for s, p in zip(image.shape[2:], self.patch_size)]
+        crop = image[(..., *[slice(a, a + p) for a, p in zip(starts, self.patch_size)])]
+        return self.unlabelled_logits({"image": crop}, model)
 
     # -- whole-volume evaluation ---------------------------------------------------------
     def predict_volume(self, image: torch.Tensor) -> torch.Tensor:

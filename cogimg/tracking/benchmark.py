@@ -19,6 +19,7 @@ Layout of ``--out``: ``data/`` (BIDS cohort), ``cache/`` (preprocessed volumes, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -26,9 +27,39 @@ from pathlib import Path
 import yaml
 
 from cogimg.io import atomic_write_text
+from cogimg.tracking.schema import parse_section
 
-BENCH_KEYS = {"cohort", "seeds", "overrides", "experiments", "full"}
-EXPERIMENT_KEYS = {"config", "overrides", "budget_s"}
+
+@dataclasses.dataclass
+class ExperimentEntry:
+    """One entry of ``experiments:``."""
+
+    config: str
+    overrides: list[str | int | float] = dataclasses.field(default_factory=list)
+    budget_s: float | None = None
+
+
+@dataclasses.dataclass
+class FullPreset:
+    """``full:``: replaces cohort, seeds and overrides; drops per-experiment overrides/caps."""
+
+    cohort: dict | None = None
+    seeds: list[int] | None = None
+    overrides: list[str | int | float] | None = None
+    budget_s: float | None = None
+
+
+@dataclasses.dataclass
+class BenchmarkFile:
+    """The top level of a benchmark file (module docstring)."""
+
+    experiments: list[dict]
+    cohort: dict | None = None
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    overrides: list[str | int | float] = dataclasses.field(default_factory=list)
+    full: dict | None = None
+
+
 DEFAULT_FILE = "experiments/quickstart.yaml"
 
 
@@ -46,33 +77,29 @@ def load_benchmark(path: str | Path, full: bool = False) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file {path} does not exist")
-    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    unknown = set(spec) - BENCH_KEYS
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(BENCH_KEYS)}")
-    experiments = spec.get("experiments")
-    if not isinstance(experiments, list) or not experiments or not all(
-            isinstance(e, dict) and "config" in e for e in experiments):
-        raise ValueError(f"{path}: experiments must be a list of {{config: FILE, overrides: [...], "
+    raw = parse_section(BenchmarkFile, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, path)
+    if not raw.experiments:
+        raise ValueError(f"{path}: experiments: a list of {{config: FILE, overrides: [...], "
                          "budget_s: SECONDS}}")
     repo = path.resolve().parent.parent
-    for e in experiments:
-        if unknown := set(e) - EXPERIMENT_KEYS:
-            raise ValueError(f"{path}: experiment {e['config']!r}: unknown key(s) {sorted(unknown)}; "
-                             f"allowed: {sorted(EXPERIMENT_KEYS)}")
+    experiments = []
+    for i, entry in enumerate(raw.experiments):
+        where = f"experiment {entry['config']!r}" if isinstance(entry, dict) and "config" in entry \
+            else f"experiments[{i}]"
+        e = dataclasses.asdict(parse_section(ExperimentEntry, entry, path, where))
         config = Path(e["config"]) if Path(e["config"]).is_file() else repo / e["config"]
         if not config.is_file():
             raise FileNotFoundError(f"{path}: experiment config {e['config']!r} not found")
-        e["config"] = str(config)
+        experiments.append({**e, "config": str(config)})
+    spec = {"cohort": raw.cohort, "seeds": raw.seeds, "overrides": raw.overrides,
+            "experiments": experiments, "full": raw.full}
+    preset = parse_section(FullPreset, raw.full or {}, path, "full")
     if full:
-        preset = spec.get("full") or {}
-        spec["cohort"] = preset.get("cohort", spec.get("cohort"))
-        spec["seeds"] = preset.get("seeds", spec.get("seeds"))
-        spec["overrides"] = preset.get("overrides", spec.get("overrides"))
+        spec["cohort"] = preset.cohort if preset.cohort is not None else spec["cohort"]
+        spec["seeds"] = preset.seeds if preset.seeds is not None else spec["seeds"]
+        spec["overrides"] = preset.overrides if preset.overrides is not None else spec["overrides"]
         for e in experiments:
-            e["overrides"], e["budget_s"] = [], preset.get("budget_s")
-    spec.setdefault("seeds", [0])
-    spec.setdefault("overrides", [])
+            e["overrides"], e["budget_s"] = [], preset.budget_s
     return spec
 
 

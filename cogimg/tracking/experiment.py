@@ -19,8 +19,9 @@ from pathlib import Path
 from lightning.pytorch import Callback
 
 from cogimg.io import atomic_write_text
-from cogimg.lightning_cli import build_cli
 from cogimg.metrics.segmentation import write_subject_csv
+from cogimg.models.profiling import count_parameters
+from cogimg.tracking.experiment_cli import build_cli
 from cogimg.tracking.run import MANIFEST, read_json, update_metrics
 
 
@@ -115,7 +116,7 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
         peak_memory_gb = read_json(log_dir / MANIFEST).get("peak_memory_gb")
     result = ExperimentResult(
         name=name or Path(config).stem, model=task.hparams.model,
-        params=sum(p.numel() for p in task.parameters()), steps=cli.trainer.global_step,
+        params=count_parameters(task), steps=cli.trainer.global_step,
         train_s=round(train_s, 1),
         latency_s=round(latency, 3), peak_memory_gb=peak_memory_gb,
         metrics={k: float(v) for k, v in final.items()}, curve=curve.points, run_dir=str(log_dir))
@@ -127,18 +128,17 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
 
 
 def _inference_latency(task, data) -> float:
-    """Seconds for inference on the first validation batch (best of 2): whole-volume
-    sliding-window prediction for segmentation, one forward pass otherwise."""
+    """Seconds for inference on the first validation batch (best of 2), as the task infers
+    when deployed (its protocol's ``infer``: e.g. sliding windows over whole volumes)."""
     import torch
 
     batch = next(iter(data.val_dataloader()))
     batch = {k: v.to(task.device) if torch.is_tensor(v) else v for k, v in batch.items()}
-    predict = getattr(task, "predict_volume", None)
     times = []
     task.eval()
     with torch.no_grad():
         for _ in range(2):
             start = time.perf_counter()
-            predict(batch["image"]) if predict is not None else task.predict_step(batch, 0)
+            task.infer(batch)
             times.append(time.perf_counter() - start)
     return min(times)

@@ -123,7 +123,7 @@ def _overlays(run: Run, path: Path) -> Path:
 
     from cogimg.data.cache import VolumeCache, load_entry
     from cogimg.diseases import get_preset
-    from cogimg.predict import load_task, preprocessing_config
+    from cogimg.inference import load_task, preprocessing_config
 
     ckpt, config_file = run.path / "checkpoints" / "last.ckpt", run.path / "config.yaml"
     if not ckpt.is_file() or not config_file.is_file():

@@ -1,53 +1,73 @@
 """Leaderboards from run directories (``manifest.json`` + ``metrics.json`` + ``subjects_<stage>.csv``).
 
-Runs are grouped by task kind (segmentation / classification), experiment, model and variant;
-the seeds of a group are its repeats. A row reports, for the kind's primary and secondary
-metrics, the mean ± sample std **over seeds** of each run's metric, and a 95 % percentile
-bootstrap interval **over subjects** of the seed-averaged metric (subjects resampled with
-replacement — within each true class for classification — the metric recomputed on every
-seed's predictions for the same resample, then averaged over seeds). Then the parameter
-count (M), training wall time (s), inference latency (s) and peak memory (GiB), and the rank
-by the primary metric's mean within the kind. Rendering lives in :mod:`cogimg.tracking.tables`.
+Runs are grouped by task kind (every kind of :data:`cogimg.tasks.TASKS`: segmentation,
+classification, detection, regression …), experiment, model and variant; the seeds of a group
+are its repeats. A row reports, for the kind's metrics (its task's ``leaderboard_metrics``),
+the mean ± sample std **over seeds** of each run's metric, and a 95 % percentile bootstrap
+interval **over subjects** of the seed-averaged metric (subjects resampled with replacement —
+within each stratum of the kind's scorer, e.g. each true class for classification — the metric
+recomputed on every seed's predictions for the same resample, then averaged over seeds). Then
+the parameter count (M), training wall time (s), inference latency (s) and peak memory (GiB),
+and the rank by the primary metric's mean within the kind, in the direction of its mode
+(``max``: higher is better). Rendering lives in :mod:`cogimg.tracking.tables`.
 
-Segmentation run metrics are subject means of the per-subject columns (undefined values
-such as HD95 of an empty pair left out); classification metrics are computed from the
-per-subject labels and ``prob_<class>`` columns with :mod:`cogimg.metrics.classification`.
+Each run is re-scored from its per-subject rows by its task's
+:class:`~cogimg.tasks.scoring.SubjectScorer`; nothing here knows a task class.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from cogimg.metrics import classification as cls_metrics
+from cogimg.metrics.bootstrap import percentile_interval, resample_indices
+from cogimg.tasks import TASKS, task_class
 from cogimg.tracking.run import MANIFEST, METRICS
 
 
 @dataclass(frozen=True)
 class Kind:
-    """A task kind: its primary metric (ranked, higher is better) and secondary metrics."""
+    """A task kind: its primary metric (ranked in the direction of ``mode``), secondary
+    metrics, their labels and the scorer of its per-subject rows."""
 
     name: str
     primary: str
     secondary: tuple[str, ...]
     labels: dict[str, str] = field(default_factory=dict)
+    mode: str = "max"
+    scorer: type | None = None
 
 
-KINDS = {
-    "segmentation": Kind("segmentation", "dice",
-                         ("lesion_f1", "absolute_volume_difference_ml", "lesion_count_difference",
-                          "hausdorff95_mm"),
-                         {"dice": "Dice", "lesion_f1": "lesion F1",
-                          "absolute_volume_difference_ml": "AVD (mL)",
-                          "lesion_count_difference": "ALD", "hausdorff95_mm": "HD95 (mm)"}),
-    "classification": Kind("classification", "balanced_accuracy", ("auroc", "f1_macro", "accuracy"),
-                           {"balanced_accuracy": "BA", "auroc": "AUROC", "f1_macro": "macro F1",
-                            "accuracy": "accuracy"}),
-}
+def get_kind(name: str) -> Kind:
+    """The :class:`Kind` of a task kind, from its task class's protocol."""
+    cls = task_class(name)
+    metrics = cls.leaderboard_metrics or (cls.default_metric,)
+    return Kind(name, metrics[0], tuple(metrics[1:]), dict(cls.metric_labels), cls.default_mode,
+                cls.subject_scorer)
+
+
+class _Kinds(Mapping):
+    """``KINDS[name]``: every registered task kind, built on first use."""
+
+    def __getitem__(self, name: str) -> Kind:
+        if name not in TASKS:
+            raise KeyError(name)
+        return get_kind(name)
+
+    def __iter__(self):
+        return iter(TASKS)
+
+    def __len__(self) -> int:
+        return len(TASKS)
+
+
+KINDS = _Kinds()
+_KIND_OF_TASK = {path: kind for kind, path in TASKS.items()}
 GROUP_KEYS = ("kind", "experiment", "model", "variant")
 
 
@@ -62,8 +82,10 @@ class Run:
 
     @property
     def kind(self) -> str:
+        """The manifest's ``kind``; for runs written before it was recorded, the kind whose
+        task class the manifest names."""
         task = self.manifest.get("task", "")
-        return "segmentation" if "Segmentation" in task else "classification" if "Classification" in task else task
+        return self.manifest.get("kind") or _KIND_OF_TASK.get(task, task)
 
     def key(self) -> tuple[str, ...]:
         m = self.manifest
@@ -106,35 +128,6 @@ def _read_json(path: Path) -> dict:
 
 
 # ----------------------------------------------------------------------------- metrics
-class _SubjectScores:
-    """A run's per-subject predictions, aligned to a common subject order, that can score
-    any subset (bootstrap resample) of those subjects."""
-
-    def __init__(self, kind: Kind, subjects: pd.DataFrame, ids: np.ndarray) -> None:
-        self.kind = kind
-        if kind.name == "segmentation":
-            columns = [m for m in (kind.primary, *kind.secondary) if m in subjects]
-            table = subjects.groupby("subject_id")[columns].mean().loc[ids]
-            self.values = {m: table[m].to_numpy(dtype=float) for m in columns}
-        else:
-            prob_cols = [c for c in subjects.columns if c.startswith("prob_")]
-            self.classes = [c.removeprefix("prob_") for c in prob_cols]
-            grouped = subjects.groupby("subject_id")
-            self.prob = grouped[prob_cols].mean().loc[ids].to_numpy(dtype=float)
-            self.labels = np.array([self.classes.index(v) for v in grouped["label"].first().loc[ids]])
-
-    def score(self, metric: str, idx: np.ndarray | None = None) -> float:
-        if self.kind.name == "segmentation":
-            if metric not in self.values:
-                return float("nan")
-            v = self.values[metric] if idx is None else self.values[metric][idx]
-            v = v[np.isfinite(v)]
-            return float(v.mean()) if v.size else float("nan")
-        fn, uses_prob = cls_metrics.METRICS[metric]
-        y, p = (self.labels, self.prob) if idx is None else (self.labels[idx], self.prob[idx])
-        return float(fn(y, p if uses_prob else p.argmax(axis=1)))
-
-
 def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Statistics of one group of runs (the seeds of one experiment/model/variant)."""
     kind = KINDS[runs[0].kind]
@@ -144,13 +137,8 @@ def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: 
     ids = np.array(sorted(common))
     for r in runs:
         r.subjects["subject_id"] = r.subjects["subject_id"].astype(str)
-    scores = [_SubjectScores(kind, r.subjects, ids) for r in runs]
-    strata = ([np.flatnonzero(scores[0].labels == c) for c in np.unique(scores[0].labels)]
-              if kind.name == "classification" else [np.arange(ids.size)])
-    rng = np.random.default_rng(seed)
-    resamples = [np.concatenate([rng.choice(s, size=s.size, replace=True) for s in strata])
-                 for _ in range(n_boot)]
-    tail = 100 * (1 - level) / 2
+    scores = [kind.scorer(r.subjects, ids) for r in runs]
+    resamples = list(resample_indices(ids.size, n_boot, seed, strata=scores[0].strata))
     row: dict = {"n_seeds": len(runs),
                  "seeds": ",".join(str(r.manifest.get("seed")) for r in runs), "n_subjects": ids.size}
     for metric in (kind.primary, *kind.secondary):
@@ -158,8 +146,7 @@ def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: 
         if not np.isfinite(per_run).any():
             continue
         boot = np.array([_mean_defined([s.score(metric, idx) for s in scores]) for idx in resamples])
-        boot = boot[np.isfinite(boot)]
-        low, high = np.percentile(boot, [tail, 100 - tail]) if boot.size else (np.nan, np.nan)
+        low, high = percentile_interval(boot, level)
         row.update({f"{metric}_mean": float(np.nanmean(per_run)),
                     f"{metric}_std": float(np.nanstd(per_run, ddof=1)) if len(runs) > 1 else float("nan"),
                     f"{metric}_ci_low": float(low), f"{metric}_ci_high": float(high)})
@@ -191,9 +178,12 @@ def leaderboard(runs: list[Run], n_boot: int = 1000, seed: int = 0) -> pd.DataFr
     if not rows:
         return pd.DataFrame(columns=["rank", *GROUP_KEYS])
     table = pd.DataFrame(rows)
-    table["primary"] = table["kind"].map(lambda k: KINDS[k].primary)
-    table["primary_mean"] = [r[f"{p}_mean"] for p, (_, r) in zip(table["primary"], table.iterrows())]
+    kinds = {k: KINDS[k] for k in table["kind"].unique()}
+    table["primary"] = table["kind"].map(lambda k: kinds[k].primary)
+    sign = table["kind"].map(lambda k: 1.0 if kinds[k].mode == "max" else -1.0)
+    table["primary_mean"] = sign * np.array([r.get(f"{p}_mean", np.nan) for p, (_, r)
+                                             in zip(table["primary"], table.iterrows())], dtype=float)
     table = table.sort_values(["kind", "primary_mean", "experiment"], ascending=[False, False, True],
-                              ignore_index=True)
+                              ignore_index=True, na_position="last")
     table.insert(0, "rank", table.groupby("kind").cumcount() + 1)
     return table.drop(columns=["primary_mean"])

@@ -131,9 +131,8 @@ class PeakMemory:
     Each process counts its proportional set size (PSS, Linux): pages shared by the parent and
     its forked workers (the torch libraries, the copy-on-write dataset) are split between them
     instead of counted once per process, so the sum is the memory the run really holds. Summed
-    RSS double-counts them (measured on the demo's segmentation runs with one loader worker:
-    4.6 GiB summed RSS against a 2.1 GiB ``ru_maxrss`` of the whole demo process). Where PSS
-    is unavailable (macOS, Windows) RSS is summed, an upper bound."""
+    RSS double-counts them: with even one loader worker it reports far more than the run
+    holds. Where PSS is unavailable (macOS, Windows) RSS is summed, an upper bound."""
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
@@ -253,14 +252,20 @@ def default_loggers(root_dir: str | Path, experiment: str, version: int | str | 
 
 
 def describe_task(pl_module, variant: str | None = None) -> dict[str, Any]:
-    """Manifest entries of a task: ``task`` (class path), ``model``, ``variant`` (default: the
-    fusion strategy when the task has one, else ``"default"``) and ``params`` (count)."""
+    """Manifest entries of a task: ``task`` (class path), its protocol's ``kind``,
+    ``primary_metric`` and ``metric_mode``, ``model``, ``variant`` (default: the fusion strategy
+    when the task has one, else ``"default"``) and ``params`` (count)."""
+    from cogimg.models.profiling import count_parameters
+
     hp = dict(getattr(pl_module, "hparams", {}))
     return {"task": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+            "kind": getattr(pl_module, "kind", ""),
+            "primary_metric": getattr(pl_module, "primary_metric", ""),
+            "metric_mode": getattr(pl_module, "metric_mode", "max"),
             # fusion "tabular" never builds the image backbone that hparams still name
             "model": "tabular_mlp" if hp.get("fusion") == "tabular" else hp.get("model"),
             "variant": variant or hp.get("fusion") or "default",
-            "params": sum(p.numel() for p in pl_module.parameters())}
+            "params": count_parameters(pl_module)}
 
 
 def describe_data(datamodule) -> dict[str, Any]:

@@ -23,7 +23,7 @@ Example (``sweeps/stroke_seg.yaml``)::
         targets: [model.init_args.model]          # LightningCLI keys set to the value
       lr: {type: float, low: 1.0e-4, high: 1.0e-2, log: true, targets: [model.init_args.lr]}
       patch: {type: categorical, choices: ["[48, 48, 48]", "[64, 64, 64]"],
-              targets: [model.init_args.patch_size, data.init_args.patch_size]}
+              targets: [data.init_args.patch_size]}
 
 A parameter whose target is ``config`` chooses the base experiment YAML itself, so a sweep can
 compare tasks set up by different files (e.g. early vs. late fusion, with their own
@@ -38,14 +38,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-TOP_KEYS = {"name", "config", "objectives", "n_trials", "budget_s", "sampler", "pruner", "overrides",
-            "space", "storage", "seed_everything", "prune_metric"}
-PARAM_KEYS = {"type", "choices", "low", "high", "log", "step", "targets"}
-PARAM_TYPES = ("float", "int", "categorical")
+from cogimg.tracking.schema import parse_section
+
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "none")
 DIRECTIONS = ("maximize", "minimize")
@@ -100,6 +98,47 @@ class SweepSpec:
         return len(self.objectives) > 1
 
 
+# ------------------------------------------------------------------ file schema (typed)
+@dataclass
+class ParamFile:
+    """One entry of ``space:`` as written."""
+
+    type: Literal["float", "int", "categorical"]
+    targets: list[str] | str | None = None
+    choices: list | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+
+
+@dataclass
+class ObjectiveFile:
+    """One entry of ``objectives:``."""
+
+    metric: str
+    direction: Literal["maximize", "minimize"]
+
+
+@dataclass
+class SweepFile:
+    """The top level of a sweep file as written (``space`` entries and objectives are checked
+    by :class:`ParamFile` / :class:`ObjectiveFile`, each error naming its own key)."""
+
+    space: dict[str, dict]
+    name: str | None = None
+    config: str | None = None
+    objectives: list[dict] | None = None
+    n_trials: int = 20
+    budget_s: float | None = None
+    sampler: dict | str = "tpe"
+    pruner: dict | str = "median"
+    overrides: list[str | int | float] = field(default_factory=list)
+    storage: str | None = None
+    seed_everything: int = 0
+    prune_metric: str | None = None
+
+
 def _fail(path, key: str, problem: str) -> None:
     raise ValueError(f"{path}: {key}: {problem}")
 
@@ -109,38 +148,23 @@ def load_sweep(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file {path} does not exist")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(raw, dict):
-        _fail(path, "(top level)", "must be a mapping")
-    unknown = set(raw) - TOP_KEYS
-    if unknown:
-        _fail(path, ", ".join(sorted(unknown)), f"unknown key(s); allowed: {sorted(TOP_KEYS)}")
-    space = raw.get("space")
-    if not isinstance(space, dict) or not space:
+    raw = parse_section(SweepFile, yaml.safe_load(path.read_text(encoding="utf-8")), path)
+    if not raw.space:
         _fail(path, "space", "must map parameter names to distributions")
-    params = tuple(_param(path, name, value) for name, value in space.items())
-    config = raw.get("config")
-    if config is None and not any("config" in p.targets for p in params):
+    params = tuple(_param(path, name, value) for name, value in raw.space.items())
+    if raw.config is None and not any("config" in p.targets for p in params):
         _fail(path, "config", "needed unless a parameter targets `config`")
-    objectives = raw.get("objectives") or [{"metric": "val/dice", "direction": "maximize"}]
-    parsed = []
-    for i, obj in enumerate(objectives):
-        if not isinstance(obj, dict) or set(obj) != {"metric", "direction"} or obj["direction"] not in DIRECTIONS:
-            _fail(path, f"objectives[{i}]", f"must be {{metric: NAME, direction: {'|'.join(DIRECTIONS)}}}")
-        parsed.append((str(obj["metric"]), obj["direction"]))
-    sampler = _typed(path, "sampler", raw.get("sampler", {"type": "tpe"}), SAMPLERS)
-    pruner = _typed(path, "pruner", raw.get("pruner", {"type": "median"}), PRUNERS)
-    n_trials = raw.get("n_trials", 20)
-    if not isinstance(n_trials, int) or n_trials < 1:
-        _fail(path, "n_trials", f"must be a positive integer, got {n_trials!r}")
-    overrides = raw.get("overrides", [])
-    if not isinstance(overrides, list) or not all(isinstance(o, (str, int, float)) for o in overrides):
-        _fail(path, "overrides", "must be a list of LightningCLI arguments")
-    return SweepSpec(name=str(raw.get("name", path.stem)), config=config, objectives=tuple(parsed),
-                     space=params, n_trials=n_trials, budget_s=raw.get("budget_s"), sampler=sampler,
-                     pruner=pruner, overrides=tuple(str(o) for o in overrides), storage=raw.get("storage"),
-                     seed_everything=int(raw.get("seed_everything", 0)),
-                     prune_metric=raw.get("prune_metric"), path=str(path))
+    objectives = raw.objectives or [{"metric": "val/dice", "direction": "maximize"}]
+    parsed = tuple((o.metric, o.direction) for o in
+                   (parse_section(ObjectiveFile, obj, path, f"objectives[{i}]") for i, obj in enumerate(objectives)))
+    sampler = _typed(path, "sampler", raw.sampler, SAMPLERS)
+    pruner = _typed(path, "pruner", raw.pruner, PRUNERS)
+    if raw.n_trials < 1:
+        _fail(path, "n_trials", f"must be a positive integer, got {raw.n_trials!r}")
+    return SweepSpec(name=str(raw.name or path.stem), config=raw.config, objectives=parsed,
+                     space=params, n_trials=raw.n_trials, budget_s=raw.budget_s, sampler=sampler,
+                     pruner=pruner, overrides=tuple(str(o) for o in raw.overrides), storage=raw.storage,
+                     seed_everything=raw.seed_everything, prune_metric=raw.prune_metric, path=str(path))
 
 
 def _typed(path, key: str, value, allowed: tuple[str, ...]) -> dict:
@@ -152,31 +176,20 @@ def _typed(path, key: str, value, allowed: tuple[str, ...]) -> dict:
 
 def _param(path, name: str, value) -> Param:
     key = f"space.{name}"
-    if not isinstance(value, dict):
-        _fail(path, key, "must be a mapping with type, targets and choices or low/high")
-    unknown = set(value) - PARAM_KEYS
-    if unknown:
-        _fail(path, key, f"unknown field(s) {sorted(unknown)}; allowed: {sorted(PARAM_KEYS)}")
-    kind = value.get("type")
-    if kind not in PARAM_TYPES:
-        _fail(path, key, f"type must be one of {list(PARAM_TYPES)}, got {kind!r}")
-    targets = value.get("targets") or []
-    if isinstance(targets, str):
-        targets = [targets]
+    entry = parse_section(ParamFile, value, path, key)
+    targets = [entry.targets] if isinstance(entry.targets, str) else list(entry.targets or [])
     if not targets:
         _fail(path, key, "targets: name the config key(s) it sets (e.g. model.init_args.lr) or `config`")
-    if kind == "categorical":
-        choices = value.get("choices")
-        if not isinstance(choices, list) or not choices:
+    if entry.type == "categorical":
+        if not entry.choices:
             _fail(path, key, "categorical needs a non-empty list of choices")
-        return Param(name, kind, tuple(targets), choices=tuple(choices))
-    low, high = value.get("low"), value.get("high")
-    if not isinstance(low, (int, float)) or not isinstance(high, (int, float)) or low >= high:
+        return Param(name, entry.type, tuple(targets), choices=tuple(entry.choices))
+    low, high = entry.low, entry.high
+    if low is None or high is None or low >= high:
         _fail(path, key, f"needs numbers low < high, got low={low!r}, high={high!r}")
-    if value.get("log") and low <= 0:
+    if entry.log and low <= 0:
         _fail(path, key, "log scale needs low > 0")
-    return Param(name, kind, tuple(targets), low=low, high=high, log=bool(value.get("log", False)),
-                 step=value.get("step"))
+    return Param(name, entry.type, tuple(targets), low=low, high=high, log=entry.log, step=entry.step)
 
 
 def resolve_config(spec: SweepSpec, config: str) -> Path:

@@ -20,7 +20,7 @@ from tests.clinical.conftest import make_patient
 
 def run(tmp_path, checkpoints, source, out="out", *extra):
     return main(["clinical", "--seg-ckpt", str(checkpoints["seg"]), "--cls-ckpt", str(checkpoints["cls"]),
-                 "--input", str(source), "--output", str(tmp_path / out), "--device", "cpu",
+                 "--input", str(source), "--out", str(tmp_path / out), "--device", "cpu",
                  "--no-progress", *extra])
 
 
@@ -78,9 +78,9 @@ def test_batch_lists_failures_flags_ood_and_sets_exit_codes(cohorts, checkpoints
     assert noisy["ood"]["flag"] and noisy["ood"]["score"] > noisy["ood"]["threshold"]
     assert any("roughness" in r for r in noisy["ood"]["reasons"])
     assert "OUT OF DISTRIBUTION" in (tmp_path / "out" / "noisy" / "noisy_report.html").read_text(encoding="utf-8")
-    # outputs in the way: nothing run (2); --overwrite replaces them; OOD alone gives 3
+    # outputs in the way: nothing run (1); --overwrite replaces them; OOD alone gives 3
     before = (tmp_path / "out" / "summary.json").read_text(encoding="utf-8")
-    assert run(tmp_path, checkpoints, batch) == 2
+    assert run(tmp_path, checkpoints, batch) == 1
     assert (tmp_path / "out" / "summary.json").read_text(encoding="utf-8") == before
     (batch / "notes.txt").unlink()
     for name in ("no-t1", "good"):
@@ -88,14 +88,14 @@ def test_batch_lists_failures_flags_ood_and_sets_exit_codes(cohorts, checkpoints
     assert run(tmp_path, checkpoints, batch, "out", "--overwrite", "--saliency", "none") == 3
 
 
-def test_bad_arguments_and_checkpoints_exit_2(checkpoints, cohorts, tmp_path, capsys):
+def test_bad_checkpoints_exit_1_bad_arguments_exit_2(checkpoints, cohorts, tmp_path, capsys):
     patient = make_patient(tmp_path / "p", cohorts)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    base = ["clinical", "--input", str(patient), "--output", str(tmp_path / "o"), "--no-progress"]
-    assert main([*base, "--seg-ckpt", str(tmp_path / "junk.ckpt")]) == 2
-    assert main([*base, "--seg-ckpt", str(checkpoints["cls"])]) == 2  # a classifier as --seg-ckpt
+    base = ["clinical", "--input", str(patient), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*base, "--seg-ckpt", str(tmp_path / "junk.ckpt")]) == 1
+    assert main([*base, "--seg-ckpt", str(checkpoints["cls"])]) == 1  # a classifier as --seg-ckpt
     assert "classification checkpoint, given as the segmentation" in capsys.readouterr().err
-    assert main([*base, "--input", str(tmp_path / "missing"), "--seg-ckpt", str(checkpoints["seg"])]) == 2
+    assert main([*base, "--input", str(tmp_path / "missing"), "--seg-ckpt", str(checkpoints["seg"])]) == 1
     assert main(base) == 2  # no checkpoint at all
     with pytest.raises(SystemExit) as exc:
         main([*base, "--seg-ckpt", str(checkpoints["seg"]), "--saliency", "magic"])
@@ -113,7 +113,7 @@ def test_checkpoint_without_summary_or_temperature_reports_null_and_warns(checkp
     torch.save(state, old)
     patient = make_patient(tmp_path / "p", cohorts)
     with pytest.warns(UserWarning, match="ood: null"):
-        code = main(["clinical", "--cls-ckpt", str(old), "--input", str(patient), "--output",
+        code = main(["clinical", "--cls-ckpt", str(old), "--input", str(patient), "--out",
                      str(tmp_path / "o"), "--saliency", "none", "--no-progress"])
     assert code == 0
     report = json.loads((tmp_path / "o" / "p" / "p_report.json").read_text(encoding="utf-8"))
@@ -131,7 +131,7 @@ def test_report_of_the_real_isles22_case_lands_on_its_grid(isles22_root, checkpo
     import nibabel as nib
 
     code = main(["clinical", "--seg-ckpt", str(checkpoints["seg"]), "--input", str(isles22_root),
-                 "--output", str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
+                 "--out", str(tmp_path / "o"), "--no-progress", "--device", "cpu"])
     sid = "sub-strokecase0001_ses-0001"
     summary = json.loads((tmp_path / "o" / "summary.json").read_text(encoding="utf-8"))
     assert summary["n_written"] == 1 and code == summary["exit_code"] == (3 if summary["ood_flagged"] else 0)
@@ -158,7 +158,7 @@ def test_detection_checkpoint_adds_its_boxes_and_an_unchecked_ood_entry(checkpoi
     patient = make_patient(tmp_path / "p", cohorts)
     with pytest.warns(UserWarning, match="no training-input summary"):
         code = main(["clinical", "--seg-ckpt", str(checkpoints["seg"]), "--det-ckpt", str(det),
-                     "--input", str(patient), "--output", str(tmp_path / "o"), "--no-progress"])
+                     "--input", str(patient), "--out", str(tmp_path / "o"), "--no-progress"])
     assert code == 0
     report = json.loads((tmp_path / "o" / "p" / "p_report.json").read_text(encoding="utf-8"))
     found = report["detection"]["detections"]

@@ -63,7 +63,7 @@ def test_required_modalities_fail_with_exit_one(bids_root, capsys):
 
 def test_json_output_is_written(bids_root, tmp_path, capsys):
     out_json = tmp_path / "reports" / "check.json"
-    code, _ = check(capsys, bids_root, "--json", out_json)
+    code, _ = check(capsys, bids_root, "--out", out_json)
     assert code == 0
     report = json.loads(out_json.read_text(encoding="utf-8"))
     assert report["ok"] is True and report["sessions"] == 7 and report["participants"] == 6
@@ -85,7 +85,7 @@ def test_components_use_26_connectivity(bids_root, capsys, nifti_writer):
     mask[2, 2, 2] = mask[3, 3, 3] = 1  # touch at a corner: one 26-connected lesion
     mask[8, 8, 8] = 1  # a second, separate lesion
     nifti_writer(bids_root / "derivatives/lesions/sub-04/dwi/sub-04_msk.nii.gz", mask)
-    code, _ = check(capsys, bids_root, "--json", bids_root.parent / "r.json")
+    code, _ = check(capsys, bids_root, "--out", bids_root.parent / "r.json")
     assert code == 0
     per = json.loads((bids_root.parent / "r.json").read_text(encoding="utf-8"))["labels"]["lesions_msk"][
         "per_subject"
@@ -141,14 +141,16 @@ def test_headers_only_skips_voxel_checks(bids_root, capsys):
 
 
 def test_missing_root_is_one_clean_error(tmp_path, capsys):
-    code, out = check(capsys, tmp_path / "nowhere")
-    assert code == 1 and out.startswith("error: dataset root") and "is not a directory" in out
+    code = main(["check", str(tmp_path / "nowhere")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert err.startswith("cogimg check: error: dataset root") and "is not a directory" in err
 
 
 @pytest.mark.real_data
 def test_isles22_real_case(isles22_root, tmp_path, capsys):
     code, out = check(
-        capsys, isles22_root, "--required", "dwi,adc", "--json", tmp_path / "isles.json"
+        capsys, isles22_root, "--required", "dwi,adc", "--out", tmp_path / "isles.json"
     )
     assert code == 0, out
     assert row(out, "dwi") == ["dwi", "1", "112×112×73 [1]", "2×2×2 [1]"]

@@ -120,7 +120,7 @@ def test_predict_on_a_dicom_series_equals_predict_on_the_same_nifti(tmp_path, ca
     nifti = tmp_path / "series.nii.gz"
     nib.save(nib.Nifti1Image(volume.astype(np.int16), read_dicom_series(tmp_path / "series").affine), nifti)
     for source, out in ((tmp_path / "series", "dcm"), (nifti, "nii")):
-        assert main(["predict", "--ckpt", str(ckpt), "--input", str(source), "--output",
+        assert main(["predict", "--ckpt", str(ckpt), "--input", str(source), "--out",
                      str(tmp_path / out), "--device", "cpu"]) == 0
     from_dicom = nib.load(tmp_path / "dcm" / "series_pred_msk.nii.gz")
     from_nifti = nib.load(tmp_path / "nii" / "series_pred_msk.nii.gz")

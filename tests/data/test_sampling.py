@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 import torchio as tio
+from torch.utils.data.distributed import DistributedSampler
 
-from cogimg.data.sampling import LabelPatchSampler
+from cogimg.data.sampling import LabelPatchSampler, SeededQueue, SeededSubjectsDataset
 
 
 def test_label_patch_sampler_matches_torchio_label_sampler():
@@ -80,3 +81,78 @@ def test_centre_jitter_must_keep_the_voxel_in_the_patch():
         LabelPatchSampler((12, 16, 16), "lab", {0: 0.5, 1: 0.5}, centre_jitter=6)
     with pytest.raises(ValueError, match="centre_jitter=-1"):
         LabelPatchSampler((12, 12, 12), "lab", {0: 0.5, 1: 0.5}, centre_jitter=-1)
+
+
+def _subjects(n=6, size=20):
+    out = []
+    for i in range(n):
+        label = torch.zeros(1, size, size, size, dtype=torch.uint8)
+        label[0, 4 + i:8 + i, 6:10, 5:9] = 1
+        image = torch.arange(size**3, dtype=torch.float32).reshape(1, size, size, size) + 1000 * i
+        out.append(tio.Subject(img=tio.ScalarImage(tensor=image, affine=np.eye(4)),
+                               lab=tio.LabelMap(tensor=label, affine=np.eye(4)), subject_id=f"s{i}"))
+    return out
+
+
+def _queue(num_workers, seed=0, subject_sampler=None, subjects=None):
+    dataset = SeededSubjectsDataset(subjects or _subjects(), transform=tio.RandomNoise(std=(0, 1)))
+    sampler = LabelPatchSampler((8, 8, 8), "lab", {0: 0.5, 1: 0.5})
+    return SeededQueue(dataset, 5, 3, sampler, subject_sampler=subject_sampler,
+                       num_workers=num_workers, seed=seed)
+
+
+def _drain(queue, epochs=2):
+    return [queue[i] for i in range(epochs * len(queue))]
+
+
+def test_queue_patches_are_the_same_for_any_worker_count_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    runs = {workers: _drain(_queue(workers, seed=4)) for workers in (0, 2)}
+    assert torch.equal(torch.get_rng_state(), state)
+    serial, parallel = runs[0], runs[2]
+    assert len(serial) == len(parallel) == 2 * 6 * 3  # two epochs of 6 subjects × 3 patches
+    for a, b in zip(serial, parallel):
+        assert a["subject_id"] == b["subject_id"]
+        assert torch.equal(a[tio.LOCATION], b[tio.LOCATION])
+        assert torch.equal(a.img.data, b.img.data)  # same augmentation (noise) too
+    ids = [p["subject_id"] for p in serial]
+    assert sorted(set(ids[:18])) == [f"s{i}" for i in range(6)]  # one epoch visits every subject
+    assert all(ids.count(f"s{i}") == 6 for i in range(6))
+    other = _drain(_queue(0, seed=5))
+    assert [p["subject_id"] for p in other] != ids  # the seed matters
+
+
+def test_label_weighted_patches_through_the_queue():
+    patches = _drain(_queue(0, seed=1), epochs=20)
+    centre_is_lesion = np.array([int(p.lab.data[0, 4, 4, 4]) for p in patches])
+    assert abs(centre_is_lesion.mean() - 0.5) < 0.1  # label_probabilities {0: 0.5, 1: 0.5}
+
+
+def test_distributed_subject_sampler_gives_each_rank_its_own_subjects():
+    subjects = _subjects()
+    seen = []  # per rank: the subject ids of epoch 0 and of epoch 1
+    for rank in (0, 1):
+        order = DistributedSampler(range(len(subjects)), num_replicas=2, rank=rank, seed=3)
+        queue = _queue(0, seed=3, subject_sampler=order, subjects=subjects)
+        assert len(queue) == 3 * 3  # half of the 6 subjects, 3 patches each
+        ids = [p["subject_id"] for p in _drain(queue, epochs=2)]
+        seen.append((set(ids[:9]), set(ids[9:])))
+        for epoch in (0, 1):  # the queue moved the sampler to epoch 1 for the second pass
+            order.set_epoch(epoch)
+            assert seen[rank][epoch] == {f"s{i}" for i in order}
+    for epoch in (0, 1):
+        assert seen[0][epoch].isdisjoint(seen[1][epoch])
+        assert seen[0][epoch] | seen[1][epoch] == {f"s{i}" for i in range(6)}
+
+
+def test_queue_needs_a_seeded_dataset():
+    with pytest.raises(TypeError, match="needs a SeededSubjectsDataset.*got SubjectsDataset"):
+        SeededQueue(tio.SubjectsDataset(_subjects()), 5, 3, tio.UniformSampler(8))
+
+
+def test_queue_length_needs_equal_patches_per_subject():
+    subjects = _subjects()
+    subjects[2]["num_samples"] = 7
+    with pytest.raises(ValueError, match="same number of patches from every subject"):
+        len(_queue(0, subjects=subjects))

@@ -358,7 +358,7 @@ def split_cli(monkeypatch):
 def test_cli_kfold_writes_split_and_prints_table(tmp_path, split_cli, capsys):
     write_tsv(tmp_path / "participants.tsv", cohort(40))
     out = tmp_path / "s.json"
-    argv = ["split", str(tmp_path), "--out", str(out), "--folds", "4", "--seed", "2"]
+    argv = ["split", str(tmp_path), "--out", str(out), "--n-folds", "4", "--seed", "2"]
     assert split_cli(argv) == 0
     split = load_split(out)
     assert split.kind == "kfold" and len(split.folds) == 4 and split.seed == 2
@@ -367,11 +367,11 @@ def test_cli_kfold_writes_split_and_prints_table(tmp_path, split_cli, capsys):
     printed = capsys.readouterr().out
     assert "fold3" in printed and "siteA" in printed and "MCI" in printed
     assert split == make_kfold_split(cohort(40), n_folds=4, seed=2)
-    # an existing split is not replaced without --force
+    # an existing split is not replaced without --overwrite
     before = out.read_bytes()
     assert split_cli(["split", str(tmp_path), "--out", str(out), "--seed", "3"]) == 1
     assert "already exist" in capsys.readouterr().err and out.read_bytes() == before
-    assert split_cli(["split", str(tmp_path), "--out", str(out), "--seed", "3", "--force"]) == 0
+    assert split_cli(["split", str(tmp_path), "--out", str(out), "--seed", "3", "--overwrite"]) == 0
     assert load_split(out).seed == 3
 
 
@@ -388,15 +388,15 @@ def test_cli_leave_site_out_with_diagnosis_filter(tmp_path, split_cli, capsys):
     assert split.fold_names == ["siteA", "siteB", "siteC"]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--folds", "3", "--kind", "leave-site-out"], "--folds applies to --kind kfold only"),
-    (["--diagnoses", "PD"], "no participants with diagnosis ['PD']"),
-    (["--folds", "25"], "need ≥ 26"),
+@pytest.mark.parametrize("extra, message, code", [
+    (["--n-folds", "3", "--kind", "leave-site-out"], "--n-folds applies to --kind kfold only", 2),
+    (["--diagnoses", "PD"], "no participants with diagnosis ['PD']", 1),
+    (["--n-folds", "25"], "need ≥ 26", 1),
 ])
-def test_cli_errors_exit_1(tmp_path, split_cli, capsys, extra, message):
+def test_cli_errors_exit_1_for_data_2_for_usage(tmp_path, split_cli, capsys, extra, message, code):
     write_tsv(tmp_path / "participants.tsv", cohort(30))
     out = tmp_path / "s.json"
-    assert split_cli(["split", str(tmp_path), "--out", str(out), *extra]) == 1
+    assert split_cli(["split", str(tmp_path), "--out", str(out), *extra]) == code
     assert message in capsys.readouterr().err
     assert not out.exists()
 

@@ -267,7 +267,8 @@ def test_cli_generates_and_previews(tmp_path):
     assert main(["synth", "--out", str(out), "--preview", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").is_file()
     assert main(["synth", "--out", str(tmp_path / "empty")]) == 2  # neither --subjects nor a cohort
-    assert main(["synth", "--out", str(out), "--subjects", "2", "--spacing", "4"]) == 2  # not empty
+    assert main(["synth", "--out", str(tmp_path / "empty"), "--preview"]) == 1  # no cohort there
+    assert main(["synth", "--out", str(out), "--subjects", "2", "--spacing", "4"]) == 1  # not empty
 
 
 @pytest.mark.slow

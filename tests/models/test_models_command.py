@@ -30,8 +30,11 @@ def test_lists_params_and_gflops_and_explains_models_that_cannot_take_the_shape(
 def test_names_only_and_unknown_task(capsys):
     code, out = _run(["--names-only"], capsys)
     assert code == 0 and "unet2d_timm" in out
-    code, out = _run(["--task", "segmentaion"], capsys)
-    assert code == 1 and "unknown task tag 'segmentaion'" in out
+    from cogimg.cli import main
+
+    assert main(["models", "--task", "segmentaion"]) == 2  # a usage error
+    err = capsys.readouterr().err
+    assert err.startswith("cogimg models: error: ") and "unknown task tag 'segmentaion'" in err
 
 
 def test_input_shape_is_validated():

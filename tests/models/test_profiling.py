@@ -51,3 +51,12 @@ def test_flops_scale_with_input_volume():
     small = models.profile(model, (1, 2, 16, 16, 16))["flops"]
     large = models.profile(model, (1, 2, 32, 32, 32))["flops"]
     assert large == 8 * small  # fully convolutional: cost proportional to voxels
+
+
+def test_count_parameters_counts_shared_once_and_can_skip_frozen():
+    linear = nn.Linear(3, 2)  # 3 * 2 weights + 2 biases
+    tied = nn.Sequential(linear, nn.ReLU(), linear, nn.Linear(2, 1))  # + 2 + 1
+    assert models.count_parameters(tied) == 8 + 3
+    tied[3].weight.requires_grad_(False)
+    assert models.count_parameters(tied, trainable_only=True) == 8 + 1
+    assert models.count_parameters(nn.ReLU()) == 0

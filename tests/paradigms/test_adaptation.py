@@ -36,10 +36,16 @@ def test_reverse_gradient_is_identity_forward_and_flips_gradient_sign():
     assert torch.allclose(x.grad, -0.5 * w)
 
 
+def _head(method: str, sites: tuple[str, ...], feature_dim: int, **options) -> DomainAdaptation:
+    head = DomainAdaptation(method, sites=list(sites), **options)
+    head.build(feature_dim)
+    return head
+
+
 def test_dann_site_loss_flips_encoder_gradients_but_not_site_classifier_gradients():
     torch.manual_seed(0)
     encoder = nn.Linear(5, 8)
-    head = DomainAdaptation(AdaptationConfig("dann", sites=("a", "b"), gamma=0.0), feature_dim=8)
+    head = _head("dann", ("a", "b"), 8, gamma=0.0)
     x, domains = torch.randn(6, 5), torch.tensor([0, 0, 0, 1, 1, 1])
 
     def grads(reverse: bool):
@@ -65,7 +71,7 @@ def test_dann_site_loss_cannot_be_raised_by_scaling_the_features():
     """The reversed gradient maximises the site loss; on raw features an encoder can do that
     without bound by inflating them (seen on the stroke U-Net: site loss ~1e7, Dice collapsed)."""
     torch.manual_seed(0)
-    head = DomainAdaptation(AdaptationConfig("dann", sites=("a", "b", "c"), gamma=0.0), feature_dim=8)
+    head = _head("dann", ("a", "b", "c"), 8, gamma=0.0)
     feats, domains = torch.randn(6, 8), torch.tensor([0, 0, 1, 1, 2, 2])
     loss, _ = head.domain_loss(feats, domains)
     for scale in (0.5, 1e3):
@@ -119,7 +125,7 @@ def test_alignment_compares_every_position_of_a_map_layer_normalised(method):
     two patches per domain give 2·|S| vectors, not two; shrinking them cannot lower the loss
     (CORAL's loss fell 600-fold that way on the stroke U-Net, pooled and unnormalised)."""
     torch.manual_seed(0)
-    head = DomainAdaptation(AdaptationConfig(method, sites=("a", "b")), feature_dim=6)
+    head = _head(method, ("a", "b"), 6)
     maps, domains = torch.randn(4, 6, 2, 3, 1), torch.tensor([0, 0, 1, 1])
     # by hand: position (n, x, y, z) -> row, with sample n's domain
     rows = maps.permute(0, 2, 3, 4, 1).reshape(24, 6)

@@ -1,4 +1,4 @@
-"""ClassificationTask with ``adaptation:``: DANN/CORAL/MMD train on a tiny two-site cohort,
+"""ClassificationTask with the DomainAdaptation add-on: DANN/CORAL/MMD train on a tiny two-site cohort,
 target-site batches carry no labels, and a checkpoint rebuilds the site classifier."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import torch
 
 from cogimg.data.datamodules import VolumeDataModule
 from cogimg.data.splits import make_leave_site_out_split, save_split
+from cogimg.paradigms.adaptation import DomainAdaptation
 from cogimg.paradigms.adaptation.datamodule import TargetSiteVolumeDataModule
 from cogimg.tasks.classification import ClassificationTask
 from tests.classification_tree import build_classification_tree
@@ -35,7 +36,7 @@ def _dm(cls, lso, **kw):
 
 def _task(adaptation) -> ClassificationTask:
     return ClassificationTask(model="resnet10_3d", classes=("CN", "AD"), modalities=("T1w",),
-                              input_shape=SHAPE, model_kwargs=TINY, adaptation=adaptation,
+                              input_shape=SHAPE, model_kwargs=TINY, addons=[DomainAdaptation(**adaptation)],
                               scheduler="constant")
 
 
@@ -48,8 +49,9 @@ def _trainer(tmp_path, steps=2) -> L.Trainer:
 def test_target_batches_hold_the_held_out_site_without_labels(lso):
     dm = _dm(TargetSiteVolumeDataModule, lso)
     dm.setup("fit")
-    loaders = dm.train_dataloader()
-    target = next(iter(loaders["target"]))
+    dm.request_streams({"target": None})
+    batch, _, _ = next(iter(dm.train_dataloader()))
+    target = batch["target"]
     sites = {s["subject_id"]: s["site"] for s in dm.subjects["test"]}
     assert "label" not in target and target["image"].shape[1:] == (1, *SHAPE)
     assert {sites[i] for i in target["subject_id"]} == {"site-1"}
@@ -60,19 +62,20 @@ def test_dann_with_target_site_trains_and_rebuilds_from_checkpoint(lso, tmp_path
     L.seed_everything(0)
     model = _task({"method": "dann", "weight": 0.5, "gamma": 0.0})
     trainer = _trainer(tmp_path)
-    assert model.domain_adaptation is None  # built at setup, once the sites are known
+    assert model.addons[0].site_classifier is None  # built at setup, once the sites are known
     trainer.fit(model, datamodule=_dm(TargetSiteVolumeDataModule, lso))
-    assert model.hparams.adaptation["sites"] == ["site-1", "site-2"]
+    assert model.addons[0].config()["sites"] == ["site-1", "site-2"]
     metrics = trainer.callback_metrics
-    assert {"train/dann_loss", "train/task_loss", "train/site_accuracy"} <= set(metrics)
+    assert {"train/dann_loss", "train/supervised_loss", "train/site_accuracy"} <= set(metrics)
     assert torch.isfinite(metrics["train/loss"])
     trainer.save_checkpoint(tmp_path / "dann.ckpt")
     ckpt = torch.load(tmp_path / "dann.ckpt", weights_only=True)
     rebuilt = ClassificationTask(**ckpt["hyper_parameters"])
+    rebuilt.addons[0].setup(rebuilt, None, "validate")  # what Lightning's configure_model does
     rebuilt.load_state_dict(ckpt["state_dict"])
-    w = "domain_adaptation.site_classifier.2.weight"
+    w = "addons.0.site_classifier.2.weight"
     assert torch.equal(rebuilt.state_dict()[w], model.state_dict()[w])
-    assert rebuilt.domain_adaptation.site_classifier[2].out_features == 2
+    assert rebuilt.addons[0].site_classifier[2].out_features == 2
 
 
 @pytest.mark.parametrize("method", ["coral", "mmd"])

@@ -124,7 +124,7 @@ def test_windowed_segmentation_score_is_the_sliding_window_prediction_and_has_gr
     """Scored by windows, a segmentation model is explained on the prediction
     ``cogimg predict`` makes (Gaussian-weighted windows), not on a whole-volume pass that
     instance normalisation changes; Grad-CAM, which needs the whole pass, says so."""
-    from cogimg.inference import sliding_window_predict
+    from cogimg.models.sliding_window import sliding_window_predict
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.InstanceNorm3d(4), nn.ReLU(),

@@ -68,13 +68,14 @@ def test_annotate_writes_native_masks_entropy_and_a_ranked_review_list(unlabelle
 
 def test_annotate_refuses_to_overwrite_and_checks_its_inputs(unlabelled, tmp_path, capsys):
     root, mc, plain = unlabelled
-    args = ["annotate", "--ckpt", str(mc), "--input", str(root), "--output", str(tmp_path / "out"),
+    args = ["annotate", "--ckpt", str(mc), "--input", str(root), "--out", str(tmp_path / "out"),
             "--mc-samples", "2", "--device", "cpu"]
     assert main(args) == 0
     assert "1. sub-" in capsys.readouterr().out
     stamp = (tmp_path / "out" / "review_list.csv").stat().st_mtime_ns
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        main(args)
+    assert main(args) == 1  # outputs in the way: one line on stderr, nothing replaced
+    err = capsys.readouterr().err
+    assert err.startswith("cogimg annotate: error: ") and "--overwrite" in err
     assert (tmp_path / "out" / "review_list.csv").stat().st_mtime_ns == stamp
     assert main([*args, "--overwrite"]) == 0
     with pytest.raises(ValueError, match="≥ 2 samples"):  # no dropout, one checkpoint

@@ -14,7 +14,9 @@ import torch
 
 from cogimg.data.cache import load_subject
 from cogimg.data.datamodules import PatchDataModule
+from cogimg.paradigms.lowlabel import SemiSupervised
 from cogimg.paradigms.lowlabel.pretrain import (
+    PretrainedWeights,
     PretrainedWeightsError,
     load_pretrained,
     pretrain_encoder,
@@ -55,8 +57,8 @@ def test_pseudo_labels_go_to_their_own_folder_and_never_overwrite_ground_truth(s
     labelled = {s["subject_id"]: load_subject(copy.deepcopy(s))[dm.label_key].data.clone()
                 for s in dm.subjects["train"]}
     L.seed_everything(0)
-    task = _task(semi_supervised={"method": "pseudo_label", "threshold": 0.5, "round_epochs": 1,
-                                  "pseudo_label_dir": str(tmp_path / "pseudo")})
+    task = _task(addons=[SemiSupervised("pseudo_label", threshold=0.5, round_epochs=1,
+                                        pseudo_label_dir=str(tmp_path / "pseudo"))])
     L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_epochs=2, limit_train_batches=1,
               limit_val_batches=0, logger=False, enable_checkpointing=False,
               enable_progress_bar=False, enable_model_summary=False).fit(task, datamodule=dm)
@@ -92,9 +94,10 @@ def test_pretraining_learns_and_loads_into_a_task(stroke, tmp_path):
     payload = torch.load(path, weights_only=True)
     assert np.mean(payload["loss"][-5:]) < np.mean(payload["loss"][:5])  # reconstruction improves
     assert payload["head_keys"] and not set(payload["head_keys"]) & set(payload["state_dict"])
-    task = _task(pretrained_weights=str(path))
+    task = _task(addons=[PretrainedWeights(str(path))])
     head_before = {k: task.model.state_dict()[k].clone() for k in payload["head_keys"]}
-    task.setup("fit")  # what Lightning calls before training (and before restoring a checkpoint)
+    # what Lightning's configure_model does when fitting starts (before restoring a checkpoint)
+    task.addons[0].setup(task, dm, "fit")
     own = task.model.state_dict()
     for key, value in payload["state_dict"].items():
         assert torch.equal(own[key], value), key
@@ -126,4 +129,5 @@ def test_bad_weights_files_fail_with_the_keys_named(stroke, tmp_path):
     with pytest.raises(PretrainedWeightsError, match="cannot read"):  # weights_only refuses classes
         load_pretrained(_task().model, tmp_path / "pickled.pt")
     with pytest.raises(PretrainedWeightsError, match="does not exist"):
-        _task(pretrained_weights=str(tmp_path / "missing.pt")).setup("fit")
+        task = _task(addons=[PretrainedWeights(str(tmp_path / "missing.pt"))])
+        task.addons[0].setup(task, dm, "fit")

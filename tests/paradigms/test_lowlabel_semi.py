@@ -84,8 +84,7 @@ def test_class_balanced_pseudo_labels_weigh_a_rare_class_like_the_background():
 def test_pseudo_label_rounds_can_follow_optimizer_steps_not_epochs():
     # At 10 % labels a patch epoch can be 4 steps: rounds of 5 epochs would freeze the first
     # teacher after 20 steps. round_steps counts optimizer steps whatever the epoch length.
-    semi = SemiSupervised(SemiSupervisedConfig.from_dict({"method": "pseudo_label",
-                                                          "round_steps": 10}))
+    semi = SemiSupervised("pseudo_label", round_steps=10)
     model = nn.Linear(3, 2)
     task = SimpleNamespace(model=model, global_step=0, current_epoch=0)
     semi._update_teacher(task)
@@ -108,9 +107,12 @@ def test_config_names_bad_keys():
         SemiSupervisedConfig.from_dict({"method": "fixmatch"})
     with pytest.raises(ValueError, match="ema_decay"):
         SemiSupervisedConfig.from_dict({"method": "mean_teacher", "ema_decay": 1.0})
-    with pytest.raises(ValueError, match="adaptation or semi_supervised"):
+    with pytest.raises(ValueError, match="given more than once"):
         ClassificationTask(classes=("CN", "AD"), input_shape=SHAPE, model_kwargs=TINY,
-                           adaptation={"method": "coral"}, semi_supervised={"method": "mean_teacher"})
+                           addons=[SemiSupervised("mean_teacher"), SemiSupervised("mean_teacher")])
+    with pytest.raises(TypeError, match="is not a TrainingAddon"):
+        ClassificationTask(classes=("CN", "AD"), input_shape=SHAPE, model_kwargs=TINY,
+                           addons=[{"class_path": "cogimg.tasks.base.BaseTask"}])
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +133,7 @@ def _fit(low_label_tree, tmp_path, semi, steps=40, fraction=0.25):
                           augmentation="none", label_fraction=fraction)
     task = ClassificationTask(classes=("CN", "AD"), modalities=("T1w",), input_shape=SHAPE,
                               fusion="single", model_kwargs=TINY, lr=3e-3, scheduler="constant",
-                              semi_supervised=semi)
+                              addons=[SemiSupervised(**semi)])
     trainer = L.Trainer(default_root_dir=tmp_path, accelerator="cpu", max_steps=steps, logger=False,
                         limit_val_batches=0, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False)
@@ -149,9 +151,9 @@ def test_mean_teacher_learns_an_easy_task_from_few_labels(low_label_tree, tmp_pa
     assert metrics["train/unsupervised_weight"] == pytest.approx(1.0)
     assert metrics["train/mean_teacher_loss"] > 0
     # The teacher trails the student (an EMA of it), and stays out of the task's state dict.
-    teacher = task.semi_supervised.teacher
+    teacher = task.addons[0].teacher
     gap = sum(float((t - s).abs().sum()) for t, s in zip(teacher.parameters(), task.model.parameters()))
-    assert gap > 0 and not any(k.startswith("semi") for k in task.state_dict())
+    assert gap > 0 and not any(k.startswith("addons") for k in task.state_dict())
 
 
 def test_pseudo_label_rounds_write_a_table_and_never_label_labelled_subjects(low_label_tree, tmp_path):

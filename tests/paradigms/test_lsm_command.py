@@ -69,6 +69,8 @@ def test_recovery_measures():
     assert result["top_dice"] == 1.0
 
 
-def test_needs_scores_or_synthetic_regions(tiny_masks, tmp_path):
-    with pytest.raises(SystemExit, match="--scores"):
-        run("--mask-dir", str(tiny_masks / "lesions"), "--out", str(tmp_path))
+def test_needs_scores_or_synthetic_regions(tiny_masks, tmp_path, capsys):
+    from cogimg.cli import main
+
+    assert main(["lsm", "--mask-dir", str(tiny_masks / "lesions"), "--out", str(tmp_path)]) == 2
+    assert "give --scores" in capsys.readouterr().err

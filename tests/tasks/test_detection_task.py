@@ -148,7 +148,7 @@ def test_detection_experiment_runs(config, easy_stroke_tree, easy_microbleeds_tr
     assert main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1",
                  "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.enable_progress_bar", "false",
-                 "--model.init_args.patch_size", patch, "--data.init_args.patch_size", patch,
+                 "--data.init_args.patch_size", patch,
                  "--data.init_args.data_root", str(root),
                  "--data.init_args.cache_dir", str(tmp_path / "cache"),
                  "--data.init_args.centre_jitter", "5",  # ≤ (16 - 1) // 2 for the small patch
@@ -169,7 +169,7 @@ def test_predict_writes_boxes_in_native_voxels_and_mm(easy_microbleeds_tree, tmp
     fitter.save_checkpoint(ckpt)
     out = tmp_path / "out"
     assert main(["predict", "--ckpt", str(ckpt), "--input", str(easy_microbleeds_tree / "sub-01"),
-                 "--output", str(out), "--device", "cpu"]) == 0
+                 "--out", str(out), "--device", "cpu"]) == 0
     assert "sub-01: 5 detection(s)" in capsys.readouterr().out
     report = json.loads((out / "sub-01_pred_boxes.json").read_text(encoding="utf-8"))
     assert report["n_detections"] == 5 and report["preset"] == "microbleeds"
@@ -180,6 +180,6 @@ def test_predict_writes_boxes_in_native_voxels_and_mm(easy_microbleeds_tree, tmp
         assert d["label"] == "class1" and d["class"] == 1
         np.testing.assert_allclose(voxel_box_to_mm(d["voxel"], affine), d["mm"], atol=1e-2)
         assert all(0 <= v <= 32 for v in d["voxel"])
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        main(["predict", "--ckpt", str(ckpt), "--input", str(easy_microbleeds_tree / "sub-01"),
-              "--output", str(out), "--device", "cpu"])
+    assert main(["predict", "--ckpt", str(ckpt), "--input", str(easy_microbleeds_tree / "sub-01"),
+                 "--out", str(out), "--device", "cpu"]) == 1  # outputs in the way
+    assert "--overwrite" in capsys.readouterr().err

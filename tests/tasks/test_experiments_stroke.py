@@ -24,7 +24,7 @@ def test_experiment_runs(config, easy_stroke_tree, tmp_path):
     assert main(["fit", "--config", str(config), "--trainer.fast_dev_run", "1",
                  "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.enable_progress_bar", "false",
-                 "--model.init_args.patch_size", patch, "--data.init_args.patch_size", patch,
+                 "--data.init_args.patch_size", patch,
                  "--data.init_args.data_root", str(easy_stroke_tree),
                  "--data.init_args.cache_dir", str(tmp_path / "cache"),
                  "--data.init_args.num_workers", "0"]) == 0

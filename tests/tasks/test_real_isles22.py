@@ -31,7 +31,7 @@ def test_synthetic_model_predicts_isles22(isles22_root, tmp_path, capsys):
                  "--data.init_args.num_workers", "0"]) == 0
     ckpt = next((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/*.ckpt"))
     assert main(["predict", "--ckpt", str(ckpt), "--input", str(isles22_root),
-                 "--output", str(tmp_path / "pred"), "--device", "cpu"]) == 0
+                 "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
     assert "sub-strokecase0001_ses-0001" in capsys.readouterr().out
     sid = "sub-strokecase0001_ses-0001"
     pred = nib.load(tmp_path / "pred" / f"{sid}_pred_msk.nii.gz")

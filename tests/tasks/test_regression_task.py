@@ -1,24 +1,18 @@
 """Outcome regression: RegressionTask trains and predicts in score units, classical baselines
-fit, and every experiments/outcome YAML runs (2 folds, 1 epoch) on a tiny generated cohort."""
+fit (the cross-validation runner and every experiments/outcome YAML: tests/commands/
+test_outcome_command.py)."""
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from cogimg.commands import outcome as outcome_cmd
-from cogimg.data.splits import check_leakage, load_split
-from cogimg.metrics.regression import paired_bootstrap_delta
 from cogimg.tasks.regression import RegressionTask, build_classical
-from tests.conftest import write_nifti
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "outcome").glob("*.yaml"))
 GRID = (24, 24, 16)
@@ -100,56 +94,3 @@ def test_gbm_monotonic_constraint_by_feature_name():
     assert np.all(np.diff(model.predict(grid)) >= 0)
     with pytest.raises(ValueError, match="monotonic"):
         build_classical("gbm", feature_names=["a", "b"], monotonic={"volume": 1})
-
-
-@pytest.fixture(scope="module")
-def tiny_soop(tmp_path_factory) -> Path:
-    """20 masks (cubes at random places) + scores tracking the left-half lesion share."""
-    root = tmp_path_factory.mktemp("tiny_soop")
-    rng = np.random.default_rng(0)
-    labels = np.zeros(GRID, np.int16)
-    labels[:12], labels[12:] = 1, 2
-    write_nifti(root / "atlas.nii.gz", labels, AFFINE)
-    (root / "atlas.txt").write_text("1|L|left|1\n2|R|right|2\n", encoding="utf-8")
-    rows = ["participant_id\tage\tnihss"]
-    for i in range(1, 21):
-        mask = np.zeros(GRID, np.uint8)
-        corner = rng.integers(0, 16, 3) % np.array(GRID)
-        mask[corner[0]:corner[0] + 8, corner[1]:corner[1] + 8, corner[2] % 8:corner[2] % 8 + 6] = 1
-        write_nifti(root / "lesions" / f"sub-{i}_lesion.nii.gz", mask, AFFINE)
-        rows.append(f"sub-{i}\t{50 + i}\t{mask[:12].sum() // 20}")
-    (root / "scores.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
-
-
-@pytest.mark.parametrize("config", EXPERIMENTS, ids=lambda p: p.stem)
-def test_outcome_experiment_runs_and_its_split_does_not_leak(config, tiny_soop, tmp_path):
-    parser = argparse.ArgumentParser()
-    outcome_cmd.add_arguments(parser)
-    args = parser.parse_args([
-        "--config", str(config), "--out", str(tmp_path / "run"),
-        "--mask-dir", str(tiny_soop / "lesions"), "--scores", str(tiny_soop / "scores.tsv"),
-        "--atlas", str(tiny_soop / "atlas.nii.gz"), "--split", str(tmp_path / "split.json"),
-        "--n-folds", "2", "--max-epochs", "1"])
-    assert outcome_cmd.run(args) == 0
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text(encoding="utf-8"))
-    assert metrics["n_subjects"] == 20 and len(metrics["pearson_r_folds"]) == 2
-    assert len(metrics["pooled"]["pearson_r_ci"]) == 2
-    assert (tmp_path / "run" / "predicted_vs_observed.png").stat().st_size > 0
-    if config.stem != "soop_svr":  # every other model is compared with the reference, paired
-        table = pd.read_csv(tmp_path / "run" / "subjects_val.csv")
-        expected = paired_bootstrap_delta(table["target"], table["pred"], table["reference_pred"],
-                                          "pearson_r", metrics.get("bootstrap", 1000), 0)
-        assert metrics["delta_vs_reference"]["pearson_r"] == pytest.approx(expected)
-        assert metrics["reference"]["model"] == "soop_svr"
-    split = load_split(tmp_path / "split.json")
-    check_leakage(split)
-    val = [i for k in range(2) for i in split.fold(k)["val"]]
-    assert sorted(val) == sorted(f"sub-{i}" for i in range(1, 21))  # each subject once
-
-
-def test_config_with_an_unknown_key_fails(tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("data: {layout: soop, mask_dir: x, scores: y}\nmodel: {name: svr, C: 3}\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"model: unknown key\(s\) \['C'\]"):
-        outcome_cmd.load_config(bad)

@@ -27,7 +27,7 @@ def fit_args(root: Path, data: Path, steps: int, extra: tuple[str, ...] = ()) ->
             "--trainer.max_steps", str(steps), "--trainer.max_epochs", "10",
             "--trainer.limit_train_batches", "1", "--trainer.check_val_every_n_epoch", "1",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--model.init_args.patch_size", "[24, 24, 24]", "--data.init_args.patch_size", "[24, 24, 24]",
+            "--data.init_args.patch_size", "[24, 24, 24]",
             "--model.init_args.model_kwargs", '{"channels": [4, 8], "strides": [2], "num_res_units": 0}',
             "--data.init_args.samples_per_volume", "2", "--data.init_args.queue_length", "4",
             "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(root / "cache"),

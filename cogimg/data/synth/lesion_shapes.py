@@ -7,7 +7,7 @@ are drawn stratified over log-volume so that lacunes (< 1 mL) are as well repres
 territorial infarcts (100+ mL). Each entry keeps its source volume (mL), the arterial territory
 its voxels mostly fall in (``territories.FAMILY_LABELS``) and its centroid in MNI mm.
 
-Rebuild it (≈ 1 min; needs the SOOP masks, see ``../shared/data/README.md``)::
+Rebuild it (needs the SOOP masks, see ``../shared/data/README.md``)::
 
     python -m cogimg.data.synth.lesion_shapes ../shared/data/soop_masks \
         cogimg/data/synth/assets/lesion_shapes.npz
@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from cogimg.data.boxes import label_components
 from cogimg.data.synth.territories import ASSETS_DIR, family_and_side
 from cogimg.io import atomic_path
 
 #: Packaged shape library; when this file is absent, :func:`load_library` returns None and
 #: the stroke effect falls back to :func:`procedural_blob`.
 LIBRARY_PATH = ASSETS_DIR / "lesion_shapes.npz"
-_STRUCTURE_26 = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass
@@ -157,7 +157,7 @@ def procedural_blob(rng: np.random.Generator, volume_ml: float) -> LesionShape:
     field_ = 1.0 - distance + 0.35 * noise / max(float(noise.std()), 1e-6)
     n_keep = int(np.clip(round(volume_ml * 1000.0 / spacing**3), 1, field_.size))
     threshold = np.partition(field_.ravel(), -n_keep)[-n_keep]
-    components, n = ndimage.label(field_ >= threshold, structure=_STRUCTURE_26)
+    components, n = label_components(field_ >= threshold, connectivity=26)
     if n > 1:
         sizes = np.bincount(components.ravel())
         sizes[0] = 0
@@ -175,7 +175,7 @@ def _components(path: Path, atlas_labels: np.ndarray, min_voxels: int):
     data = np.asarray(image.dataobj)
     if data.shape != atlas_labels.shape:
         raise ValueError(f"{path}: grid {data.shape} differs from the atlas grid {atlas_labels.shape}")
-    components, n = ndimage.label(data > 0, structure=_STRUCTURE_26)
+    components, n = label_components(data > 0, connectivity=26)
     sizes = np.bincount(components.ravel(), minlength=n + 1)
     found = []
     for comp in np.flatnonzero(sizes >= min_voxels):

@@ -6,9 +6,9 @@ each file inside is also written under a temporary name and ``os.replace``d.
 
 Images and ground-truth maps are stored as int16 with a per-file ``scl_slope`` (nibabel
 chooses it; values read back as float with < 0.01 % of the range in rounding — half the
-bytes and ≈ 1.5× faster to compress than float32), masks as uint8 and instance maps as
-int16, all at gzip level 1 (nibabel's default; level 6 is several times slower for
-≈ 10 % smaller files).
+bytes and faster to compress than float32), masks as uint8 and instance maps as int16, all
+at gzip level 1 (nibabel's default; level 6 is slower for slightly smaller files).
+``benchmarks/transform_speed.py`` times both choices.
 """
 
 from __future__ import annotations

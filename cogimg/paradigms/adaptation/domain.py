@@ -43,7 +43,13 @@ from torch import nn
 from cogimg.paradigms.adaptation.grl import GradientReversal, dann_coefficient
 from cogimg.paradigms.adaptation.losses import coral_loss, domain_alignment, mmd_loss
 from cogimg.paradigms.options import checked_section
-from cogimg.tasks.addons import TrainingAddon, TrainingStep, captured_input, merge_batches, training_progress
+from cogimg.tasks.addons import (
+    TrainingAddon,
+    TrainingStep,
+    captured_input,
+    merge_batches,
+    training_progress,
+)
 
 METHODS = ("dann", "coral", "mmd")
 
@@ -147,12 +153,20 @@ class DomainAdaptation(TrainingAddon):
         self.options = options
         self.site_index = {s: i for i, s in enumerate(options.sites)}
         if options.method == "dann" and self.site_classifier is None:
-            width = task.feature_width(options.feature_module)
-            self.site_classifier = nn.Sequential(
-                nn.Linear(width, options.hidden), nn.ReLU(), nn.Linear(options.hidden, len(options.sites)))
+            self.build(task.feature_width(options.feature_module))
             self.site_classifier.to(next(task.model.parameters()).device)
         if site_of is not None:
             self.bind(site_of)
+
+    def build(self, feature_dim: int) -> None:
+        """The DANN site classifier on ``feature_dim``-wide features (sites must be known)."""
+        if self.options.sites is None:
+            raise ValueError("adaptation: the sites must be known to build the site classifier")
+        self.site_index = {s: i for i, s in enumerate(self.options.sites)}
+        if self.options.method == "dann":
+            self.site_classifier = nn.Sequential(
+                nn.Linear(feature_dim, self.options.hidden), nn.ReLU(),
+                nn.Linear(self.options.hidden, len(self.options.sites)))
 
     # ---------------------------------------------------------------- sites
     def bind(self, site_of: Mapping[str, str]) -> None:

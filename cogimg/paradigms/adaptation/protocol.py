@@ -24,14 +24,14 @@ Scores are the task's primary metric with a 95 % percentile bootstrap interval o
 subjects: balanced accuracy (classification, class-stratified) or mean Dice (segmentation).
 The model of the last training epoch is scored (no checkpoint selection on the held-out site).
 
-Experiments are LightningCLI YAML files (``model:``/``data:``/``trainer:``); only cogimg's
-own task and datamodule classes are accepted, and run-management keys of ``trainer``
-(callbacks, loggers, ``default_root_dir``) are ignored here.
+Experiments are LightningCLI YAML files (``model:``/``data:``/``trainer:``), read by
+:func:`~cogimg.tasks.config.load_experiment` (``Experiment.from_yaml``) with ``cogimg fit``'s
+parser and model/data links; run-management keys of ``trainer`` (callbacks, loggers,
+``default_root_dir``, ``enable_checkpointing``) are dropped with a warning.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,76 +39,24 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
-import yaml
 
 from cogimg.data.datamodules import PatchDataModule, VolumeDataModule
 from cogimg.data.participants import read_participants, select_diagnoses
 from cogimg.data.splits import load_split, make_leave_site_out_split, save_split
 from cogimg.diseases import get_preset
+from cogimg.metrics.bootstrap import mean_ci
 from cogimg.metrics.classification import balanced_accuracy, bootstrap_ci
 from cogimg.paradigms.adaptation.datamodule import (
     TargetSitePatchDataModule,
     TargetSiteVolumeDataModule,
 )
+from cogimg.paradigms.adaptation.domain import DomainAdaptation
 from cogimg.paradigms.adaptation.test_time import adapt_batchnorm, tent
-from cogimg.tasks.classification import ClassificationTask
-from cogimg.tasks.segmentation import SegmentationTask
+from cogimg.tasks.config import Experiment
 
 VARIANTS = ("histstd", "dann", "coral", "mmd", "adabn", "tent")
 TRAINED_VARIANTS = ("baseline", "histstd", "dann", "coral", "mmd")
-TASKS = {f"{c.__module__}.{c.__qualname__}": c for c in (ClassificationTask, SegmentationTask)}
-DATAMODULES = {f"{c.__module__}.{c.__qualname__}": c
-               for c in (VolumeDataModule, PatchDataModule, TargetSiteVolumeDataModule,
-                         TargetSitePatchDataModule)}
-TRAINER_KEYS = ("max_epochs", "max_steps", "limit_train_batches", "accelerator", "devices", "precision",
-                "gradient_clip_val", "accumulate_grad_batches", "log_every_n_steps", "deterministic")
-
-
-@dataclasses.dataclass
-class Experiment:
-    """A task + datamodule + trainer configuration (a LightningCLI YAML, parsed)."""
-
-    task_class: type
-    task_args: dict[str, Any]
-    data_class: type
-    data_args: dict[str, Any]
-    trainer_args: dict[str, Any]
-    seed: int = 0
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> Experiment:
-        path = Path(path)
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"experiment config {path} does not exist") from None
-        except yaml.YAMLError as err:
-            raise ValueError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(config, dict):
-            raise ValueError(f"{path}: expected a mapping with model/data/trainer keys")  # noqa: TRY004
-
-        def section(key: str, allowed: dict) -> tuple[type, dict]:
-            entry = config.get(key)
-            if not isinstance(entry, dict) or entry.get("class_path") not in allowed:
-                raise ValueError(f"{path}: {key}.class_path must be one of {sorted(allowed)}, "
-                                 f"got {entry.get('class_path') if isinstance(entry, dict) else entry!r}")
-            return allowed[entry["class_path"]], dict(entry.get("init_args") or {})
-
-        task_class, task_args = section("model", TASKS)
-        data_class, data_args = section("data", DATAMODULES)
-        trainer = config.get("trainer") or {}
-        return cls(task_class, task_args, data_class, data_args,
-                   {k: v for k, v in trainer.items() if k in TRAINER_KEYS}, int(config.get("seed_everything", 0)))
-
-
 # --------------------------------------------------------------------------- scoring
-def _percentile_ci(values: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
 def _classification_score(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     value = balanced_accuracy(labels, prob.argmax(axis=1))
     low, high = bootstrap_ci(labels, prob, "balanced_accuracy", n_boot=1000, seed=0)
@@ -116,13 +64,13 @@ def _classification_score(labels: np.ndarray, prob: np.ndarray) -> dict[str, flo
 
 
 def _dice_score(dice: np.ndarray) -> dict[str, float]:
-    low, high = _percentile_ci(dice)
+    low, high = mean_ci(dice)
     return {"metric": "dice", "value": float(dice.mean()), "ci_low": low, "ci_high": high, "n": len(dice)}
 
 
 def subject_scores(task, stage: str) -> tuple:
     """``(ids, labels, prob)`` (classification) or ``(ids, dice)`` (segmentation) of ``stage``."""
-    if isinstance(task, ClassificationTask):
+    if task.kind == "classification":
         return task.subject_table(stage)
     rows = task.subject_rows[stage]
     return [r["subject_id"] for r in rows], np.array([r["dice"] for r in rows], dtype=float)
@@ -140,24 +88,9 @@ def score_subjects(*arrays: np.ndarray) -> dict[str, float] | None:
 
 def score(task, stage: str) -> dict[str, float]:
     """Primary metric of ``task``'s subject rows of ``stage``, with a 95 % bootstrap CI."""
-    if isinstance(task, ClassificationTask):
+    if task.kind == "classification":
         return _classification_score(*task.subject_table(stage)[1:])
     return _dice_score(subject_scores(task, stage)[1])
-
-
-def _forward(task) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
-    """``forward(model, batch) -> logits`` for test-time adaptation on ``task``'s batches."""
-    if isinstance(task, ClassificationTask):
-        return lambda model, batch: model(batch["image"], batch.get("availability"), batch.get("tabular"))
-    size = task.patch_size
-
-    def centre_patch(model, batch):  # whole volumes are too big to back-propagate through
-        image = batch["image"]
-        starts = [max(0, (s - p) // 2) for s, p in zip(image.shape[2:], size)]
-        crop = image[(..., *[slice(a, a + p) for a, p in zip(starts, size)])]
-        return model(crop)
-
-    return centre_patch
 
 
 # --------------------------------------------------------------------------- protocol
@@ -228,7 +161,8 @@ class LeaveSiteOut:
     def _task(self, variant: str, adaptation_weight: float):
         args = dict(self.exp.task_args)
         if variant in ("dann", "coral", "mmd"):
-            args["adaptation"] = {"method": variant, "weight": adaptation_weight}
+            args["addons"] = [*(args.get("addons") or []),
+                              DomainAdaptation(method=variant, weight=adaptation_weight)]
         return self.exp.task_class(**args)
 
     def _trainer(self, **kwargs) -> L.Trainer:
@@ -252,7 +186,9 @@ class LeaveSiteOut:
 
     def _test_time(self, task, dm, variant: str) -> dict[str, float]:
         batches = list(dm.test_dataloader())  # the held-out site's images; labels unused
-        forward = _forward(task)
+        def forward(model, batch):
+            return task.evaluation_logits(batch, model)
+
         if variant == "adabn":
             adapted = adapt_batchnorm(task.model, batches, forward)
         else:

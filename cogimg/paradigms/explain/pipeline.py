@@ -79,9 +79,9 @@ def explain_inputs(ckpt: str | Path, input_path: str | Path, output_dir: str | P
     """
     from cogimg.data.cache import VolumeCache, read_meta
     from cogimg.data.inputs import native_nifti
+    from cogimg.inference import load_task, preprocessing_config, subjects_from_input
     from cogimg.io import atomic_write_text
     from cogimg.paradigms.explain.export import save_overlay_png, save_saliency_nifti
-    from cogimg.predict import load_task, preprocessing_config, subjects_from_input
 
     if method not in METHODS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {list(METHODS)}")

@@ -13,8 +13,8 @@ builds it from a trained task:
   whole volume when it predicts none — so ``K = 1`` and the target is 0.
 
 A segmentation network is scored the way it predicts: by Gaussian-weighted sliding windows
-of its training patch (:func:`cogimg.inference.sliding_window_logits`, the windowing of
-``sliding_window_predict`` with gradients), because a network trained
+of its training patch (:func:`cogimg.models.sliding_window.sliding_window_logits`, the
+windowing of ``sliding_window_predict`` with gradients), because a network trained
 on patches — instance normalisation above all — predicts differently on a whole volume (the
 stroke U-Net of ``benchmarks/xai_faithfulness.py``: test Dice 0.73 by windows, 0.42 whole).
 Grad-CAM needs one forward pass of the whole volume; for it (``roi_size=None``) the wrapper
@@ -97,7 +97,7 @@ class SegmentationScore(nn.Module):
     def logits(self, image: torch.Tensor) -> torch.Tensor:
         """Logits ``(B, K, X, Y, Z)`` on the input's grid (padding removed)."""
         if self.roi_size is not None:
-            from cogimg.inference import sliding_window_logits
+            from cogimg.models.sliding_window import sliding_window_logits
 
             return sliding_window_logits(self._network, image, self.roi_size, self.overlap, self.sw_batch_size)
         shape = image.shape[2:]

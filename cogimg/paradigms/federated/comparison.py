@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cogimg.metrics.bootstrap import percentile_interval, resample_indices
 from cogimg.metrics.classification import balanced_accuracy
 
 CENTRAL = "centralised"
@@ -80,17 +81,13 @@ def arm_comparison(rows: pd.DataFrame, metric: str = BALANCED_ACCURACY, n_boot: 
     best_local = max(local, key=pooled.get) if local else None
     central = CENTRAL if CENTRAL in arms else None
 
-    strata = [np.flatnonzero(labels == c) for c in np.unique(labels)] if by_class else [everyone]
-    rng = np.random.default_rng(seed)
     draws = {arm: np.empty(n_boot) for arm in arms}
-    for b in range(n_boot):
-        idx = np.concatenate([rng.choice(s, size=s.size, replace=True) for s in strata])
+    for b, idx in enumerate(resample_indices(len(subjects), n_boot, seed, strata=labels)):
         for arm in arms:
             draws[arm][b] = score(arm, idx)
-    tail = 100 * (1 - level) / 2
 
     def ci(values: np.ndarray) -> tuple[float, float]:
-        return tuple(float(v) for v in np.percentile(values, [tail, 100 - tail]))
+        return percentile_interval(values, level, skip_nan=False)
 
     out = []
     for arm in arms:

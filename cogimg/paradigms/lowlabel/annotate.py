@@ -2,7 +2,7 @@
 
 :func:`annotate_dataset` applies one segmentation checkpoint with MC dropout, or several
 (an ensemble), to every scan of a NIfTI / BIDS input — by default only those without a
-ground-truth mask — through :mod:`cogimg.predict`'s loading, preprocessing and native-grid
+ground-truth mask — through :mod:`cogimg.inference`'s loading, preprocessing and native-grid
 inversion. Per subject it writes, into an output folder outside the dataset:
 
 - ``<subject_id>_pred_msk.nii.gz``: the mask of the mean probabilities (native grid);
@@ -25,6 +25,14 @@ import pandas as pd
 import torch
 
 from cogimg.diseases import get_preset
+from cogimg.inference import (
+    load_task,
+    mask_report,
+    preprocessed_subjects,
+    preprocessing_config,
+    subjects_from_input,
+    to_native,
+)
 from cogimg.io import atomic_save_nifti, atomic_write_text
 from cogimg.paradigms.lowlabel.pseudo_labels import check_outside_dataset
 from cogimg.paradigms.lowlabel.uncertainty import (
@@ -32,14 +40,6 @@ from cogimg.paradigms.lowlabel.uncertainty import (
     probability_samples,
     subject_uncertainty,
     uncertainty_maps,
-)
-from cogimg.predict import (
-    load_task,
-    mask_report,
-    preprocessed_subjects,
-    preprocessing_config,
-    subjects_from_input,
-    to_native,
 )
 
 REVIEW_LIST = "review_list.csv"
@@ -51,9 +51,9 @@ def load_members(ckpts: list[str | Path], mc_samples: int, device: str) -> tuple
     tasks, data = [], None
     for ckpt in ckpts:
         task, settings = load_task(ckpt)
-        if not hasattr(task, "predict_volume") or hasattr(task, "detect"):
-            raise ValueError(f"{ckpt}: annotate needs a segmentation checkpoint, got "
-                             f"{type(task).__name__}")
+        if task.kind != "segmentation":
+            raise ValueError(f"{ckpt}: annotate needs a segmentation checkpoint, got a "
+                             f"{task.kind or type(task).__name__} one")
         if data is not None and settings != data:
             raise ValueError(f"{ckpt}: preset, modalities or preprocessing differ from {ckpts[0]}; "
                              "ensemble members must read the same inputs")

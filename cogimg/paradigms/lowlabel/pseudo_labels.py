@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 
 from cogimg.data.cache import load_subject
+from cogimg.inference import to_native
 from cogimg.io import atomic_save_nifti, atomic_write_text
-from cogimg.predict import to_native
 
 IGNORE = 255
 
@@ -52,7 +52,7 @@ def write_pseudo_labels(task, datamodule, out_dir: str | Path, threshold: float)
     task.eval()
     try:
         rows = [_segmentation_row(task, s, datamodule.modalities, out, threshold)
-                if hasattr(task, "predict_volume") else
+                if task.kind == "segmentation" else
                 _classification_row(task, s, datamodule, threshold) for s in subjects]
     finally:
         task.train(was_training)
@@ -80,7 +80,7 @@ def _classification_row(task, subject, datamodule, threshold: float) -> dict:
     batch = SubjectCollate(datamodule.modalities, tabular_key="tabular")([loaded])
     batch = {k: v.to(task.device) if torch.is_tensor(v) else v for k, v in batch.items()}
     with torch.no_grad():
-        prob = task.unlabelled_logits(task.model, batch).float().softmax(1)[0]
+        prob = task.unlabelled_logits(batch).float().softmax(1)[0]
     confidence, index = prob.max(0)
     return {"subject_id": str(subject["subject_id"]), "pseudo_label": task.classes[int(index)],
             "confidence": float(confidence), "accepted": bool(confidence >= threshold)}

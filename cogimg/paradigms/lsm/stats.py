@@ -1,18 +1,19 @@
-"""Vectorised voxel-wise lesion–symptom statistics with permutation FWE control.
+"""Voxel-wise lesion–symptom statistics with permutation FWE control.
 
-Every voxel ``v`` fits the same general linear model ``y = X β + γ_v l_v + ε``: ``y`` the
-score ``(N,)``, ``X`` an intercept plus covariates ``(N, q)`` (e.g. lesion volume in mL),
-``l_v`` ``(N,)`` 1 where subject ``n`` is lesioned at ``v``. The statistic is the t of ``γ_v``.
-Without covariates this **is** the pooled-variance two-sample t-test of lesioned vs spared
-subjects (``scipy.stats.ttest_ind``, tested). By Frisch–Waugh–Lovell, with ``M = I − X X⁺``
-the residual maker, ``r_v = l_vᵀ M y / (‖M l_v‖ ‖M y‖)`` and ``t_v = r_v √(df / (1 − r_v²))``,
-``df = N − q − 1``: one matrix product ``Lᵀ (M y)`` gives every voxel at once, and a batch of
-permutations is one ``(V × N) · (N × B)`` product.
+**GLM** (``stat="glm"``): every voxel ``v`` fits ``y = X β + γ_v l_v + ε``: ``y`` the score
+``(N,)``, ``X`` an intercept plus covariates ``(N, q)`` (e.g. lesion volume in mL), ``l_v``
+``(N,)`` 1 where subject ``n`` is lesioned at ``v``; the statistic is the t of ``γ_v``
+(``df = N − q − 1``). Without covariates this **is** the pooled-variance two-sample t-test of
+lesioned vs spared subjects (``scipy.stats.ttest_ind``, tested). It is computed by
+``nilearn.mass_univariate.permuted_ols`` with the score as the tested variable and the
+lesion columns as targets: the partial correlation of ``y`` and ``l_v`` given ``X`` is
+symmetric, so the t equals that of the model above. Its FWE control is nilearn's
+Freedman–Lane max-t permutation (the covariate-residualised score is permuted; the maximum
+t over voxels of each permutation builds the null distribution, ``p_FWE(v) = (1 + #{max* ≥
+t_v}) / (1 + n_perm)``; Winkler et al. 2014, NeuroImage 92).
 
-**FWE.** Freedman–Lane permutation: the reduced-model residuals ``M y`` are permuted, re-
-residualised (``M P M y``) and scored on every voxel; the maximum statistic over voxels of
-each permutation builds the null distribution, so ``p_FWE(v) = (1 + #{max* ≥ t_v}) / (1 +
-n_perm)`` controls the family-wise error over the map (Winkler et al. 2014, NeuroImage 92).
+**Brunner–Munzel** (``stat="brunner-munzel"``, rank-based, which nilearn lacks): the same
+max-statistic scheme here, permuting the scores with ``np.random.default_rng(seed)``.
 
 Voxels lesioned in fewer than ``min_count`` subjects (or spared in fewer) are left out
 before testing: too few lesions give no power and inflate the multiple-comparison burden.
@@ -20,9 +21,11 @@ before testing: too few lesions give no power and inflate the multiple-compariso
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from nilearn.mass_univariate import permuted_ols
 
 TAILS = ("greater", "less", "two-sided")
 
@@ -70,56 +73,63 @@ def lesion_matrix(maps: np.ndarray, min_count: int | None = None) -> LesionMatri
     return LesionMatrix(maps[:, keep].astype(np.float32), keep, count, min_count)
 
 
-def _design(n: int, covariates: np.ndarray | None) -> np.ndarray:
-    x = np.ones((n, 1))
-    if covariates is not None:
-        c = np.asarray(covariates, dtype=np.float64).reshape(n, -1)
-        if not np.all(np.isfinite(c)):
-            raise ValueError("covariates must be finite")
-        x = np.concatenate([x, c - c.mean(axis=0)], axis=1)
-    return x
+def _confounds(n: int, covariates: np.ndarray | None) -> np.ndarray | None:
+    """``(N, C)`` float64 covariates without constant columns (nilearn adds the intercept and
+    would take a constant column for one), or ``None``."""
+    if covariates is None:
+        return None
+    c = np.asarray(covariates, dtype=np.float64).reshape(n, -1)
+    if not np.all(np.isfinite(c)):
+        raise ValueError("covariates must be finite")
+    c = c[:, np.ptp(c, axis=0) > 0]
+    return c if c.shape[1] else None
 
 
-class VoxelGLM:
-    """Voxel-wise t of the lesion term for many scores (permutations) at once.
+def _informative(lesions: np.ndarray, confounds: np.ndarray | None) -> np.ndarray:
+    """``(V,)`` bool: the lesion column keeps variance once intercept and covariates are
+    regressed out (a column they explain carries no information: t = 0, p = 1)."""
+    design = np.ones((lesions.shape[0], 1)) if confounds is None else \
+        np.column_stack([np.ones(lesions.shape[0]), confounds])
+    residual = lesions - design @ np.linalg.lstsq(design, lesions, rcond=None)[0]
+    return (residual**2).sum(axis=0) > 1e-9 * np.maximum((lesions**2).sum(axis=0), 1.0)
+
+
+def _glm_inputs(lesions: np.ndarray, scores: np.ndarray, covariates: np.ndarray | None):
+    lesions = np.asarray(lesions, dtype=np.float64)
+    n = lesions.shape[0]
+    confounds = _confounds(n, covariates)
+    df = n - 1 - (0 if confounds is None else confounds.shape[1]) - 1
+    if df < 1:
+        raise ValueError(f"{n} subjects leave no degrees of freedom for the intercept, "
+                         "the covariates and the lesion term")
+    if np.ptp(scores) == 0:
+        raise ValueError("scores are constant: there is nothing to map")
+    return lesions, confounds, _informative(lesions, confounds)
+
+
+def _permuted_ols(scores: np.ndarray, lesions: np.ndarray, confounds: np.ndarray | None,
+                  n_perm: int, two_sided: bool, seed: int) -> dict[str, np.ndarray]:
+    with warnings.catch_warnings():  # n_perm = 1 with one job: a harmless nilearn warning
+        warnings.filterwarnings("ignore", message="The specified number of permutations")
+        return permuted_ols(scores[:, None], lesions, confounding_vars=confounds,
+                            model_intercept=True, n_perm=n_perm, two_sided_test=two_sided,
+                            random_state=seed, n_jobs=1, verbose=0)
+
+
+def glm_t(lesions: np.ndarray, scores: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
+    """Voxel-wise t ``(V,)`` of the lesion term (``nilearn`` ``permuted_ols``, no permutation).
 
     Args:
         lesions: ``(N, V)`` lesion indicators.
+        scores: ``(N,)`` behavioural score.
         covariates: ``(N,)`` or ``(N, C)`` nuisance regressors (intercept added); ``None`` =
-            pooled-variance two-sample t-test.
+            pooled-variance two-sample t-test. Positive t: higher scores in lesioned subjects.
     """
-
-    def __init__(self, lesions: np.ndarray, covariates: np.ndarray | None = None) -> None:
-        self.lesions = np.asarray(lesions, dtype=np.float32)
-        n = self.lesions.shape[0]
-        self.design = _design(n, covariates)
-        self.df = n - self.design.shape[1] - 1
-        if self.df < 1:
-            raise ValueError(f"{n} subjects leave no degrees of freedom for "
-                             f"{self.design.shape[1]} nuisance columns + the lesion term")
-        self.pinv = np.linalg.pinv(self.design)                       # (q, N)
-        lx = self.lesions.T.astype(np.float64) @ self.design          # (V, q)
-        sq = self.lesions.sum(axis=0, dtype=np.float64)                # l·l (binary)
-        fitted = np.einsum("vq,qn,nv->v", lx, self.pinv, self.lesions.astype(np.float64))
-        norm2 = np.maximum(sq - fitted, 0.0)
-        # A lesion column explained by the covariates (norm ≈ 0) carries no information.
-        self.valid = norm2 > 1e-9 * np.maximum(sq, 1.0)
-        self.lesion_norm = np.sqrt(np.where(self.valid, norm2, 1.0)).astype(np.float32)
-
-    def residualise(self, y: np.ndarray) -> np.ndarray:
-        """``M y`` for ``y`` ``(N,)`` or ``(N, B)``."""
-        return y - self.design @ (self.pinv @ y)
-
-    def t(self, residuals: np.ndarray) -> np.ndarray:
-        """t of the lesion term, ``(V, B)``, for residualised scores ``(N, B)``."""
-        r_norm = np.linalg.norm(residuals, axis=0)
-        r_norm[r_norm == 0] = np.inf  # a constant score: every correlation is 0
-        numerator = self.lesions.T @ residuals.astype(np.float32)     # (V, B)
-        r = numerator / self.lesion_norm[:, None] / r_norm[None, :].astype(np.float32)
-        r = np.clip(r, -0.999999, 0.999999)
-        t = r * np.sqrt(self.df / (1.0 - r * r))
-        t[~self.valid] = 0.0
-        return t
+    scores = np.asarray(scores, dtype=np.float64)
+    lesions, confounds, informative = _glm_inputs(lesions, scores, covariates)
+    t = np.zeros(lesions.shape[1])
+    t[informative] = _permuted_ols(scores, lesions[:, informative], confounds, 0, True, 0)["t"][0]
+    return t
 
 
 class VoxelBrunnerMunzel:
@@ -139,9 +149,6 @@ class VoxelBrunnerMunzel:
         self.n0 = self.lesions.shape[0] - self.n1
         if (self.n1 < 2).any() or (self.n0 < 2).any():
             raise ValueError("Brunner–Munzel needs ≥ 2 lesioned and ≥ 2 spared subjects per voxel")
-
-    def residualise(self, y: np.ndarray) -> np.ndarray:
-        return y  # rank statistic: no nuisance model
 
     def t(self, scores: np.ndarray) -> np.ndarray:
         """Statistic ``(V, B)`` for scores ``(N, B)``."""
@@ -203,8 +210,10 @@ def permutation_lsm(lesions: np.ndarray, scores: np.ndarray, covariates: np.ndar
         scores: ``(N,)`` behavioural score (e.g. NIHSS; higher = worse).
         covariates: nuisance regressors (e.g. lesion volume in mL), or ``None`` (t-test).
         n_perm: permutations; tail: ``greater`` (lesion ↔ higher score), ``less``,
-            ``two-sided``; batch: permutations scored per matrix product (memory ∝ V · batch).
-        stat: ``glm`` (t-test / regression, :class:`VoxelGLM`) or ``brunner-munzel``
+            ``two-sided``; batch: Brunner–Munzel permutations scored per step (memory ∝
+            V · batch; the GLM runs nilearn's loop).
+        seed: seeds the permutations (nilearn's ``random_state`` for the GLM).
+        stat: ``glm`` (t-test / regression via nilearn ``permuted_ols``) or ``brunner-munzel``
             (:class:`VoxelBrunnerMunzel`; no covariates).
     """
     if stat not in ("glm", "brunner-munzel"):
@@ -221,17 +230,40 @@ def permutation_lsm(lesions: np.ndarray, scores: np.ndarray, covariates: np.ndar
         raise ValueError("scores must be finite")
     if n_perm < 1:
         raise ValueError(f"n_perm must be ≥ 1, got {n_perm}")
-    glm = VoxelGLM(lesions, covariates) if stat == "glm" else VoxelBrunnerMunzel(lesions)
-    residuals = glm.residualise(scores)
-    t = glm.t(residuals[:, None])[:, 0]
+    if stat == "glm":
+        t, p_fwe, null_max = _glm_lsm(lesions, scores, covariates, n_perm, tail, seed)
+    else:
+        t, p_fwe, null_max = _brunner_munzel_lsm(lesions, scores, n_perm, tail, seed, batch)
+    threshold = float(np.quantile(null_max, 1 - alpha))
+    return LSMResult(t.astype(np.float32), p_fwe, null_max, threshold, alpha, tail)
+
+
+def _glm_lsm(lesions, scores, covariates, n_perm: int, tail: str, seed: int):
+    """GLM t ``(V,)``, FWE p ``(V,)`` and permutation maxima ``(n_perm,)`` from nilearn.
+
+    nilearn tests ``two-sided`` or ``greater``; ``less`` is ``greater`` on the negated score.
+    """
+    lesions, confounds, informative = _glm_inputs(lesions, scores, covariates)
+    sign = -1.0 if tail == "less" else 1.0
+    out = _permuted_ols(sign * scores, lesions[:, informative], confounds, n_perm,
+                        tail == "two-sided", seed)
+    t = np.zeros(lesions.shape[1])
+    t[informative] = sign * out["t"][0]
+    p_fwe = np.ones(lesions.shape[1])
+    p_fwe[informative] = 10.0 ** -out["logp_max_t"][0]
+    return t, p_fwe, out["h0_max_t"][0]
+
+
+def _brunner_munzel_lsm(lesions, scores, n_perm: int, tail: str, seed: int, batch: int):
+    """Brunner–Munzel statistic ``(V,)``, FWE p ``(V,)`` and permutation maxima ``(n_perm,)``."""
+    bm = VoxelBrunnerMunzel(lesions)
+    t = bm.t(scores[:, None])[:, 0]
     rng = np.random.default_rng(seed)
     null_max = np.empty(n_perm)
     for start in range(0, n_perm, batch):
         size = min(batch, n_perm - start)
-        permuted = np.stack([residuals[rng.permutation(residuals.size)] for _ in range(size)], 1)
-        null_max[start:start + size] = _tailed(glm.t(glm.residualise(permuted)), tail).max(axis=0)
-    observed = _tailed(t, tail)
-    exceed = np.searchsorted(np.sort(null_max), observed, side="left")
+        permuted = np.stack([scores[rng.permutation(scores.size)] for _ in range(size)], 1)
+        null_max[start:start + size] = _tailed(bm.t(permuted), tail).max(axis=0)
+    exceed = np.searchsorted(np.sort(null_max), _tailed(t, tail), side="left")
     p_fwe = (1.0 + (n_perm - exceed)) / (n_perm + 1.0)
-    threshold = float(np.quantile(null_max, 1 - alpha))
-    return LSMResult(t.astype(np.float32), p_fwe, null_max, threshold, alpha, tail)
+    return t, p_fwe, null_max

@@ -8,10 +8,11 @@ import warnings
 import pytest
 import torch
 
-from cogimg.paradigms.fusion import (
+from cogimg.models.fusion import (
     IntermediateFusion,
     LateFusion,
     ModalityDropout,
+    TabularOnly,
     build_fusion_model,
 )
 
@@ -177,3 +178,36 @@ def test_configuration_errors_are_named():
         model(image, availability, tabular[:, :3])
     with pytest.raises(ValueError, match="channels \\['T1w', 'pet_amyloid'\\]"):
         model(image[:, :1], availability, tabular)
+
+
+# --------------------------------------------------------------------------- registry
+@pytest.mark.parametrize("fusion", ["single", "early", "intermediate", "late"])
+def test_registry_builds_the_same_model_as_build_fusion_model(fusion):
+    from cogimg import models
+
+    use = ("T1w",) if fusion == "single" else None
+    torch.manual_seed(0)
+    registered = models.get(f"fusion_{fusion}", backbone="resnet10_3d", modalities=MODALITIES,
+                            num_classes=3, input_shape=SHAPE, backbone_kwargs=TINY,
+                            use_modalities=use)
+    direct = build(fusion, use_modalities=use)
+    assert type(registered) is type(direct)
+    image, availability, _ = batch()
+    registered.eval(), direct.eval()
+    with torch.no_grad():
+        assert torch.equal(registered(image, availability), direct(image, availability))
+
+
+def test_registry_lists_fusion_models_and_they_are_not_backbones():
+    from cogimg import models
+
+    names = {"fusion_single", "fusion_early", "fusion_intermediate", "fusion_late", "fusion_tabular"}
+    assert names == set(models.available("fusion"))
+    assert not names & set(models.available("classification"))  # not backbones
+    assert isinstance(models.get("fusion_tabular", modalities=MODALITIES, num_classes=3,
+                                 tabular_features=5), TabularOnly)
+    with pytest.raises(TypeError, match="fusion_head"):
+        models.get("fusion_late", backbone="resnet10_3d", modalities=MODALITIES, num_classes=3,
+                   input_shape=SHAPE, fusion_head="gated")
+    with pytest.raises(ValueError, match="not a classification model"):
+        build("early", backbone="fusion_early")

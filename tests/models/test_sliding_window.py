@@ -1,11 +1,12 @@
-"""Sliding-window inference agrees with MONAI and handles TTA and odd volume sizes."""
+"""Sliding-window inference (:mod:`cogimg.models.sliding_window`) agrees with MONAI and handles
+TTA and odd volume sizes."""
 
 import pytest
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 
-from cogimg.inference import flip_combinations, sliding_window_predict
+from cogimg.models.sliding_window import flip_combinations, sliding_window_predict
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,12 @@
 The windowing itself is MONAI's ``sliding_window_inference`` (the field's reference). What
 cogimg adds is what a user otherwise forgets: no autograd (``torch.inference_mode``), the
 Gaussian importance map built once per (patch, device) instead of once per call, several
-windows per forward pass, windows in ``channels_last_3d`` memory format (measured 1.9×
-faster for a MONAI UNet forward on CPU, ``benchmarks/sliding_window.py``), mixed precision
-on GPU, mirror test-time augmentation, and softmax probabilities out.
+windows per forward pass, windows in ``channels_last_3d`` memory format (faster for a MONAI
+UNet forward on CPU, ``benchmarks/sliding_window.py`` measures it), mixed precision on GPU,
+mirror test-time augmentation, and softmax probabilities out.
+
+It sits in the models layer because tasks call it (``SegmentationTask.predict_volume``);
+checkpoint loading and native-grid output are :mod:`cogimg.inference`.
 """
 
 from __future__ import annotations

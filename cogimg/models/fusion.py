@@ -27,8 +27,10 @@ linear head's output is ``M ×`` the mean of the available branches' contributio
 fusion can only zero-fill the channel. Either way the model predicts, and warns once
 (``UserWarning``) the first time it meets a missing modality.
 
-Layering note: this paradigm builds models from :mod:`cogimg.models`; the
-``ClassificationTask`` selects one with its ``fusion`` argument.
+Registry: each strategy is registered as ``fusion_<strategy>`` (tag ``classification``), so
+``cogimg.models.get("fusion_late", backbone=..., modalities=..., ...)`` builds it like any
+other network; :func:`build_fusion_model` takes the strategy as an argument (the
+``ClassificationTask`` and ``RegressionTask`` select one with their ``fusion`` argument).
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from cogimg import models
 from cogimg.models import classification as _classification  # noqa: F401  (registers backbones)
 from cogimg.models import mil as _mil  # noqa: F401  (registers timm_2p5d)
+from cogimg.models.classification import CLASSIFICATION
 from cogimg.models.mil import GatedAttentionPooling
+from cogimg.models.registry import available, get, register, spec
 
 FUSIONS = ("single", "early", "intermediate", "late", "tabular")
+#: registry name of each strategy's builder
+FUSION_MODELS = {f"fusion_{fusion}": fusion for fusion in FUSIONS}
 INTERMEDIATE_HEADS = ("concat", "gated", "attention")
 LATE_COMBINES = ("prob", "logit")
 
@@ -157,10 +162,10 @@ class FusionModel(nn.Module):
 
 def _classifier(backbone: str, in_channels: int, num_classes: int, input_shape, kwargs) -> nn.Module:
     """A classification registry model ``(B, in_channels, X, Y, Z)`` → ``(B, num_classes)``."""
-    if "classification" not in models.spec(backbone).tasks:
+    if backbone in FUSION_MODELS or CLASSIFICATION not in spec(backbone).tasks:
         raise ValueError(f"backbone {backbone!r} is not a classification model; choose one of "
-                         f"{models.available('classification')}")
-    return models.get(backbone, in_channels=in_channels, num_classes=num_classes,
+                         f"{sorted(set(available(CLASSIFICATION)) - set(FUSION_MODELS))}")
+    return get(backbone, in_channels=in_channels, num_classes=num_classes,
                       input_shape=tuple(input_shape), **dict(kwargs))
 
 
@@ -339,10 +344,71 @@ def build_fusion_model(
     return LateFusion(**image, combine=late_combine, **base)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Trainable parameters (for logs and comparisons of fusion variants)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+# ----------------------------------------------------------------------------- registry
+# One builder per strategy, with the keyword arguments that strategy reads; each is
+# ``build_fusion_model`` with the strategy fixed (same checks, same model).
+@register("fusion_single", task="fusion")
+def fusion_single(*, backbone: str, modalities: Sequence[str], num_classes: int,
+                  input_shape: Sequence[int], use_modalities: Sequence[str] | None = None,
+                  tabular_features: int = 0, backbone_kwargs: Mapping[str, Any] | None = None,
+                  tabular_hidden: Sequence[int] = (64, 32)) -> FusionModel:
+    """Unimodal baseline: one modality into one classification backbone (+ tabular branch)."""
+    return build_fusion_model("single", backbone=backbone, modalities=modalities,
+                              num_classes=num_classes, input_shape=input_shape,
+                              use_modalities=use_modalities, tabular_features=tabular_features,
+                              backbone_kwargs=backbone_kwargs, tabular_hidden=tabular_hidden)
 
 
-__all__ = ["FUSIONS", "EarlyFusion", "FusionModel", "IntermediateFusion", "LateFusion",
-           "ModalityDropout", "TabularBranch", "TabularOnly", "build_fusion_model", "count_parameters"]
+@register("fusion_early", task="fusion")
+def fusion_early(*, backbone: str, modalities: Sequence[str], num_classes: int,
+                 input_shape: Sequence[int], use_modalities: Sequence[str] | None = None,
+                 tabular_features: int = 0, backbone_kwargs: Mapping[str, Any] | None = None,
+                 modality_dropout: float = 0.0, tabular_hidden: Sequence[int] = (64, 32)) -> FusionModel:
+    """Early fusion: modalities stacked as channels of one backbone (+ tabular branch)."""
+    return build_fusion_model("early", backbone=backbone, modalities=modalities,
+                              num_classes=num_classes, input_shape=input_shape,
+                              use_modalities=use_modalities, tabular_features=tabular_features,
+                              backbone_kwargs=backbone_kwargs, modality_dropout=modality_dropout,
+                              tabular_hidden=tabular_hidden)
+
+
+@register("fusion_intermediate", task="fusion")
+def fusion_intermediate(*, backbone: str, modalities: Sequence[str], num_classes: int,
+                        input_shape: Sequence[int], use_modalities: Sequence[str] | None = None,
+                        tabular_features: int = 0, backbone_kwargs: Mapping[str, Any] | None = None,
+                        fusion_head: str = "concat", modality_dropout: float = 0.0,
+                        tabular_hidden: Sequence[int] = (64, 32)) -> FusionModel:
+    """Intermediate fusion: one encoder per modality, concat / gated / attention head."""
+    return build_fusion_model("intermediate", backbone=backbone, modalities=modalities,
+                              num_classes=num_classes, input_shape=input_shape,
+                              use_modalities=use_modalities, tabular_features=tabular_features,
+                              backbone_kwargs=backbone_kwargs, fusion_head=fusion_head,
+                              modality_dropout=modality_dropout, tabular_hidden=tabular_hidden)
+
+
+@register("fusion_late", task="fusion")
+def fusion_late(*, backbone: str, modalities: Sequence[str], num_classes: int,
+                input_shape: Sequence[int], use_modalities: Sequence[str] | None = None,
+                tabular_features: int = 0, backbone_kwargs: Mapping[str, Any] | None = None,
+                late_combine: str = "prob", modality_dropout: float = 0.0,
+                tabular_hidden: Sequence[int] = (64, 32)) -> FusionModel:
+    """Late fusion: one classifier per modality, probabilities or logits averaged."""
+    return build_fusion_model("late", backbone=backbone, modalities=modalities,
+                              num_classes=num_classes, input_shape=input_shape,
+                              use_modalities=use_modalities, tabular_features=tabular_features,
+                              backbone_kwargs=backbone_kwargs, late_combine=late_combine,
+                              modality_dropout=modality_dropout, tabular_hidden=tabular_hidden)
+
+
+@register("fusion_tabular", task="fusion")
+def fusion_tabular(*, modalities: Sequence[str], num_classes: int, tabular_features: int,
+                   tabular_hidden: Sequence[int] = (64, 32)) -> FusionModel:
+    """Clinical-only baseline: the tabular MLP and a linear head (no image)."""
+    return build_fusion_model("tabular", backbone="", modalities=modalities,
+                              num_classes=num_classes, input_shape=(),
+                              tabular_features=tabular_features, tabular_hidden=tabular_hidden)
+
+
+__all__ = ["FUSIONS", "FUSION_MODELS", "EarlyFusion", "FusionModel", "IntermediateFusion",
+           "LateFusion", "ModalityDropout", "TabularBranch", "TabularOnly", "build_fusion_model",
+           "fusion_early", "fusion_intermediate", "fusion_late", "fusion_single", "fusion_tabular"]

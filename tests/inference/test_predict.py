@@ -11,8 +11,8 @@ import torch
 from scipy.ndimage import affine_transform
 
 from cogimg.cli import main
+from cogimg.inference import CheckpointError, load_task, predict_dataset
 from cogimg.metrics.segmentation import dice
-from cogimg.predict import CheckpointError, load_task, predict_dataset
 from tests.tasks.conftest import AFFINE, SHAPE, write_nifti
 
 
@@ -56,12 +56,14 @@ def test_prediction_lands_on_the_oblique_native_grid(trained, easy_stroke_tree, 
 def test_cli_refuses_to_overwrite(trained, easy_stroke_tree, tmp_path, capsys):
     _, _, ckpt, _ = trained
     oblique_scan(tmp_path / "bids", easy_stroke_tree)
-    args = ["predict", "--ckpt", str(ckpt), "--input", str(tmp_path / "bids"), "--output",
+    args = ["predict", "--ckpt", str(ckpt), "--input", str(tmp_path / "bids"), "--out",
             str(tmp_path / "out"), "--device", "cpu"]
     assert main(args) == 0
     assert "sub-99: " in capsys.readouterr().out
-    with pytest.raises(FileExistsError, match="--overwrite"):
-        main(args)
+    assert main(args) == 1  # a data problem: one line on stderr, no traceback
+    mask = tmp_path / "out" / "sub-99_pred_msk.nii.gz"
+    assert capsys.readouterr().err == (f"cogimg predict: error: {mask} exists; "
+                                       "pass --overwrite to replace it\n")
     assert main([*args, "--overwrite"]) == 0
 
 

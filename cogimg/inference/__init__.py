@@ -1,0 +1,41 @@
+"""Inference on new scans with a trained checkpoint: below the paradigms, above the tasks.
+
+- :mod:`~cogimg.inference.checkpoint`: rebuild a task and its data settings from a checkpoint
+  (weights only, task class checked).
+- :mod:`~cogimg.inference.inputs`: the subjects of a ``--input`` path (BIDS, NIfTI, DICOM, case
+  folders).
+- :mod:`~cogimg.inference.native`: the training preprocessing of a scan, and a volume back on
+  its native grid.
+- :mod:`~cogimg.inference.reports`: lesion, mask and detection reports (mL, mm, voxels).
+- :mod:`~cogimg.inference.predict`: :func:`predict_dataset`, the loop behind ``cogimg predict``.
+
+The sliding-window primitive that tasks call is below the tasks, in
+:mod:`cogimg.models.sliding_window`.
+"""
+
+from cogimg.inference.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    load_task,
+    preprocessing_config,
+    read_checkpoint,
+)
+from cogimg.inference.inputs import subjects_from_input
+from cogimg.inference.native import preprocessed_subjects, to_native
+from cogimg.inference.predict import predict_dataset
+from cogimg.inference.reports import detection_report, lesion_report, mask_report
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "detection_report",
+    "lesion_report",
+    "load_task",
+    "mask_report",
+    "predict_dataset",
+    "preprocessed_subjects",
+    "preprocessing_config",
+    "read_checkpoint",
+    "subjects_from_input",
+    "to_native",
+]

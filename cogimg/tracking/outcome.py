@@ -1,0 +1,77 @@
+"""Run directories of cross-validated outcome regression (:mod:`cogimg.paradigms.outcome`).
+
+Written with :func:`cogimg.tracking.run.write_run`, so that ``cogimg leaderboard`` reads them
+like any run: ``manifest.json`` (``"kind": "regression"``, experiment, model, variant, seed,
+task, split), ``metrics.json`` (``val`` = pooled out-of-fold metrics as ``val/<name>``, plus
+the per-fold and bootstrap figures of :func:`~cogimg.paradigms.outcome.cross_validate`),
+``subjects_val.csv`` (one row per subject: ``subject_id, fold, target, pred`` [,
+``reference_pred``]), ``config.yaml``, ``split.json`` (when the config names no split file)
+and ``predicted_vs_observed.png``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cogimg.tracking.run import MANIFEST, write_run
+
+KIND = "regression"
+
+
+def write_outcome_run(out: str | Path, config: dict, cv, *, overwrite: bool = False) -> Path:
+    """Write the run directory of ``cv`` (a :class:`~cogimg.paradigms.outcome.CrossValidation`).
+
+    A folder that already records a run is refused unless ``overwrite`` (then its manifest is
+    removed first, so that an interrupted rewrite leaves no run the leaderboard reads).
+    """
+    import torch
+    import yaml
+
+    from cogimg.data.splits import save_split
+    from cogimg.io import atomic_write_text
+    from cogimg.paradigms.outcome import save_scatter
+
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        if not overwrite:
+            raise FileExistsError(f"{out / MANIFEST} already records a run; pass --overwrite "
+                                  "or choose another --out")
+        (out / MANIFEST).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    cv_config, name = config.get("cv", {}), config["model"]["name"]
+    split = cv_config.get("split")
+    if not split:
+        split = out / "split.json"
+        save_split(cv.split, split, overwrite=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
+    save_scatter(out / "predicted_vs_observed.png", cv.table, cv.result)
+    pooled = cv.result["pooled"]
+    metrics = {"val": {f"val/{k}": float(v) for k, v in pooled.items() if not k.endswith("_ci")},
+               **cv.result}
+    task = "cogimg.tasks.regression.RegressionTask" if name == "cnn" else f"sklearn:{name}"
+    # write_run describes a LightningModule; outcome models are fitted once per fold, so an
+    # empty module stands in and the manifest entries below name the real model.
+    return write_run(out, torch.nn.Module(), experiment=config.get("experiment", "outcome"),
+                     variant="default", seed=int(cv_config.get("seed", 0)),
+                     subjects={"val": cv.table.to_dict("records")}, metrics=metrics,
+                     kind=KIND, task=task, model=name, params=None, split=str(split),
+                     n_folds=cv.result["n_folds"], wall_s=round(cv.result["wall_s"], 2))
+
+
+def run_outcome_experiment(config: dict, cohort=None, *, overwrite: bool = False) -> dict:
+    """Cross-validate ``config`` and write its run directory at ``config['out']``; returns the
+    metrics (``metrics.json`` without its ``val`` section)."""
+    from cogimg.paradigms.outcome import cross_validate
+
+    cv = cross_validate(config, cohort)
+    write_outcome_run(config["out"], config, cv, overwrite=overwrite)
+    return cv.result
+
+
+def _plain(value):
+    """``value`` with paths as strings (for YAML)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
