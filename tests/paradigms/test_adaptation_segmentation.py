@@ -166,13 +166,15 @@ def test_adaptation_errors_name_the_problem(lso, tmp_path):
         _trainer(tmp_path).fit(model, datamodule=_dm(lso))
 
 
-def test_dann_and_mean_teacher_train_together(lso, tmp_path):
+@pytest.mark.parametrize(("stream", "label_fraction"), [("unlabelled", 0.5), ("target", None)])
+def test_dann_and_mean_teacher_train_together(lso, tmp_path, stream, label_fraction):
     """The two add-ons compose: one run trains the site classifier (on labelled + target
-    patches) and the EMA teacher (on the unlabelled stream), and logs both terms."""
+    patches) and the EMA teacher (on the unlabelled training subjects, or on the target
+    site's patches), and logs both terms."""
     L.seed_everything(0)
-    mean_teacher = SemiSupervised("mean_teacher", weight=1.0, rampup_steps=0)
+    mean_teacher = SemiSupervised("mean_teacher", weight=1.0, rampup_steps=0, stream=stream)
     model = _task({"method": "dann", "weight": 0.5, "gamma": 0.0}, mean_teacher)
-    dm = _dm(lso, label_fraction=0.5)
+    dm = _dm(lso, label_fraction=label_fraction)
     trainer = _trainer(tmp_path, steps=3)
     trainer.fit(model, datamodule=dm)
     metrics = trainer.callback_metrics
@@ -180,7 +182,7 @@ def test_dann_and_mean_teacher_train_together(lso, tmp_path):
             "train/site_accuracy", "train/unsupervised_weight"} <= set(metrics)
     total = metrics["train/supervised_loss"] + metrics["train/dann_loss"] + metrics["train/mean_teacher_loss"]
     torch.testing.assert_close(metrics["train/loss"], total)
-    assert set(dm._streams) == {"unlabelled", "target", "source_uniform"}
+    assert set(dm._streams) == {stream, "target", "source_uniform"}
     teacher, student = mean_teacher.teacher.state_dict(), model.model.state_dict()
     assert any(not torch.equal(teacher[k], student[k]) for k in student if student[k].is_floating_point())
     assert not any(k.startswith("addons.1") for k in model.state_dict())  # the teacher is not saved

@@ -72,6 +72,10 @@ class SemiSupervisedConfig:
             cross-entropy per pseudo-class, then over classes (see the module docstring).
         unlabelled_batch_size: unlabelled samples per step (``None`` = the datamodule's).
         pseudo_label_dir: pseudo_label: write each round's pseudo-labels under this folder.
+        stream: the datamodule's training stream of unlabelled images: ``unlabelled`` (the
+            fold's training subjects outside ``label_fraction``) or ``target`` (the held-out
+            site's images of a TargetSite datamodule: self-ensembling for domain adaptation,
+            French et al. 2018).
     """
 
     method: str
@@ -85,6 +89,7 @@ class SemiSupervisedConfig:
     class_balanced: bool = True
     unlabelled_batch_size: int | None = None
     pseudo_label_dir: str | None = None
+    stream: str = "unlabelled"
 
     @classmethod
     def from_dict(cls, options: Mapping[str, Any]) -> SemiSupervisedConfig:
@@ -93,7 +98,8 @@ class SemiSupervisedConfig:
         checks = {"weight": config.weight >= 0, "rampup_steps": config.rampup_steps >= 0,
                   "noise_std": config.noise_std >= 0, "ema_decay": 0 <= config.ema_decay < 1,
                   "threshold": 0 <= config.threshold <= 1, "round_epochs": config.round_epochs >= 1,
-                  "round_steps": config.round_steps is None or config.round_steps >= 1}
+                  "round_steps": config.round_steps is None or config.round_steps >= 1,
+                  "stream": config.stream in ("unlabelled", "target")}
         if bad := [k for k, ok in checks.items() if not ok]:
             raise ValueError(f"semi_supervised: out-of-range value(s) for {bad}: "
                              f"{ {k: getattr(config, k) for k in bad} }")
@@ -156,12 +162,11 @@ class SemiSupervised(TrainingAddon):
     so it stays out of the task's parameters, optimizer and checkpoints.
     """
 
-    streams = ("unlabelled",)
-
     def __init__(self, method: str = "mean_teacher", **options: Any) -> None:
         super().__init__()
         self.options = SemiSupervisedConfig.from_dict({"method": method, **options})
         self.name = method
+        self.streams = (self.options.stream,)
         object.__setattr__(self, "teacher", None)  # not a submodule (see the class docstring)
         self.round = 0
         self._ema_step = -1
@@ -220,6 +225,6 @@ class SemiSupervised(TrainingAddon):
     def training_loss(self, step: TrainingStep) -> tuple[torch.Tensor, dict[str, float]]:
         """Ramped weight · unsupervised loss on the step's unlabelled batch."""
         task = step.task
-        unsupervised, logs = self.unsupervised_loss(task, step.streams["unlabelled"])
+        unsupervised, logs = self.unsupervised_loss(task, step.streams[self.options.stream])
         weight = self.options.weight * sigmoid_rampup(task.global_step, self.options.rampup_steps)
         return weight * unsupervised, {**logs, "unsupervised_weight": weight}
