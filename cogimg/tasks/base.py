@@ -189,6 +189,13 @@ class BaseTask(LightningModule):
                 self.log(f"{stage}/{key}", float(value), prog_bar=key == self.primary_metric,
                          sync_dist=True)
 
+    def explanation_target(self, image: torch.Tensor, availability: torch.Tensor | None = None,
+                           tabular: torch.Tensor | None = None, region: str = "predicted",
+                           windowed: bool = True) -> tuple[nn.Module, int]:
+        """``(score module, default target index)`` that attribution methods explain for
+        ``image`` ``(1, C, X, Y, Z)`` (:mod:`cogimg.tasks.explanation`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no explanation target")
+
     # -- the protocol: inference ----------------------------------------------------------
     def infer(self, batch: Mapping[str, Any]) -> Any:
         """Inference on one evaluation batch as deployed (timed for the leaderboard)."""

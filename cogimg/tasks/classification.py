@@ -41,6 +41,7 @@ from cogimg.metrics.classification import bootstrap_ci, classification_report
 from cogimg.models.fusion import FUSIONS, build_fusion_model
 from cogimg.tasks.addons import TrainingAddon
 from cogimg.tasks.base import BaseTask
+from cogimg.tasks.explanation import ClassificationScore
 from cogimg.tasks.scoring import ClassScorer
 
 
@@ -230,6 +231,20 @@ class ClassificationTask(BaseTask):
         """Cross-entropy (class weights, label smoothing) against ``batch["label"]`` ``(B,)``."""
         return F.cross_entropy(output, batch["label"].long(), weight=self.class_weight,
                                label_smoothing=self.hparams.label_smoothing)
+
+    def explanation_target(self, image, availability=None, tabular=None, region="predicted",
+                           windowed=True):
+        """The class logits with ``availability`` and ``tabular`` held fixed; the target is
+        the predicted class."""
+        if self.model is None:
+            raise ValueError("the classification task has no model yet (tabular width unknown)")
+        if getattr(self.model, "tabular", None) is not None and tabular is None:
+            raise ValueError("this classifier also reads clinical (tabular) features; pass them "
+                             "so they can be held fixed while the image is explained")
+        scorer = ClassificationScore(self.model, availability, tabular).eval()
+        with torch.no_grad():
+            target = int(scorer(image).argmax(dim=1)[0])
+        return scorer, target
 
     # -- evaluation ----------------------------------------------------------------------
     def infer(self, batch: dict) -> torch.Tensor:

@@ -27,6 +27,7 @@ from cogimg.metrics.segmentation import segmentation_report, summarise
 from cogimg.models.sliding_window import sliding_window_predict
 from cogimg.tasks.addons import TrainingAddon, captured_input
 from cogimg.tasks.base import BaseTask
+from cogimg.tasks.explanation import SegmentationScore, predicted_region
 from cogimg.tasks.losses import segmentation_loss
 from cogimg.tasks.scoring import MeanScorer
 
@@ -170,6 +171,17 @@ class SegmentationTask(BaseTask):
         starts = [max(0, (s - p) // 2) for s, p in zip(image.shape[2:], self.patch_size)]
         crop = image[(..., *[slice(a, a + p) for a, p in zip(starts, self.patch_size)])]
         return self.unlabelled_logits({"image": crop}, model)
+
+    def explanation_target(self, image, availability=None, tabular=None, region="predicted",
+                           windowed=True):
+        """The lesion-logit sum over the predicted lesion (``region="predicted"``) or the whole
+        volume, scored by sliding windows of the training patch (``windowed``); target 0."""
+        scorer = SegmentationScore(self.model, roi_size=self.patch_size if windowed else None,
+                                   overlap=self.hparams.sw_overlap,
+                                   sw_batch_size=self.hparams.sw_batch_size).eval()
+        if region == "predicted":
+            scorer.set_region(predicted_region(scorer, image))
+        return scorer, 0
 
     # -- whole-volume evaluation ---------------------------------------------------------
     def predict_volume(self, image: torch.Tensor) -> torch.Tensor:
