@@ -19,22 +19,12 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import torch
 
-    from cogimg.inference import predict_dataset
+    from cogimg.inference import predict_dataset, report_line
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     reports = predict_dataset(args.ckpt, args.input, args.out, device=device,
                               overwrite=args.overwrite)
-    for r in reports:
-        if "detections" in r:  # detection checkpoint
-            top = max((d["score"] for d in r["detections"]), default=float("nan"))
-            print(f"{r['subject_id']}: {r['n_detections']} detection(s), top score {top:.2f}")
-            continue
-        line = f"{r['subject_id']}: {r['n_lesions']} lesion(s), {r['total_volume_ml']:.2f} mL"
-        if "metrics" in r:
-            m = r["metrics"]
-            line += (f" | Dice {m['dice']:.3f}, lesion F1 {m['lesion_f1']:.3f}, "
-                     f"AVD {m['absolute_volume_difference_ml']:.2f} mL, "
-                     f"ALD {m['lesion_count_difference']}")
-        print(line)
+    for report in reports:
+        print(report_line(report))
     print(f"wrote {len(reports)} prediction(s) to {args.out}")
     return 0

@@ -22,7 +22,7 @@ from cogimg.inference.checkpoint import (
 )
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
-from cogimg.inference.predict import predict_dataset
+from cogimg.inference.predict import predict_dataset, report_line
 from cogimg.inference.reports import detection_report, lesion_report, mask_report
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "load_task",
     "mask_report",
     "predict_dataset",
+    "report_line",
     "preprocessed_subjects",
     "preprocessing_config",
     "read_checkpoint",

@@ -86,3 +86,20 @@ def _predict_boxes(task, found: dict, subject, processed, out: Path, overwrite: 
               **detection_report(task, found, meta, native_affine)}
     atomic_write_text(json_path, json.dumps(report, indent=2))
     return report
+
+
+def report_line(report: dict) -> str:
+    """One line summarising a :func:`predict_dataset` report (lesions, detections or values)."""
+    sid = report["subject_id"]
+    if "detections" in report:
+        top = max((d["score"] for d in report["detections"]), default=float("nan"))
+        return f"{sid}: {report['n_detections']} detection(s), top score {top:.2f}"
+    if "n_lesions" not in report:  # case-level values
+        values = {k: v for k, v in report.items() if isinstance(v, float)}
+        return f"{sid}: " + ", ".join(f"{k} {v:.2f}" for k, v in values.items())
+    line = f"{sid}: {report['n_lesions']} lesion(s), {report['total_volume_ml']:.2f} mL"
+    if "metrics" in report:
+        m = report["metrics"]
+        line += (f" | Dice {m['dice']:.3f}, lesion F1 {m['lesion_f1']:.3f}, "
+                 f"AVD {m['absolute_volume_difference_ml']:.2f} mL, ALD {m['lesion_count_difference']}")
+    return line

@@ -10,7 +10,8 @@ The protocol every caller uses instead of ``isinstance`` (one module per task im
 
 - ``kind`` (``segmentation``, ``classification``, ``detection``, ``regression`` …),
   :attr:`primary_metric` and :attr:`metric_mode` (the class's default, replaced by the disease
-  preset's ``primary_metric``/``metric_mode`` when the datamodule has a preset);
+  preset's ``primary_metric``/``metric_mode`` when the datamodule's preset is of the task's
+  kind);
 - training: ``logits(batch, model=None)``, ``loss(output, batch)``, ``supervised_loss``,
   ``feature_module()`` / ``feature_width(name)`` (features that add-ons may align);
 - evaluation: ``evaluate_batch(batch, stage) -> rows`` and ``summarise(rows, stage)``;
@@ -211,7 +212,7 @@ class BaseTask(LightningModule):
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         preset = getattr(datamodule, "preset", None)
-        if preset is not None and getattr(preset, "primary_metric", None):
+        if preset is not None and getattr(preset, "task", None) == self.kind:
             self.primary_metric, self.metric_mode = preset.primary_metric, preset.metric_mode
         self.setup_task(stage, datamodule)
         if stage == "fit" and self.addons:
