@@ -15,6 +15,7 @@ TASKS = {
     "classification": "cogimg.tasks.classification.ClassificationTask",
     "detection": "cogimg.tasks.detection.DetectionTask",
     "regression": "cogimg.tasks.regression.RegressionTask",
+    "brain_age": "cogimg.tasks.brain_age.BrainAgeTask",
 }
 
 
