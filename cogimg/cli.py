@@ -4,7 +4,10 @@ Two kinds of subcommands share one entry point:
 
 * ``fit | validate | test`` go to :class:`lightning.pytorch.cli.LightningCLI`, configured by
   YAML files (``cogimg fit --config experiments/stroke/seg_unet.yaml``). jsonargparse
-  rejects unknown keys with an error that names them.
+  rejects unknown keys with an error that names them. A config with a top-level ``kind:``
+  (:data:`cogimg.lightning_cli.KINDS`) runs the plain command of that kind instead:
+  ``cogimg fit --config experiments/outcome/svr.yaml --out DIR`` is
+  ``cogimg outcome --config experiments/outcome/svr.yaml --out DIR``.
 * plain subcommands (``check``, ``split``, ``synth``, …) live in :mod:`cogimg.commands`,
   one module each, imported lazily.
 """
@@ -88,10 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run_lightning(argv: list[str]) -> int:
-    from cogimg.lightning_cli import run_lightning_cli
+    """Run ``cogimg fit|validate|test ARGS``: LightningCLI, or the plain command that the
+    config's top-level ``kind`` names, with the same arguments (``-c`` read as ``--config``)."""
+    from cogimg.commands._common import run_command
+    from cogimg.lightning_cli import CONFIG_FLAGS, routed_command, run_lightning_cli
 
+    routed: list[str | None] = []
+    code = run_command(argv[0], lambda: routed.append(routed_command(argv)))
+    if code:  # a kind that cannot be routed: one line, exit 2
+        return code
+    if routed[0] is not None:
+        return run_plain([routed[0], *("--config" if a in CONFIG_FLAGS else a for a in argv[1:])])
     run_lightning_cli(argv)
     return 0
+
+
+def run_plain(argv: list[str]) -> int:
+    """Parse ``argv`` (``[command, …]``, or ``[]``: print the help) and run the plain command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from cogimg.commands._common import run_command
+
+    module = _plain_module(args.command)
+    return run_command(args.command, lambda: module.run(args))
 
 
 def _console_never_fails_on_encoding() -> None:
@@ -107,15 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         return run_lightning(argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    from cogimg.commands._common import run_command
-
-    module = _plain_module(args.command)
-    return run_command(args.command, lambda: module.run(args))
+    return run_plain(argv)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@
 For every site: train on the others, score in-site (held-out subjects of the training
 sites), out-of-site (the held-out site) and out-of-site after each adaptation variant
 (:mod:`cogimg.paradigms.adaptation.protocol`), with 95 % bootstrap intervals. Writes
-``<out>/lso_results.csv`` (one row per site, variant and scope) and
-``<out>/lso_summary.csv`` (means over sites and the share of the in→out drop each variant
-recovers), and prints both.
+``<out>/lso_results.csv`` (one row per site, variant and scope), ``<out>/lso_summary.csv``
+(means over sites and the share of the in→out drop each variant recovers) and
+``<out>/lso_subjects.csv`` (per subject) with :mod:`cogimg.tracking.leave_site_out`, and
+prints the first two. Result files of an earlier run are kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 HELP = "evaluate an experiment across sites (leave-site-out: in-site vs out-of-site vs adapted)"
 PROTOCOLS = ("leave-site-out",)
-VARIANTS = ("histstd", "dann", "coral", "mmd", "adabn", "tent")  # = protocol.VARIANTS (kept import-free)
+#: = protocol.VARIANTS (kept import-free for --help; a test checks they agree)
+VARIANTS = ("histstd", "dann", "dann_mt", "coral", "mmd", "adabn", "tent")
 
 
 def _csv_list(text: str) -> list[str]:
@@ -29,6 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="experiment (LightningCLI YAML: model/data/trainer)")
     parser.add_argument("--out", type=Path, metavar="DIR",
                         help="output folder (default runs/<config name>/leave-site-out)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the result files of an earlier run in --out")
     parser.add_argument("--variants", type=_csv_list, default=list(VARIANTS), metavar="V1,V2",
                         help=f"adaptation variants, comma-separated, from {','.join(VARIANTS)} "
                              "('none' = baseline only; default all)")
@@ -45,12 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from cogimg.commands._common import UsageError
-    from cogimg.io import atomic_write_text
     from cogimg.paradigms.adaptation.protocol import Experiment, LeaveSiteOut
-    from cogimg.paradigms.adaptation.recovery import recovery_table
+    from cogimg.tracking.leave_site_out import (
+        format_leave_site_out,
+        refuse_existing,
+        write_leave_site_out,
+    )
 
     variants = [] if args.variants == ["none"] else args.variants
     if unknown := [v for v in variants if v not in VARIANTS]:
@@ -61,16 +66,13 @@ def run(args: argparse.Namespace) -> int:
     if args.max_epochs is not None:
         experiment.trainer_args["max_epochs"] = args.max_epochs
     out = args.out or Path("runs") / args.config.stem / "leave-site-out"
+    refuse_existing(out, args.overwrite)
     out.mkdir(parents=True, exist_ok=True)
-    protocol = LeaveSiteOut(experiment, out, val_fraction=args.val_fraction, tent_steps=args.tent_steps, tent_lr=args.tent_lr)
+    protocol = LeaveSiteOut(experiment, out, val_fraction=args.val_fraction,
+                            tent_steps=args.tent_steps, tent_lr=args.tent_lr)
     rows = protocol.run(variants, args.sites, adaptation_weight=args.adaptation_weight)
-    results = pd.DataFrame(rows)
-    summary = pd.DataFrame(recovery_table(rows))
-    atomic_write_text(out / "lso_results.csv", results.to_csv(index=False, float_format="%.4f"))
-    atomic_write_text(out / "lso_summary.csv", summary.to_csv(index=False, float_format="%.4f"))
-    with pd.option_context("display.width", 140, "display.float_format", "{:.3f}".format):
-        print(results.to_string(index=False))
-        print()
-        print(summary.to_string(index=False))
-    print(f"\nwrote {out / 'lso_results.csv'} and {out / 'lso_summary.csv'}")
+    paths = write_leave_site_out(rows, protocol.subject_rows, out, overwrite=True,
+                                 seed=protocol.train_seed)
+    print(format_leave_site_out(rows))
+    print(f"\nwrote {paths['results']} and {paths['summary']}")
     return 0

@@ -1,6 +1,7 @@
 """``cogimg outcome``: cross-validated lesion → outcome regression from an experiment YAML.
 
     cogimg outcome --config experiments/outcome/svr.yaml [--out runs/outcome/svr]
+    cogimg fit --config experiments/outcome/svr.yaml [--out …]   # the same (its kind: outcome)
 
 The YAML format and the cross-validation are :mod:`cogimg.paradigms.outcome`'s; the run
 directory (readable by ``cogimg leaderboard``) is :mod:`cogimg.tracking.outcome`'s.

@@ -33,10 +33,10 @@ __all__ = [
     "load_task",
     "mask_report",
     "predict_dataset",
-    "report_line",
     "preprocessed_subjects",
     "preprocessing_config",
     "read_checkpoint",
+    "report_line",
     "subjects_from_input",
     "to_native",
 ]

@@ -2,6 +2,7 @@
 
 One YAML per model (``experiments/outcome/*.yaml``)::
 
+    kind: outcome              # required: what ``cogimg fit --config`` routes to ``cogimg outcome``
     data:    # cogimg.data.outcome.load_outcome_dataset arguments (paths relative to the cwd)
       layout: soop
       mask_dir: ../shared/data/soop_masks/lesions
@@ -35,7 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-SECTIONS = {"data", "cv", "model", "reference", "out", "bootstrap"}
+#: the top-level ``kind`` every outcome YAML carries
+KIND = "outcome"
+SECTIONS = {"kind", "data", "cv", "model", "reference", "out", "bootstrap"}
 DATA_KEYS = {"layout", "root", "mask_dir", "scores", "score", "covariates", "derivative",
              "atlas", "downsample", "unmatched"}
 CV_KEYS = {"n_folds", "seed", "split"}
@@ -45,7 +48,8 @@ POOLED_METRICS = ("pearson_r", "spearman_rho", "mae", "r2")
 
 # --------------------------------------------------------------------------- config
 def load_config(path: str | Path) -> dict:
-    """Read and check an outcome experiment YAML; unknown keys are errors naming the key.
+    """Read and check an outcome experiment YAML; unknown keys are errors naming the key, and
+    the top level must say ``kind: outcome``.
 
     Returns the config with ``cv`` (default ``{}``), ``out`` (default
     ``runs/outcome/<stem>``) and ``experiment`` (the file's stem) filled in.
@@ -69,6 +73,8 @@ def load_config(path: str | Path) -> dict:
         if unknown := sorted(set(keys) - allowed):
             raise ValueError(f"{path}: {where}: unknown key(s) {unknown}; "
                              f"allowed: {sorted(allowed)}")
+    if config.get("kind") != KIND:
+        raise ValueError(f"{path}: top level needs 'kind: {KIND}' (got {config.get('kind')!r})")
     for section in ("data", "model"):
         if section not in config:
             raise ValueError(f"{path}: missing section {section!r}")

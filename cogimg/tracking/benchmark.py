@@ -54,6 +54,7 @@ class BenchmarkFile:
     """The top level of a benchmark file (module docstring)."""
 
     experiments: list[dict]
+    kind: str | None = None  # "benchmark": what ``cogimg fit --config`` routes to this job
     cohort: dict | None = None
     seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
     overrides: list[str | int | float] = dataclasses.field(default_factory=list)
@@ -78,6 +79,8 @@ def load_benchmark(path: str | Path, full: bool = False) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"benchmark file {path} does not exist")
     raw = parse_section(BenchmarkFile, yaml.safe_load(path.read_text(encoding="utf-8")) or {}, path)
+    if raw.kind not in (None, "benchmark"):
+        raise ValueError(f"{path}: kind: {raw.kind!r}, not 'benchmark'")
     if not raw.experiments:
         raise ValueError(f"{path}: experiments: a list of {{config: FILE, overrides: [...], "
                          "budget_s: SECONDS}}")

@@ -151,12 +151,21 @@ def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: 
                     f"{metric}_std": float(np.nanstd(per_run, ddof=1)) if len(runs) > 1 else float("nan"),
                     f"{metric}_ci_low": float(low), f"{metric}_ci_high": float(high)})
     row.update(
-        params_M=float(np.mean([r.manifest.get("params", np.nan) for r in runs])) / 1e6,
-        train_s=float(np.mean([r.manifest.get("wall_s", np.nan) for r in runs])),
-        latency_s=float(np.mean([r.metrics.get("extra", {}).get("latency_s", np.nan) for r in runs])),
-        peak_memory_gb=float(np.max([r.manifest.get("peak_memory_gb", np.nan) for r in runs])),
+        params_M=_mean([r.manifest.get("params") for r in runs]) / 1e6,
+        train_s=_mean([r.manifest.get("wall_s") for r in runs]),
+        latency_s=_mean([r.metrics.get("extra", {}).get("latency_s") for r in runs]),
+        peak_memory_gb=float(np.max([_number(r.manifest.get("peak_memory_gb")) for r in runs])),
         run_dirs=";".join(str(r.path) for r in runs))
     return row
+
+
+def _number(value) -> float:
+    """A manifest number, ``nan`` where it is missing or ``null`` (e.g. no parameter count)."""
+    return float("nan") if value is None else float(value)
+
+
+def _mean(values: list) -> float:
+    return float(np.mean([_number(v) for v in values]))
 
 
 def _mean_defined(values: list[float]) -> float:

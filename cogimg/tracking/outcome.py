@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cogimg.tasks.regression import RegressionTask
 from cogimg.tracking.run import MANIFEST, write_run
 
 KIND = "regression"
@@ -24,7 +25,6 @@ def write_outcome_run(out: str | Path, config: dict, cv, *, overwrite: bool = Fa
     A folder that already records a run is refused unless ``overwrite`` (then its manifest is
     removed first, so that an interrupted rewrite leaves no run the leaderboard reads).
     """
-    import torch
     import yaml
 
     from cogimg.data.splits import save_split
@@ -48,15 +48,22 @@ def write_outcome_run(out: str | Path, config: dict, cv, *, overwrite: bool = Fa
     pooled = cv.result["pooled"]
     metrics = {"val": {f"val/{k}": float(v) for k, v in pooled.items() if not k.endswith("_ci")},
                **cv.result}
-    task = "cogimg.tasks.regression.RegressionTask" if name == "cnn" else f"sklearn:{name}"
-    # write_run describes a LightningModule; outcome models are fitted once per fold, so an
-    # empty module stands in and the manifest entries below name the real model.
-    return write_run(out, torch.nn.Module(), experiment=config.get("experiment", "outcome"),
+    # fitted once per fold, scikit-learn or a fresh CNN per fold: no single LightningModule,
+    # so the manifest entries that describe the task are given here
+    return write_run(out, None, experiment=config.get("experiment", "outcome"),
                      variant="default", seed=int(cv_config.get("seed", 0)),
                      subjects={"val": cv.table.to_dict("records")}, metrics=metrics,
-                     kind=KIND, task=task, model=name, params=None, split=str(split),
+                     kind=KIND, task=_task_name(name), model=name,
+                     primary_metric=RegressionTask.default_metric,
+                     metric_mode=RegressionTask.default_mode, split=str(split),
                      n_folds=cv.result["n_folds"], wall_s=round(cv.result["wall_s"], 2))
 
+
+def _task_name(model: str) -> str:
+    """The manifest's ``task``: the CNN's task class path, ``sklearn:<model>`` otherwise."""
+    if model == "cnn":
+        return f"{RegressionTask.__module__}.{RegressionTask.__qualname__}"
+    return f"sklearn:{model}"
 
 def run_outcome_experiment(config: dict, cohort=None, *, overwrite: bool = False) -> dict:
     """Cross-validate ``config`` and write its run directory at ``config['out']``; returns the

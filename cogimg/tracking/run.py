@@ -47,6 +47,8 @@ from lightning.pytorch import Callback
 from cogimg.io import atomic_write_text
 
 MANIFEST, METRICS = "manifest.json", "metrics.json"
+#: manifest entries that :func:`write_run` needs from its caller when it gets no LightningModule
+REQUIRED_WITHOUT_TASK = ("task", "kind", "model")
 PACKAGES = ("cogimg", "torch", "lightning", "monai", "torchio", "timm", "numpy", "scipy",
             "scikit-learn", "nibabel", "optuna", "wandb")
 WANDB_MODES = ("off", "offline", "online")
@@ -251,10 +253,17 @@ def default_loggers(root_dir: str | Path, experiment: str, version: int | str | 
     return loggers
 
 
-def describe_task(pl_module, variant: str | None = None) -> dict[str, Any]:
+def describe_task(pl_module=None, variant: str | None = None) -> dict[str, Any]:
     """Manifest entries of a task: ``task`` (class path), its protocol's ``kind``,
     ``primary_metric`` and ``metric_mode``, ``model``, ``variant`` (default: the fusion strategy
-    when the task has one, else ``"default"``) and ``params`` (count)."""
+    when the task has one, else ``"default"``) and ``params`` (count).
+
+    ``pl_module=None`` (a run made without a LightningModule, e.g. scikit-learn models): only
+    ``variant``; the caller gives the others it has (no ``params`` entry: the leaderboard
+    averages the ones that runs record).
+    """
+    if pl_module is None:
+        return {"variant": variant or "default"}
     from cogimg.models.profiling import count_parameters
 
     hp = dict(getattr(pl_module, "hparams", {}))
@@ -285,16 +294,19 @@ def provenance() -> dict[str, Any]:
     return {"command": sys.argv, "cwd": os.getcwd(), "git": git_info(), "packages": package_versions()}
 
 
-def write_run(run_dir: str | Path, pl_module, *, experiment: str, variant: str, seed: int | None,
+def write_run(run_dir: str | Path, pl_module=None, *, experiment: str, variant: str, seed: int | None,
               subjects: dict[str, list[dict]], metrics: dict[str, dict[str, float]],
               log: list[dict] | None = None, **manifest: Any) -> Path:
     """Write a finished run directory for a result that no single Lightning fit recorded (a
-    federated simulation, whose clients fit once per round), in the layout that
+    federated simulation, whose clients fit once per round; models fitted once per fold, with
+    or without a LightningModule), in the layout that
     :mod:`cogimg.tracking.leaderboard`, the figures and the report read.
 
     Args:
         run_dir: new folder; one that already holds a ``manifest.json`` is refused.
-        pl_module: the (final) task, for its class, model name and parameter count.
+        pl_module: the (final) task, for its class, model name and parameter count; ``None``
+            for a run made without one (then ``manifest`` names ``task``, ``kind`` and
+            ``model``, see :data:`REQUIRED_WITHOUT_TASK`).
         experiment, variant, seed: the leaderboard's grouping (seeds are repeats).
         subjects: ``{stage: rows}`` → ``subjects_<stage>.csv``.
         metrics: ``{stage: {"<stage>/<name>": value}}`` → ``metrics.json``.
@@ -307,6 +319,9 @@ def write_run(run_dir: str | Path, pl_module, *, experiment: str, variant: str, 
 
     from cogimg.metrics.segmentation import write_subject_csv
 
+    if pl_module is None and (missing := [k for k in REQUIRED_WITHOUT_TASK
+                                          if manifest.get(k) is None]):
+        raise ValueError(f"write_run without a pl_module needs the manifest entries {missing}")
     run_dir = Path(run_dir)
     if (run_dir / MANIFEST).exists():
         raise FileExistsError(f"{run_dir / MANIFEST} already records a run; choose another folder")

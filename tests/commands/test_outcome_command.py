@@ -16,35 +16,11 @@ from cogimg.cli import main
 from cogimg.data.splits import check_leakage, load_split
 from cogimg.metrics.regression import paired_bootstrap_delta
 from cogimg.paradigms.outcome import cross_validate, load_cohort, load_config
+from cogimg.tracking.leaderboard import find_runs, leaderboard
 from cogimg.tracking.outcome import run_outcome_experiment
-from tests.conftest import write_nifti
 
 EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments" / "outcome")
                      .glob("*.yaml"))
-GRID = (24, 24, 16)
-AFFINE = np.diag([1.0, 1.0, 1.0, 1.0])
-
-
-@pytest.fixture(scope="module")
-def tiny_soop(tmp_path_factory) -> Path:
-    """20 masks (cubes at random places) + scores tracking the left-half lesion share."""
-    root = tmp_path_factory.mktemp("tiny_soop")
-    rng = np.random.default_rng(0)
-    labels = np.zeros(GRID, np.int16)
-    labels[:12], labels[12:] = 1, 2
-    write_nifti(root / "atlas.nii.gz", labels, AFFINE)
-    (root / "atlas.txt").write_text("1|L|left|1\n2|R|right|2\n", encoding="utf-8")
-    rows = ["participant_id\tage\tnihss"]
-    for i in range(1, 21):
-        mask = np.zeros(GRID, np.uint8)
-        corner = rng.integers(0, 16, 3) % np.array(GRID)
-        mask[corner[0]:corner[0] + 8, corner[1]:corner[1] + 8, corner[2] % 8:corner[2] % 8 + 6] = 1
-        write_nifti(root / "lesions" / f"sub-{i}_lesion.nii.gz", mask, AFFINE)
-        rows.append(f"sub-{i}\t{50 + i}\t{mask[:12].sum() // 20}")
-    (root / "scores.tsv").write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return root
-
-
 def ridge_config(tiny_soop: Path, tmp_path: Path, **cv) -> dict:
     return {"experiment": "tiny_ridge", "out": str(tmp_path / "run"),
             "data": {"layout": "soop", "mask_dir": str(tiny_soop / "lesions"),
@@ -97,6 +73,12 @@ def test_outcome_run_directory_is_a_regression_run(tiny_soop, tmp_path):
     assert metrics["val"]["val/pearson_r"] == pytest.approx(result["pooled"]["pearson_r"])
     assert metrics["val"]["val/pearson_r"] == pytest.approx(
         stats.pearsonr(subjects["target"], subjects["pred"])[0])
+    assert "params" not in manifest  # fitted per fold: no single model to count
+    # cogimg leaderboard reads it as a regression run
+    runs, skipped = find_runs(tmp_path)
+    assert len(runs) == 1 and not skipped
+    assert leaderboard(runs).iloc[0]["pearson_r_mean"] == pytest.approx(
+        stats.pearsonr(subjects["target"], subjects["pred"])[0])
     # an existing run is kept unless overwrite
     with pytest.raises(FileExistsError, match="already records a run"):
         run_outcome_experiment(config)
@@ -142,3 +124,15 @@ def test_outcome_command_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 0 and "unknown key(s) ['C']" in err and "Traceback" not in err
     assert main(["outcome", "--config", str(bad), "--n-folds", "1"]) == 2
     assert "--n-folds 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", [None, "lightning"])
+def test_config_must_say_kind_outcome(tmp_path, kind):
+    body = "data: {layout: soop}\nmodel: {name: svr}\n"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(("" if kind is None else f"kind: {kind}\n") + body, encoding="utf-8")
+    with pytest.raises(ValueError, match=f"top level needs 'kind: outcome' \\(got {kind!r}\\)"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("kind: outcome\n" + body, encoding="utf-8")
+    assert load_config(good)["kind"] == "outcome"

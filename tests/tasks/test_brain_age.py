@@ -44,11 +44,9 @@ def test_brain_age_is_registered_and_needs_the_age_column():
     task = BrainAgeTask(input_shape=(16, 16, 16), model_kwargs=TINY)
     assert (task.kind, task.primary_metric, task.metric_mode) == ("brain_age", "mae", "min")
 
-    class NoAge:
-        tabular_features = ["MMSE", "MMSE_missing"]
-
+    no_age = type("NoAge", (), {"tabular_features": ("MMSE", "MMSE_missing")})()
     with pytest.raises(ValueError, match=r"tabular: \[age\]"):
-        task.setup_task("fit", NoAge())
+        task.setup_task("fit", no_age)
 
 
 def test_loss_skips_subjects_without_an_age_and_years_undo_the_standardisation():
@@ -86,7 +84,7 @@ def test_brain_age_end_to_end_leaderboard_report_predict(tmp_path, monkeypatch):
     baseline = float((rows["target"] - rows["target"].mean()).abs().mean())
     assert mae < 0.75 * baseline, (mae, baseline)
 
-    found, skipped = find_runs(runs)
+    found, _ = find_runs(runs)
     table = leaderboard(found, n_boot=50)
     row = table[table["kind"] == "brain_age"].iloc[0]
     assert row["mae_mean"] == pytest.approx(mae, rel=1e-6) and row["mae_ci_low"] <= mae <= row["mae_ci_high"]

@@ -186,3 +186,35 @@ def test_write_run_is_a_run_directory_the_leaderboard_and_figures_read(tmp_path)
     assert "2 finished run(s)" in page and "bootstrap over test subjects" in page
     with pytest.raises(FileExistsError, match="already records a run"):
         write_run(folder, task, experiment="x", variant="fedavg", seed=0, subjects={}, metrics={})
+
+
+def test_write_run_without_a_lightning_module_takes_the_task_entries_from_its_caller(tmp_path):
+    """Models fitted without a LightningModule (scikit-learn, once per fold): ``pl_module=None``
+    with ``task``, ``kind`` and ``model`` given; the leaderboard scores the run like any other."""
+    from cogimg.tracking.leaderboard import find_runs, leaderboard
+    from cogimg.tracking.run import describe_task, write_run
+
+    assert describe_task(None, "cv") == {"variant": "cv"}
+    rows = [{"subject_id": f"s{i}", "target": t, "pred": p}
+            for i, (t, p) in enumerate(zip([1, 2, 3, 4], [1, 2, 3, 5]))]
+    with pytest.raises(ValueError, match=r"needs the manifest entries \['task', 'model'\]"):
+        write_run(tmp_path / "runs" / "bad", None, experiment="x", variant="default", seed=0,
+                  subjects={"val": rows}, metrics={}, kind="regression")
+    assert not (tmp_path / "runs" / "bad").exists()  # refused before writing
+    folder = write_run(tmp_path / "runs" / "ridge", experiment="outcome_ridge", variant="default",
+                       seed=0, subjects={"val": rows}, metrics={"val": {"val/mae": 0.25}},
+                       kind="regression", task="sklearn:ridge", model="ridge",
+                       primary_metric="pearson_r", metric_mode="max")
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    assert {k: manifest[k] for k in ("task", "kind", "model", "variant", "primary_metric",
+                                     "metric_mode", "status")} == {
+        "task": "sklearn:ridge", "kind": "regression", "model": "ridge", "variant": "default",
+        "primary_metric": "pearson_r", "metric_mode": "max", "status": "finished"}
+    assert "params" not in manifest  # no module to count
+    runs, skipped = find_runs(tmp_path / "runs")
+    assert len(runs) == 1 and not skipped
+    row = leaderboard(runs).iloc[0]
+    # by hand: deviations (-1.5, -.5, .5, 1.5) and (-1.75, -.75, .25, 2.25): r = 6.5 / sqrt(5 * 8.75)
+    assert row["pearson_r_mean"] == pytest.approx(6.5 / (5 * 8.75) ** 0.5)
+    assert row["mae_mean"] == pytest.approx(0.25)
+    assert row["params_M"] != row["params_M"]  # NaN: no parameter count recorded
