@@ -1,4 +1,4 @@
-"""The layer contract of ``cogimg`` (/work/shared/DESIGN.md, "Layers"): imports only point down.
+"""The layer contract of ``cogimg`` (DESIGN.md, "Layers"): imports only point down.
 
 Every module of the package is assigned a layer by its path; an import of a module in a higher
 layer is an *upward edge*. Every form of import counts, wherever it stands (module level,

@@ -1,6 +1,6 @@
 """The layer contract: no module of ``cogimg`` imports a module of a higher layer.
 
-Layers, lowest first (/work/shared/DESIGN.md): base (``__init__``, diseases, io, data) ·
+Layers, lowest first (the project's DESIGN.md): base (``__init__``, diseases, io, data) ·
 models, metrics · tasks · inference · paradigms · tracking, clinical · commands (commands/,
 cli, lightning_cli, __main__). The checker is :mod:`tests.layers`.
 """
@@ -15,24 +15,9 @@ from tests.layers import imported_modules, layer_of, upward_imports
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cogimg"
 
-#: Temporary allowance, ONLY for tasks → paradigms imports while they are being removed (tasks
-#: take their add-ons through the task protocol instead). Each entry is ``(file, imported
-#: module)`` and must still exist (see below), so the set can only shrink. Empty: no task
-#: imports a paradigm any more.
-PENDING_TASKS_TO_PARADIGMS: frozenset[tuple[str, str]] = frozenset()
-
-
 def test_no_module_imports_a_higher_layer():
-    edges = [e for e in upward_imports(PACKAGE) if (e.file, e.imported) not in PENDING_TASKS_TO_PARADIGMS]
+    edges = upward_imports(PACKAGE)
     assert not edges, "upward imports:\n" + "\n".join(map(str, edges))
-
-
-def test_pending_allowance_holds_only_live_tasks_to_paradigms_edges():
-    assert all(f.startswith("cogimg/tasks/") and m.startswith("cogimg.paradigms.")
-               for f, m in PENDING_TASKS_TO_PARADIGMS)
-    live = {(e.file, e.imported) for e in upward_imports(PACKAGE)}
-    gone = sorted(PENDING_TASKS_TO_PARADIGMS - live)
-    assert not gone, f"no longer imported, remove from PENDING_TASKS_TO_PARADIGMS: {gone}"
 
 
 def test_checker_sees_the_imports_of_the_real_tree():
