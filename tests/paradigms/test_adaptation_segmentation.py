@@ -186,3 +186,37 @@ def test_dann_and_mean_teacher_train_together(lso, tmp_path, stream, label_fract
     teacher, student = mean_teacher.teacher.state_dict(), model.model.state_dict()
     assert any(not torch.equal(teacher[k], student[k]) for k in student if student[k].is_floating_point())
     assert not any(k.startswith("addons.1") for k in model.state_dict())  # the teacher is not saved
+
+
+@pytest.mark.slow  # a real fit through the CLI with the shipped YAML, then predict
+def test_shipped_dann_mean_teacher_yaml_fits_through_the_cli_and_predicts(lso, tmp_path, monkeypatch):
+    """``experiments/stroke/lso_dann_mt_unet.yaml`` as a user runs it: jsonargparse builds the
+    two add-ons, the checkpoint saves their filled-in options, and ``cogimg predict`` loads it
+    without them (they only train)."""
+    import json
+    from pathlib import Path
+
+    from cogimg.cli import main
+
+    monkeypatch.setenv("COGIMG_WANDB", "off")
+    root, split, cache = lso
+    config = Path(__file__).resolve().parents[2] / "experiments" / "stroke" / "lso_dann_mt_unet.yaml"
+    code = main(["fit", "--config", str(config), "--trainer.default_root_dir", str(tmp_path / "runs"),
+                 "--trainer.max_steps", "3", "--trainer.limit_val_batches", "0",
+                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                 "--model.init_args.model_kwargs", json.dumps({**SMALL_UNET, "norm": "batch"}),
+                 "--data.init_args.data_root", str(root), "--data.init_args.split_file", str(split),
+                 "--data.init_args.cache_dir", str(cache), "--data.init_args.spacing_mm", "4.0",
+                 "--data.init_args.patch_size", "[16, 16, 16]", "--data.init_args.num_workers", "0",
+                 "--data.init_args.samples_per_volume", "2", "--data.init_args.queue_length", "4",
+                 "--data.init_args.augmentation", "none"])
+    assert code in (0, None)
+    ckpt = next((tmp_path / "runs").rglob("last.ckpt"))
+    saved = torch.load(ckpt, weights_only=True)
+    addons = saved["hyper_parameters"]["addons"]
+    assert [a["class_path"].rsplit(".", 1)[1] for a in addons] == ["DomainAdaptation", "SemiSupervised"]
+    assert addons[0]["init_args"]["sites"] == ["site-1", "site-2"] and addons[1]["init_args"]["stream"] == "target"
+    assert any(k.startswith("addons.0.site_classifier") for k in saved["state_dict"])
+    subject = root / "sub-01"
+    assert main(["predict", "--ckpt", str(ckpt), "--input", str(subject), "--out", str(tmp_path / "pred")]) == 0
+    assert (tmp_path / "pred" / "sub-01_pred_msk.nii.gz").is_file()

@@ -162,9 +162,18 @@ class SemiSupervised(TrainingAddon):
     so it stays out of the task's parameters, optimizer and checkpoints.
     """
 
-    def __init__(self, method: str = "mean_teacher", **options: Any) -> None:
+    def __init__(self, method: str = "mean_teacher", weight: float = 1.0, rampup_steps: int = 100,
+                 noise_std: float = 0.1, ema_decay: float = 0.99, threshold: float = 0.9,
+                 round_epochs: int = 5, round_steps: int | None = None, class_balanced: bool = True,
+                 unlabelled_batch_size: int | None = None, pseudo_label_dir: str | None = None,
+                 stream: str = "unlabelled") -> None:
         super().__init__()
-        self.options = SemiSupervisedConfig.from_dict({"method": method, **options})
+        self.options = SemiSupervisedConfig.from_dict({
+            "method": method, "weight": weight, "rampup_steps": rampup_steps,
+            "noise_std": noise_std, "ema_decay": ema_decay, "threshold": threshold,
+            "round_epochs": round_epochs, "round_steps": round_steps,
+            "class_balanced": class_balanced, "unlabelled_batch_size": unlabelled_batch_size,
+            "pseudo_label_dir": pseudo_label_dir, "stream": stream})
         self.name = method
         self.streams = (self.options.stream,)
         object.__setattr__(self, "teacher", None)  # not a submodule (see the class docstring)
