@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("cogimg", 1),
     ("cogimg.diseases", 1),
     ("cogimg.io", 1),
+    ("cogimg.schema", 1),
     ("cogimg.data", 1),
     ("cogimg.models", 2),
     ("cogimg.metrics", 2),

@@ -105,6 +105,26 @@ def reference_key(subject: tio.Subject, reference: str | None) -> str:
     return reference
 
 
+def parse_spacing(spacing: float | Sequence[float] | np.ndarray) -> tuple[float, float, float]:
+    """A voxel size in mm, one number (isotropic) or three (a sequence or an array of 3
+    elements), as a 3-tuple of floats; ``ValueError`` for any other form and for a value
+    that is not strictly positive (the rule of ``tio.Resample``'s spacing target)."""
+    if isinstance(spacing, (int, float)):
+        values = [spacing] * 3
+    elif isinstance(spacing, np.ndarray):
+        values = list(spacing.flat)
+    elif isinstance(spacing, Sequence) and all(isinstance(v, (int, float)) for v in spacing):
+        values = list(spacing)
+    else:
+        raise ValueError(f"spacing {spacing!r}: expected a positive number or three of them")
+    if len(values) != 3:
+        raise ValueError(f"spacing {spacing!r}: expected one or three values, got {len(values)}")
+    result = (float(values[0]), float(values[1]), float(values[2]))
+    if any(value <= 0 for value in result):
+        raise ValueError(f"spacing {spacing!r}: must be strictly positive")
+    return result
+
+
 class ResampleToReference(tio.SpatialTransform):
     """Resample the reference image to ``spacing_mm`` and every image onto its grid.
 
@@ -120,7 +140,7 @@ class ResampleToReference(tio.SpatialTransform):
         self.args_names = ["spacing_mm", "reference"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
-        spacing = tio.Resample._parse_spacing(self.spacing_mm)
+        spacing = parse_spacing(self.spacing_mm)
         ref = subject[reference_key(subject, self.reference)]
         shape, affine = grid_at_spacing(ref.spatial_shape, ref.affine, spacing)
         # Images already on the target grid are skipped: resampling them would only blur.

@@ -23,6 +23,8 @@ One YAML per model (``experiments/outcome/*.yaml``)::
       features: [territories, covariates, volume_ml]
     out: runs/outcome/svr
 
+Every section is a typed schema (:class:`OutcomeFile`, :class:`DataSection`, :class:`CVSection`,
+:class:`ModelSection`, :class:`ReferenceSection`) checked by :func:`cogimg.schema.parse_section`.
 Folds are participant-level k-fold (stratified by score quintile), saved with
 :func:`cogimg.data.splits.save_split` (leakage-checked) and reused when the file exists.
 :func:`cross_validate` returns the out-of-fold table and the metrics; the run directory is
@@ -32,59 +34,139 @@ written by :func:`cogimg.tracking.outcome.write_outcome_run`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from cogimg.schema import parse_section
 
 #: the top-level ``kind`` every outcome YAML carries
 KIND = "outcome"
-SECTIONS = {"kind", "data", "cv", "model", "reference", "out", "bootstrap"}
-DATA_KEYS = {"layout", "root", "mask_dir", "scores", "score", "covariates", "derivative",
-             "atlas", "downsample", "unmatched"}
-CV_KEYS = {"n_folds", "seed", "split"}
-MODEL_KEYS = {"name", "features", "map_coarsen", "params"}
 POOLED_METRICS = ("pearson_r", "spearman_rho", "mae", "r2")
+DEFAULT_FEATURES = ("territories", "covariates", "log_volume")
+
+
+# --------------------------------------------------------------------------- config schema
+@dataclass
+class DataSection:
+    """``data:``: :func:`cogimg.data.outcome.load_outcome_dataset` arguments (paths relative
+    to the working directory; ``downsample`` in mask voxels per map block)."""
+
+    layout: Literal["soop", "bids"] = "soop"
+    root: str | None = None
+    mask_dir: str | None = None
+    scores: str | None = None
+    score: str = "nihss"
+    covariates: list[str] = field(default_factory=lambda: ["age"])
+    derivative: str | None = None
+    atlas: str | None = None
+    downsample: int = 2
+    unmatched: Literal["error", "exclude"] = "error"
+
+
+@dataclass
+class CVSection:
+    """``cv:``: participant-level k-fold; ``split`` is the split JSON (made once, reused)."""
+
+    n_folds: int = 5
+    seed: int = 0
+    split: str | None = None
+
+
+@dataclass
+class ReferenceSection:
+    """``reference:``: a model fitted on the same folds for paired ΔR / ΔMAE.
+
+    ``name``: a :data:`cogimg.tasks.classical.CLASSICAL` model or ``cnn``; ``features``:
+    groups of :data:`cogimg.data.outcome_features.FEATURE_GROUPS`; ``params``:
+    ``build_classical`` overrides, or the CNN's (``CNN_DEFAULTS``)."""
+
+    name: str
+    features: list[str] = field(default_factory=lambda: list(DEFAULT_FEATURES))
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSection(ReferenceSection):
+    """``model:``: as :class:`ReferenceSection`, plus ``map_coarsen`` (map blocks summed per
+    model voxel along each axis)."""
+
+    map_coarsen: int = 1
+
+
+@dataclass
+class OutcomeFile:
+    """The top level of an outcome YAML (module docstring); ``bootstrap`` is the number of
+    bootstrap draws of every CI."""
+
+    data: dict
+    model: dict
+    kind: str | None = None
+    cv: dict | None = None
+    reference: dict | None = None
+    out: str | None = None
+    bootstrap: int = 1000
+
+
+#: section -> its schema
+SECTIONS = {"data": DataSection, "cv": CVSection, "model": ModelSection,
+            "reference": ReferenceSection}
 
 
 # --------------------------------------------------------------------------- config
 def load_config(path: str | Path) -> dict:
-    """Read and check an outcome experiment YAML; unknown keys are errors naming the key, and
-    the top level must say ``kind: outcome``.
+    """Read and check an outcome experiment YAML against :class:`OutcomeFile` and its section
+    schemas; any problem is one ``ValueError`` ``"<file>: <key>: <problem>"``, and the top
+    level must say ``kind: outcome``.
 
-    Returns the config with ``cv`` (default ``{}``), ``out`` (default
-    ``runs/outcome/<stem>``) and ``experiment`` (the file's stem) filled in.
+    Returns the config as a dict holding the keys the file sets (with their checked types),
+    ``cv`` (default ``{}``), ``out`` (default ``runs/outcome/<stem>``) and ``experiment`` (the
+    file's stem) filled in.
     """
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"outcome config not found: {path}")
-    config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: top level must be a mapping")  # noqa: TRY004 (bad file)
-    for where, keys, allowed in (("top level", config, SECTIONS),
-                                 ("data", config.get("data", {}), DATA_KEYS),
-                                 ("cv", config.get("cv", {}), CV_KEYS),
-                                 ("model", config.get("model", {}), MODEL_KEYS),
-                                 ("reference", config.get("reference") or {},
-                                  MODEL_KEYS - {"map_coarsen"})):
-        if not isinstance(keys, dict):
-            raise ValueError(f"{path}: {where} must be a mapping")  # noqa: TRY004
-        if unknown := sorted(set(keys) - allowed):
-            raise ValueError(f"{path}: {where}: unknown key(s) {unknown}; "
-                             f"allowed: {sorted(allowed)}")
-    if config.get("kind") != KIND:
-        raise ValueError(f"{path}: top level needs 'kind: {KIND}' (got {config.get('kind')!r})")
-    for section in ("data", "model"):
-        if section not in config:
-            raise ValueError(f"{path}: missing section {section!r}")
-    for section in ("model", "reference"):
-        if config.get(section) is not None and "name" not in config[section]:
-            raise ValueError(f"{path}: {section}.name is required")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    top = parse_section(OutcomeFile, raw, path)
+    config = {key: getattr(top, key) for key in raw}
+    for section, schema in SECTIONS.items():
+        given = raw.get(section)
+        if given is not None:
+            parsed = parse_section(schema, given, path, section)
+            config[section] = {key: getattr(parsed, key) for key in given}
+    if top.kind != KIND:
+        raise ValueError(f"{path}: top level needs 'kind: {KIND}' (got {top.kind!r})")
+    _check_values(path, config)
     config.setdefault("cv", {})
     config.setdefault("out", f"runs/outcome/{path.stem}")
     config["experiment"] = path.stem
     return config
+
+
+def _check_values(path: Path, config: dict) -> None:
+    """The checks a field type does not express: known model names and feature groups,
+    positive counts."""
+    from cogimg.data.outcome_features import FEATURE_GROUPS
+    from cogimg.tasks.classical import CLASSICAL
+
+    models = [*CLASSICAL, "cnn"]
+    for section in ("model", "reference"):
+        if not config.get(section):
+            continue
+        if config[section]["name"] not in models:
+            raise ValueError(f"{path}: {section}.name: {config[section]['name']!r} is not one "
+                             f"of {models}")
+        if unknown := [g for g in config[section].get("features", []) if g not in FEATURE_GROUPS]:
+            raise ValueError(f"{path}: {section}.features: unknown group(s) {unknown}; "
+                             f"known: {list(FEATURE_GROUPS)}")
+    for where, value, low in (("model.map_coarsen", config["model"].get("map_coarsen", 1), 1),
+                              ("data.downsample", config["data"].get("downsample", 2), 1),
+                              ("cv.n_folds", (config.get("cv") or {}).get("n_folds", 5), 2),
+                              ("bootstrap", config.get("bootstrap", 1000), 1)):
+        if value < low:
+            raise ValueError(f"{path}: {where}: must be at least {low}, got {value}")
 
 
 # --------------------------------------------------------------------------- cohort and folds
@@ -130,7 +212,7 @@ def fit_predict(model: dict, train, val, seed: int = 0):
     (in the score's units)."""
     from cogimg.tasks.regression import FEATURE_GROUPS, build_classical, tabular_features
 
-    groups = list(model.get("features", ["territories", "covariates", "log_volume"]))
+    groups = list(model.get("features", DEFAULT_FEATURES))
     params = dict(model.get("params", {}))
     if model["name"] == "cnn":
         from cogimg.tasks.regression import fit_predict_cnn

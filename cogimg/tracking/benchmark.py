@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 
 from cogimg.io import atomic_write_text
-from cogimg.tracking.schema import parse_section
+from cogimg.schema import parse_section
 
 
 @dataclasses.dataclass

@@ -42,7 +42,7 @@ from typing import Any, Literal
 
 import yaml
 
-from cogimg.tracking.schema import parse_section
+from cogimg.schema import parse_section
 
 SAMPLERS = ("tpe", "random", "nsga2")
 PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "none")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,61 @@ def test_config_with_an_unknown_key_fails(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {layout: soop, mask_dir: x, scores: y}\nmodel: {name: svr, C: 3}\n",
                    encoding="utf-8")
-    with pytest.raises(ValueError, match=r"model: unknown key\(s\) \['C'\]"):
+    with pytest.raises(ValueError, match=r"bad\.yaml: model\.C: unknown key\(s\) \['C'\]"):
         load_config(bad)
+
+
+SVR = (EXPERIMENTS[0].parent / "svr.yaml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    # one unknown key and one wrong type in every section
+    ("bootstrap: 1000", "bootstraps: 1000", r"bootstraps: unknown key"),
+    ("bootstrap: 1000", "bootstrap: many", r"bootstrap: Expected a <class 'int'>\. Got value: many"),
+    ("  downsample: 2", "  down_sample: 2", r"data\.down_sample: unknown key"),
+    ("  downsample: 2", "  downsample: half", r"data\.downsample: Expected a <class 'int'>"),
+    ("  unmatched: exclude", "  unmatched: drop", r"data\.unmatched: .*drop"),
+    ("  n_folds: 5", "  folds: 5", r"cv\.folds: unknown key"),
+    ("  n_folds: 5", "  n_folds: five", r"cv\.n_folds: Expected a <class 'int'>"),
+    ("  map_coarsen: 1", "  coarsen: 1", r"model\.coarsen: unknown key"),
+    ("  map_coarsen: 1", "  map_coarsen: [3]", r"model\.map_coarsen: Expected a <class 'int'>"),
+    ("  features: [territories, covariates, volume_ml]",
+     "  features: [territories, covariates, volume_ml]\n  map_coarsen: 3",
+     r"reference\.map_coarsen: unknown key"),
+    ("  name: soop_svr", "  name: [soop_svr]", r"reference\.name: Expected a <class 'str'>"),
+    ("  name: soop_svr", "  features: []", r"reference\.name: required"),
+    ("cv:\n  n_folds: 5\n  seed: 0\n  split: runs/outcome/soop_nihss_kfold5_seed0.json\n",
+     "cv: 5\n", r"cv: .*Expected a <class 'dict'>.* Given value: 5"),
+    # the checks a type cannot express
+    ("  name: svr", "  name: svm", r"model\.name: 'svm' is not one of \['soop_svr', "),
+    ("  features: [territories, covariates, log_volume]", "  features: [territory]",
+     r"model\.features: unknown group\(s\) \['territory'\]"),
+    ("  n_folds: 5", "  n_folds: 1", r"cv\.n_folds: must be at least 2, got 1"),
+])
+def test_config_errors_name_the_file_and_key(tmp_path, old, new, message):
+    assert old in SVR
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(SVR.replace(old, new, 1), encoding="utf-8")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(bad))}: {message}") as error:
+        load_config(bad)
+    assert "\n" not in str(error.value)
+
+
+def test_config_keeps_the_keys_the_file_sets_with_their_types(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(SVR.replace("  n_folds: 5", "  n_folds: '3'"), encoding="utf-8")
+    config = load_config(good)
+    assert config["cv"] == {"n_folds": 3, "seed": 0,
+                            "split": "runs/outcome/soop_nihss_kfold5_seed0.json"}
+    assert config["model"] == {"name": "svr", "map_coarsen": 1, "params": {},
+                               "features": ["territories", "covariates", "log_volume"]}
+    assert (config["out"], config["experiment"], config["bootstrap"]) == (
+        "runs/outcome/svr", "good", 1000)
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text("kind: outcome\ndata: {}\nmodel: {name: ridge}\n", encoding="utf-8")
+    assert load_config(minimal) == {"kind": "outcome", "data": {}, "model": {"name": "ridge"},
+                                    "cv": {}, "out": "runs/outcome/minimal",
+                                    "experiment": "minimal"}
 
 
 def test_outcome_command_errors_are_one_line(tmp_path, capsys):

@@ -16,6 +16,7 @@ from cogimg.data.transforms import (
     fit_histogram_landmarks,
     grid_at_spacing,
     load_landmarks,
+    parse_spacing,
     preprocessing,
 )
 from tests.data.helpers import LAS_AFFINE, SHAPE, make_subject
@@ -161,3 +162,33 @@ def test_histogram_landmarks_fitted_on_files_enter_the_hash(tmp_path):
     assert config.config_hash() != before  # same path, new landmark values → new cache
     with pytest.raises(ValueError, match="no 'adc' image file"):
         fit_histogram_landmarks(subjects, ["adc"], tmp_path / "x.json")
+
+
+@pytest.mark.parametrize(("spacing", "expected"), [
+    (2, (2.0, 2.0, 2.0)),
+    (1.5, (1.5, 1.5, 1.5)),
+    ((1, 2, 3.5), (1.0, 2.0, 3.5)),
+    ([0.5, 0.5, 4.0], (0.5, 0.5, 4.0)),
+    (np.array([[1.0, 2.0, 3.0]]), (1.0, 2.0, 3.0)),  # any array of 3 elements
+])
+def test_parse_spacing_gives_three_floats(spacing, expected):
+    parsed = parse_spacing(spacing)
+    assert parsed == expected and all(type(v) is float for v in parsed)
+
+
+@pytest.mark.parametrize(("spacing", "message"), [
+    (0, "strictly positive"), (-1.0, "strictly positive"), ((1.0, 0.0, 1.0), "strictly positive"),
+    (np.array([1.0, 2.0, -3.0]), "strictly positive"), ((1.0, 2.0), "one or three values, got 2"),
+    (np.ones(4), "one or three values, got 4"), ("2mm", "a positive number or three of them"),
+    ((1.0, "2", 3.0), "a positive number or three of them"), (None, "a positive number"),
+])
+def test_parse_spacing_rejects_bad_values(spacing, message):
+    with pytest.raises(ValueError, match=message):
+        parse_spacing(spacing)
+
+
+def test_resample_to_reference_accepts_every_spacing_form():
+    for spacing in (2.0, (2, 2, 2), np.array([2.0, 2.0, 2.0])):
+        out = preprocessing(spacing_mm=spacing, normalization="none")(make_subject())
+        for image in out.get_images(intensity_only=False):
+            np.testing.assert_allclose(image.spacing, (2.0, 2.0, 2.0))

@@ -1,4 +1,4 @@
-"""Sweep and benchmark files are typed (cogimg.tracking.schema): a bad key or a wrong type is
+"""Sweep and benchmark files are typed (cogimg.schema): a bad key or a wrong type is
 one ValueError naming the file and the full key."""
 
 from __future__ import annotations
