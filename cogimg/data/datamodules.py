@@ -37,9 +37,17 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 import torch
+import torch.distributed as dist
 import torchio as tio
 from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, RandomSampler, SequentialSampler, WeightedRandomSampler
+from torch.utils.data import (
+    DataLoader,
+    DistributedSampler,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    WeightedRandomSampler,
+)
 
 from cogimg.data.augmentation import augmentation
 from cogimg.data.bids import load_dataset
@@ -358,10 +366,11 @@ class PatchDataModule(_CachedDataModule):
                                     label_probabilities=self.label_probabilities,
                                     centre_jitter=self.centre_jitter)
         queue = SeededQueue(dataset, self.queue_length, self.samples_per_volume, sampler,
+                            subject_sampler=distributed_subjects(len(dataset), self.seed),
                             num_workers=self.num_workers, seed=self.seed)
         # The queue hands out patches in the main process: its loader must have 0 workers.
-        return DataLoader(queue, batch_size=self.batch_size, num_workers=0, collate_fn=self._collate(),
-                          generator=self._generator(2))
+        return DataLoader(PatchStream(queue), batch_size=self.batch_size, num_workers=0,
+                          collate_fn=self._collate(), generator=self._generator(2))
 
     def unlabelled_dataloader(self, batch_size: int | None = None,
                               subjects: list[tio.Subject] | None = None) -> DataLoader:
@@ -373,8 +382,9 @@ class PatchDataModule(_CachedDataModule):
             [pad, augmentation(self.task, self.augmentation)]))
         queue = SeededQueue(dataset, self.queue_length, self.samples_per_volume,
                             tio.UniformSampler(self.patch_size), num_workers=self.num_workers,
+                            subject_sampler=distributed_subjects(len(dataset), self.seed + 7),
                             seed=self.seed + 7)
-        return DataLoader(queue, batch_size=batch_size or self.batch_size, num_workers=0,
+        return DataLoader(PatchStream(queue), batch_size=batch_size or self.batch_size, num_workers=0,
                           collate_fn=SubjectCollate(self.modalities), generator=self._generator(5))
 
     def val_dataloader(self) -> DataLoader:
@@ -527,3 +537,28 @@ class Cycled:
                 yield batch
             if empty:
                 raise ValueError("a training stream is empty (no subject or no patch)")
+
+
+def distributed_subjects(n: int, seed: int) -> DistributedSampler | None:
+    """Under DDP, this rank's share of ``n`` subjects, reshuffled every epoch from ``seed``
+    (each subject on exactly one rank per epoch when ``n`` divides by the world size);
+    ``None`` in one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return DistributedSampler(range(n), num_replicas=dist.get_world_size(), rank=dist.get_rank(),
+                              shuffle=True, seed=seed)
+
+
+class PatchStream(IterableDataset):
+    """A queue's patches of one epoch, in the order it hands them out. An iterable, so that
+    Lightning does not shard the patches again under DDP: the queue already loads only this
+    rank's subjects (:func:`distributed_subjects`)."""
+
+    def __init__(self, queue: SeededQueue) -> None:
+        self.queue = queue
+
+    def __len__(self) -> int:
+        return len(self.queue)
+
+    def __iter__(self):
+        return (self.queue[i] for i in range(len(self.queue)))

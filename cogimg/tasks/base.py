@@ -23,6 +23,7 @@ The protocol every caller uses instead of ``isinstance`` (one module per task im
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import PurePath
@@ -30,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from torch import nn
 
@@ -182,6 +184,11 @@ class BaseTask(LightningModule):
         self._log_summary("test")
 
     def _log_summary(self, stage: str) -> None:
+        """Every rank's rows gathered (duplicates from the distributed sampler's padding
+        dropped, sorted by subject), then scored once: under DDP every rank logs the values of
+        all subjects, as one process would (``sync_dist`` averages identical values)."""
+        self.subject_rows[stage] = unique_rows(self.gathered(self.subject_rows[stage]))
+        self.gather_state(stage)
         rows = self.subject_rows[stage]
         if not rows:
             return
@@ -189,6 +196,18 @@ class BaseTask(LightningModule):
             if value is not None and np.isfinite(value):
                 self.log(f"{stage}/{key}", float(value), prog_bar=key == self.primary_metric,
                          sync_dist=True)
+
+    def gathered(self, items: list) -> list:
+        """``items`` of every rank, concatenated in rank order (this rank's alone outside DDP)."""
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return list(items)
+        parts: list = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, list(items))
+        return [item for part in parts for item in part]
+
+    def gather_state(self, stage: str) -> None:
+        """Gather per-rank evaluation state besides the rows (:meth:`gathered`); tasks that
+        keep such state override this."""
 
     def explanation_target(self, image: torch.Tensor, availability: torch.Tensor | None = None,
                            tabular: torch.Tensor | None = None, region: str = "predicted",
@@ -276,6 +295,15 @@ class BaseTask(LightningModule):
                 checkpoint[key] = _plain(checkpoint[key])
 
 
+def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` without exact duplicates (a distributed sampler pads the last shard with
+    repeated subjects), sorted by ``subject_id`` (then ``class``): the same list whatever the
+    number of processes."""
+    unique = {json.dumps(row, sort_keys=True, default=str): row for row in rows}
+    return [unique[k] for k in sorted(unique, key=lambda k: (str(unique[k].get("subject_id")),
+                                                              str(unique[k].get("class", "")), k))]
+
+
 def cosine_factor(progress: float) -> float:
     """Learning-rate multiplier of the cosine schedule: 1 at ``progress`` 0, 0.01 at 1 and after."""
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
@@ -292,4 +320,4 @@ def _plain(value: Any) -> Any:
     return value
 
 
-__all__ = ["LABELLED", "BaseTask", "cosine_factor"]
+__all__ = ["LABELLED", "BaseTask", "cosine_factor", "unique_rows"]

@@ -11,7 +11,8 @@ features), ``late`` (per-modality classifiers, averaged probabilities) or ``tabu
 (clinical features only); ``use_tabular`` adds the clinical MLP branch to any image model.
 
 Validation and test keep one row per subject in ``self.subject_rows[stage]``
-(``subject_id``, ``label``, ``pred`` as class names, ``prob_<class>`` …) and log
+(``subject_id``, ``label``, ``pred`` as class names, ``prob_<class>``, ``loss`` — the
+subject's class-weighted cross-entropy …) and log
 ``<stage>/balanced_accuracy`` (the presets' primary metric), ``accuracy``, ``auroc``
 (one-vs-rest macro for more than two classes), ``f1_macro`` and ``loss``, computed over
 subjects (a subject seen twice — e.g. two sessions — counts once, with its probabilities
@@ -23,7 +24,7 @@ saved right after it stores a temperature fitted on them by NLL
 (:func:`~cogimg.metrics.calibration.calibration_summary`) under
 ``checkpoint["cogimg"]["calibration"]``; ``cogimg clinical`` reports probabilities
 ``softmax(logits / T)`` with it.
-Under DDP each process scores its own shard of subjects and Lightning averages the values.
+Under DDP the rows of every process are gathered and scored once (:class:`~cogimg.tasks.base.BaseTask`).
 """
 
 from __future__ import annotations
@@ -127,7 +128,6 @@ class ClassificationTask(BaseTask):
         self.num_classes = len(self.classes)
         super().__init__(model, model_kwargs, lr, weight_decay, optimizer, scheduler, warmup_steps,
                          addons)
-        self._losses: dict[str, list[float]] = {"val": [], "test": []}
         # Validation logits/labels of the current epoch and the step they belong to (calibration).
         self._val_outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._val_outputs_step: int | None = None
@@ -253,7 +253,8 @@ class ClassificationTask(BaseTask):
     def evaluate_batch(self, batch: dict, stage: str) -> list[dict[str, Any]]:
         label = batch["label"].long()
         logits = self.logits(batch)
-        self._losses[stage].append(float(self.loss(logits, batch)) * label.shape[0])
+        losses = F.cross_entropy(logits.float(), label, weight=self.class_weight, reduction="none",
+                                 label_smoothing=self.hparams.label_smoothing).tolist()
         if stage == "val":
             self._val_outputs.append((logits.detach().float().cpu(), label.cpu()))
         prob = logits.float().softmax(dim=1).cpu().numpy()
@@ -262,7 +263,7 @@ class ClassificationTask(BaseTask):
         rows = []
         for i, y in enumerate(label.tolist()):
             row = {"subject_id": str(ids[i]), "label": self.classes[y],
-                   "pred": self.classes[int(prob[i].argmax())]}
+                   "pred": self.classes[int(prob[i].argmax())], "loss": losses[i]}
             row.update({f"prob_{c}": float(p) for c, p in zip(self.classes, prob[i])})
             rows.append(row)
         return rows
@@ -286,7 +287,7 @@ class ClassificationTask(BaseTask):
         _, labels, prob = self.subject_table(stage)
         report = classification_report(labels, prob, self.num_classes)
         values = {k: v for k, v in report.items() if k != "confusion_matrix"}
-        values["loss"] = sum(self._losses[stage]) / len(rows)
+        values["loss"] = float(np.mean([r["loss"] for r in rows]))  # class-weighted cross-entropy
         if stage == "test":
             low, high = bootstrap_ci(labels, prob, "balanced_accuracy", n_boot=1000, seed=0)
             values.update(balanced_accuracy_ci_low=low, balanced_accuracy_ci_high=high)
@@ -294,12 +295,11 @@ class ClassificationTask(BaseTask):
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
-        self._losses["val"] = []
         self._val_outputs, self._val_outputs_step = [], None
 
-    def on_test_epoch_start(self) -> None:
-        super().on_test_epoch_start()
-        self._losses["test"] = []
+    def gather_state(self, stage: str) -> None:
+        if stage == "val":  # every rank's logits calibrate the checkpoint
+            self._val_outputs = self.gathered(self._val_outputs)
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()

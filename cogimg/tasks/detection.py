@@ -139,6 +139,7 @@ class DetectionTask(BaseTask):
         self.in_channels, self.num_classes = in_channels, num_classes
         self.patch_size = tuple(int(s) for s in patch_size)
         super().__init__(model, model_kwargs, lr, weight_decay, optimizer, scheduler, warmup_steps)
+        # Per stage: ((subject ID, class name), (boxes, scores, target boxes, spacing)) per scan.
         self.scans: dict[str, list[tuple]] = {"val": [], "test": []}
 
     def configure_models(self) -> None:
@@ -192,7 +193,7 @@ class DetectionTask(BaseTask):
                 pick = found["labels"] == k
                 scan = (found["boxes"][pick], found["scores"][pick],
                         truth["boxes"][truth["labels"] == k - 1].cpu().double().numpy(), spacing[i])
-                self.scans[stage].append(scan)
+                self.scans[stage].append(((str(ids[i]), name), scan))
                 match = match_scan(*scan[:3], self.hparams.match, self.hparams.match_threshold, scan[3])
                 row = scan_row(str(ids[i]), match, self.hparams.report_score_threshold)
                 if self.num_classes > 2:
@@ -202,7 +203,7 @@ class DetectionTask(BaseTask):
 
     def summary(self, stage: str) -> dict[str, float]:
         """FROC/CPM and AP over the scans evaluated in ``stage`` (``val`` or ``test``)."""
-        scans = self.scans[stage]
+        scans = [scan for _, scan in self.scans[stage]]
         hp = self.hparams
         return detection_summary([(b, s) for b, s, _, _ in scans], [t for _, _, t, _ in scans],
                                  criterion=hp.match, froc_threshold=hp.match_threshold,
@@ -216,6 +217,11 @@ class DetectionTask(BaseTask):
     def on_test_epoch_start(self) -> None:
         super().on_test_epoch_start()
         self.scans["test"] = []
+
+    def gather_state(self, stage: str) -> None:
+        """Every rank's scans, one per (subject, class), in subject order (as the rows)."""
+        by_key = dict(self.gathered(self.scans[stage]))
+        self.scans[stage] = [(key, by_key[key]) for key in sorted(by_key)]
 
     def summarise(self, rows: list[dict[str, Any]], stage: str) -> dict[str, float]:
         return self.summary(stage)

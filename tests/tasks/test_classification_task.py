@@ -67,7 +67,7 @@ def test_learns_cn_vs_ad_and_scores_every_subject(trained_binary, tmp_path):
     rows = model.subject_rows["val"]
     assert sorted(r["subject_id"] for r in rows) == sorted(s["subject_id"] for s in dm.subjects["val"])
     for row in rows:
-        assert set(row) == {"subject_id", "label", "pred", "prob_CN", "prob_AD"}
+        assert set(row) == {"subject_id", "label", "pred", "prob_CN", "prob_AD", "loss"}
         assert row["prob_CN"] + row["prob_AD"] == pytest.approx(1.0, abs=1e-5)
         assert row["pred"] == max(("CN", "AD"), key=lambda c: row[f"prob_{c}"])
         truth = next(s["diagnosis"] for s in dm.subjects["val"] if s["subject_id"] == row["subject_id"])
