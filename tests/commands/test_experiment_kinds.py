@@ -18,7 +18,6 @@ from cogimg.tracking.benchmark import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((ROOT / "experiments").rglob("*.yaml"))
-SOOP = ROOT.parent / "shared" / "data" / "soop_masks"
 #: kind -> the loader that checks a config of that kind
 LOADERS = {"outcome": load_config, "benchmark": load_benchmark}
 
@@ -126,15 +125,3 @@ def test_unroutable_kinds_are_usage_errors(tmp_path, capsys):
         main(["fit", "--config", str(outcome), "--trainer.max_epochs", "1"])
     assert exit_.value.code == 2
     assert "unrecognized arguments: --trainer.max_epochs" in capsys.readouterr().err
-
-
-@pytest.mark.slow
-@pytest.mark.real_data
-@pytest.mark.skipif(not SOOP.is_dir(), reason="needs ../shared/data/soop_masks")
-def test_fit_runs_the_shipped_outcome_config_on_soop(tmp_path, monkeypatch):
-    monkeypatch.chdir(ROOT)  # the config's data paths are relative to the repository
-    config = ROOT / "experiments" / "outcome" / "soop_svr.yaml"
-    assert main(["fit", "--config", str(config), "--out", str(tmp_path / "run"),
-                 "--split", str(tmp_path / "split.json")]) == 0
-    metrics = _metrics(tmp_path / "run")
-    assert metrics["n_folds"] == 5 and metrics["n_subjects"] > 500
