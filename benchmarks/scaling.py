@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result  # noqa: E402
+from _common import write_result
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "experiments" / "stroke" / "seg_unet.yaml"
