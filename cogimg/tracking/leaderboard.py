@@ -94,7 +94,8 @@ class Run:
 
 def find_runs(root: str | Path, stage: str = "val") -> tuple[list[Run], list[tuple[Path, str]]]:
     """Every run directory under ``root`` (a folder holding ``manifest.json``), and the ones
-    left out with the reason (unfinished, no per-subject rows, unknown task kind)."""
+    left out with the reason (unfinished, no per-subject rows, unknown task kind, a corrupt
+    or unreadable record)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"runs folder {root} does not exist")
@@ -108,7 +109,15 @@ def find_runs(root: str | Path, stage: str = "val") -> tuple[list[Run], list[tup
         if not subjects_path.is_file():
             skipped.append((folder, f"no {subjects_path.name}"))
             continue
-        run = Run(folder, _read_json(manifest_path), _read_json(folder / METRICS), pd.read_csv(subjects_path))
+        try:
+            run = Run(folder, _read_json(manifest_path), _read_json(folder / METRICS),
+                      pd.read_csv(subjects_path))
+        except (ValueError, OSError, pd.errors.ParserError) as err:
+            skipped.append((folder, f"unreadable: {err}"))
+            continue
+        if "subject_id" not in run.subjects:
+            skipped.append((folder, f"{subjects_path.name} has no subject_id column"))
+            continue
         status = run.manifest.get("status", "finished")
         if status != "finished":
             skipped.append((folder, f"status: {status}"))
@@ -122,9 +131,12 @@ def find_runs(root: str | Path, stage: str = "val") -> tuple[list[Run], list[tup
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path.name} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path.name} is not a JSON object")  # noqa: TRY004 (a corrupt file)
+    return value
 
 
 # ----------------------------------------------------------------------------- metrics

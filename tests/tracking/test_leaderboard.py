@@ -108,3 +108,48 @@ def test_command_writes_all_formats(runs_dir, tmp_path, capsys):
 def test_missing_runs_dir_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         find_runs(tmp_path / "nope")
+
+
+def test_a_corrupt_run_is_skipped_with_its_reason(runs_dir):
+    (runs_dir / "unet_s1" / "manifest.json").write_text("{not json", encoding="utf-8")
+    (runs_dir / "cls_s1" / "subjects_val.csv").write_text("x\n1\n", encoding="utf-8")
+    runs, skipped = find_runs(runs_dir)
+    reasons = {folder.name: reason for folder, reason in skipped}
+    assert "not valid JSON" in reasons["unet_s1"] and "no subject_id column" in reasons["cls_s1"]
+    assert len(leaderboard(runs)) == 3  # the others still ranked
+
+
+def test_every_task_kind_reaches_the_leaderboard_ranked_in_its_mode(tmp_path):
+    """Regression, brain age (MAE: lower is better) and detection runs, by their manifest
+    ``kind``; each metric recomputed from the per-subject rows by the kind's scorer."""
+    from cogimg.metrics.detection import froc, match_from_row, match_scan, scan_row
+    from cogimg.metrics.regression import pearson_r
+
+    root = tmp_path / "runs"
+    target = [60.0, 70.0, 80.0, 75.0]
+    for name, pred in (("good", [61.0, 69.0, 82.0, 75.0]), ("poor", [70.0, 60.0, 70.0, 80.0])):
+        fake_run(root / name, "brain_age", "resnet10_3d", 0,
+                 {"subject_id": ["a", "b", "c", "d"], "target": target, "pred": pred}, task="x",
+                 variant=name)
+        manifest = json.loads((root / name / "manifest.json").read_text())
+        (root / name / "manifest.json").write_text(json.dumps({**manifest, "kind": "brain_age"}))
+    fake_run(root / "nihss", "outcome_svr", "svr", 0,
+             {"subject_id": ["a", "b", "c"], "target": [2.0, 8.0, 15.0], "pred": [3.0, 7.0, 12.0]},
+             task="cogimg.tasks.regression.RegressionTask")  # no kind: found by its task path
+    box = np.array([[0, 0, 0, 4, 4, 4.0]])
+    rows = [scan_row("m0", match_scan(box, np.array([0.9]), box)),
+            scan_row("m1", match_scan(np.zeros((0, 6)), np.zeros(0), box))]
+    fake_run(root / "det", "det_centernet", "centernet_3d", 0, pd.DataFrame(rows).to_dict("list"),
+             task="cogimg.tasks.detection.DetectionTask")
+    runs, skipped = find_runs(root)
+    assert not skipped
+    table = leaderboard(runs, n_boot=50).set_index("experiment", drop=False)
+    brain = table[table["kind"] == "brain_age"]
+    assert list(brain["variant"]) == ["good", "poor"] and list(brain["rank"]) == [1, 2]
+    assert brain.iloc[0]["mae_mean"] == pytest.approx(1.0)  # |1| + |1| + |2| + 0, over 4
+    assert brain.iloc[1]["mae_mean"] == pytest.approx(8.75)
+    assert table.loc["outcome_svr", "pearson_r_mean"] == pytest.approx(
+        pearson_r([2.0, 8.0, 15.0], [3.0, 7.0, 12.0]))
+    expected_cpm = froc([match_from_row(r) for r in rows])["cpm"]
+    assert table.loc["det_centernet", "cpm_mean"] == pytest.approx(expected_cpm)
+    assert table.loc["det_centernet", "sensitivity_mean"] == pytest.approx(0.5)
