@@ -10,8 +10,9 @@ report their Pareto front (``pareto.csv``).
 
 Storage: ``sqlite:///<out>/study.db`` by default, any SQLAlchemy URL (PostgreSQL, MySQL) for
 workers on several machines, or ``journal:<file>`` (Optuna's JournalStorage, a lock-guarded
-append-only log) for workers sharing a file system without a database. Start the same
-command in several processes to run workers in parallel; ``n_trials`` counts finished and
+append-only log) for workers sharing a file system without a database. Workers share nothing
+but the storage: :mod:`cogimg.tracking.sweep_workers` starts N of them (local processes or
+SLURM jobs), or start the same command on several machines; ``n_trials`` counts finished and
 pruned trials over all of them (a race can add at most one trial per extra worker).
 
 Resuming: rerunning the command continues the study. With RDB storage a heartbeat marks the
@@ -26,6 +27,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -37,13 +39,22 @@ from cogimg.tracking.sweep_spec import RUN_METRICS, SweepSpec, resolve_config
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 TrainFn = Callable[[SweepSpec, optuna.Trial, Path, dict], dict]
+R = TypeVar("R")
+
+
+def storage_url(url: str | None, out: Path) -> str:
+    """``url``, or the default ``sqlite:///<out>/study.db`` (absolute, ``out`` created)."""
+    if url is not None:
+        return url
+    out.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{(out / 'study.db').resolve()}"
 
 
 def make_storage(url: str | None, out: Path, heartbeat_s: int = 60, grace_s: int = 180):
-    """Optuna storage for ``url`` (see module docstring)."""
-    if url is None:
-        out.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{(out / 'study.db').resolve()}"
+    """Optuna storage for ``url`` (see module docstring). RDB storages get a heartbeat every
+    ``heartbeat_s`` seconds; a trial whose heartbeat is older than ``grace_s`` seconds is failed
+    by the next worker that starts a trial and retried (same parameters, at most twice)."""
+    url = storage_url(url, out)
     if url.startswith("journal:"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -51,7 +62,10 @@ def make_storage(url: str | None, out: Path, heartbeat_s: int = 60, grace_s: int
         path = Path(url.removeprefix("journal:"))
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
-    return RDBStorage(url, heartbeat_interval=heartbeat_s, grace_period=grace_s,
+    # SQLite: concurrent workers wait for the file lock instead of failing after SQLite's 5 s;
+    # servers: a connection dropped while a trial trained for hours is replaced, not an error.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s,
                       heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
 
 
@@ -124,16 +138,34 @@ def train_trial(spec: SweepSpec, trial: optuna.Trial, root: Path, params: dict) 
             else:
                 overrides += [f"--{target}", str(params[p.name])]
     overrides += ["--seed_everything", str(spec.seed_everything)]
-    callbacks = []
-    if not spec.multi_objective and spec.pruner["type"] != "none":
-        from optuna_integration import PyTorchLightningPruningCallback
 
-        callbacks.append(PyTorchLightningPruningCallback(trial, monitor=spec.prune_metric or spec.objectives[0][0]))
-    result = run_experiment(resolve_config(spec, config), root, overrides=overrides, budget_s=spec.budget_s,
-                            name=spec.name, callbacks=callbacks, ckpt_path=_last_checkpoint(root))
+    def fit(callbacks: list):
+        return run_experiment(resolve_config(spec, config), root, overrides=overrides, budget_s=spec.budget_s,
+                              name=spec.name, callbacks=callbacks, ckpt_path=_last_checkpoint(root))
+
+    if not spec.multi_objective and spec.pruner["type"] != "none":
+        result = fit_pruned(trial, spec.prune_metric or spec.objectives[0][0], fit)
+    else:
+        result = fit([])
     trial.set_user_attr("run_dir", result.run_dir)
     return {**result.metrics, "params_M": result.params / 1e6, "latency_s": result.latency_s,
             "train_s": result.train_s}
+
+
+def fit_pruned(trial: optuna.Trial, monitor: str, fit: Callable[[list], R]) -> R:
+    """``fit(callbacks)`` with optuna-integration's Lightning pruning callback on ``monitor``.
+
+    In one process the callback raises :class:`optuna.TrialPruned` from inside the fit. Under
+    DDP (RDB storage only, the callback refuses others; tested with ``ddp_spawn``) rank 0
+    reports each epoch and writes the decision into the trial's storage, every
+    rank stops, and the pruning is raised here after the fit from what the storage holds.
+    Returns what ``fit`` returns."""
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    callback = PyTorchLightningPruningCallback(trial, monitor=monitor)
+    result = fit([callback])
+    callback.check_pruned()
+    return result
 
 
 def make_objective(spec: SweepSpec, out: Path, train: TrainFn = train_trial):
@@ -166,18 +198,22 @@ def retry_running(study: optuna.Study) -> int:
 
 def run_sweep(spec: SweepSpec, out: str | Path, n_trials: int | None = None, storage: str | None = None,
               train: TrainFn = train_trial, heartbeat_s: int = 60, grace_s: int = 180,
-              retry_running_trials: bool = False, progress: bool = True) -> optuna.Study:
+              retry_running_trials: bool = False, progress: bool = True, worker: int = 0,
+              summary: bool = True) -> optuna.Study:
     """Run (or continue) the sweep until ``n_trials`` (default ``spec.n_trials``) trials of
     the study have finished or were pruned; write ``trials.csv`` and ``pareto.csv`` /
-    ``best.json`` into ``out``. Returns the study."""
+    ``best.json`` into ``out`` (unless ``summary`` is false). ``worker`` (0, 1, …) offsets the
+    sampler's seed so that workers started together do not draw the same candidates.
+    Returns the study."""
     out = Path(out)
     total = n_trials or spec.n_trials
     storage_obj = make_storage(storage or spec.storage, out, heartbeat_s, grace_s)
     # Peek at the study size for the sampler offset (0 for a fresh single-worker sweep).
     study = optuna.create_study(study_name=spec.name, storage=storage_obj, directions=spec.directions,
                                 load_if_exists=True)
+    offset = len(study.trials) + 1000 * worker
     study = optuna.load_study(study_name=spec.name, storage=storage_obj,
-                              sampler=make_sampler(spec, offset=len(study.trials)), pruner=make_pruner(spec))
+                              sampler=make_sampler(spec, offset=offset), pruner=make_pruner(spec))
     if retry_running_trials:
         retry_running(study)
     optuna.storages.fail_stale_trials(study)  # no-op without heartbeat
@@ -186,7 +222,8 @@ def run_sweep(spec: SweepSpec, out: str | Path, n_trials: int | None = None, sto
         study.optimize(make_objective(spec, out, train), n_trials=total,
                        callbacks=[optuna.study.MaxTrialsCallback(total, states=FINISHED)],
                        catch=(RuntimeError,), show_progress_bar=progress, gc_after_trial=True)
-    write_summary(study, spec, out)
+    if summary:
+        write_summary(study, spec, out)
     return study
 
 
