@@ -28,6 +28,12 @@ subjects), its dot plot, the round curves and, for AD, ROC / reliability / confu
 CSVs written before the run directories existed, ``--summary CSV… --runs-out DIR`` writes
 them from the stroke rows (Dice only). ``--seed`` is the training seed
 (weight initialisation, subject order, augmentation); the split stays the same.
+The federated arms run through Flower (:func:`cogimg.paradigms.federated.app.simulate`: Flower's
+simulation engine on Ray, FedAvg/FedProx as Flower's strategies, FedBN/SiloBN as subclasses; each
+site's client writes the model it evaluated last under ``OUT/flower/<arm>/clients/``, and the
+server its per-round history and global models under ``OUT/flower/<arm>/server/``); the printed
+per-round train loss is the example-weighted mean of the clients' last-batch losses. The tables
+below were measured with the in-house simulation loop that Flower replaced.
 ``--summary OUT*/fed_subjects.csv`` pools seeds
 (:func:`cogimg.paradigms.federated.comparison.arm_comparison`): per arm the BA averaged over
 seeds, its share of centralised and its difference from the best local-only arm (the site
@@ -230,12 +236,12 @@ def main() -> int:
         parser.error("--data is required (unless --summary)")
 
     import lightning as L
+    import torch
 
     from cogimg.data.splits import save_split
     from cogimg.io import atomic_write_text
     from cogimg.paradigms.adaptation.protocol import Experiment, score_subjects, subject_scores
-    from cogimg.paradigms.federated import get_strategy
-    from cogimg.paradigms.federated.simulation import simulate
+    from cogimg.paradigms.federated.app import simulate
     from cogimg.paradigms.federated.splits import pooled_split, site_splits
     from cogimg.tracking.run import (
         MANIFEST,
@@ -322,15 +328,28 @@ def main() -> int:
         return train
 
     def federate(name: str):
-        """A federated strategy: each site scored by its client's final model (FedBN: own batch norm)."""
+        """A federated strategy through Flower's simulation engine; each site is scored by the model
+        its client evaluated last (the final global weights; FedBN/SiloBN: with its own batch norm)."""
         def train():
-            strategy = get_strategy(name, **({"mu": args.mu} if name == "fedprox" else {}))
-            history, _, clients = simulate(task, {s: datamodule(s) for s in sites}, strategy, rounds=args.rounds,
-                                           local_epochs=args.local_epochs, seed=args.seed)
-            curves[name] = [(r.round, r.train_loss, r.metrics.get(metric, float("nan")), r.seconds)
-                            for r in history]
+            folder = args.out / "flower" / name
+            spec = {"task": {"class_path": f"{exp.task_class.__module__}.{exp.task_class.__qualname__}",
+                             "init_args": task_args},
+                    "data": {"class_path": f"{exp.data_class.__module__}.{exp.data_class.__qualname__}",
+                             "init_args": data_args},
+                    "sites": {s: {"split_file": str(paths[s])} for s in sites},
+                    "strategy": name, "proximal_mu": args.mu, "rounds": args.rounds,
+                    "local_epochs": args.local_epochs, "seed": args.seed,
+                    "out_dir": str(folder / "server"), "model_dir": str(folder / "clients")}
+            strategy = simulate(spec)
+            curves[name] = [(h["round"], float(h["train"].get("train_loss", float("nan"))),
+                             float(h["val"].get(metric, float("nan"))), h.get("seconds", float("nan")))
+                            for h in strategy.history]
             log = [{"epoch": r - 1, "train/loss": loss, f"val/{metric}": value} for r, loss, value, _ in curves[name]]
-            return {s: clients[s].task for s in sites}, log
+            models = {}
+            for s in sites:
+                models[s] = task()
+                models[s].load_state_dict(torch.load(folder / "clients" / f"{s}.pt", weights_only=True))
+            return models, log
         return train
 
     plan = {**({"centralised": fit_one("pooled")} if "centralised" in arms else {}),
@@ -350,7 +369,7 @@ def main() -> int:
     atomic_write_text(args.out / "fed_subjects.csv", pd.DataFrame(subject_rows).to_csv(index=False))
 
     for name, curve in curves.items():
-        print(f"\n{name}: round, mean client train loss, val {metric} (example-weighted), s")
+        print(f"\n{name}: round, client train loss, val {metric} (both example-weighted), s")
         for r, loss, value, sec in curve:
             print(f"  {r:3d}  {loss:.3f}  {value:.3f}  {sec:5.1f}")
     print(f"\narm              test {'Dice' if metric == 'dice' else 'BA  '}   95% CI           {'  '.join(f'{s:>7}' for s in sites)}   wall s")

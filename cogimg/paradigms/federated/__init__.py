@@ -1,26 +1,26 @@
-"""Federated learning across sites: clients hold their own data; only weights and aggregate
-metrics travel (:mod:`.messages`).
+"""Federated learning across sites on Flower: clients hold their own data; only weights and
+aggregate scalar metrics travel.
 
-- :mod:`.strategies`: FedAvg, FedProx, FedBN, SiloBN; client sampling.
-- :mod:`.client`: :class:`SiteClient` — local training of any task on one site's datamodule.
-- :mod:`.server`: :class:`FederatedServer` — rounds and aggregation, no data access.
-- :mod:`.simulation`: :func:`simulate` — everything in one process.
-- :mod:`.flower`: the same client and strategy under Flower (``flwr``) for deployment.
+- :mod:`.strategies`: FedAvg and FedProx (Flower's own), FedBN and SiloBN (Flower FedAvg
+  subclasses that keep batch-norm entries on the clients); round recording.
+- :mod:`.client`: :class:`~.client.SiteClient` — a Flower ``NumPyClient`` training any task on
+  one site's datamodule, its state kept in the node's ``Context``.
+- :mod:`.app`: the ``ServerApp``/``ClientApp`` built from a federation spec, and
+  :func:`~.app.simulate` through Flower's simulation engine (Ray).
+- :mod:`.deployment`: SuperLink + SuperNodes as processes (TLS documented there).
+- :mod:`.splits`, :mod:`.comparison`: per-site splits; arms compared with paired CIs.
 """
 
-from cogimg.paradigms.federated.messages import ClientEvaluation, ClientUpdate, GlobalModel
-from cogimg.paradigms.federated.server import FederatedServer, RoundRecord, weighted_metrics
 from cogimg.paradigms.federated.strategies import (
     STRATEGIES,
     FedAvg,
     FedBN,
     FedProx,
     SiloBN,
-    Strategy,
-    get_strategy,
-    sample_clients,
+    make_strategy,
+    shared_keys,
+    weighted_metrics,
 )
 
-__all__ = ["STRATEGIES", "ClientEvaluation", "ClientUpdate", "FedAvg", "FedBN", "FedProx",
-           "FederatedServer", "GlobalModel", "RoundRecord", "SiloBN", "Strategy", "get_strategy",
-           "sample_clients", "weighted_metrics"]
+__all__ = ["STRATEGIES", "FedAvg", "FedBN", "FedProx", "SiloBN", "make_strategy", "shared_keys",
+           "weighted_metrics"]
