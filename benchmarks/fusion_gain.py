@@ -220,7 +220,7 @@ def read_predictions(path: Path) -> list[dict]:
 
 def write_predictions(path: Path, results: dict[str, list[dict]]) -> None:
     """All test rows as CSV, written atomically (temp file in the same folder, then replace)."""
-    fields = ["config", "seed", "subject_id", "label", "pred", *[f"prob_{c}" for c in CLASSES]]
+    fields = ["config", "seed", "subject_id", "label", "pred", *[f"prob_{c}" for c in CLASSES], "loss"]
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
