@@ -94,11 +94,17 @@ def run_lightning(argv: list[str]) -> int:
     """Run ``cogimg fit|validate|test ARGS``: LightningCLI, or the plain command that the
     config's top-level ``kind`` names, with the same arguments (``-c`` read as ``--config``)."""
     from cogimg.commands._common import run_command
-    from cogimg.lightning_cli import CONFIG_FLAGS, routed_command, run_lightning_cli
+    from cogimg.lightning_cli import (
+        CONFIG_FLAGS,
+        refuse_remote_checkpoints,
+        routed_command,
+        run_lightning_cli,
+    )
 
     routed: list[str | None] = []
-    code = run_command(argv[0], lambda: routed.append(routed_command(argv)))
-    if code:  # a kind that cannot be routed: one line, exit 2
+    code = run_command(argv[0], lambda: refuse_remote_checkpoints(argv[1:]))
+    code = code or run_command(argv[0], lambda: routed.append(routed_command(argv)))
+    if code:  # a URL checkpoint, or a kind that cannot be routed: one line, exit 2
         return code
     if routed[0] is not None:
         return run_plain([routed[0], *("--config" if a in CONFIG_FLAGS else a for a in argv[1:])])

@@ -13,11 +13,13 @@ An experiment YAML that is not a LightningCLI config says so with a top-level ``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from cogimg.tracking.experiment_cli import CogimgCLI, run_cli
 
-__all__ = ["KINDS", "CogimgCLI", "config_kind", "routed_command", "run_lightning_cli"]
+__all__ = ["KINDS", "CogimgCLI", "config_kind", "enforce_import_paths", "refuse_remote_checkpoints", "remote_checkpoints",
+           "routed_command", "run_lightning_cli"]
 
 #: top-level ``kind`` of an experiment YAML -> the plain subcommand that runs it
 KINDS = {"outcome": "outcome", "benchmark": "benchmark"}
@@ -79,6 +81,71 @@ def routed_command(argv: list[str]) -> str | None:
     return KINDS[kind]
 
 
+#: ``scheme://…``: a URL (``http``, ``https``, ``s3``, ``file`` …), never a local checkpoint path
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _config_mapping(value: str) -> dict:
+    """The top-level mapping of a ``--config`` value: a YAML file, or (jsonargparse accepts
+    both) an inline YAML/JSON string; ``{}`` when it is neither."""
+    import yaml
+
+    path = Path(value)
+    try:
+        text = path.read_text(encoding="utf-8") if path.is_file() else value
+        config = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def remote_checkpoints(argv: list[str]) -> list[tuple[str, str]]:
+    """``(where, value)`` for every ``ckpt_path`` in ``argv`` (``--ckpt_path X``,
+    ``--ckpt_path=X``) or at the top level of a ``--config`` file that is a URL.
+
+    Lightning downloads a URL checkpoint and unpickles it with ``weights_only=False``, i.e.
+    runs whatever code the file holds; cogimg therefore only takes local checkpoint files.
+    """
+    found = []
+    for flag, value in zip(argv, [*argv[1:], None]):
+        if flag == "--ckpt_path" and value is not None and _URL.match(value):
+            found.append(("--ckpt_path", value))
+        elif flag.startswith("--ckpt_path=") and _URL.match(flag.split("=", 1)[1]):
+            found.append(("--ckpt_path", flag.split("=", 1)[1]))
+    for path in config_paths(argv):
+        value = _config_mapping(path).get("ckpt_path")
+        if isinstance(value, str) and _URL.match(value):
+            found.append((f"{path}: ckpt_path", value))
+    return found
+
+
+def refuse_remote_checkpoints(argv: list[str]) -> None:
+    """:class:`~cogimg.commands._common.UsageError` naming the first URL ``ckpt_path`` of
+    ``argv`` (see :func:`remote_checkpoints`)."""
+    from cogimg.commands._common import UsageError
+
+    if found := remote_checkpoints(argv):
+        where, url = found[0]
+        raise UsageError(f"{where} {url} is a URL: cogimg loads only local checkpoint files "
+                         "(Lightning would unpickle a downloaded one with weights_only=False); "
+                         "download it, check where it comes from, and pass the file")
+
+
+def enforce_import_paths() -> None:
+    """Make jsonargparse's import-path denylist an error instead of a warning.
+
+    A config's ``class_path`` (and any callable or type given as a value) is imported and
+    instantiated: ``class_path: subprocess.Popen`` would run a command. jsonargparse denies
+    such paths (``os``, ``subprocess``, ``pickle``, ``importlib`` …) but, unless a denylist or
+    allowlist is set, only warns; an empty extra denylist keeps its defaults and enforces them.
+    """
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(import_path_denylist=[])
+
+
 def run_lightning_cli(argv: list[str]) -> CogimgCLI:
-    """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``)."""
+    """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``), with the
+    import-path denylist enforced (:func:`enforce_import_paths`)."""
+    enforce_import_paths()
     return run_cli(argv)

@@ -2,8 +2,11 @@
 
 Prints subjects per diagnosis and site, shapes and spacings per modality, label statistics
 (voxels, volume in mL, 26-connected components) and then every problem and skipped file
-(:mod:`cogimg.data.statistics`). Exits 1 when the dataset (or the ``--split`` file) has any
-error, 0 otherwise.
+(:mod:`cogimg.data.statistics`). A subject-session missing a modality its preset requires is
+an error: ``--preset NAME`` for every subject, else the presets made for its diagnosis
+(:func:`cogimg.data.validation.preset_modalities`: stroke needs dwi and adc, AD/CN/PD T1w);
+``--preset none`` checks only ``--required``. Exits 1 when the dataset (or the ``--split``
+file) has any error, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_root", metavar="DATA_ROOT", help="dataset folder holding participants.tsv")
     parser.add_argument("--required", default="", metavar="MODS",
                         help="comma-separated modality keys every subject must have, e.g. dwi,adc")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help="disease preset every subject must have the modalities of (default: the "
+                             "presets of each subject's diagnosis; 'none' = only --required)")
     parser.add_argument("--split", metavar="FILE", help="split JSON to check for participant leakage")
     parser.add_argument("--out", metavar="JSON", help="also write the summary and problems to this JSON file")
     parser.add_argument("--headers-only", action="store_true",
@@ -27,13 +33,20 @@ def run(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from cogimg.commands._common import UsageError
     from cogimg.data.bids import load_dataset
     from cogimg.data.statistics import check_split_file, dataset_ok, format_summary, summarise
+    from cogimg.data.validation import check_preset_modalities
+    from cogimg.diseases import PRESETS
     from cogimg.io import atomic_write_text
 
+    if args.preset not in (None, "none", *PRESETS):
+        raise UsageError(f"--preset {args.preset}: unknown preset; known: {sorted(PRESETS)} or none")
     required = tuple(m.strip() for m in args.required.split(",") if m.strip())
     dataset = load_dataset(args.data_root, required_modalities=required, strict=False,
                            validate_voxels=not args.headers_only)
+    if args.preset != "none":
+        dataset.problems += check_preset_modalities(dataset.subjects, args.preset)
     summary = summarise(dataset, read_labels=not args.headers_only)
     if args.split:
         summary["split"] = check_split_file(args.split, dataset)

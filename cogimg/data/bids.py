@@ -7,7 +7,7 @@ under ``derivatives/sub-*``)::
     [rawdata/]sub-X/[ses-Y/][anat|dwi|pet/]sub-X[_ses-Y][_trc-T]…_<suffix>.nii[.gz]
     derivatives/[<pipeline>/]sub-X/[ses-Y/][anat|dwi|pet/]sub-X[_ses-Y][_desc-D]…_<suffix>.<ext>
 
-Keys (see :mod:`cogimg.diseases`): an image's modality is its suffix (``T1w``, ``FLAIR``,
+Keys (see :mod:`cogimg.diseases`): an image's modality is its suffix, in any case (``T1w``, ``FLAIR``,
 ``T2starw``, ``dwi``, ``adc``), or ``pet_<tracer>`` for ``_trc-<tracer>_pet``. Derivative
 files are keyed ``<pipeline>_[<desc>_]<suffix>`` (parts left out when absent): ``_msk``
 (binary) and ``_dseg`` (integer) NIfTIs become label maps (``lesions_msk``, or ``msk`` in
@@ -45,6 +45,8 @@ from cogimg.diseases import normalise_diagnosis
 __all__ = ["BIDSDataset", "DatasetError", "Problem", "load_dataset"]
 
 IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "T2starw", "dwi", "adc", "pet")
+#: Suffixes are matched in any case (ISLES'22 writes ``_flair``): lower case -> the key's spelling.
+_IMAGE_SUFFIX_SPELLINGS = {s.lower(): s for s in IMAGE_SUFFIXES}
 LABEL_SUFFIXES = ("msk", "dseg")
 #: BIDS datatype folders holding the images above; other datatypes are skipped whole.
 IMAGE_DATATYPES = frozenset({"anat", "dwi", "pet"})
@@ -392,7 +394,9 @@ def _record(scan: _Scan, where: _Entry, entities: dict[str, str], suffix: str, e
     """Key a BIDS-named file (``where`` gives its path and folder's participant and session)."""
     path, rel, pid, ses = where.path, where.rel, where.participant_id, where.session_id
     named_ses = f"ses-{entities['ses']}" if "ses" in entities else ""
+    ext = ext.lower()  # ISLES'22 and scanners write .nii.gz, .NII, .nii.GZ …
     nifti = ext in (".nii", ".nii.gz")
+    suffix = _IMAGE_SUFFIX_SPELLINGS.get(suffix.lower(), suffix)
     if f"sub-{entities.get('sub', '')}" != pid or named_ses != ses:
         folder = f"{pid}/{ses}/" if ses else f"{pid}/"
         scan.problems.append(Problem("error", rel, f"file name entities (sub-{entities.get('sub')},"

@@ -273,6 +273,9 @@ def _write_arrays(processed: tio.Subject, folder: Path, native: dict, sid: str) 
     affine = np.asarray(first.affine, dtype=float)
     out: dict = {"images": {}}
     for key, image in images.items():
+        if not _SAFE_ID.match(key):  # the key names a file of the entry: never a path
+            raise CacheError(f"{sid}: image key {key!r} cannot name a file (letters, digits, "
+                             "'.', '_' or '-' only)")
         if list(image.spatial_shape) != shape or not np.allclose(image.affine, affine, atol=1e-4):
             raise CacheError(f"{sid}: preprocessed {key!r} is not on the reference grid")
         array = image.data.numpy()
@@ -388,7 +391,9 @@ def invert_to_native(
         out_dtype = np.uint8 if lo >= 0 and hi <= 255 else np.int16
     out = out.astype(out_dtype)
     header = None
-    if native.get("path") and Path(native["path"]).is_file():
+    native_path = Path(native["path"]) if native.get("path") else None
+    if native_path is not None and native_path.name.lower().endswith((".nii", ".nii.gz")) \
+            and native_path.is_file():  # an ITK or DICOM input has no NIfTI header to keep
         header = nib.load(native["path"]).header.copy()
         header.set_data_dtype(out_dtype)
         header.set_slope_inter(1.0, 0.0)

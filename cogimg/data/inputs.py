@@ -3,10 +3,12 @@
 :func:`find_cases` turns one ``--input`` path into *cases* (one patient-session each) plus
 an error per thing it could not use, so a batch run skips nothing silently:
 
-- a **NIfTI file** (``.nii`` / ``.nii.gz``) or a **DICOM series folder** (DICOM files
-  directly inside, one series): one *lone image*, given to models that read one modality;
+- a **NIfTI file** (``.nii`` / ``.nii.gz``), an **ITK file** (``.mha`` / ``.nrrd``, read by
+  SimpleITK) or a **DICOM series folder** (DICOM files directly inside, one series): one
+  *lone image*, given to models that read one modality (suffixes in any case);
 - a **case folder** whose entries are named after modalities (case-insensitive), each a
-  NIfTI file (``dwi.nii.gz``) or a DICOM series folder (``DWI/``): one case with those images;
+  NIfTI or ITK file (``dwi.nii.gz``, ``ADC.mha``) or a DICOM series folder (``DWI/``): one
+  case with those images;
 - a **BIDS tree** (``participants.tsv``) or **BIDS subject** (``sub-X``): one case per
   subject-session (:func:`cogimg.data.bids.load_dataset`, non-strict: a bad subject is an
   error of its own, the others still run);
@@ -16,6 +18,11 @@ an error per thing it could not use, so a batch run skips nothing silently:
 DICOM series are read by TorchIO (SimpleITK/GDCM), which derives the RAS affine from the
 series' ImagePositionPatient / ImageOrientationPatient / PixelSpacing; predictions written as
 NIfTI carry that affine, so they overlay the series in any viewer that reads both.
+
+Every image passes the input gate (:func:`cogimg.data.gate.checked_image`: truncation,
+NaN/Inf, 2D/4D, singular affine, declared size vs file size) when its case is built; a case
+that fails it is an error of its own, naming the file. NIfTI images are read with nibabel's
+geometry (the sform when set), the one ``cogimg check`` validates.
 """
 
 from __future__ import annotations
@@ -29,8 +36,7 @@ import numpy as np
 import torchio as tio
 
 from cogimg.data.bids import load_dataset
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
+from cogimg.data.gate import ITK_SUFFIXES, NIFTI_SUFFIXES, checked_image, image_suffix
 
 
 class InputError(ValueError):
@@ -83,11 +89,17 @@ def safe_id(name: str) -> str:
 
 
 def nifti_stem(path: Path) -> str:
-    return next(path.name[: -len(s)] for s in NIFTI_SUFFIXES if path.name.endswith(s))
+    """The file name without its image suffix (``DWI.NII.GZ`` -> ``DWI``, ``adc.mha`` -> ``adc``)."""
+    return path.name[: -len(image_suffix(path))]
 
 
 def is_nifti(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(NIFTI_SUFFIXES)
+    return path.is_file() and image_suffix(path) in NIFTI_SUFFIXES
+
+
+def is_image_file(path: Path) -> bool:
+    """A NIfTI or single-file ITK image (``.mha``, ``.nrrd``), any case of suffix."""
+    return path.is_file() and image_suffix(path) in (*NIFTI_SUFFIXES, *ITK_SUFFIXES)
 
 
 def _is_dicom_file(path: Path) -> bool:
@@ -121,7 +133,7 @@ def read_dicom_series(folder: str | Path) -> tio.ScalarImage:
         image.load()
     except Exception as exc:
         raise InputError(f"{folder}: cannot read the DICOM series ({exc})") from exc
-    return image
+    return checked_image(image)
 
 
 def native_nifti(image: tio.Image) -> nib.Nifti1Image:
@@ -133,13 +145,13 @@ def native_nifti(image: tio.Image) -> nib.Nifti1Image:
 
 
 def _lone(path: Path) -> Case:
-    if is_nifti(path):
-        return Case(safe_id(nifti_stem(path)), path, {"": tio.ScalarImage(path)})
+    if is_image_file(path):
+        return Case(safe_id(nifti_stem(path)), path, {"": checked_image(path)})
     return Case(safe_id(path.name), path, {"": read_dicom_series(path)})
 
 
 def _modality_key(path: Path, known: dict[str, str]) -> str | None:
-    stem = nifti_stem(path) if is_nifti(path) else path.name if path.is_dir() else None
+    stem = nifti_stem(path) if is_image_file(path) else path.name if path.is_dir() else None
     return None if stem is None else known.get(stem.lower())
 
 
@@ -155,7 +167,8 @@ def _case_folder(folder: Path, known: dict[str, str]) -> Case | None:
         return None
     if len(set(keys)) != len(keys):
         raise InputError(f"{folder}: two entries for one modality ({sorted(keys)})")
-    images = {k: tio.ScalarImage(p) if is_nifti(p) else read_dicom_series(p) for k, p in zip(keys, entries)}
+    images = {k: checked_image(p) if is_image_file(p) else read_dicom_series(p)
+              for k, p in zip(keys, entries)}
     return Case(safe_id(folder.name), folder, images)
 
 
@@ -163,9 +176,16 @@ def _bids_cases(root: Path, participant: str | None) -> tuple[list[Case], list[t
     dataset = load_dataset(root, strict=False)
     errors = [(f"{root / p.path_or_key}" if "/" in p.path_or_key else p.path_or_key, p.message)
               for p in dataset.errors if participant is None or participant in str(p.path_or_key)]
-    cases = [Case(s["subject_id"], Path(s[s["modalities"][0]].path).parent,
-                  {k: s[k] for k in s["modalities"]}, s)
-             for s in dataset.subjects if participant is None or s["participant_id"] == participant]
+    cases = []
+    for s in dataset.subjects:
+        if participant is not None and s["participant_id"] != participant:
+            continue
+        try:
+            images = {k: checked_image(s[k]) for k in s["modalities"]}
+        except ValueError as exc:  # the gate: an error of this subject, naming the file
+            errors.append((str(s[s["modalities"][0]].path), str(exc)))
+            continue
+        cases.append(Case(s["subject_id"], Path(s[s["modalities"][0]].path).parent, images, s))
     if participant is not None and not cases and not errors:
         errors.append((str(root / participant), f"no usable subject {participant} under {root}"))
     return cases, errors
@@ -186,8 +206,9 @@ def find_cases(path: str | Path, modalities: tuple[str, ...] | list[str] = ()
     names = {m for p in PRESETS.values() for m in (*p.modalities, *p.optional_modalities)}
     known = {m.lower(): m for m in (*sorted(names), *modalities)}
     if path.is_file():
-        if not is_nifti(path):
-            raise InputError(f"{path}: not a NIfTI file (.nii, .nii.gz); for DICOM pass the series folder")
+        if not is_image_file(path):
+            raise InputError(f"{path}: not an image file (.nii, .nii.gz, .mha, .nrrd); for DICOM "
+                             "pass the series folder")
         try:
             return [_lone(path)], []
         except Exception as exc:  # noqa: BLE001 -- reported as this input's error
@@ -206,13 +227,14 @@ def find_cases(path: str | Path, modalities: tuple[str, ...] | list[str] = ()
     cases, errors, seen = [], [], set()
     for entry in _entries(path):
         try:
-            if is_nifti(entry) or is_dicom_series(entry):
+            if is_image_file(entry) or is_dicom_series(entry):
                 found = _lone(entry)
             elif entry.is_dir() and (found := _case_folder(entry, known)) is not None:
                 pass
             else:
                 raise InputError(f"{entry}: not a NIfTI file, a DICOM series folder or a case "
-                                 f"folder of modality-named images ({', '.join(sorted(known.values()))})")
+                                 f"folder of modality-named images ({', '.join(sorted(known.values()))}); "
+                                 ".mha and .nrrd files are read too")
             if found.case_id in seen:
                 raise InputError(f"{entry}: case id {found.case_id!r} is already taken by another input")
         except Exception as exc:  # noqa: BLE001 -- one unreadable input must not stop the batch
@@ -223,5 +245,5 @@ def find_cases(path: str | Path, modalities: tuple[str, ...] | list[str] = ()
     return cases, errors
 
 
-__all__ = ["Case", "InputError", "find_cases", "is_dicom_series", "native_nifti",
+__all__ = ["Case", "InputError", "find_cases", "is_dicom_series", "is_image_file", "native_nifti",
            "read_dicom_series", "safe_id"]

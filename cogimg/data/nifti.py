@@ -15,6 +15,13 @@ import numpy as np
 
 #: How many distinct label values a summary keeps (enough to name offending values).
 MAX_LABEL_VALUES = 20
+#: Deflate never compresses by more than about 1032:1: a ``.gz`` file whose header declares
+#: more voxel bytes than that cannot be whole (checked before anything is allocated).
+MAX_GZIP_RATIO = 1032
+#: A voxel-to-world matrix with ``|det| <`` this (mm³) is singular: no voxel size, no geometry.
+MIN_VOXEL_VOLUME_MM3 = 1e-6
+#: sform and qform agree when every entry of the two affines is within this (mm).
+SFORM_QFORM_ATOL_MM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class NiftiSummary:
             :data:`MAX_LABEL_VALUES`, ``label_values_truncated`` says when more exist).
         labels_nonnegative_integers: whether every label value is an integer ≥ 0 (judged on
             all values, not only those kept in ``label_values``); ``None`` if not read.
+        sform_qform_mm: when both the sform and the qform are set and disagree, the largest
+            difference between their entries (mm); ``0.0`` otherwise. ``affine`` is the sform.
         error: why the file could not be read; ``""`` when it could.
     """
 
@@ -51,6 +60,7 @@ class NiftiSummary:
     label_values: tuple[float, ...] = ()
     label_values_truncated: bool = False
     labels_nonnegative_integers: bool | None = None
+    sform_qform_mm: float = 0.0
     error: str = ""
 
     @property
@@ -103,8 +113,22 @@ def inspect_nifti(
         return NiftiSummary(
             **header, error=f"expected a 3D (X, Y, Z) or 4D (X, Y, Z, C) image, got shape {shape}"
         )
+    if min(shape[:3]) < 2:
+        return NiftiSummary(
+            **header, error=f"a 2D image (shape {shape}): a 3D volume (X, Y, Z) is needed"
+        )
     if not np.all(np.isfinite(header["affine"])):
         return NiftiSummary(**header, error="affine holds NaN or Inf")
+    if abs(np.linalg.det(header["affine"][:3, :3])) < MIN_VOXEL_VOLUME_MM3 or min(
+        header["spacing_mm"]
+    ) <= 0:
+        return NiftiSummary(
+            **header,
+            error=f"singular affine (voxel size {header['spacing_mm']} mm): no usable geometry",
+        )
+    header["sform_qform_mm"] = _sform_qform_difference(img)
+    if size_error := _size_error(path, img, shape):
+        return NiftiSummary(**header, error=size_error)
     if not read_voxels:
         return NiftiSummary(**header)
 
@@ -115,6 +139,31 @@ def inspect_nifti(
             **header, error=f"cannot read voxel data (truncated or corrupt file?): {_describe(exc)}"
         )
     return NiftiSummary(**header, voxels_read=True, **_voxel_stats(data, is_label))
+
+
+def _sform_qform_difference(img: nib.Nifti1Image) -> float:
+    """Largest entry difference (mm) of sform and qform when both are set, else 0."""
+    sform, s_code = img.header.get_sform(coded=True)
+    qform, q_code = img.header.get_qform(coded=True)
+    if not s_code or not q_code:
+        return 0.0
+    delta = float(np.max(np.abs(np.asarray(sform) - np.asarray(qform))))
+    return delta if delta > SFORM_QFORM_ATOL_MM else 0.0
+
+
+def _size_error(path: str, img: nib.Nifti1Image, shape: tuple[int, ...]) -> str:
+    """Why the file cannot hold the voxels its header declares, or ``""`` (no voxel read)."""
+    declared = int(np.prod(shape, dtype=np.float64)) * img.get_data_dtype().itemsize
+    offset = int(img.header.get("vox_offset", 352))
+    size = Path(path).stat().st_size
+    if path.lower().endswith(".gz"):
+        if declared > MAX_GZIP_RATIO * size + offset:
+            return (f"header declares {shape} {img.get_data_dtype()} voxels ({declared:,} bytes), "
+                    f"more than a {size:,}-byte .gz file can hold: corrupt header or truncated file")
+    elif offset + declared > size:
+        return (f"header declares {shape} {img.get_data_dtype()} voxels ({declared:,} bytes) "
+                f"but the file holds {size - offset:,} bytes after the header: truncated file")
+    return ""
 
 
 def _voxel_stats(data: np.ndarray, is_label: bool) -> dict:

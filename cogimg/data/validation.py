@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cogimg.data.nifti import NiftiSummary
-from cogimg.diseases import DIAGNOSES, normalise_diagnosis
+from cogimg.diseases import DIAGNOSES, PRESETS, normalise_diagnosis
 
 Severity = Literal["error", "warning"]
 
@@ -212,6 +212,16 @@ def check_file(
     if summary.error:
         return [Problem("error", key, summary.error, subject_id)]
     problems = []
+    if summary.sform_qform_mm:
+        problems.append(
+            Problem(
+                "warning",
+                key,
+                f"sform and qform disagree by up to {summary.sform_qform_mm:.4g} mm; cogimg "
+                "reads, checks and writes the sform geometry (as nibabel does)",
+                subject_id,
+            )
+        )
     if summary.nan_voxels or summary.inf_voxels:
         problems.append(
             Problem(
@@ -320,6 +330,52 @@ def check_required_modalities(
         for m in required
         if m not in present
     ]
+
+
+def preset_modalities(diagnosis: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(presets, modalities)``: the presets made for ``diagnosis`` and the modalities all of
+    them require.
+
+    The presets are the image presets (segmentation, classification; not detection, which
+    screens every diagnosis) that include ``diagnosis`` with the fewest diagnoses: ``stroke``
+    -> ``stroke`` (dwi, adc); ``AD`` -> ``ad_binary`` (T1w); ``CN`` -> ``ad_binary``, ``pd``
+    (T1w). ``((), ())`` for a diagnosis no preset names.
+    """
+    candidates = [p for p in PRESETS.values() if p.task != "detection" and diagnosis in p.diagnoses]
+    if not candidates:
+        return (), ()
+    fewest = min(len(p.diagnoses) for p in candidates)
+    chosen = [p for p in candidates if len(p.diagnoses) == fewest]
+    common = [m for m in chosen[0].modalities if all(m in p.modalities for p in chosen)]
+    return tuple(p.name for p in chosen), tuple(common)
+
+
+def check_preset_modalities(subjects: Iterable[Mapping], preset: str | None = None) -> list[Problem]:
+    """A preset's required modalities missing from a subject-session are errors.
+
+    ``preset``: the preset every subject must satisfy; ``None``: per subject, the presets
+    made for its diagnosis (:func:`preset_modalities`). ``subjects``: mappings with
+    ``subject_id``, ``diagnosis`` and ``modalities`` (loaded ``tio.Subject`` objects).
+    """
+    problems = []
+    for subject in subjects:
+        if preset is not None:
+            names, required = (preset,), PRESETS[preset].modalities
+        else:
+            names, required = preset_modalities(str(subject.get("diagnosis", "")))
+        sid, present = str(subject["subject_id"]), sorted(subject["modalities"])
+        problems += [
+            Problem(
+                "error",
+                sid,
+                f"missing required modality {m!r} for {sid} (preset {'/'.join(names)} of "
+                f"diagnosis {subject.get('diagnosis')}; found: {', '.join(present) or 'none'})",
+                sid,
+            )
+            for m in required
+            if m not in present
+        ]
+    return problems
 
 
 def check_coverage(

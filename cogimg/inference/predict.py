@@ -40,8 +40,8 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
     preset = get_preset(data["preset"])
     modalities = tuple(data["modalities"])
     out = Path(output_dir)
+    subjects = subjects_from_input(input_path, modalities, preset.name)  # the input gate
     out.mkdir(parents=True, exist_ok=True)
-    subjects = subjects_from_input(input_path, modalities, preset.name)
     reports = []
     for subject, processed, image in preprocessed_subjects(subjects, preprocessing_config(data),
                                                            modalities, device):
