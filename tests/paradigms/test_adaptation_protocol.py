@@ -157,10 +157,8 @@ def test_same_site_in_site_scores_the_held_out_sites_own_subjects(tiny_config, t
     assert same["site-1"]["value"] == pytest.approx(in_site["site-2"]["value"])
 
 
-def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjects(tmp_path):
-    """Segmentation gets the same-site rows too: Dice of site s's subjects in the other
-    fold's in-site set (two sites: exactly that fold's in-site set); DANN runs as a variant."""
-    from cogimg.data.splits import load_split
+def _tiny_stroke_config(tmp_path: Path) -> Path:
+    """The stroke leave-site-out experiment on a tiny two-site tree, one epoch, small U-Net."""
     from tests.tasks.conftest import SMALL_UNET, build_easy_stroke_tree
 
     tree = build_easy_stroke_tree(tmp_path / "bids", n=8)
@@ -172,7 +170,15 @@ def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjec
     config["trainer"]["max_epochs"] = 1
     path = tmp_path / "lso.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return path
 
+
+def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjects(tmp_path):
+    """Segmentation gets the same-site rows too: Dice of site s's subjects in the other
+    fold's in-site set (two sites: exactly that fold's in-site set); DANN runs as a variant."""
+    from cogimg.data.splits import load_split
+
+    path = _tiny_stroke_config(tmp_path)
     protocol = LeaveSiteOut(Experiment.from_yaml(path), tmp_path / "out", val_fraction=0.5, log=lambda _: None)
     rows = protocol.run(variants=["adabn", "dann"])  # dann: the held-out site's patches unlabelled
     split = load_split(protocol.split_path())
@@ -189,3 +195,42 @@ def test_segmentation_same_site_rows_score_dice_of_the_held_out_sites_own_subjec
         mine = [s["value"] for s in protocol.subject_rows
                 if (s["site"], s["variant"], s["scope"]) == (row["site"], row["variant"], row["scope"])]
         assert len(mine) == row["n"] and sum(mine) / len(mine) == pytest.approx(row["value"])
+
+
+def test_dann_mt_trains_dann_and_a_mean_teacher_on_the_held_out_site(tmp_path):
+    """``dann_mt``: one training with both add-ons (DANN, and a mean teacher on the held-out
+    site's unlabelled ``target`` stream) on the TargetSite datamodule; it scores an
+    out-of-site row like the other trained variants."""
+    from cogimg.paradigms.adaptation.datamodule import TargetSitePatchDataModule
+    from cogimg.paradigms.adaptation.domain import DomainAdaptation
+    from cogimg.paradigms.lowlabel import SemiSupervised
+
+    path = _tiny_stroke_config(tmp_path)
+    protocol = LeaveSiteOut(Experiment.from_yaml(path), tmp_path / "out", val_fraction=0.5, log=lambda _: None,
+                            mean_teacher={"rampup_steps": 0})
+    task = protocol._task("dann_mt", 0.3)
+    dann, teacher = task.addons
+    assert isinstance(dann, DomainAdaptation) and dann.config()["method"] == "dann"
+    assert dann.config()["weight"] == pytest.approx(0.3)
+    assert isinstance(teacher, SemiSupervised) and teacher.options.method == "mean_teacher"
+    assert teacher.options.stream == "target" and teacher.options.rampup_steps == 0  # options passed through
+    assert isinstance(protocol._datamodule("site-1", "dann_mt"), TargetSitePatchDataModule)
+
+    logged, train = {}, protocol._train
+
+    def train_and_keep_logs(site, variant, weight):  # the fit's logged values (evaluation replaces them)
+        task, dm = train(site, variant, weight)
+        logged[variant] = set(task.trainer.callback_metrics)
+        return task, dm
+
+    protocol._train = train_and_keep_logs
+    rows = protocol.run(variants=["dann_mt"], sites=["site-1"])
+    assert {"train/dann_loss", "train/mean_teacher_loss"} <= logged["dann_mt"]
+    assert not {"train/dann_loss", "train/mean_teacher_loss"} & logged["baseline"]
+    assert [(r["variant"], r["scope"]) for r in rows] == [
+        ("baseline", "in_site"), ("baseline", "out_of_site"), ("dann_mt", "out_of_site")]
+    out = rows[-1]
+    assert out["site"] == "site-1" and out["metric"] == "dice" and out["ci_low"] <= out["value"] <= out["ci_high"]
+    assert out["n"] == rows[1]["n"]  # the same held-out subjects as the baseline's out-of-site row
+    mine = [s for s in protocol.subject_rows if s["variant"] == "dann_mt"]
+    assert len(mine) == out["n"] and {s["scope"] for s in mine} == {"out_of_site"}

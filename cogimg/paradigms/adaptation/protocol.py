@@ -14,6 +14,7 @@ other sites and score
   ======== =================================================================
   histstd  TorchIO histogram standardisation, landmarks from the training sites
   dann     gradient-reversal site classifier, site ``s`` images unlabelled in training
+  dann_mt  dann plus a mean teacher (EMA consistency) on site ``s``'s unlabelled images
   coral    CORAL alignment with site ``s`` (unlabelled)
   mmd      MMD alignment with site ``s`` (unlabelled)
   adabn    batch-norm statistics re-estimated on site ``s`` (no retraining)
@@ -52,10 +53,13 @@ from cogimg.paradigms.adaptation.datamodule import (
 )
 from cogimg.paradigms.adaptation.domain import DomainAdaptation
 from cogimg.paradigms.adaptation.test_time import adapt_batchnorm, tent
+from cogimg.paradigms.lowlabel import SemiSupervised
 from cogimg.tasks.config import Experiment
 
-VARIANTS = ("histstd", "dann", "coral", "mmd", "adabn", "tent")
-TRAINED_VARIANTS = ("baseline", "histstd", "dann", "coral", "mmd")
+VARIANTS = ("histstd", "dann", "dann_mt", "coral", "mmd", "adabn", "tent")
+TRAINED_VARIANTS = ("baseline", "histstd", "dann", "dann_mt", "coral", "mmd")
+# variants trained with the held-out site's images as an unlabelled ``target`` stream
+_TARGET_VARIANTS = ("dann", "dann_mt", "coral", "mmd")
 # --------------------------------------------------------------------------- scoring
 def _classification_score(labels: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     value = balanced_accuracy(labels, prob.argmax(axis=1))
@@ -107,6 +111,8 @@ class LeaveSiteOut:
             anything else drawn from the global RNGs); ``None``: the experiment's seed. The
             split is always made with the experiment's seed, so runs that differ only in
             ``train_seed`` score the same subjects (repeats that can be paired).
+        mean_teacher: options of ``dann_mt``'s mean teacher (:class:`SemiSupervised`
+            keyword arguments other than ``method`` and ``stream``); ``None``: its defaults.
 
     After :meth:`run`, ``subject_rows`` holds one row per scored subject:
     ``{site, variant, scope, subject_id, value}`` with ``value`` the subject's Dice
@@ -115,10 +121,11 @@ class LeaveSiteOut:
 
     def __init__(self, experiment: Experiment, out_dir: str | Path, val_fraction: float = 0.2,
                  tent_steps: int = 1, tent_lr: float = 1e-3, log: Callable[[str], None] = print,
-                 train_seed: int | None = None) -> None:
+                 train_seed: int | None = None, mean_teacher: dict[str, Any] | None = None) -> None:
         self.exp, self.out_dir = experiment, Path(out_dir)
         self.val_fraction, self.tent_steps, self.tent_lr, self.log = val_fraction, tent_steps, tent_lr, log
         self.train_seed = experiment.seed if train_seed is None else int(train_seed)
+        self.mean_teacher = dict(mean_teacher or {})
         self.subject_rows: list[dict[str, Any]] = []
         data_root = self.exp.data_args.get("data_root")
         if data_root is None:
@@ -150,7 +157,7 @@ class LeaveSiteOut:
         if variant == "histstd":
             args["histogram_standardization"] = True
         plain = PatchDataModule if issubclass(cls, PatchDataModule) else VolumeDataModule
-        if variant in ("dann", "coral", "mmd"):  # the held-out site's images, unlabelled
+        if variant in _TARGET_VARIANTS:  # the held-out site's images, unlabelled
             cls = TargetSitePatchDataModule if plain is PatchDataModule else TargetSiteVolumeDataModule
         elif cls is not plain:
             cls = plain
@@ -160,9 +167,12 @@ class LeaveSiteOut:
 
     def _task(self, variant: str, adaptation_weight: float):
         args = dict(self.exp.task_args)
-        if variant in ("dann", "coral", "mmd"):
-            args["addons"] = [*(args.get("addons") or []),
-                              DomainAdaptation(method=variant, weight=adaptation_weight)]
+        if variant in _TARGET_VARIANTS:
+            method = "dann" if variant == "dann_mt" else variant
+            addons = [DomainAdaptation(method=method, weight=adaptation_weight)]
+            if variant == "dann_mt":  # and self-ensembling on the same unlabelled target stream
+                addons.append(SemiSupervised(method="mean_teacher", **{**self.mean_teacher, "stream": "target"}))
+            args["addons"] = [*(args.get("addons") or []), *addons]
         return self.exp.task_class(**args)
 
     def _trainer(self, **kwargs) -> L.Trainer:
