@@ -16,7 +16,9 @@ from cogimg.data.splits import LeakageError, check_leakage, load_split, save_spl
 from tests.classification_tree import build_classification_tree
 
 ROOT = Path(__file__).resolve().parents[1] / "experiments"
-EXPERIMENTS = sorted(p for d in ("ad", "pd", "multi") for p in (ROOT / d).glob("*.yaml"))
+EXPERIMENTS = sorted(p for d in ("ad", "pd", "multi") for p in (ROOT / d).glob("*.yaml")
+                     if yaml.safe_load(p.read_text(encoding="utf-8"))["model"]["class_path"]
+                     == "cogimg.tasks.classification.ClassificationTask")
 
 
 @pytest.fixture(scope="module")
