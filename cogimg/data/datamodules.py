@@ -23,6 +23,14 @@ Determinism: every random draw (subject order, patch locations, augmentation par
 comes from a ``torch.Generator`` seeded with ``seed`` — augmentation of each subject runs
 under its own seed drawn from it — so batches are the same for any ``num_workers`` and do
 not depend on (or change) the global RNG (see :mod:`cogimg.data.sampling`).
+
+Exact resume: the datamodule's ``state_dict`` (stored in every checkpoint) holds, per process,
+the state of each training stream's queue or sampler and, mid-epoch, its position in the
+epoch; ``load_state_dict`` restores them into the loaders (all
+:class:`~cogimg.data.resumable.ResumableLoader`) that the next ``train_dataloader`` builds, so
+the rest of an interrupted epoch and the epochs after it draw what they would have drawn (a
+queue re-draws the patches of its interrupted pass up to there; a sampler skips the items
+already handed out without loading them).
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ from cogimg.data.cache import VolumeCache
 from cogimg.data.label_fractions import labelled_subset
 from cogimg.data.ood import summarise_inputs
 from cogimg.data.participants import participants_hash, sessions_table, subjects_for
+from cogimg.data.resumable import ResumableLoader, per_rank, this_rank
 from cogimg.data.sampling import (
     LabelPatchSampler,
     SeededQueue,
@@ -108,19 +117,44 @@ class _CachedDataModule(L.LightningDataModule):
         self.split_path: Path | None = None
         self.input_summary: dict | None = None
         self._streams: dict[str, int | None] = {}
+        self._train_loaders: dict[str, ResumableLoader] = {}  # the resumable training streams
+        self._stream_states: list[dict] | None = None  # loaded (per rank), for train_dataloader
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Stored in every checkpoint: what ``cogimg predict`` needs to preprocess a new scan
-        exactly as in training (preset, input modalities in channel order, preprocessing)."""
+        exactly as in training (preset, input modalities in channel order, preprocessing),
+        and ``training_streams``: per process (a list indexed by rank; gathered, so every rank
+        must call this, as Lightning does), for each training stream the random state of its
+        queue or sampler (``state``) and, mid-epoch, the batches it has handed out in this
+        epoch (``batches``; 0 at an epoch end, where every stream starts a new pass)."""
         state = {"preset": self.preset.name, "modalities": list(self.modalities),
                  "preprocessing": self.config.to_dict()}
         if self.input_summary is not None:  # training-input statistics: the OOD check's reference
             state["input_summary"] = self.input_summary
+        if self._train_loaders:
+            mid_epoch = self._mid_epoch()
+            state["training_streams"] = per_rank({
+                name: {"state": loader.source.state_dict(),
+                       "batches": loader.state_dict()["batches"] if mid_epoch else 0}
+                for name, loader in self._train_loaders.items()})
         return state
 
+    def _mid_epoch(self) -> bool:
+        """Whether the labelled stream has handed out fewer batches than the epoch has."""
+        loader = self._train_loaders.get(LABELLED)
+        if loader is None:
+            return False
+        trainer = getattr(self, "trainer", None)
+        epoch = getattr(trainer, "num_training_batches", None) if trainer is not None else None
+        if not isinstance(epoch, int):
+            epoch = len(loader)
+        return 0 < loader.state_dict()["batches"] < epoch
+
     def load_state_dict(self, state_dict: dict) -> None:
-        pass  # the datamodule is rebuilt from its config; nothing to restore
+        """Keep this process's training-stream states for the next :meth:`train_dataloader`
+        (the rest is rebuilt from the config)."""
+        self._stream_states = state_dict.get("training_streams")
 
     # ------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
@@ -211,12 +245,24 @@ class _CachedDataModule(L.LightningDataModule):
     def train_dataloader(self):
         """The labelled loader, or — with requested streams — one ``CombinedLoader`` whose
         epoch is the labelled loader's and whose other streams cycle."""
-        labelled = self.labelled_dataloader()
-        if not self._streams:
-            return labelled
         factories = self.stream_loaders()
-        streams = {name: Cycled(factories[name](size)) for name, size in self._streams.items()}
-        return CombinedLoader({LABELLED: labelled, **streams}, mode="min_size")
+        loaders = {LABELLED: self.labelled_dataloader(),
+                   **{name: factories[name](size) for name, size in self._streams.items()}}
+        self._train_loaders = {name: loader for name, loader in loaders.items()
+                               if isinstance(loader, ResumableLoader) and loader.source is not None}
+        states = this_rank(self._stream_states, "training-stream state") or {}
+        self._stream_states = None
+        for name, state in states.items():
+            if name not in self._train_loaders:
+                raise ValueError(f"the checkpoint holds the state of training stream {name!r}, which "
+                                 f"this run does not have (it has {sorted(self._train_loaders)})")
+            self._train_loaders[name].source.load_state_dict(state["state"])
+            # Mid-epoch: the next pass is the rest of the interrupted one.
+            self._train_loaders[name].load_state_dict({"batches": state["batches"]})
+        if not self._streams:
+            return loaders[LABELLED]
+        streams = {name: Cycled(loader) for name, loader in loaders.items() if name != LABELLED}
+        return CombinedLoader({LABELLED: loaders[LABELLED], **streams}, mode="min_size")
 
     def labelled_dataloader(self) -> DataLoader:
         raise NotImplementedError
@@ -270,7 +316,8 @@ class PatchDataModule(_CachedDataModule):
         spacing_mm: preprocessing spacing in mm; ``None`` = the preset's.
         patch_size: training patch size ``(X, Y, Z)`` in voxels.
         samples_per_volume: patches drawn from each (augmented) volume.
-        queue_length: patches held by the queue (``tio.Queue`` max_length).
+        queue_length: patches held by the queue (``tio.Queue`` max_length; rounded up to a
+            multiple of ``samples_per_volume``).
         batch_size: patches per training batch.
         num_workers: processes that load/augment subjects (and warm the cache).
         label_probabilities: probability that a patch centre falls on each label value
@@ -369,8 +416,8 @@ class PatchDataModule(_CachedDataModule):
                             subject_sampler=distributed_subjects(len(dataset), self.seed),
                             num_workers=self.num_workers, seed=self.seed)
         # The queue hands out patches in the main process: its loader must have 0 workers.
-        return DataLoader(PatchStream(queue), batch_size=self.batch_size, num_workers=0,
-                          collate_fn=self._collate(), generator=self._generator(2))
+        return ResumableLoader(PatchStream(queue), batch_size=self.batch_size, num_workers=0,
+                               collate_fn=self._collate(), generator=self._generator(2))
 
     def unlabelled_dataloader(self, batch_size: int | None = None,
                               subjects: list[tio.Subject] | None = None) -> DataLoader:
@@ -384,8 +431,9 @@ class PatchDataModule(_CachedDataModule):
                             tio.UniformSampler(self.patch_size), num_workers=self.num_workers,
                             subject_sampler=distributed_subjects(len(dataset), self.seed + 7),
                             seed=self.seed + 7)
-        return DataLoader(PatchStream(queue), batch_size=batch_size or self.batch_size, num_workers=0,
-                          collate_fn=SubjectCollate(self.modalities), generator=self._generator(5))
+        return ResumableLoader(PatchStream(queue), batch_size=batch_size or self.batch_size,
+                               num_workers=0, collate_fn=SubjectCollate(self.modalities),
+                               generator=self._generator(5))
 
     def val_dataloader(self) -> DataLoader:
         return self._volume_loader("val", self._collate())
@@ -498,9 +546,9 @@ class VolumeDataModule(_CachedDataModule):
             order = WeightedRandomSampler(weights, len(train), replacement=True, generator=generator)
         else:
             order = RandomSampler(dataset, generator=generator)
-        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
-                          sampler=SeededSampler(order, generator), collate_fn=self._collate(),
-                          generator=generator)
+        return ResumableLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers,
+                               sampler=SeededSampler(order, generator), collate_fn=self._collate(),
+                               generator=generator)
 
     def unlabelled_dataloader(self, batch_size: int | None = None) -> DataLoader:
         """Shuffled, augmented unlabelled volumes: the training batch keys without ``label``."""
@@ -508,9 +556,9 @@ class VolumeDataModule(_CachedDataModule):
                                         transform=augmentation("classification", self.augmentation))
         generator = self._generator(5)
         order = SeededSampler(RandomSampler(dataset, generator=generator), generator)
-        return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=order,
-                          num_workers=self.num_workers, generator=generator,
-                          collate_fn=SubjectCollate(self.modalities, tabular_key="tabular"))
+        return ResumableLoader(dataset, batch_size=batch_size or self.batch_size, sampler=order,
+                               num_workers=self.num_workers, generator=generator,
+                               collate_fn=SubjectCollate(self.modalities, tabular_key="tabular"))
 
     def val_dataloader(self) -> DataLoader:
         return self._volume_loader("val", self._collate(), self.batch_size)
@@ -528,6 +576,14 @@ class Cycled:
 
     def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
+
+    def state_dict(self) -> dict:
+        """The wrapped loader's position (``{}`` when it has none to save)."""
+        return self.loader.state_dict() if hasattr(self.loader, "state_dict") else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if hasattr(self.loader, "load_state_dict"):
+            self.loader.load_state_dict(state)
 
     def __iter__(self):
         while True:
@@ -552,13 +608,28 @@ def distributed_subjects(n: int, seed: int) -> DistributedSampler | None:
 class PatchStream(IterableDataset):
     """A queue's patches of one epoch, in the order it hands them out. An iterable, so that
     Lightning does not shard the patches again under DDP: the queue already loads only this
-    rank's subjects (:func:`distributed_subjects`)."""
+    rank's subjects (:func:`distributed_subjects`).
+
+    Resumable: ``state_dict``/``load_state_dict`` are the queue's (its random state and place
+    in its stream of patches); :meth:`resume_at` makes the next epoch hand out only the
+    patches that an epoch interrupted after ``items`` patches had left."""
 
     def __init__(self, queue: SeededQueue) -> None:
         self.queue = queue
+        self._start = 0
 
     def __len__(self) -> int:
         return len(self.queue)
 
     def __iter__(self):
-        return (self.queue[i] for i in range(len(self.queue)))
+        start, self._start = self._start, 0
+        return (self.queue[i] for i in range(start, len(self.queue)))
+
+    def state_dict(self) -> dict:
+        return self.queue.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.queue.load_state_dict(state)
+
+    def resume_at(self, items: int) -> None:
+        self._start = int(items)

@@ -4,7 +4,8 @@
   draw (subject order, augmentation parameters, patch locations) comes from a
   ``torch.Generator``, so batches are the same for any ``num_workers`` and the global RNG is
   neither read nor changed. The queue takes an optional ``subject_sampler`` (e.g. a
-  ``DistributedSampler``) that decides which subjects this process loads.
+  ``DistributedSampler``) that decides which subjects this process loads. Queue and sampler
+  save and restore their state (``state_dict``/``load_state_dict``) for exact resume.
 - :class:`LabelPatchSampler`: ``tio.LabelSampler``'s patch-centre distribution, drawn cheaply.
 - :class:`SubjectCollate`: ``tio.Subject`` samples → a batch dict of tensors.
 """
@@ -42,21 +43,59 @@ class SeededSampler(Sampler):
     Each pass over this sampler is one epoch: if the wrapped sampler has ``set_epoch`` (a
     ``DistributedSampler``), pass ``k`` (from 0) first calls ``sampler.set_epoch(k)``, so the
     subject order changes between passes and stays the same on every rank.
+
+    Resumable (``generator`` must be the only generator the wrapped sampler draws from):
+    :meth:`state_dict` holds the epoch and generator state now and at the start of the pass in
+    progress; after :meth:`load_state_dict` the next pass continues from there, and
+    :meth:`resume_at` makes it instead replay the interrupted pass from its start, skipping
+    (drawing but not yielding) its first items.
     """
 
     def __init__(self, sampler: Sampler, generator: torch.Generator):
         self.sampler, self.generator = sampler, generator
         self.epoch = 0
+        self._pass_start: dict | None = None  # epoch and generator state of the pass in progress
+        self._resume: tuple[dict, int] | None = None
 
     def __iter__(self):
+        skip = 0
+        if self._resume is not None:
+            start, skip = self._resume
+            self._resume = None
+            self.epoch = int(start["epoch"])
+            self.generator.set_state(start["generator"])
+        self._pass_start = {"epoch": self.epoch, "generator": self.generator.get_state()}
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(self.epoch)
         self.epoch += 1
-        for index in self.sampler:
-            yield int(index), _draw_seed(self.generator)
+        # The whole order first: a sampler may draw again when it is exhausted (RandomSampler
+        # does), and a pass must end with all of its draws made.
+        order = [int(index) for index in self.sampler]
+        for position, index in enumerate(order):
+            seed = _draw_seed(self.generator)
+            if position >= skip:
+                yield index, seed
 
     def __len__(self) -> int:
         return len(self.sampler)
+
+    def state_dict(self) -> dict:
+        """``epoch`` (of the next pass), ``generator`` (state now, a uint8 tensor) and
+        ``pass_start`` (both at the start of the pass in progress; ``None`` before the first)."""
+        return {"epoch": self.epoch, "generator": self.generator.get_state(),
+                "pass_start": self._pass_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+        self.generator.set_state(state["generator"])
+        self._pass_start = state["pass_start"]
+
+    def resume_at(self, items: int) -> None:
+        """Make the next pass the pass in progress at :meth:`state_dict` time, from its item
+        ``items`` on (what a loader interrupted mid-epoch has not yet handed out)."""
+        if self._pass_start is None:
+            raise RuntimeError("SeededSampler.resume_at: no pass was in progress in the loaded state")
+        self._resume = (self._pass_start, int(items))
 
 
 class SeededSubjectsDataset(tio.SubjectsDataset):
@@ -91,7 +130,8 @@ class SeededQueue(tio.Queue):
         subjects_dataset: the subjects; items are loaded and transformed in the
             ``num_workers`` loader processes under per-item seeds.
         max_length, samples_per_volume, sampler, num_workers, shuffle_patches, verbose: as for
-            ``tio.Queue``.
+            ``tio.Queue``; ``max_length`` is rounded up to a multiple of
+            ``samples_per_volume``, so that a subject's patches never straddle two refills.
         subject_sampler: which subjects this process loads, in which order (indices into
             ``subjects_dataset``); default a shuffle driven by ``seed``. Give a
             ``DistributedSampler`` under DDP: each rank then loads its own share of the
@@ -103,6 +143,13 @@ class SeededQueue(tio.Queue):
     from a second generator at each refill (worker prefetching consumes the per-item seed
     stream ahead of time, so the two must not share a generator). ``len(queue)`` is
     ``len(subject_sampler) × samples_per_volume`` patches per epoch.
+
+    Resumable: the patches form one stream, cut into passes of ``len(queue)`` patches (one
+    pass over the subjects); a pass ends with an empty queue and starts its subject loader
+    anew (lazily, at the first refill). :meth:`state_dict` holds the generator states and
+    sampler epoch at the start of the pass in progress and the number of patches handed out
+    since; :meth:`load_state_dict`, on a queue that has handed out nothing, restores them and
+    re-draws those patches (loading their subjects again) before the next one is handed out.
     """
 
     def __init__(self, subjects_dataset: SeededSubjectsDataset, max_length: int,
@@ -117,12 +164,17 @@ class SeededQueue(tio.Queue):
         self.patch_generator = torch.Generator().manual_seed(stream_seed + 1)
         if subject_sampler is None:
             subject_sampler = RandomSampler(range(len(subjects_dataset)), generator=self.generator)
-        # Creating the subject loader draws a DataLoader base seed from the global RNG.
-        with torch.random.fork_rng(devices=[]):
-            super().__init__(subjects_dataset, max_length, samples_per_volume, sampler,
-                             subject_sampler=SeededSampler(subject_sampler, self.generator),
-                             num_workers=num_workers, shuffle_subjects=False,
-                             shuffle_patches=shuffle_patches, verbose=verbose)
+        max_length = -(-int(max_length) // int(samples_per_volume)) * int(samples_per_volume)
+        # The subject loader starts at the first refill (not here): a restored state must be
+        # in place before it draws its first seeds.
+        super().__init__(subjects_dataset, max_length, samples_per_volume, sampler,
+                         subject_sampler=SeededSampler(subject_sampler, self.generator),
+                         num_workers=num_workers, shuffle_subjects=False,
+                         shuffle_patches=shuffle_patches, start_background=False, verbose=verbose)
+        self._pass_length = self.iterations_per_epoch
+        self._pass_start = self._snapshot()
+        self._handed_out = 0  # patches handed out in the pass in progress
+        self._replay = 0  # patches to re-draw (and drop) before the next is handed out
 
     @property
     def iterations_per_epoch(self) -> int:
@@ -133,9 +185,21 @@ class SeededQueue(tio.Queue):
                              f"remove the subjects' {tio.constants.NUM_SAMPLES!r} attribute")
         return len(self.subject_sampler) * self.samples_per_volume
 
+    def __len__(self) -> int:
+        return self._pass_length
+
     def __getitem__(self, index) -> tio.Subject:
+        while self._replay:
+            self._replay -= 1
+            self._next_patch()
+        return self._next_patch()
+
+    def _next_patch(self) -> tio.Subject:
+        if self._handed_out >= self._pass_length:  # a pass ends with an empty queue
+            self._pass_start, self._handed_out = self._snapshot(), 0
+        self._handed_out += 1
         if self.patches_list:
-            return super().__getitem__(index)
+            return super().__getitem__(0)
         # An empty queue refills now. Patch cutting is many small tensor ops, so intra-op
         # threads would only contend with the training step that runs in this process.
         threads = torch.get_num_threads()
@@ -143,9 +207,32 @@ class SeededQueue(tio.Queue):
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_draw_seed(self.patch_generator))
-                return super().__getitem__(index)
+                return super().__getitem__(0)
         finally:
             torch.set_num_threads(threads)
+
+    # ------------------------------------------------------------ resuming
+    def _snapshot(self) -> dict:
+        return {"generator": self.generator.get_state(),
+                "patch_generator": self.patch_generator.get_state(),
+                "epoch": self.subject_sampler.epoch}
+
+    def state_dict(self) -> dict:
+        """``pass_start`` (``generator``, ``patch_generator``: uint8 tensors; ``epoch``: the
+        subject sampler's) and ``handed_out`` (patches of that pass handed out so far)."""
+        if self._handed_out >= self._pass_length:  # between passes: nothing to re-draw
+            return {"pass_start": self._snapshot(), "handed_out": 0}
+        return {"pass_start": self._pass_start, "handed_out": self._handed_out + self._replay}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._handed_out or self.patches_list:
+            raise RuntimeError("SeededQueue.load_state_dict: restore a queue before drawing from it")
+        start = state["pass_start"]
+        self.generator.set_state(start["generator"])
+        self.patch_generator.set_state(start["patch_generator"])
+        self.subject_sampler.epoch = int(start["epoch"])
+        self._pass_start = {key: start[key] for key in ("generator", "patch_generator", "epoch")}
+        self._replay = int(state["handed_out"])
 
 
 class LabelPatchSampler(tio.LabelSampler):

@@ -35,12 +35,15 @@ import torch.distributed as dist
 from lightning.pytorch import LightningModule
 from torch import nn
 
+from cogimg.data.resumable import per_rank, rng_states, set_rng_states, this_rank
 from cogimg.tasks.addons import LABELLED, TrainingAddon, TrainingStep, build_addons
 from cogimg.tasks.scoring import SubjectScorer
 
 OPTIMIZERS = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 SCHEDULERS = ("cosine", "constant")
 STAGES = ("val", "test")
+#: Checkpoint key of the global random states of every process (:mod:`cogimg.data.resumable`).
+RNG_KEY = "rng_states"
 
 
 class BaseTask(LightningModule):
@@ -293,6 +296,19 @@ class BaseTask(LightningModule):
         for key in ("hyper_parameters", "datamodule_hyper_parameters"):
             if key in checkpoint:
                 checkpoint[key] = _plain(checkpoint[key])
+        # Exact resume: every process's global random states (a collective under DDP, where
+        # Lightning writes checkpoints from every rank); restored when training restarts.
+        checkpoint[RNG_KEY] = per_rank(rng_states())
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._rng_to_restore = checkpoint.get(RNG_KEY)
+
+    def on_train_start(self) -> None:
+        # After the sanity check (which Lightning runs on isolated random states) and the
+        # loaders' setup, as in the run that wrote the checkpoint.
+        states, self._rng_to_restore = getattr(self, "_rng_to_restore", None), None
+        if (state := this_rank(states, "random state")) is not None:
+            set_rng_states(state)
 
 
 def unique_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

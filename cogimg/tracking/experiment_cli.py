@@ -9,7 +9,9 @@ Unless a config sets ``trainer.logger`` itself, every fit logs to a run director
 (:mod:`cogimg.tracking.run`): CSV always, W&B offline by default, and a
 :class:`~cogimg.tracking.run.RunRecorder` that writes the manifest, final metrics and
 per-subject tables. Fitting with ``--ckpt_path <run dir>/checkpoints/last.ckpt`` continues
-that run directory.
+that run directory, exactly as the uninterrupted run would have gone on (random states, data
+order and loop position are in the checkpoint); SIGUSR1 makes a fit checkpoint and stop
+(:mod:`cogimg.tracking.preemption`, for SLURM requeueing).
 
 ``trainer.precision: bf16-mixed`` runs in bfloat16 where the device computes it natively (CUDA
 with bf16, CPUs with AVX512-BF16 or AMX) and falls back, with a warning, to ``32-true`` where
@@ -33,6 +35,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from cogimg.tasks.config import add_run_arguments, check_no_linked_keys, link_experiment_arguments
+from cogimg.tracking.preemption import Preemption
 from cogimg.tracking.run import RunRecorder, default_loggers, resume_version
 
 
@@ -93,6 +96,7 @@ class CogimgCLI(LightningCLI):
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> object:
         config["precision"] = effective_precision(config.get("precision"), config.get("accelerator", "auto"))
+        callbacks = [*callbacks, Preemption()]  # SIGUSR1: checkpoint, requeue on SLURM, stop
         # Run directory: CSV (+ W&B) loggers and the run recorder, unless the config chose
         # its own logger or this is a smoke test (fast_dev_run disables loggers anyway).
         if config.get("logger") in (None, True) and not config.get("fast_dev_run"):
