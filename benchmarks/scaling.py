@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -49,6 +50,7 @@ def fit_throughput(processes: int, data: Path, out: Path, epochs: int, patch: in
                    samples_per_volume: int, batch_size: int) -> dict:
     """Patches/s of one ``cogimg fit`` with ``processes`` DDP ranks (one thread each)."""
     root = out / f"ddp{processes}"
+    shutil.rmtree(root, ignore_errors=True)  # a scratch folder: the manifest read below is this fit's
     args = ["fit", "--config", str(CONFIG), "--trainer.default_root_dir", str(root),
             "--trainer.max_epochs", str(epochs), "--trainer.limit_val_batches", "0",
             "--trainer.num_sanity_val_steps", "0", "--trainer.precision", "32-true",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cogimg.tracking.experiment_cli import CogimgCLI, run_cli
 
-__all__ = ["KINDS", "CogimgCLI", "config_kind", "enforce_import_paths", "refuse_remote_checkpoints", "remote_checkpoints",
+__all__ = ["KINDS", "CogimgCLI", "config_kind", "refuse_remote_checkpoints", "remote_checkpoints",
            "routed_command", "run_lightning_cli"]
 
 #: top-level ``kind`` of an experiment YAML -> the plain subcommand that runs it
@@ -131,21 +131,7 @@ def refuse_remote_checkpoints(argv: list[str]) -> None:
                          "download it, check where it comes from, and pass the file")
 
 
-def enforce_import_paths() -> None:
-    """Make jsonargparse's import-path denylist an error instead of a warning.
-
-    A config's ``class_path`` (and any callable or type given as a value) is imported and
-    instantiated: ``class_path: subprocess.Popen`` would run a command. jsonargparse denies
-    such paths (``os``, ``subprocess``, ``pickle``, ``importlib`` …) but, unless a denylist or
-    allowlist is set, only warns; an empty extra denylist keeps its defaults and enforces them.
-    """
-    from jsonargparse import set_parsing_settings
-
-    set_parsing_settings(import_path_denylist=[])
-
-
 def run_lightning_cli(argv: list[str]) -> CogimgCLI:
     """Run LightningCLI on ``argv`` (``["fit", "--config", "x.yaml", …]``), with the
-    import-path denylist enforced (:func:`enforce_import_paths`)."""
-    enforce_import_paths()
+    import-path denylist enforced (:func:`~cogimg.tracking.experiment_cli.enforce_import_paths`)."""
     return run_cli(argv)

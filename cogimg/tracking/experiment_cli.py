@@ -111,8 +111,23 @@ class CogimgCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
 
+def enforce_import_paths() -> None:
+    """Make jsonargparse's import-path denylist an error instead of a warning.
+
+    A config's ``class_path`` (and any callable or type given as a value) is imported and
+    instantiated: ``class_path: subprocess.Popen`` would run a command. jsonargparse denies
+    such paths (``os``, ``subprocess``, ``pickle``, ``importlib`` …) but, unless a denylist or
+    allowlist is set, only warns; an empty extra denylist keeps its defaults and enforces them.
+    Every config this module parses (``cogimg fit``, sweeps, benchmarks) goes through it.
+    """
+    from jsonargparse import set_parsing_settings
+
+    set_parsing_settings(import_path_denylist=[])
+
+
 def _cli(argv: list[str], run: bool, experiment: str | None = None,
          resume_from: str | None = None) -> CogimgCLI:
+    enforce_import_paths()
     # LightningCLI reads sys.argv (and warns when given both it and ``args``); the run names
     # are read while the classes are instantiated, inside the constructor.
     with mock.patch.object(sys, "argv", [sys.argv[0], *argv]), \

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, RandomSampler
 
 from cogimg.data.augmentation import augmentation
 from cogimg.data.datamodules import SUBSETS, PatchDataModule, VolumeDataModule
+from cogimg.data.resumable import ResumableLoader
 from cogimg.data.sampling import SeededSampler, SeededSubjectsDataset, SubjectCollate
 
 
@@ -58,9 +59,9 @@ class TargetSiteVolumeDataModule(_TargetSite, VolumeDataModule):
         generator = self._generator(4)
         order = RandomSampler(dataset, generator=generator)
         collate = SubjectCollate(self.modalities, tabular_key="tabular")  # no class_key: no labels
-        return DataLoader(dataset, batch_size=self.target_batch_size or self.batch_size,
-                          num_workers=self.num_workers, sampler=SeededSampler(order, generator),
-                          collate_fn=collate, generator=generator)
+        return ResumableLoader(dataset, batch_size=self.target_batch_size or self.batch_size,
+                               num_workers=self.num_workers, sampler=SeededSampler(order, generator),
+                               collate_fn=collate, generator=generator)
 
     def stream_loaders(self) -> dict:
         return {**super().stream_loaders(), "target": lambda _size: self.target_dataloader()}
