@@ -73,8 +73,13 @@ def _hand_fedavg(path, n_arrays: int) -> list[np.ndarray]:
 def deployed(three_sites):
     """A 2-round FedAvg run on real Flower processes: SuperLink and one SuperNode per site."""
     spec = _spec(three_sites, "fedavg", "deployed")
-    with LocalFederation({s: {} for s in SITES}, workdir=three_sites[2] / "federation", timeout_s=300) as fed:
-        fed.run(spec)
+    # One thread per client process, as Ray gives its simulated clients (num_cpus=1): the two
+    # engines then run the same float operations, so their models can be compared closely.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", "1")
+        with LocalFederation({s: {} for s in SITES}, workdir=three_sites[2] / "federation",
+                             timeout_s=300) as fed:
+            fed.run(spec)
     return spec
 
 
