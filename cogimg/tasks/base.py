@@ -12,13 +12,16 @@ The protocol every caller uses instead of ``isinstance`` (one module per task im
   :attr:`primary_metric` and :attr:`metric_mode` (the class's default, replaced by the disease
   preset's ``primary_metric``/``metric_mode`` when the datamodule's preset is of the task's
   kind);
-- training: ``logits(batch, model=None)``, ``loss(output, batch)``, ``supervised_loss``,
-  ``feature_module()`` / ``feature_width(name)`` (features that add-ons may align);
+- training: ``logits(batch, model=None)``, ``loss(output, batch)``, ``unlabelled_logits``,
+  ``evaluation_logits`` (test-time adaptation), ``feature_module()`` / ``feature_width(name)``
+  (features that add-ons may align);
 - evaluation: ``evaluate_batch(batch, stage) -> rows`` and ``summarise(rows, stage)``;
   ``subject_scorer`` (a :class:`~cogimg.tasks.scoring.SubjectScorer` class) re-scores any
-  subset of a run's per-subject CSV, for leaderboards; ``leaderboard_metrics`` and ``metric_labels`` name what is reported;
-- inference: ``infer(batch)`` (one evaluation batch as deployed, for latency) and
-  ``predict_case(image)`` (one preprocessed case, for ``cogimg predict``).
+  subset of a run's per-subject CSV, for leaderboards; ``leaderboard_metrics`` and
+  ``metric_labels`` name what is reported;
+- inference: ``infer(batch)`` (one evaluation batch as deployed, for latency),
+  ``predict_case(image)`` (one preprocessed case, for ``cogimg predict``) and
+  ``explanation_target(image, …)`` (what attribution methods explain).
 """
 
 from __future__ import annotations
@@ -118,10 +121,6 @@ class BaseTask(LightningModule):
     def loss(self, output: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor:
         """Supervised loss of ``logits`` output against ``batch``'s labels."""
         raise NotImplementedError
-
-    def supervised_loss(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, int]:
-        """Loss on a labelled batch and its size."""
-        return self.loss(self.logits(batch), batch), int(batch["image"].shape[0])
 
     def unlabelled_logits(self, batch: Mapping[str, Any], model: nn.Module | None = None) -> torch.Tensor:
         """Per-sample class logits ``(B, K, …)`` on an unlabelled batch (consistency losses)."""

@@ -107,9 +107,6 @@ class RegressionTask(BaseTask):
         target = (batch["target"].float() - self.target_mean) / self.target_std
         return F.huber_loss(output, target, delta=self.hparams.huber_delta)
 
-    def supervised_loss(self, batch: dict) -> tuple[torch.Tensor, int]:
-        return self.loss(self.logits(batch), batch), int(batch["target"].shape[0])
-
     def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
         pred = self(batch.get("image"), batch.get("tabular")).detach().cpu().numpy()
         target = batch["target"].detach().cpu().numpy()
