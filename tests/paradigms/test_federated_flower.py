@@ -73,8 +73,9 @@ def _hand_fedavg(path, n_arrays: int) -> list[np.ndarray]:
 def deployed(three_sites):
     """A 2-round FedAvg run on real Flower processes: SuperLink and one SuperNode per site."""
     spec = _spec(three_sites, "fedavg", "deployed")
-    # One thread per client process, as Ray gives its simulated clients (num_cpus=1): the two
-    # engines then run the same float operations, so their models can be compared closely.
+    # One thread per client process in both engines (here and in the simulation test, whatever
+    # the caller's environment): they then run the same float operations, so their models can
+    # be compared closely.
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("OMP_NUM_THREADS", "1")
         with LocalFederation({s: {} for s in SITES}, workdir=three_sites[2] / "federation",
@@ -105,8 +106,9 @@ def test_deployment_global_model_is_fedavg_of_the_client_updates(deployed):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_simulation_reproduces_the_deployment(deployed, three_sites):
+def test_simulation_reproduces_the_deployment(deployed, three_sites, monkeypatch):
     spec = _spec(three_sites, "fedavg", "simulated")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray's workers: one thread, as the deployment's
     strategy = simulate(spec)
     assert [h["round"] for h in strategy.history] == [1, 2]
     assert "balanced_accuracy" in strategy.history[-1]["val"]
