@@ -9,7 +9,7 @@ never stopped: the global random states and the position of the training loaders
 - :class:`ResumableLoader`: a ``DataLoader`` that resumes mid-epoch. It counts the batches it
   has handed out in the current pass (its ``state_dict``); after ``load_state_dict`` its next
   pass starts at that batch, through its *source* — the dataset or the sampler that has
-  ``resume_at(items)`` (:class:`~cogimg.data.datamodules.PatchStream`,
+  ``resume_at(items)`` (:class:`~cogimg.data.streams.PatchStream`,
   :class:`~cogimg.data.sampling.SeededSampler`), whose own random state is restored first. The
   datamodules save and restore both (Lightning's own restoring of loader states is skipped
   when ``trainer.estimated_stepping_batches`` built the loader before the checkpoint was

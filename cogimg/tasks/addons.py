@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from cogimg.data.datamodules import LABELLED
+from cogimg.data.streams import LABELLED
 
 
 class TrainingAddon(nn.Module):

@@ -13,9 +13,9 @@ import torch
 import torchio as tio
 from torch.utils.data import RandomSampler
 
-from cogimg.data.datamodules import PatchStream
 from cogimg.data.resumable import ResumableLoader, per_rank, rng_states, set_rng_states, this_rank
 from cogimg.data.sampling import SeededSampler, SeededSubjectsDataset, SubjectCollate
+from cogimg.data.streams import PatchStream
 from tests.data.test_datamodules import build_tree, patch_dm, volume_dm
 from tests.data.test_sampling import _queue
 
