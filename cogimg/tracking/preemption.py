@@ -109,7 +109,8 @@ def requeue() -> bool:
     scontrol = shutil.which("scontrol")
     if not job or scontrol is None:
         return False
-    done = subprocess.run([scontrol, "requeue", job], check=False, capture_output=True, text=True)
+    done = subprocess.run([scontrol, "requeue", job], check=False, capture_output=True,
+                          encoding="utf-8", errors="replace")
     if done.returncode:
         log.warning("scontrol requeue %s failed (%d): %s", job, done.returncode, done.stderr.strip())
     return done.returncode == 0

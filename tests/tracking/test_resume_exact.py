@@ -99,7 +99,7 @@ class Fits:
         raise AssertionError(f"no checkpoint from {name}: {self.log(name)}")
 
     def log(self, name: str) -> str:
-        return "\n".join(p.read_text()[-3000:] for p in sorted((self.tmp / name).glob("log*")))
+        return "\n".join(p.read_text(encoding="utf-8", errors="replace")[-3000:] for p in sorted((self.tmp / name).glob("log*")))
 
     def results(self, name: str) -> tuple[dict, pd.DataFrame]:
         run = self.tmp / name / "lightning_logs" / "version_0"

@@ -78,7 +78,7 @@ def _wait_for_port(port: int, timeout_s: float, process: subprocess.Popen, log: 
     deadline = time.monotonic() + timeout_s
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{log.read_text(encoding='utf-8', errors='replace')[-3000:]}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                 return
@@ -150,7 +150,8 @@ class LocalFederation:
         app = write_app(self.workdir / "app")
         done = subprocess.run([str(self.bin / "flwr"), "run", str(app), "local", "--stream",
                                "--run-config", f"spec={str(path)!r}"], env=self.env, cwd=self.workdir,
-                              check=False, capture_output=True, text=True, timeout=self.timeout_s)
+                              check=False, capture_output=True, encoding="utf-8", errors="replace",
+                              timeout=self.timeout_s)
         (self.workdir / "flwr-run.log").write_text(done.stdout + done.stderr, encoding="utf-8")
         if done.returncode != 0:
             raise RuntimeError(f"flwr run failed ({done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
