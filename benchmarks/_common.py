@@ -1,14 +1,36 @@
-"""Small helpers shared by the benchmark scripts."""
+"""Small helpers shared by the benchmark scripts: timing, the run-time CLI flags every
+benchmark takes (``--device``, ``--threads``) and :func:`write_result`, which writes a
+benchmark's numbers with the machine, commit and package versions to ``results/<name>.json``.
+
+A result file is a JSON object::
+
+    {"benchmark": name, "date": UTC ISO-8601, "command": [argv...],
+     "machine": {"device", "cpu_model", "cpu_count", "threads", "platform", "cuda"},
+     "git": {"commit", "dirty"}, "versions": {"python", "torch", ...},
+     "headline": {label: number} (optional: what the README quotes), ...the numbers}
+
+``benchmarks/render_results.py`` renders every such file into ``results/README.md`` and the
+headline block of ``README.md``.
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+#: Where benchmarks write their measured numbers (created on demand).
+RESULTS_DIR = REPO / "results"
+#: Distributions whose versions a result records (``None`` when not installed).
+PACKAGES = ("cogimg", "torch", "lightning", "monai", "torchio", "numpy", "scipy", "nibabel",
+            "nilearn", "timm", "scikit-learn")
 
 
 def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -23,27 +45,92 @@ def best_time(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     return min(times)
 
 
-#: Where benchmarks write their measured numbers (created on demand).
-RESULTS_DIR = Path(__file__).resolve().parents[1] / "results"
+def add_runtime_args(parser: argparse.ArgumentParser, threads: int | None = None) -> None:
+    """Add ``--device`` (``auto``: CUDA when torch sees a GPU, else CPU) and ``--threads``
+    (torch intra-op threads; default ``threads``, or torch's own default when ``None``)."""
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N or auto (CUDA when available; default)")
+    parser.add_argument("--threads", type=int, default=threads,
+                        help="torch CPU threads (default: %(default)s; None = torch's default)")
 
 
-def write_result(name: str, payload: dict, results_dir: Path | None = None) -> Path:
-    """Write ``payload`` plus the machine and library versions to ``results/<name>.json``.
-
-    The numbers that back cogimg's defaults live there, not in docstrings; a benchmark run
-    overwrites its file (commit it if the numbers are to be cited)."""
+def apply_runtime(args: argparse.Namespace):
+    """Set torch's thread count from ``args.threads`` and return the ``torch.device`` that
+    ``args.device`` names (``auto`` resolved). Exits with a message when CUDA is asked for
+    but torch sees no GPU."""
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = args.device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: torch sees no GPU")
+    args.device = str(device)
+    return device
+
+
+def lightning_accelerator(device) -> str:
+    """Lightning's ``accelerator`` for a ``torch.device`` (``"gpu"`` or ``"cpu"``)."""
+    return "gpu" if str(device).startswith("cuda") else "cpu"
+
+
+def cpu_model() -> str | None:
+    """The CPU's model name: ``platform.processor()``, else ``/proc/cpuinfo``'s ``model name``
+    (Linux, where ``platform.processor()`` is often empty), else ``None``."""
+    name = platform.processor()
+    if name and name not in ("x86_64", "aarch64", "arm64", "i386"):
+        return name
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.lower().startswith(("model name", "cpu model", "hardware")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return name or None
+
+
+def environment(device: str | None = None) -> dict:
+    """Machine, commit, package versions, date and command line of this process."""
+    import torch
+
+    from cogimg.tracking.run import git_info, package_versions
+
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    versions = package_versions(PACKAGES)
+    versions["torch"] = torch.__version__  # with its build tag (+cpu, +cu130 …)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count()
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": [Path(sys.executable).name, *sys.argv],
+        "machine": {"device": device or ("cuda" if cuda else "cpu"), "cpu_model": cpu_model(),
+                    "cpu_count": cpus, "threads": torch.get_num_threads(),
+                    "platform": platform.platform(), "cuda": cuda},
+        "git": git_info(REPO),
+        "versions": versions,
+    }
+
+
+def write_result(name: str, payload: dict, results_dir: Path | None = None,
+                 device: str | None = None, headline: dict | None = None) -> Path:
+    """Write ``payload`` with :func:`environment` to ``results/<name>.json`` atomically.
+
+    ``headline`` maps a short label to a number (or short string) the README may quote;
+    ``benchmarks/render_results.py`` puts it in ``README.md``. A benchmark run overwrites its
+    file (commit it if the numbers are to be cited). Returns the path."""
+    from cogimg.io import atomic_write_text
+
     out = Path(results_dir or RESULTS_DIR) / f"{name}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
-              "versions": {"python": platform.python_version(), "torch": torch.__version__},
-              **payload}
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    record = {"benchmark": name, **environment(device)}
+    if headline:
+        record["headline"] = headline
+    record.update(payload)
+    atomic_write_text(out, json.dumps(record, indent=2, default=str) + "\n")
     print(f"wrote {out}")
     return out

@@ -5,9 +5,12 @@ in well under a minute on 2 cores. Without ``--data`` this writes a stand-in coh
 size (per subject: T1w, FLAIR, T2starw, amyloid PET, DWI, ADC as noisy float32 91×109×91
 volumes, two uint8 masks, a boxes JSON and a ground-truth map; 8 NIfTIs are validated, the
 map is only recorded) and times full validation with 1 thread and with the default thread
-count, plus a header-only scan, side by side.
+count (``--workers`` reader threads), plus a header-only scan, side by side, and writes every time and
+the speed-up of the parallel run over one thread to ``results/bids_validation.json``
+(``--quick``: 10 subjects, ``results/bids_validation_quick.json``).
 
     python benchmarks/bids_validation.py                       # stand-in cohort in a temp dir
+    python benchmarks/bids_validation.py --quick               # 10 subjects, well under a minute
     python benchmarks/bids_validation.py --data data/synth     # an existing tree (cogimg synth)
     taskset -c 0,1 python benchmarks/bids_validation.py        # as on a 2-core machine
 """
@@ -23,6 +26,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from _common import write_result
 
 SHAPE = (91, 109, 91)  # MNI152 at 2 mm
 
@@ -81,7 +85,12 @@ def main() -> None:
         "--data", type=Path, help="existing BIDS tree to time (default: write a stand-in)"
     )
     parser.add_argument("--subjects", type=int, default=120)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="reader threads of the parallel run (default: min(8, usable CPUs))")
+    parser.add_argument("--quick", action="store_true", help="10 stand-in subjects")
     args = parser.parse_args()
+    if args.quick:
+        args.subjects = 10
 
     from cogimg.data.bids import load_dataset
 
@@ -99,11 +108,12 @@ def main() -> None:
         print(f"tree: {root} ({n_files} files, {size_gb:.2f} GB on disk), usable CPUs: {cpus}")
         load_dataset(root, validate_voxels=False)  # warm the directory cache for every run alike
 
+        workers = args.workers or min(8, cpus)
         timings = {}
         for label, kwargs in (
             ("headers only", {"validate_voxels": False}),
             ("full, 1 thread", {"num_workers": 1}),
-            (f"full, default threads ({min(8, cpus)})", {}),
+            (f"full, {workers} threads", {"num_workers": workers}),
         ):
             t0 = time.perf_counter()
             ds = load_dataset(root, strict=False, **kwargs)
@@ -116,6 +126,16 @@ def main() -> None:
                 f"{label:<34}{seconds:>9.1f}{seconds / n_read * 1000:>10.1f}{base / seconds:>22.2f}"
             )
         print(f"{len(ds.subjects)} subjects, {n_read} NIfTIs inspected, {len(ds.errors)} errors")
+        speedup = base / timings[f"full, {workers} threads"]
+        write_result(
+            "bids_validation_quick" if args.quick else "bids_validation",
+            {"settings": {"subjects": len(ds.subjects), "nifti_read": n_read, "files": n_files,
+                          "size_gb": size_gb, "threads": workers, "stand_in": args.data is None},
+             "seconds": timings, "ms_per_nifti": {k: v / n_read * 1000 for k, v in timings.items()},
+             "errors": len(ds.errors)},
+            device="cpu",
+            headline={"full validation, s": timings[f"full, {workers} threads"],
+                      f"speed-up {workers} threads vs 1": speedup})
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""How long does one classification epoch take on CPU with the default 3D CNN?
+"""How long does one classification epoch take with the default 3D CNN?
 
 Target (cogimg issue 6): "Classification of 120 subjects at 2 mm trains one epoch in ≤ 60 s on
 2 CPU cores with the default 3D CNN, peak RSS ≤ 4 GB".
@@ -23,13 +23,9 @@ Run: ``.venv/bin/python benchmarks/cls_epoch_time.py [--data DIR]`` (a few minut
 ``--quick`` (10 training subjects, one epoch, no published-size timing) checks that in
 under a minute and writes ``results/cls_epoch_time_quick.json``.
 
-Measured 2026-12-02 on an otherwise idle 2-core machine (load average 1.8 at the start, from
-the cohort generation): 130 subjects generated in 41 s, preprocessed into the cache in 14.1 s;
-120 training subjects, 15 batches of 8 at 4 mm (48, 56, 48), resnet10_3d 0.90 M parameters:
-epochs 2.4 / 2.5 / 2.6 s (20 ms per subject; target 60 s), peak PSS of the process tree
-1.59 GiB (target 4 GiB). Per step at batch 8: default 0.05 s, published widths with the
-stride-2 stem 0.36 s (7.0x), MONAI's resnet10 (64-512, stride 1) 2.41 s (47.1x, 36 s per
-epoch): the 4 mm input and quarter widths are what make CPU epochs short.
+The device (``--device``, default: CUDA when available) and the torch threads
+(``--threads``) come from the command line; the epoch times, peak memory and per-step times
+are in the result file, and ``benchmarks/render_results.py`` renders them.
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ import warnings
 from pathlib import Path
 
 import psutil
-from _common import write_result
+from _common import add_runtime_args, apply_runtime, lightning_accelerator, write_result
 
 TARGET_SECONDS = 60.0
 TARGET_RSS_GB = 4.0
@@ -65,16 +61,18 @@ def write_split(root: Path, out: Path, n_train: int) -> Path:
     return out
 
 
-def step_time(model_kwargs: dict, batch: int, shape, repeats: int = 3) -> float:
+def step_time(model_kwargs: dict, batch: int, shape, device, repeats: int = 3) -> float:
     """Best seconds per training step (forward, backward, AdamW) on random input."""
     import torch
 
     from cogimg import models
     from cogimg.models import classification  # noqa: F401
 
-    net = models.get("resnet10_3d", in_channels=1, num_classes=3, input_shape=shape, **model_kwargs)
+    net = models.get("resnet10_3d", in_channels=1, num_classes=3, input_shape=shape,
+                     **model_kwargs).to(device)
     opt = torch.optim.AdamW(net.parameters(), 1e-3)
-    x, y = torch.randn(batch, 1, *shape), torch.randint(0, 3, (batch,))
+    x = torch.randn(batch, 1, *shape, device=device)
+    y = torch.randint(0, 3, (batch,), device=device)
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -82,6 +80,8 @@ def step_time(model_kwargs: dict, batch: int, shape, repeats: int = 3) -> float:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         times.append(time.perf_counter() - start)
     return min(times[1:])
 
@@ -94,7 +94,9 @@ def main() -> None:
     parser.add_argument("--skip-published", action="store_true", help="skip the published-width timing")
     parser.add_argument("--quick", action="store_true",
                         help="10 training subjects, one epoch, no published-width timing")
+    add_runtime_args(parser)
     args = parser.parse_args()
+    device = apply_runtime(args)
     if args.quick:
         args.train_subjects, args.skip_published = 10, True
 
@@ -139,7 +141,8 @@ def main() -> None:
         def on_train_epoch_end(self, trainer, module):
             epochs.append(time.perf_counter() - self.start)
 
-    trainer = L.Trainer(max_epochs=1 if args.quick else 3, accelerator="cpu", logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=1 if args.quick else 3, accelerator=lightning_accelerator(device),
+                        devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         limit_val_batches=0, callbacks=[EpochTimer()])
     trainer.fit(task, datamodule=dm)
@@ -161,18 +164,21 @@ def main() -> None:
               "peak_memory_gib": peak_gb, "step_s": {}}
     if not args.skip_published:
         shape, batch = tuple(dm.config.target_shape), dm.batch_size
-        default = step_time({}, batch, shape)
+        default = step_time({}, batch, shape, device)
         result["step_s"]["cogimg default (16-128, stride-2 stem)"] = default
         print(f"\nper training step at batch {batch} × {shape} (random input, best of 3):")
         print(f"  cogimg default  (16-128, stride-2 stem): {default:6.2f} s  → {default * batches:6.1f} s/epoch")
         for label, kw in (("published widths, stride-2 stem", {"block_inplanes": (64, 128, 256, 512)}),
                           ("MONAI resnet10 (64-512, stride 1)", {"block_inplanes": (64, 128, 256, 512),
                                                                   "conv1_stride": 1})):
-            seconds = step_time(kw, batch, shape)
+            seconds = step_time(kw, batch, shape, device)
             result["step_s"][label] = seconds
             print(f"  {label:34s}: {seconds:6.2f} s  → {seconds * batches:6.1f} s/epoch  "
                   f"({seconds / default:.1f}× the default)")
-    write_result("cls_epoch_time_quick" if args.quick else "cls_epoch_time", result)
+    write_result("cls_epoch_time_quick" if args.quick else "cls_epoch_time", result,
+                 device=args.device,
+                 headline={"last epoch, s": epochs[-1], "peak memory, GiB": peak_gb,
+                           "target epoch, s": TARGET_SECONDS})
 
 
 if __name__ == "__main__":

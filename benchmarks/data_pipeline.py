@@ -21,7 +21,8 @@ The training comparison: time to draw one batch from :class:`PatchDataModule`'s 
 the default segmentation augmentation vs. one optimizer step of MONAI
 ``UNet(3, 2, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)`` on a batch
 of the same size, then the two together (queue loading in ``--workers`` processes while the
-main process trains), which is what a training epoch costs.
+main process trains), which is what a training epoch costs. The U-Net step runs on
+``--device`` (default: CUDA when available) with ``--threads`` torch threads.
 
 Run: ``.venv/bin/python benchmarks/data_pipeline.py`` (several minutes on 2 busy CPU cores);
 the numbers go to ``results/data_pipeline.json``. ``--quick`` (2 subjects, 32^3 patches, one
@@ -120,20 +121,24 @@ def training_comparison(dm, args) -> dict:
     """Queue time per batch vs. U-Net step time, then both together in a training loop."""
     from monai.networks.nets import UNet
 
+    device = torch.device(args.device)
     torch.set_num_threads(1)
     loader = dm.train_dataloader()
     start = time.perf_counter()
     batches = [b for _, b in zip(range(args.steps), loader)]
     queue_s = (time.perf_counter() - start) / len(batches)
 
-    net = UNet(3, 2, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    net = UNet(3, 2, 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2).to(device)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
 
     def step(batch):
         optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(net(batch["image"]), batch["label"][:, 0])
+        image, label = batch["image"].to(device), batch["label"][:, 0].to(device)
+        loss = torch.nn.functional.cross_entropy(net(image), label)
         loss.backward()
         optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
 
     step_s = {}
     for threads in sorted({1, args.threads}, reverse=True):
@@ -180,6 +185,8 @@ def main() -> int:
                         help="training steps timed (default: one epoch, subjects × samples/volume / batch)")
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads of the training step (the target is 2 cores)")
+    parser.add_argument("--device", default="auto",
+                        help="device of the U-Net step: cpu, cuda or auto (CUDA when available)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=5, help="epochs per patches/second (best)")
     parser.add_argument("--quick", action="store_true",
@@ -189,8 +196,10 @@ def main() -> int:
         args.subjects, args.patch, args.samples_per_volume = 2, 32, 2
         args.queue_length, args.repeats = 4, 1
     # Data loading runs single-threaded, as in DataLoader workers (PyTorch sets 1 thread
-    # there): intra-op threads on a busy 2-core machine make small tensor ops ~100× slower.
+    # there): intra-op threads on a busy machine make small tensor ops much slower.
     torch.set_num_threads(1)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     args.patch = (args.patch,) * 3
     args.steps = args.steps or args.subjects * args.samples_per_volume // args.batch_size
 
@@ -245,7 +254,14 @@ def main() -> int:
         dm.subjects = {"train": cached, "val": [], "test": []}  # every subject, already cached
         dm.label_key = "lesions_msk"
         result["training"] = training_comparison(dm, args)
-    write_result("data_pipeline_quick" if args.quick else "data_pipeline", result)
+    rows = result["patches_per_s"]
+    plain = next(r for r in rows if r["augmentation"] == "none" and r["sampler"] == "LabelPatchSampler")
+    training = result["training"]
+    write_result("data_pipeline_quick" if args.quick else "data_pipeline", result,
+                 device=args.device,
+                 headline={"cache vs raw patches/s, no augmentation": plain["cache"] / plain["raw"],
+                           "queue batch / U-Net step": training["queue_batch_s"]
+                           / training["unet_step_s_by_threads"][args.threads]})
     return 0
 
 

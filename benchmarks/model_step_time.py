@@ -21,6 +21,12 @@ default; not for networks with 2D layers) and ``bf16`` (autocast to bfloat16, wh
     python benchmarks/model_step_time.py --variants default channels_last bf16
     python benchmarks/model_step_time.py --device cuda --size 128
     python benchmarks/model_step_time.py --quick                # < 1 min, checks the JSON
+    python benchmarks/model_step_time.py --models unet --variants default bf16 \
+        --name model_step_time_bf16                             # the README's bf16 numbers
+
+``--device`` defaults to CUDA when torch sees a GPU, else CPU; ``--name`` picks the result
+file (``results/<name>.json``). The headline of the file is, per model, the best step time
+of each variant and each variant's ratio to ``default``.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from _common import write_result
+from _common import add_runtime_args, apply_runtime, write_result
 
 from cogimg import models
 
@@ -127,12 +133,10 @@ def measure(name: str, kwargs: dict, args: argparse.Namespace, device: torch.dev
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--channels", type=int, default=2, help="input modalities")
     parser.add_argument("--size", type=int, default=64, help="cubic patch edge in voxels")
     parser.add_argument("--steps", type=int, default=3, help="timed steps after 1 warm-up")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--models", nargs="*", default=None, help="default: all segmentation")
     parser.add_argument("--reference", action="store_true", help="also time published sizes")
     parser.add_argument("--wait-idle", type=float, default=0.0, metavar="S",
@@ -141,15 +145,13 @@ def main() -> None:
                         default=["default", "channels_last"], help="ways to run each model")
     parser.add_argument("--quick", action="store_true",
                         help="unet and attention_unet at batch 1 x 32^3, one step (checks the JSON)")
+    parser.add_argument("--name", help="result file name (default: model_step_time[_quick])")
+    add_runtime_args(parser)
     args = parser.parse_args()
     if args.quick:
         args.size, args.batch, args.steps = 32, 1, 1
         args.models = args.models or ["unet", "attention_unet"]
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch sees no GPU")
+    device = apply_runtime(args)
     names = args.models or models.available("segmentation")
 
     print(
@@ -187,8 +189,15 @@ def main() -> None:
     settings = {"device": str(device), "batch": args.batch, "channels": args.channels,
                 "size": args.size, "steps": args.steps, "variants": args.variants,
                 "reference": args.reference, "quick": args.quick}
-    write_result("model_step_time_quick" if args.quick else "model_step_time",
-                 {"settings": settings, "rows": rows})
+    headline = {}
+    for row in rows:
+        if row["size"] == "cogimg":
+            headline[f"{row['model']} {row['variant']} step, s"] = row["min_s"]
+            if row["variant"] != "default":
+                headline[f"{row['model']} {row['variant']} / default"] = row["min_s_vs_default"]
+    name = args.name or ("model_step_time_quick" if args.quick else "model_step_time")
+    write_result(name, {"settings": settings, "rows": rows}, device=str(device),
+                 headline=headline)
 
 
 if __name__ == "__main__":

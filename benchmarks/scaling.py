@@ -10,7 +10,8 @@
 
 Run: ``.venv/bin/python benchmarks/scaling.py [--quick]`` (``--quick``: fewer epochs, for a
 smoke run). Writes ``results/scaling.json`` (``results/scaling_quick.json`` with ``--quick``).
-The cohort is made on first use under ``--data``.
+The cohort is made on first use under ``--data``. ``--device auto`` (default) trains on GPUs
+(NCCL) when torch sees at least two, else on CPU (gloo); ``--device cpu|cuda`` chooses.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _free_port() -> int:
 
 
 def fit_throughput(processes: int, data: Path, out: Path, epochs: int, patch: int,
-                   samples_per_volume: int, batch_size: int) -> dict:
+                   samples_per_volume: int, batch_size: int, accelerator: str = "cpu") -> dict:
     """Patches/s of one ``cogimg fit`` with ``processes`` DDP ranks (one thread each)."""
     root = out / f"ddp{processes}"
     shutil.rmtree(root, ignore_errors=True)  # a scratch folder: the manifest read below is this fit's
@@ -55,7 +56,7 @@ def fit_throughput(processes: int, data: Path, out: Path, epochs: int, patch: in
             "--trainer.max_epochs", str(epochs), "--trainer.limit_val_batches", "0",
             "--trainer.num_sanity_val_steps", "0", "--trainer.precision", "32-true",
             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-            "--trainer.accelerator", "cpu", "--trainer.devices", str(processes),
+            "--trainer.accelerator", accelerator, "--trainer.devices", str(processes),
             "--trainer.strategy", "ddp" if processes > 1 else "auto",
             "--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(out / "cache"),
             "--data.init_args.patch_size", f"[{patch}, {patch}, {patch}]",
@@ -82,14 +83,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--patch", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="1 epoch, 12 subjects: a smoke run")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                        help="auto: CUDA when torch sees >= 2 GPUs, else CPU")
     args = parser.parse_args()
+    if args.device == "auto":
+        import torch
+
+        args.device = "cuda" if torch.cuda.device_count() >= 2 else "cpu"
+    accelerator = "gpu" if args.device == "cuda" else "cpu"
     if args.quick:
         args.epochs, args.subjects = 1, 12
         args.data = args.data.with_name(args.data.name + "_quick")
     ensure_cohort(args.data, args.subjects)
     # Fill the cache once, in one process, so neither measurement pays for it.
-    fit_throughput(1, args.data, args.out / "warmup", 1, args.patch, 4, 2)
-    rows = [fit_throughput(n, args.data, args.out, args.epochs, args.patch, 4, 2) for n in (1, 2)]
+    fit_throughput(1, args.data, args.out / "warmup", 1, args.patch, 4, 2, accelerator)
+    rows = [fit_throughput(n, args.data, args.out, args.epochs, args.patch, 4, 2, accelerator)
+            for n in (1, 2)]
     ratio = rows[1]["patches_per_s"] / rows[0]["patches_per_s"]
     print(f"{'processes':>9} {'fit (s)':>8} {'patches':>8} {'patches/s':>10}")
     for r in rows:
@@ -97,7 +106,9 @@ def main() -> None:
     print(f"2 processes / 1 process: {ratio:.2f}x patches/s (goal >= 1.6x)")
     write_result("scaling_quick" if args.quick else "scaling",
                  {"ddp": {"rows": rows, "ratio_2_vs_1": ratio, "goal": 1.6, "epochs": args.epochs,
-                          "subjects": args.subjects, "patch": args.patch}})
+                          "subjects": args.subjects, "patch": args.patch}},
+                 device=args.device,
+                 headline={"DDP 2 processes / 1, patches/s": ratio, "goal": 1.6})
 
 
 if __name__ == "__main__":

@@ -6,15 +6,20 @@ This runs the real command in a subprocess, samples the RSS of it and all its ch
 every 100 ms (psutil; summed over the tree as RSS, which counts pages shared after
 fork() once per process, and as PSS, which splits them — what the machine holds) and prints
 wall time, subjects/s, CPU time of the whole tree (so a run on a busy machine can be
-judged), peak tree RSS and the largest single-process RSS against the targets. ``--spacing 1`` checks that 1 mm works (no target; expect ≈ 8× the voxels).
+judged), peak tree RSS and the largest single-process RSS against the targets, and writes
+them to ``results/synth.json`` (``--quick``: 12 subjects, ``results/synth_quick.json``).
+``--spacing 1`` checks that 1 mm works (no target; eight times the voxels of 2 mm).
+``--threads`` sets the BLAS/OpenMP threads of the command (``OMP_NUM_THREADS``).
 
     python benchmarks/synth.py                      # 120 subjects, 2 mm, 2 workers
+    python benchmarks/synth.py --quick --threads 1  # 12 subjects
     python benchmarks/synth.py --spacing 1 --subjects 12
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import shutil
 import subprocess
@@ -24,17 +29,18 @@ import time
 from pathlib import Path
 
 import psutil
+from _common import write_result
 
 TARGET_SECONDS = 60.0
 TARGET_RSS_GB = 2.0
 
 
-def run_and_watch(cmd: list[str], interval_s: float = 0.1) -> tuple[float, float, float, float, float, int]:
+def run_and_watch(cmd: list[str], interval_s: float = 0.1, env: dict | None = None) -> tuple[float, float, float, float, float, int]:
     """Run ``cmd``; return (wall s, CPU s of the whole tree, peak tree RSS GiB, peak tree
     PSS GiB, peak single-process RSS GiB, return code)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace")
     root = psutil.Process(proc.pid)
     peak_tree = peak_pss = peak_single = 0
     while proc.poll() is None:
@@ -70,7 +76,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", metavar="DIR", help="write the cohort here and keep it")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="OMP_NUM_THREADS of the command (default: inherited)")
+    parser.add_argument("--quick", action="store_true", help="12 subjects")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.subjects = 12
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
 
     tmp = Path(tempfile.mkdtemp(prefix="cogimg-synth-bench-"))
     out = Path(args.keep) if args.keep else tmp / "cohort"
@@ -79,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
            "--no-progress", "--overwrite"]
     try:
         load_before = psutil.getloadavg()[0]
-        wall, cpu, tree_gb, pss_gb, single_gb, rc = run_and_watch(cmd)
+        wall, cpu, tree_gb, pss_gb, single_gb, rc = run_and_watch(cmd, env=env)
         if rc:
             print(f"cogimg synth failed (exit {rc})")
             return rc
@@ -104,6 +118,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.spacing == 2.0 and args.subjects == 120:
         ok = wall <= TARGET_SECONDS and min(tree_gb, pss_gb) <= TARGET_RSS_GB
         print("target met" if ok else "TARGET MISSED")
+    write_result("synth_quick" if args.quick else "synth",
+                 {"settings": {"subjects": args.subjects, "spacing_mm": args.spacing,
+                               "workers": args.workers, "seed": args.seed,
+                               "omp_threads": env.get("OMP_NUM_THREADS")},
+                  "wall_s": wall, "cpu_s": cpu, "peak_rss_tree_gib": tree_gb,
+                  "peak_pss_tree_gib": pss_gb, "peak_rss_process_gib": single_gb,
+                  "subjects_per_s": args.subjects / wall, "output_mb": size_mb,
+                  "load_average_start": load_before,
+                  "targets": {"wall_s": TARGET_SECONDS, "rss_gib": TARGET_RSS_GB}},
+                 device="cpu",
+                 headline={"wall time, s": wall, "peak PSS, GiB": pss_gb,
+                           "subjects": args.subjects})
     return 0
 
 

@@ -15,6 +15,8 @@ wall times after one warm-up, and writes every number to ``results/transform_spe
   (``cogimg.metrics.segmentation.connected_components``).
 
 The volume is a 2 mm brain grid (99 × 117 × 95, smooth random intensities with a blob mask).
+Everything runs on the CPU (augmentation runs in DataLoader workers) with ``--threads`` torch
+threads (default 1, as in those workers).
 
     python benchmarks/transform_speed.py             # well under a minute
     python benchmarks/transform_speed.py --quick     # < 1 min, results/transform_speed_quick.json
@@ -58,10 +60,15 @@ def seeded(transform, subject: tio.Subject):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="half-size grid, one repeat")
+    parser.add_argument("--quick", action="store_true", help="half of --shape, one repeat")
+    parser.add_argument("--shape", default="99,117,95", help="grid X,Y,Z (default: 2 mm brain)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1, as in DataLoader workers)")
     args = parser.parse_args()
-    torch.set_num_threads(1)  # as in DataLoader workers, where augmentation runs
-    shape = (50, 59, 48) if args.quick else (99, 117, 95)
+    torch.set_num_threads(args.threads)
+    shape = tuple(int(n) for n in args.shape.split(","))
+    if args.quick:
+        shape = tuple(n // 2 for n in shape)
     repeats = 1 if args.quick else args.repeats
     image, mask = volume(shape)
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -70,7 +77,7 @@ def main() -> None:
     from cogimg.data.augmentation import RandomBiasFieldSeparable, RandomElasticDeformationCoarse
 
     rows = {}
-    print(f"grid {shape}, best of {repeats}, 1 torch thread")
+    print(f"grid {shape}, best of {repeats}, {args.threads} torch thread(s)")
     rows["bias_field"] = pair("bias_field", seeded(tio.RandomBiasField(), subject),
                               seeded(RandomBiasFieldSeparable(), subject), repeats)
     rows["elastic"] = pair("elastic", seeded(tio.RandomElasticDeformation(), subject),
@@ -101,7 +108,10 @@ def main() -> None:
     write_result("transform_speed_quick" if args.quick else "transform_speed",
                  {"settings": {"shape": list(shape), "repeats": repeats, "quick": args.quick,
                                "torchio": tio.__version__},
-                  "rows": rows})
+                  "rows": rows},
+                 device="cpu",
+                 headline={f"{name} speed-up": row["speedup"] for name, row in rows.items()
+                           if "speedup" in row})
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 LIGHTNING_SUBCOMMANDS = {
@@ -38,11 +39,13 @@ PLAIN_SUBCOMMANDS = {
     "figures": "figures",
     "report": "report",
     "benchmark": "benchmark",
+    "study": "study",
     "demo": "demo",
     "outcome": "outcome",
     "lsm": "lsm",
     "annotate": "annotate",
     "clinical": "clinical",
+    "plan": "plan",
 }
 
 
@@ -52,12 +55,12 @@ conventions (every plain command):
   --overwrite    replace outputs that the command would otherwise refuse to replace
   --n-folds K    cross-validation folds (split, outcome)
 
-exit codes:
+exit codes (errors: one line on stderr naming the file or key; --debug shows the traceback):
   0  ok
-  1  data or run problem (bad input data, failed runs): one line on stderr naming the file
-     or key, no traceback (COGIMG_TRACEBACK=1 shows it)
-  2  usage error (bad or missing arguments, unknown options, conflicting flags)
-  3  cogimg clinical only: reports written, at least one input out of distribution
+  1  some inputs failed and were listed (bad input data, failed runs); the others written
+  2  usage error, nothing run: bad or missing arguments, unknown options, conflicting flags,
+     a path that does not exist, a checkpoint or config that cannot be used, outputs in the way
+  3  flagged: every input processed, at least one flagged (clinical: out of distribution)
 
 Lightning subcommands take --config FILE.yaml; see `cogimg fit --help`."""
 
@@ -81,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     from cogimg import __version__
 
     parser.add_argument("--version", action="version", version=f"cogimg {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="show the traceback of an error (before the command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in LIGHTNING_SUBCOMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -136,6 +141,9 @@ def _console_never_fails_on_encoding() -> None:
 def main(argv: list[str] | None = None) -> int:
     _console_never_fails_on_encoding()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--debug"]:  # errors keep their traceback
+        os.environ["COGIMG_TRACEBACK"] = "1"
+        argv = argv[1:]
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         return run_lightning(argv)
     return run_plain(argv)

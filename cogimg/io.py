@@ -74,28 +74,90 @@ def atomic_save_nifti(image: nib.Nifti1Image, path: str | os.PathLike) -> Path:
     return path
 
 
+#: Every folder cogimg publishes holds this file; ``--overwrite`` replaces only such folders.
+MARKER = ".cogimg-output"
+
+
+def mark_output(folder: str | os.PathLike) -> None:
+    """Mark ``folder`` as written by cogimg (see :data:`MARKER`)."""
+    (Path(folder) / MARKER).write_text("written by cogimg; --overwrite may replace this folder\n",
+                                       encoding="utf-8")
+
+
+def refuse_foreign_folder(path: str | os.PathLike, also_ours: Iterator[str] | tuple = ()) -> None:
+    """``FileExistsError`` when ``path`` is a non-empty folder that cogimg did not write.
+
+    cogimg's own folders hold :data:`MARKER` (or one of the file names in ``also_ours``,
+    for outputs written before the marker existed); an empty folder may be replaced."""
+    path = Path(path)
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    if (path / MARKER).is_file() or any((path / name).is_file() for name in also_ours):
+        return
+    raise FileExistsError(f"{path} holds files cogimg did not write (no {MARKER}); --overwrite "
+                          "replaces only cogimg's own outputs: move it away or choose another path")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary/old siblings of ``path`` (``.NAME.<pid>.<token>.tmp|old``)
+    that a killed process left behind: those whose process no longer runs. Returns them."""
+    import shutil
+
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for sibling in path.parent.glob(f".{path.name}.*"):
+        parts = sibling.name[len(path.name) + 2:].split(".")
+        if len(parts) == 3 and parts[0].isdigit() and parts[2] in ("tmp", "old") \
+                and not _pid_alive(int(parts[0])):
+            shutil.rmtree(sibling, ignore_errors=True) if sibling.is_dir() else sibling.unlink()
+            removed.append(sibling)
+    return removed
+
+
+def temporary_sibling(path: Path, kind: str = "tmp") -> Path:
+    """``.NAME.<pid>.<token>.<kind>`` beside ``path`` (what :func:`remove_stale_temporaries`
+    recognises)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.{kind}")
+
+
 @contextmanager
 def atomic_directory(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary folder next to ``path``, renamed to ``path`` on success: a
     reader sees no folder, the old one or the complete new one, never a half-filled one.
 
-    ``FileExistsError`` up front when ``path`` exists and not ``overwrite``. With
-    ``overwrite`` the old folder is moved aside, the new one renamed in, then the old one
-    deleted. When the ``with`` block raises, the temporary folder is removed.
+    ``FileExistsError`` up front when ``path`` exists and not ``overwrite``, or when it is a
+    folder cogimg did not write (:func:`refuse_foreign_folder`). With ``overwrite`` the old
+    folder is moved aside, the new one renamed in, then the old one deleted. The new folder
+    holds :data:`MARKER`. When the ``with`` block raises, the temporary folder is removed;
+    temporary folders of killed runs are removed on the next call.
     """
     import shutil
 
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    refuse_foreign_folder(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_hex(6)
-    tmp = path.with_name(f".{path.name}.{token}.tmp")
+    remove_stale_temporaries(path)
+    tmp = temporary_sibling(path)
     tmp.mkdir()
     try:
         yield tmp
+        mark_output(tmp)
         if path.exists():
-            old = path.with_name(f".{path.name}.{token}.old")
+            old = temporary_sibling(path, "old")
             os.rename(path, old)
             os.rename(tmp, path)
             shutil.rmtree(old, ignore_errors=True)
@@ -117,4 +179,5 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["atomic_directory", "atomic_path", "atomic_save_nifti", "atomic_write_text"]
+__all__ = ["MARKER", "atomic_directory", "atomic_path", "atomic_save_nifti", "atomic_write_text",
+           "mark_output", "refuse_foreign_folder", "remove_stale_temporaries", "temporary_sibling"]

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from jsonargparse import ArgumentParser
 
+from cogimg.errors import ConfigError
+
 T = TypeVar("T")
 _PARSERS: dict[type, ArgumentParser] = {}
 
@@ -35,10 +37,10 @@ def parse_section(schema: type[T], raw: Any, path: str | Path, where: str = "") 
     an empty one means the top level of the file."""
     prefix = f"{where}." if where else ""
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: {where or '(top level)'}: must be a mapping, got {raw!r}")  # noqa: TRY004
+        raise ConfigError(f"{path}: {where or '(top level)'}: must be a mapping, got {raw!r}")
     fields = [f.name for f in dataclasses.fields(schema)]
     if unknown := sorted(set(raw) - set(fields)):
-        raise ValueError(f"{path}: {prefix}{', '.join(map(str, unknown))}: unknown key(s) "
+        raise ConfigError(f"{path}: {prefix}{', '.join(map(str, unknown))}: unknown key(s) "
                          f"{unknown}; allowed: {sorted(fields)}")
     parser = _parser(schema)
     try:
@@ -49,5 +51,5 @@ def parse_section(schema: type[T], raw: Any, path: str | Path, where: str = "") 
         missing = re.search(r"arguments are required: (.*)", text)
         key, problem = ((match.group(1), match.group(2)) if match else
                         (missing.group(1), "required") if missing else ("(top level)", text))
-        raise ValueError(f"{path}: {prefix}{key}: {problem}") from None
+        raise ConfigError(f"{path}: {prefix}{key}: {problem}") from None
     return schema(**{name: cfg[name] for name in fields})

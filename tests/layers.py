@@ -22,6 +22,7 @@ from pathlib import Path
 LAYERS: tuple[tuple[str, int], ...] = (
     ("cogimg", 1),
     ("cogimg.diseases", 1),
+    ("cogimg.errors", 1),
     ("cogimg.io", 1),
     ("cogimg.schema", 1),
     ("cogimg.data", 1),

@@ -238,7 +238,7 @@ def test_a_checkpoint_value_that_is_not_a_known_name_is_refused(row, command, tm
             else ["clinical", "--seg-ckpt", str(ckpt), "--no-progress"])
     outcome = run_cli([*argv, "--input", str(scan), "--out", str(out), "--device", "cpu"],
                       tmp_path, out, capsys)
-    assert classify(outcome, 1, "evil.ckpt") == "clear", outcome
+    assert classify(outcome, 2, "evil.ckpt") == "clear", outcome  # an unusable argument: nothing run
     assert key in error_lines(outcome.stderr)[0]
     assert not outside.exists()
     assert not out.exists() or not any(out.iterdir())

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import os
+
 import nibabel as nib
 import numpy as np
 import pytest
 
-from cogimg.io import atomic_path, atomic_save_nifti, atomic_write_text
+from cogimg.io import (
+    MARKER,
+    atomic_directory,
+    atomic_path,
+    atomic_save_nifti,
+    atomic_write_text,
+    remove_stale_temporaries,
+)
 
 
 def _names(folder) -> list[str]:
@@ -82,3 +91,42 @@ def test_nifti_round_trip(tmp_path, name):
     np.testing.assert_array_equal(np.asarray(loaded.dataobj), data)
     np.testing.assert_allclose(loaded.affine, affine)
     assert _names(target.parent) == [name]
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_atomic_directory_marks_its_folder_and_replaces_only_marked_ones(tmp_path):
+    with atomic_directory(tmp_path / "case") as tmp:
+        (tmp / "a.txt").write_text("1", encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "case").iterdir()) == [MARKER, "a.txt"]
+    with pytest.raises(FileExistsError, match="pass --overwrite"), atomic_directory(tmp_path / "case"):
+        pass
+    with atomic_directory(tmp_path / "case", overwrite=True) as tmp:
+        (tmp / "b.txt").write_text("2", encoding="utf-8")
+    assert sorted(p.name for p in (tmp_path / "case").iterdir()) == [MARKER, "b.txt"]
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("user", encoding="utf-8")
+    with pytest.raises(FileExistsError, match=f"{foreign}.*did not write"), \
+            atomic_directory(foreign, overwrite=True):
+        pass
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case", "mine"]
+
+
+def test_temporaries_of_killed_processes_are_removed_live_ones_kept(tmp_path):
+    target = tmp_path / "out"
+    dead = tmp_path / f".out.{_dead_pid()}.0123456789ab.tmp"
+    dead_old = tmp_path / f".out.{_dead_pid()}.0123456789ab.old"
+    live = tmp_path / f".out.{os.getpid()}.0123456789ab.tmp"
+    unrelated = tmp_path / ".out.notes"
+    for folder in (dead, dead_old, live, unrelated):
+        folder.mkdir()
+    assert sorted(remove_stale_temporaries(target)) == sorted([dead, dead_old])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, unrelated.name])

@@ -67,7 +67,7 @@ def run(args) -> int:
         raise UsageError("give at least one of --seg-ckpt, --det-ckpt, --cls-ckpt")
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="cogimg-clinical-") as cache:
-        # unreadable checkpoints, missing inputs, outputs in the way: exit 1 (see cogimg.cli)
+        # unreadable checkpoints, missing inputs, outputs in the way: exit 2 (see cogimg.cli)
         models = load_models(args.seg_ckpt, args.det_ckpt, args.cls_ckpt, cache, device)
         summary = run_batch(args.input, args.out, models, device=device,
                             saliency=None if args.saliency == "none" else args.saliency,

@@ -29,5 +29,10 @@ def run(args) -> int:
     table = leaderboard(runs, n_boot=args.n_boot)
     written = write_leaderboard(table, args.out or args.runs_dir, stage=args.stage)
     print(to_markdown(table, args.stage))
-    print("wrote " + ", ".join(str(p) for p in written.values()))
+    from cogimg.tracking.study_stats import comparisons_markdown, write_study_tables
+
+    comparisons, paths = write_study_tables(args.runs_dir, args.out or args.runs_dir)  # study.yaml
+    if comparisons is not None:
+        print(comparisons_markdown(comparisons))
+    print("wrote " + ", ".join(str(p) for p in [*written.values(), *paths.values()]))
     return 0

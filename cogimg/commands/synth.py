@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "stroke .20); a diagnosis not named keeps its default weight (MCI=0 drops MCI)")
     parser.add_argument("--site-confound", type=float, default=0.3, metavar="C",
                         help="0 = sites balanced across diagnoses … 1 = each diagnosis at its own site (default 0.3)")
+    parser.add_argument("--bold", action="store_true",
+                        help="also write resting-state fMRI (BIDS func + fMRIPrep-like derivative with "
+                             "confounds), its parcellation and the perturbed-edge ground truth")
+    parser.add_argument("--bold-volumes", type=int, default=150, metavar="T",
+                        help="volumes per BOLD run (default 150; with --bold)")
+    parser.add_argument("--bold-tr", type=float, default=2.0, metavar="S",
+                        help="repetition time of site 1 in seconds; other sites differ (default 2)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--preview", nargs="?", const="", metavar="PNG",
@@ -63,13 +70,15 @@ def _command_line(args: argparse.Namespace) -> str:
              "--site-confound", f"{args.site_confound:g}"]
     if args.site_spread != 1:
         parts += ["--site-spread", f"{args.site_spread:g}"]
+    if args.bold:
+        parts += ["--bold", "--bold-volumes", str(args.bold_volumes), "--bold-tr", f"{args.bold_tr:g}"]
     if args.proportions:
         parts += ["--proportions", ",".join(f"{k}={v:g}" for k, v in args.proportions.items())]
     return shlex.join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
-    from cogimg.commands._common import DataError, UsageError
+    from cogimg.commands._common import UsageError
     from cogimg.data.synth import generate_cohort
     from cogimg.data.synth.preview import make_preview
 
@@ -78,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         if args.preview is None:
             raise UsageError("--subjects is required (or pass --preview to draw an existing cohort)")
         if not (out / "participants.tsv").is_file():
-            raise DataError(f"{out} holds no cohort (no participants.tsv) to preview")
+            raise UsageError(f"{out} holds no cohort (no participants.tsv) to preview")
     else:
         try:
             generate_cohort(
@@ -87,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
                 site_spread=args.site_spread, workers=args.workers,
                 proportions=args.proportions, site_confound=args.site_confound,
                 overwrite=args.overwrite, progress=not args.no_progress,
-                command=_command_line(args),
+                command=_command_line(args), bold=args.bold, bold_volumes=args.bold_volumes,
+                bold_tr=args.bold_tr,
             )
         except ValueError as exc:  # out-of-range options; a non-empty --out is exit 1
             raise UsageError(str(exc)) from None

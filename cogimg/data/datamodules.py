@@ -60,6 +60,7 @@ from cogimg.data.cache import VolumeCache
 from cogimg.data.label_fractions import labelled_subset
 from cogimg.data.ood import summarise_inputs
 from cogimg.data.participants import participants_hash, sessions_table, subjects_for
+from cogimg.data.randomise import RECIPES, TISSUE_KEY, randomisation
 from cogimg.data.resumable import ResumableLoader, per_rank, this_rank
 from cogimg.data.sampling import (
     LabelPatchSampler,
@@ -309,7 +310,8 @@ class PatchDataModule(_CachedDataModule):
             ``<cache_dir>/splits/`` and reused.
         fold: fold index of the split.
         cache_dir: cache folder; ``None`` = :func:`default_cache_dir`.
-        spacing_mm: preprocessing spacing in mm; ``None`` = the preset's.
+        spacing_mm: preprocessing spacing in mm, one value (isotropic) or three (X, Y, Z,
+            e.g. from ``cogimg plan``); ``None`` = the preset's.
         patch_size: training patch size ``(X, Y, Z)`` in voxels.
         samples_per_volume: patches drawn from each (augmented) volume.
         queue_length: patches held by the queue (``tio.Queue`` max_length; rounded up to a
@@ -329,6 +331,11 @@ class PatchDataModule(_CachedDataModule):
         label_fraction: fraction of the fold's training participants that keep their labels
             (``None`` = all); the others feed :meth:`unlabelled_dataloader`.
         label_seed: seeds which participants are labelled (nested across fractions).
+        foreground: the preprocessing's normalisation mask (``"head"``: the real-scan head
+            mask of :mod:`cogimg.data.real_scan`, stored in the checkpoint for prediction).
+        randomise: domain-randomisation recipe (:data:`cogimg.data.randomise.RECIPES`):
+            training images are redrawn from the tissue/lesion label maps instead of augmented;
+            validation and test keep the cohort's images. ``None`` = off.
 
     Batches: ``image`` (B, C, X, Y, Z) float32, ``label`` (B, 1, X, Y, Z) int64,
     ``subject_id``, ``cache_entry`` (+ ``location`` for training patches); validation and
@@ -343,7 +350,7 @@ class PatchDataModule(_CachedDataModule):
         split_file: str | Path | None = None,
         fold: int = 0,
         cache_dir: str | Path | None = None,
-        spacing_mm: float | None = None,
+        spacing_mm: float | tuple[float, float, float] | None = None,
         patch_size: tuple[int, int, int] = (64, 64, 64),
         samples_per_volume: int = 8,
         queue_length: int = 64,
@@ -360,13 +367,18 @@ class PatchDataModule(_CachedDataModule):
         seed: int = 0,
         label_fraction: float | None = None,
         label_seed: int = 0,
+        foreground: str = "mean",
+        randomise: str | None = None,
     ):
         preset_obj = get_preset(preset)
         config = PreprocessingConfig(
             spacing_mm=spacing_mm if spacing_mm is not None else preset_obj.spacing_mm,
             crop_to_brain=crop_to_brain, normalization=normalization,
             clip_percentiles=preset_obj.clip_percentiles,
-            reference=preset_obj.modalities[0])
+            reference=preset_obj.modalities[0], foreground=foreground)
+        if randomise is not None and randomise not in RECIPES:
+            raise ValueError(f"unknown randomise recipe {randomise!r}; expected one of {RECIPES}")
+        self.randomise = randomise
         super().__init__(data_root, preset, preset_obj.modalities, split_file, fold, n_folds,
                          test_fraction, cache_dir, config, histogram_standardization, augmentation,
                          num_workers, seed, label_fraction, label_seed)
@@ -389,9 +401,15 @@ class PatchDataModule(_CachedDataModule):
                              f"for preset {self.preset.name!r}; label maps found: {sorted(present)}")
         if lacking := [s["subject_id"] for s in subjects if self.label_key not in s]:
             raise ValueError(f"subject(s) {lacking} have no {self.label_key!r} label map")
+        if self.randomise and (lacking := [s["subject_id"] for s in self.subjects["train"]
+                                           if TISSUE_KEY not in s]):
+            raise ValueError(f"randomise={self.randomise!r} needs the {TISSUE_KEY!r} label map "
+                             f"(derivatives/truth/*_desc-tissue_dseg.nii.gz, written by cogimg "
+                             f"synth); {self.data_root} lacks it for {lacking[:5]}")
 
     def _label_keys(self) -> tuple[str, ...]:
-        return (self.label_key,) if self.label_key else ()
+        keys = (self.label_key,) if self.label_key else ()
+        return keys + (TISSUE_KEY,) if self.randomise else keys
 
     def _collate(self) -> SubjectCollate:
         return SubjectCollate(self.modalities, label_key=self.label_key)
@@ -399,6 +417,9 @@ class PatchDataModule(_CachedDataModule):
     def train_transform(self) -> tio.Compose:
         # Pad volumes smaller than a patch (a no-op otherwise), then augment the whole volume.
         pad = tio.CropOrPad(self.patch_size, only_pad=True, padding_mode="minimum")
+        if self.randomise:  # images redrawn from the label maps (cogimg.data.randomise)
+            return tio.Compose([pad, randomisation(self.randomise, self.modalities, self.label_key,
+                                                   self.preset.clip_percentiles)])
         return tio.Compose([pad, augmentation(self.task, self.augmentation)])
 
     def labelled_dataloader(self) -> DataLoader:
@@ -446,8 +467,9 @@ class VolumeDataModule(_CachedDataModule):
     """Whole-volume classification (AD, PD, multi-disease presets).
 
     Args:
-        data_root, preset, split_file, fold, cache_dir, n_folds, test_fraction, num_workers,
-            seed, normalization, histogram_standardization: as :class:`PatchDataModule`.
+        data_root, preset, split_file, fold, cache_dir, n_folds, test_fraction: as
+            :class:`PatchDataModule`, and so are ``num_workers``, ``seed``,
+            ``normalization`` and ``histogram_standardization``.
         spacing_mm: preprocessing spacing in mm; 4 mm puts an MNI-sized brain in
             ``target_shape`` (48, 56, 48) = 192 × 224 × 192 mm.
         target_shape: volume shape ``(X, Y, Z)`` after cropping to the brain (when

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torchio as tio
 
+from cogimg.data.real_scan import HEAD_KEY, DropHeadMask, HeadMask
 from cogimg.io import atomic_write_text
 
 #: Bump when the meaning of a preprocessing parameter changes, so old caches are not reused.
@@ -212,12 +213,16 @@ def preprocessing(
         histogram_landmarks: ``{modality: landmarks}`` or the JSON file written by
             :func:`fit_histogram_landmarks`; ``None`` = no histogram standardisation.
         foreground: mask for the normalisation statistics and the crop: ``"mean"`` (voxels
-            above the image mean), ``"nonzero"`` or the key of a label map (brain mask).
+            above the image mean), ``"nonzero"``, ``"head"`` (the reference's head mask,
+            :mod:`cogimg.data.real_scan`: for real scans with skull/background) or the key of
+            a label map (brain mask).
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization={normalization!r}; expected one of {NORMALIZATIONS}")
     mask = masking_method(foreground)
     steps: list[tio.Transform] = [tio.ToCanonical(), ResampleToReference(spacing_mm, reference)]
+    if foreground == HEAD_KEY:  # real-scan head mask (cogimg.data.real_scan), a label map
+        steps.append(HeadMask(reference))
     if crop_to_brain:
         steps.append(CropToForeground(foreground, reference))
     if target_shape is not None:
@@ -234,6 +239,8 @@ def preprocessing(
         steps.append(tio.RescaleIntensity((0, 1), percentiles=percentiles, masking_method=mask))
     if normalization == "zscore":
         steps.append(tio.ZNormalization(masking_method=mask))
+    if foreground == HEAD_KEY:
+        steps.append(DropHeadMask())
     return tio.Compose(steps)
 
 

@@ -20,10 +20,11 @@ import torch
 from cogimg.data.bids import IMAGE_SUFFIXES
 from cogimg.data.transforms import PreprocessingConfig
 from cogimg.diseases import PRESETS, DiseasePreset
+from cogimg.errors import UnusableFileError
 from cogimg.tasks.base import BaseTask
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UnusableFileError):
     """A checkpoint that ``cogimg predict`` cannot use (names the file and what is missing)."""
 
 

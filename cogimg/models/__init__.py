@@ -15,6 +15,7 @@ a module adding models (e.g. detection) is imported here too.
 # Importing these modules registers their builders.
 from cogimg.models import (  # noqa: F401
     classification,
+    connectome,
     detection,
     fusion,
     mil,

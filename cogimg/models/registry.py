@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: The task tags a model may carry. A new task adds its tag here (one line) so that a
 #: misspelt tag in ``register`` or ``available`` is an error rather than an empty list.
-TASKS: tuple[str, ...] = ("segmentation", "classification", "detection", "fusion")
+TASKS: tuple[str, ...] = ("segmentation", "classification", "detection", "fusion", "connectome")
 
 _NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 

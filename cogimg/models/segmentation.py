@@ -97,7 +97,7 @@ def dynunet(
     out_channels: int,
     patch_size: Sequence[int],
     filters: Sequence[int] = (8, 16, 32, 64, 128),
-    strides: Sequence[int] = (1, 2, 2, 2, 2),
+    strides: Sequence[int | Sequence[int]] = (1, 2, 2, 2, 2),
     res_block: bool = False,
     deep_supervision: bool = False,
     deep_supr_num: int = 2,
@@ -106,7 +106,8 @@ def dynunet(
     """nnU-Net-style 3D U-Net (monai.networks.nets.DynUNet), 3^3 kernels, optional deep supervision.
 
     One level per entry of ``strides`` (the first is the full-resolution stem, stride 1)
-    with ``filters[i]`` channels. nnU-Net's own widths are (32, 64, 128, 256, 320); the
+    with ``filters[i]`` channels; a stride may be per axis, ``(2, 2, 1)``, for thick slices
+    (as ``cogimg plan`` derives them). nnU-Net's own widths are (32, 64, 128, 256, 320); the
     default (8, 16, 32, 64, 128) keeps the full-resolution level cheap on CPU: 1.4 M
     parameters, 7.6 GFLOPs per sample (nnU-Net's widths: 16.5 M parameters, several
     times slower per step).
@@ -133,9 +134,11 @@ def dynunet(
             f"dynunet: deep_supr_num must be in [1, {len(strides) - 2}] for {len(strides)} "
             f"levels, got {deep_supr_num}"
         )
+    per_axis = [(s,) * 3 if isinstance(s, int) else tuple(s) for s in strides]
+    divisor = tuple(math.prod(s[axis] for s in per_axis) for axis in range(3))
     _check_core(
-        "dynunet", in_channels, out_channels, patch_size, math.prod(strides),
-        f"strides {tuple(strides)}",
+        "dynunet", in_channels, out_channels, patch_size,
+        divisor[0] if len(set(divisor)) == 1 else divisor, f"strides {tuple(strides)}",
     )
     return DynUNet(
         spatial_dims=3,

@@ -129,6 +129,10 @@ def load_config(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"outcome config not found: {path}")
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    from cogimg.paradigms import connectome_baseline
+
+    if connectome_baseline.is_connectome(raw):  # data.layout: connectome
+        return connectome_baseline.load_config(path, raw)
     top = parse_section(OutcomeFile, raw, path)
     config = {key: getattr(top, key) for key in raw}
     for section, schema in SECTIONS.items():
@@ -327,6 +331,10 @@ def save_scatter(path: Path, table, result: dict) -> Path:
 
 def format_row(name: str, result: dict) -> str:
     """One leaderboard line: R mean ± SD over folds, pooled R with its 95 % CI, MAE, wall time."""
+    if result.get("layout") == "connectome":
+        from cogimg.paradigms.connectome_baseline import format_row as connectome_row
+
+        return connectome_row(name, result)
     pooled = result["pooled"]
     low, high = pooled["pearson_r_ci"]
     return (f"{name:<22} R {result['pearson_r_mean']:.3f} ± {result['pearson_r_std']:.3f} "

@@ -12,7 +12,7 @@ The protocol every caller uses instead of ``isinstance`` (one module per task im
   :attr:`primary_metric` and :attr:`metric_mode` (the class's default, replaced by the disease
   preset's ``primary_metric``/``metric_mode`` when the datamodule's preset is of the task's
   kind);
-- training: ``logits(batch, model=None)``, ``loss(output, batch)``, ``unlabelled_logits``,
+- training: ``model_input(batch)`` (the batch entry the network reads), ``logits(batch, model=None)``, ``loss(output, batch)``, ``unlabelled_logits``,
   ``evaluation_logits`` (test-time adaptation), ``feature_module()`` / ``feature_width(name)``
   (features that add-ons may align);
 - evaluation: ``evaluate_batch(batch, stage) -> rows`` and ``summarise(rows, stage)``;
@@ -114,6 +114,11 @@ class BaseTask(LightningModule):
         """Task-specific setup with the trainer's datamodule (``None`` without one)."""
 
     # -- the protocol: training -----------------------------------------------------------
+    def model_input(self, batch: Mapping[str, Any]) -> Any:
+        """The network's input in ``batch``: ``batch[input_key]`` (the task's ``input_key``
+        hyperparameter: ``image`` by default, ``connectome`` for connectome models)."""
+        return batch.get(self.hparams.get("input_key", "image"))
+
     def logits(self, batch: Mapping[str, Any], model: nn.Module | None = None) -> torch.Tensor:
         """Network output of ``model`` (default: the task's) on a training batch."""
         raise NotImplementedError

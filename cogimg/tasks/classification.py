@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from cogimg.metrics.calibration import calibration_summary
 from cogimg.metrics.classification import bootstrap_ci, classification_report
+from cogimg.models.connectome import INPUT_KEYS, build_connectome_model, with_num_nodes
 from cogimg.models.fusion import FUSIONS, build_fusion_model
 from cogimg.tasks.addons import TrainingAddon
 from cogimg.tasks.base import BaseTask
@@ -75,6 +76,9 @@ class ClassificationTask(BaseTask):
         model_kwargs: extra arguments of the backbone builder.
         addons: training add-ons (domain adaptation, semi-supervision …; they compose), whose
             feature-level losses see the features entering the classifier ``head``.
+        input_key: batch entry the network reads: ``image`` (volumes, through the fusion models
+            above) or ``connectome`` (a registry model tagged ``connectome``, e.g.
+            ``brainnetcnn``; its ``num_nodes`` from ``model_kwargs`` or else the datamodule's).
         **base: optimizer/scheduler arguments of :class:`BaseTask`.
     """
 
@@ -107,7 +111,10 @@ class ClassificationTask(BaseTask):
         scheduler: str = "cosine",
         warmup_steps: int = 20,
         addons: list[TrainingAddon] | None = None,
+        input_key: str = "image",
     ) -> None:
+        if input_key not in INPUT_KEYS:
+            raise ValueError(f"input_key={input_key!r}; choose one of {list(INPUT_KEYS)}")
         self.classes = tuple(str(c) for c in classes)
         if len(self.classes) < 2 or len(set(self.classes)) != len(self.classes):
             raise ValueError(f"classes must be at least two distinct names, got {list(classes)}")
@@ -138,10 +145,16 @@ class ClassificationTask(BaseTask):
         self.model = None
         if hp.use_tabular and hp.tabular_features is None:
             return  # built in configure_model() once the datamodule tells the width
+        if hp.input_key != "image" and "num_nodes" not in (hp.model_kwargs or {}):
+            return  # built in configure_model() once the datamodule tells the regions
         self._build_model(int(hp.tabular_features or 0) if hp.use_tabular else 0)
 
     def _build_model(self, tabular_features: int) -> None:
         hp = self.hparams
+        if hp.input_key != "image":
+            self.model = build_connectome_model(hp.model, num_outputs=self.num_classes,
+                                                model_kwargs=hp.model_kwargs)
+            return
         self.model = build_fusion_model(
             hp.fusion, backbone=hp.model, modalities=hp.modalities, num_classes=self.num_classes,
             input_shape=hp.input_shape, use_modalities=hp.use_modalities,
@@ -181,6 +194,10 @@ class ClassificationTask(BaseTask):
 
     def _build_model_from_datamodule(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
+        if self.hparams.input_key != "image":
+            self.hparams.model_kwargs = with_num_nodes(self.hparams.model_kwargs, datamodule)
+            self._build_model(0)
+            return
         features = getattr(datamodule, "tabular_features", None)
         if not features:
             raise ValueError("use_tabular=True but the datamodule provides no tabular features "
@@ -224,8 +241,8 @@ class ClassificationTask(BaseTask):
     def logits(self, batch: dict, model=None) -> torch.Tensor:
         """Logits ``(B, K)`` of ``model`` (default: the task's network) on ``batch``."""
         if model is None:
-            return self(batch["image"], batch.get("availability"), batch.get("tabular"))
-        return model(batch["image"], batch.get("availability"), batch.get("tabular"))
+            return self(self.model_input(batch), batch.get("availability"), batch.get("tabular"))
+        return model(self.model_input(batch), batch.get("availability"), batch.get("tabular"))
 
     def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
         """Cross-entropy (class weights, label smoothing) against ``batch["label"]`` ``(B,)``."""

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from cogimg.data.outcome_features import FEATURE_GROUPS, tabular_features
 from cogimg.metrics.regression import bootstrap_ci, regression_report
+from cogimg.models.connectome import INPUT_KEYS, build_connectome_model, with_num_nodes
 from cogimg.models.fusion import build_fusion_model
 from cogimg.tasks.addons import TrainingAddon
 from cogimg.tasks.base import BaseTask
@@ -53,6 +54,9 @@ class RegressionTask(BaseTask):
             scores by :meth:`fit_target_scaling` before training).
         huber_delta: Huber loss threshold in standardised units.
         model_kwargs, lr, …, addons: as :class:`~cogimg.tasks.base.BaseTask`.
+        input_key: batch entry the network reads: ``image`` or ``connectome`` (as
+            :class:`~cogimg.tasks.classification.ClassificationTask`); with a datamodule that
+            offers ``train_targets()``, the target scaling is fitted on them at ``fit``.
     """
 
     kind = "regression"
@@ -67,7 +71,10 @@ class RegressionTask(BaseTask):
                  target_std: float = 1.0, huber_delta: float = 1.0, tabular_hidden: Sequence[int]
                  = (64, 32), model_kwargs: Mapping[str, Any] | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-4, optimizer: str = "adamw", scheduler: str = "cosine",
-                 warmup_steps: int = 20, addons: list[TrainingAddon] | None = None) -> None:
+                 warmup_steps: int = 20, addons: list[TrainingAddon] | None = None,
+                 input_key: str = "image") -> None:
+        if input_key not in INPUT_KEYS:
+            raise ValueError(f"input_key={input_key!r}; choose one of {list(INPUT_KEYS)}")
         if fusion not in ("single", "tabular"):
             raise ValueError(f"fusion={fusion!r}; RegressionTask supports 'single' (CNN, + MLP "
                              "with tabular_features) and 'tabular' (MLP only)")
@@ -82,10 +89,28 @@ class RegressionTask(BaseTask):
 
     def configure_models(self) -> None:
         hp = self.hparams
+        if hp.input_key != "image":
+            self.model = None  # built in configure_model() when the regions are not given
+            if "num_nodes" in hp.model_kwargs:
+                self.model = build_connectome_model(hp.model, num_outputs=1,
+                                                    model_kwargs=hp.model_kwargs)
+            return
         self.model = build_fusion_model(
             hp.fusion, backbone=hp.model, modalities=("lesion",), num_classes=1,
             input_shape=hp.input_shape, tabular_features=int(hp.tabular_features),
             backbone_kwargs=hp.model_kwargs, tabular_hidden=tuple(hp.tabular_hidden))
+
+    def configure_model(self) -> None:
+        if self.model is None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            self.hparams.model_kwargs = with_num_nodes(self.hparams.model_kwargs, datamodule)
+            self.model = build_connectome_model(self.hparams.model, num_outputs=1,
+                                                model_kwargs=self.hparams.model_kwargs)
+        super().configure_model()
+
+    def setup_task(self, stage: str, datamodule) -> None:
+        if stage == "fit" and hasattr(datamodule, "train_targets"):
+            self.fit_target_scaling(datamodule.train_targets())
 
     def fit_target_scaling(self, scores: np.ndarray) -> None:
         """Standardise the target with the training scores' mean and SD."""
@@ -100,7 +125,7 @@ class RegressionTask(BaseTask):
 
     def logits(self, batch: dict, model=None) -> torch.Tensor:
         """Standardised predicted scores ``(B,)`` of ``model`` (default: the task's network)."""
-        return (model or self.model)(batch.get("image"), None, batch.get("tabular"))[:, 0]
+        return (model or self.model)(self.model_input(batch), None, batch.get("tabular"))[:, 0]
 
     def loss(self, output: torch.Tensor, batch: dict) -> torch.Tensor:
         """Huber loss against the standardised ``batch["target"]`` ``(B,)``."""
@@ -108,7 +133,7 @@ class RegressionTask(BaseTask):
         return F.huber_loss(output, target, delta=self.hparams.huber_delta)
 
     def evaluate_batch(self, batch: dict, stage: str) -> list[dict]:
-        pred = self(batch.get("image"), batch.get("tabular")).detach().cpu().numpy()
+        pred = self(self.model_input(batch), batch.get("tabular")).detach().cpu().numpy()
         target = batch["target"].detach().cpu().numpy()
         ids = batch.get("subject_id") or [f"{stage}-{len(self.subject_rows[stage]) + i}"
                                           for i in range(len(target))]
@@ -118,7 +143,7 @@ class RegressionTask(BaseTask):
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         """``{"subject_id": [...], "pred": (B,) scores}``."""
         return {"subject_id": batch.get("subject_id"),
-                "pred": self(batch.get("image"), batch.get("tabular"))}
+                "pred": self(self.model_input(batch), batch.get("tabular"))}
 
     def summarise(self, rows: list[dict], stage: str) -> dict[str, float]:
         if len(rows) < 2:

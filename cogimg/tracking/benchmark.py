@@ -14,19 +14,18 @@ any machine; a ``budget_s`` cap that is hit makes the result depend on the machi
 (the run's ``result.json`` records its steps).
 
 Layout of ``--out``: ``data/`` (BIDS cohort), ``cache/`` (preprocessed volumes, splits),
-``runs/<experiment>/seed<k>/`` (``result.json`` + ``lightning_logs/version_0/`` run dir).
+``runs/<experiment>/seed<k>/`` (``result.json`` + ``lightning_logs/version_0/`` run dir),
+``study.yaml`` / ``study.json`` (the benchmark runs as a study without comparisons:
+:mod:`cogimg.tracking.study`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from pathlib import Path
 
 import yaml
 
-from cogimg.io import atomic_write_text
 from cogimg.schema import parse_section
 
 
@@ -106,65 +105,26 @@ def load_benchmark(path: str | Path, full: bool = False) -> dict:
     return spec
 
 
+def benchmark_study(spec: dict, path: str | Path, full: bool = False) -> dict:
+    """A loaded benchmark file as a resolved study (:mod:`cogimg.tracking.study_spec`): each
+    experiment an arm named after its config file, fitted with the common overrides first and
+    its own after them; no comparisons."""
+    arms = [{"name": Path(e["config"]).stem, "config": e["config"], "runner": "fit", "options": {},
+             "overrides": [*map(str, spec["overrides"]), *map(str, e.get("overrides", []))],
+             "budget_s": e.get("budget_s")} for e in spec["experiments"]]
+    return {"kind": "study", "name": Path(path).stem, "question": f"benchmark {Path(path).name}",
+            "preset": "full" if full else None, "cohort": spec["cohort"], "data": None,
+            "seeds": list(spec["seeds"]), "n_boot": 1000, "arms": arms, "comparisons": [],
+            "figures": [], "source": str(path)}
+
+
 def run_benchmark(path: str | Path, out: str | Path, full: bool = False, workers: int = 2) -> Path:
-    """Run the main job (module docstring); returns the report path."""
-    from tqdm.auto import tqdm
+    """Run the main job (module docstring) through the study runner
+    (:func:`cogimg.tracking.study.run_study`); returns the report path."""
+    from cogimg.tracking.study import run_study
 
-    from cogimg.data.bids import load_dataset
-    from cogimg.data.synth import generate_cohort
-    from cogimg.tracking.experiment import run_experiment
-    from cogimg.tracking.figure_set import make_figures
-    from cogimg.tracking.leaderboard import find_runs, leaderboard
-    from cogimg.tracking.report import write_report
-    from cogimg.tracking.tables import to_markdown, write_leaderboard
-
-    spec = load_benchmark(path, full=full)
-    out = Path(out)
-    data, cache = out / "data", out / "cache"
-    start = time.perf_counter()
-    cohort = dict(spec["cohort"])
-    if not (data / "participants.tsv").is_file():
-        print(f"[1/4] synthesising {cohort.get('subjects')} subjects → {data}", flush=True)
-        generate_cohort(data, cohort.pop("subjects"), cohort.pop("seed", 0), workers=workers,
-                        command="cogimg benchmark", **cohort)
-    dataset = load_dataset(data)  # strict: any problem stops the job with the full list
-    counts = dataset.participants["diagnosis"].value_counts().to_dict()
-    print(f"[2/4] cohort checked: {len(dataset.subjects)} subjects {counts}, 0 errors "
-          f"({time.perf_counter() - start:.0f} s)", flush=True)
-
-    jobs = [(e, seed) for e in spec["experiments"] for seed in spec["seeds"]]
-    bar = tqdm(jobs, desc="[3/4] training", unit="run")
-    for experiment, seed in bar:
-        name = Path(experiment["config"]).stem
-        run_dir = out / "runs" / name / f"seed{seed}"
-        bar.set_postfix_str(f"{name} seed {seed}")
-        if (run_dir / "result.json").is_file():
-            continue  # finished earlier: the job resumes where it stopped
-        result = run_experiment(
-            experiment["config"], run_dir, name=name, budget_s=experiment.get("budget_s"),
-            overrides=["--data.init_args.data_root", str(data), "--data.init_args.cache_dir", str(cache),
-                       "--seed_everything", str(seed), *map(str, spec["overrides"]),
-                       *map(str, experiment.get("overrides", []))])
-        primary = next((f"{k}={v:.3f}" for k, v in result.metrics.items()
-                        if k in ("val/dice", "val/balanced_accuracy")), "")
-        bar.write(f"      {name} seed {seed}: {primary} after {result.steps} steps, {result.train_s:.0f} s")
-
-    print("[4/4] leaderboard, figures, report", flush=True)
-    runs, skipped = find_runs(out / "runs")
-    for folder, reason in skipped:
-        print(f"      left out {folder}: {reason}")
-    table = leaderboard(runs)
-    write_leaderboard(table, out)
-    written, fig_skipped = make_figures(out / "runs", out / "figures")
-    for reason in fig_skipped:
-        print(f"      figure skipped: {reason}")
-    report = write_report(out / "runs", out / "report.html", figures_dir=out / "figures",
-                          title=f"cogimg benchmark: {Path(path).name}")
-    total = time.perf_counter() - start
-    atomic_write_text(out / "benchmark.json", json.dumps(
-        {"benchmark": str(path), "full": full, "wall_s": round(total, 1), "runs": len(runs),
-         "cohort": {"subjects": len(dataset.subjects), "diagnoses": counts}}, indent=2) + "\n")
-    print(to_markdown(table))
-    print(f"wrote {out / 'leaderboard.md'}, {len(written)} figures in {out / 'figures'} and {report} "
-          f"in {total / 60:.1f} min")
-    return report
+    study = benchmark_study(load_benchmark(path, full=full), path, full=full)
+    outputs = run_study(path, out, workers=workers, study=study)
+    print(f"wrote {Path(out) / 'leaderboard.md'}, {len(outputs['figures'])} figures in "
+          f"{Path(out) / 'figures'} and {outputs['report']}")
+    return outputs["report"]

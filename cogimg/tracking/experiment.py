@@ -82,12 +82,13 @@ class ExperimentResult:
 
 def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str] = (),
                    budget_s: float | None = None, name: str | None = None, callbacks: list = (),
-                   ckpt_path: str | Path | None = None) -> ExperimentResult:
+                   ckpt_path: str | Path | None = None, test: bool = False) -> ExperimentResult:
     """Fit ``config`` (with LightningCLI-style ``overrides``; for at most ``budget_s`` seconds
     of wall time when given), then validate the final weights (unless fit's last validation
     already did, at the final step); writes ``result.json`` and
     ``subjects.csv`` into ``run_dir``. ``callbacks`` are added to the trainer's (e.g. a
-    pruning callback); ``ckpt_path`` resumes that checkpoint's run."""
+    pruning callback); ``ckpt_path`` resumes that checkpoint's run; ``test`` also scores the
+    final weights on the held-out test subjects (the run's ``subjects_test.csv``)."""
     run_dir = Path(run_dir)
     args = ["--config", str(config), "--trainer.default_root_dir", str(run_dir),
             "--trainer.enable_progress_bar", "false", *overrides]
@@ -108,6 +109,8 @@ def run_experiment(config: str | Path, run_dir: str | Path, overrides: list[str]
     else:
         final = cli.trainer.validate(task, datamodule=data, verbose=False)[0]
     rows = task.subject_rows["val"]
+    if test:
+        cli.trainer.test(task, datamodule=data, verbose=False)
     latency = _inference_latency(task, data)
     log_dir = Path(cli.trainer.log_dir or run_dir)
     peak_memory_gb = None

@@ -12,6 +12,8 @@ test subjects with ``--stage test``) and Optuna studies found under ``RUNS_DIR``
 * ``overlays_<experiment>`` — the best segmentation group's predictions on its best, median
   and worst subject (by Dice), from the run's last checkpoint and the
   preprocessed cache;
+* ``connectome_groups_<preset>``, ``connectome_glass_<preset>`` — connectome runs
+  (:mod:`cogimg.tracking.connectome_figures`);
 * ``optuna_history_<study>``, ``optuna_importance_<study>``, ``optuna_pareto_<study>``.
 
 A figure whose inputs are missing is skipped with the reason; the return value lists both.
@@ -68,6 +70,8 @@ def leaderboard_figures(table: pd.DataFrame, out: Path) -> list[Path]:
     written = []
     for kind_name, part in table.groupby("kind"):
         p = KINDS[kind_name].primary
+        if f"{p}_mean" not in part:  # undefined for every group (e.g. R of constant predictions)
+            continue
         names = [e if v in ("default", "single") else f"{e} ({v})" for e, v in zip(part["experiment"], part["variant"])]
         written.append(figures.dot_plot(names, part[f"{p}_mean"], part[f"{p}_ci_low"], part[f"{p}_ci_high"],
                                         out / f"leaderboard_{kind_name}", KINDS[kind_name].labels[p]))
@@ -177,20 +181,28 @@ def optuna_figures(root: Path, out: Path, skipped: list[str]) -> list[Path]:
     return written
 
 
-def make_figures(runs_dir: str | Path, out: str | Path, stage: str = "val") -> tuple[list[Path], list[str]]:
-    """Every figure above for ``runs_dir``, the runs scored on their ``stage`` subjects;
-    returns (PNG paths written, skipped with reasons)."""
+def make_figures(runs_dir: str | Path, out: str | Path, stage: str = "val",
+                 n_boot: int = 500) -> tuple[list[Path], list[str]]:
+    """Every figure above for ``runs_dir``, the runs scored on their ``stage`` subjects
+    (leaderboard CIs from ``n_boot`` resamples); returns (PNG paths written, skipped with
+    reasons)."""
     runs_dir, out = Path(runs_dir), Path(out)
     runs, _ = find_runs(runs_dir, stage=stage)
     skipped: list[str] = []
     written: list[Path] = []
     if runs:
-        table = leaderboard(runs, n_boot=500)
+        table = leaderboard(runs, n_boot=n_boot)
         written += learning_curve_figures(runs, out)
         written += leaderboard_figures(table, out)
         written += classification_figures(runs, out)
         written += segmentation_figures(runs, table, out, skipped, stage)
+        from cogimg.tracking.connectome_figures import connectome_run_figures
+
+        written += connectome_run_figures(runs, out, skipped)  # connectome runs' groups
     else:
         skipped.append(f"run figures: no finished run directory under {runs_dir}")
     written += optuna_figures(runs_dir, out, skipped)
+    from cogimg.tracking.study_figures import make_study_figures  # a study's own (study.yaml)
+
+    written += make_study_figures(runs_dir, out, skipped)
     return written, skipped

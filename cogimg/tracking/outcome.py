@@ -70,6 +70,10 @@ def run_outcome_experiment(config: dict, cohort=None, *, overwrite: bool = False
     metrics (``metrics.json`` without its ``val`` section)."""
     from cogimg.paradigms.outcome import cross_validate
 
+    if config["data"].get("layout") == "connectome":  # cogimg.paradigms.connectome_baseline
+        from cogimg.tracking.connectome_baseline import run_baseline_experiment
+
+        return run_baseline_experiment(config, cohort, overwrite=overwrite)
     cv = cross_validate(config, cohort)
     write_outcome_run(config["out"], config, cv, overwrite=overwrite)
     return cv.result

@@ -26,9 +26,10 @@ pre { background: #f7f7f7; padding: 0.5em; overflow-x: auto; font-size: 11px; }
 
 
 def write_report(runs_dir: str | Path, path: str | Path, figures_dir: str | Path | None = None,
-                 title: str = "cogimg report", stage: str = "val") -> Path:
-    """Write the report for ``runs_dir`` (runs scored on their ``stage`` subjects) to ``path``;
-    figures are made into ``figures_dir`` (default ``<runs_dir>/figures``) when it holds none."""
+                 title: str = "cogimg report", stage: str = "val", n_boot: int = 1000) -> Path:
+    """Write the report for ``runs_dir`` (runs scored on their ``stage`` subjects; CIs from
+    ``n_boot`` resamples) to ``path``; figures are made into ``figures_dir`` (default
+    ``<runs_dir>/figures``) when it holds none."""
     runs_dir, path = Path(runs_dir), Path(path)
     figures_dir = Path(figures_dir) if figures_dir else runs_dir / "figures"
     runs, skipped = find_runs(runs_dir, stage=stage)
@@ -40,8 +41,11 @@ def write_report(runs_dir: str | Path, path: str | Path, figures_dir: str | Path
              f"<p>{len(runs)} finished run(s) under <code>{html.escape(str(runs_dir))}</code>"
              + (f"; {len(skipped)} left out (listed at the end)" if skipped else "") + ".</p>"]
     if runs:
-        parts += ["<h2>Leaderboard</h2>", to_html_tables(leaderboard(runs)),
+        parts += ["<h2>Leaderboard</h2>", to_html_tables(leaderboard(runs, n_boot=n_boot)),
                   f"<p>{html.escape(ci_note(stage))} Click a column to sort.</p>"]
+    from cogimg.tracking.study_stats import study_html  # a study's comparisons (study.yaml)
+
+    parts += study_html(runs_dir)
     pngs = sorted(figures_dir.glob("*.png"))
     if pngs:
         parts.append("<h2>Figures</h2>")

@@ -23,6 +23,7 @@ has no heartbeat: pass ``--retry-running`` when no other worker is alive.)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable
@@ -65,8 +66,25 @@ def make_storage(url: str | None, out: Path, heartbeat_s: int = 60, grace_s: int
     # SQLite: concurrent workers wait for the file lock instead of failing after SQLite's 5 s;
     # servers: a connection dropped while a trial trained for hours is replaced, not an error.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s, grace_period=grace_s,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+    with creation_lock(url):
+        return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                          grace_period=grace_s,
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2))
+
+
+@contextlib.contextmanager
+def creation_lock(url: str):
+    """Serialise creating the schema of a fresh SQLite storage (and its study) between workers
+    started together: without it, one dies with ``IntegrityError … alembic_version``. A lock
+    file beside the database; other URLs (servers, journals) need none."""
+    if not url.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    database = Path(url.removeprefix("sqlite:///"))
+    with FileLock(str(database) + ".lock", timeout=120):
+        yield
 
 
 def make_sampler(spec: SweepSpec, offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -209,8 +227,9 @@ def run_sweep(spec: SweepSpec, out: str | Path, n_trials: int | None = None, sto
     total = n_trials or spec.n_trials
     storage_obj = make_storage(storage or spec.storage, out, heartbeat_s, grace_s)
     # Peek at the study size for the sampler offset (0 for a fresh single-worker sweep).
-    study = optuna.create_study(study_name=spec.name, storage=storage_obj, directions=spec.directions,
-                                load_if_exists=True)
+    with creation_lock(storage_url(storage or spec.storage, out)):
+        study = optuna.create_study(study_name=spec.name, storage=storage_obj,
+                                    directions=spec.directions, load_if_exists=True)
     offset = len(study.trials) + 1000 * worker
     study = optuna.load_study(study_name=spec.name, storage=storage_obj,
                               sampler=make_sampler(spec, offset=offset), pruner=make_pruner(spec))

@@ -1,8 +1,8 @@
 """The CLI convention, command by command (in process, through ``cogimg.cli.main``).
 
 Every plain command registered in cogimg/cli.py: ``--help`` exits 0 and names ``--out`` when
-the command writes files; an unknown option and a missing required argument exit 2; a bad
-data path exits 1 with one line on stderr and no traceback. Flags are spelled ``--out``,
+the command writes files; an unknown option and a missing required argument exit 2; a data
+path that does not exist exits 2 (nothing run) with one line on stderr and no traceback. Flags are spelled ``--out``,
 ``--overwrite`` and ``--n-folds`` everywhere.
 """
 
@@ -14,6 +14,8 @@ import pytest
 
 from cogimg import cli
 from cogimg.commands._common import DataError, UsageError, run_command
+from cogimg.errors import ConfigError
+from cogimg.inference.checkpoint import CheckpointError
 
 MISSING = "/nonexistent/cogimg-test"
 
@@ -39,6 +41,7 @@ BAD_DATA = {
     "annotate": ["annotate", "--ckpt", f"{MISSING}.ckpt", "--input", MISSING, "--out", "{out}"],
     "clinical": ["clinical", "--seg-ckpt", f"{MISSING}.ckpt", "--input", MISSING,
                  "--out", "{out}", "--no-progress"],
+    "plan": ["plan", MISSING, "--out", "{out}", "--no-progress"],
 }
 #: commands that write nothing (so take no --out)
 READ_ONLY = {"models"}
@@ -98,10 +101,10 @@ def test_missing_required_argument_exits_2(command, capsys):
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if BAD_DATA[c]])
-def test_bad_data_path_exits_1_with_one_line(command, tmp_path, capsys):
+def test_a_missing_data_path_exits_2_with_one_line(command, tmp_path, capsys):
     out = tmp_path / "out"
     argv = [a.replace("{out}", str(out)) for a in BAD_DATA[command]]
-    assert exit_code(argv) == 1
+    assert exit_code(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"cogimg {command}: error: ") and err.count("\n") == 1, err
     assert MISSING in err and "Traceback" not in err
@@ -113,7 +116,8 @@ def test_top_level_help_documents_the_convention(capsys):
     text = capsys.readouterr().out
     for flag in ("--out PATH", "--overwrite", "--n-folds K"):
         assert flag in text
-    assert "exit codes:" in text and "2  usage error" in text and "1  data or run problem" in text
+    assert "exit codes" in text and "2  usage error, nothing run" in text
+    assert "1  some inputs failed and were listed" in text and "3  flagged" in text
 
 
 def test_run_command_maps_exceptions_to_exit_codes(capsys, monkeypatch):
@@ -132,9 +136,19 @@ def test_run_command_maps_exceptions_to_exit_codes(capsys, monkeypatch):
     assert capsys.readouterr().err == "cogimg x: error: a.tsv: no participant_id column\n"
     assert run_command("x", raises(KeyError("model.name"))) == 1
     assert capsys.readouterr().err == "cogimg x: error: model.name\n"
-    assert run_command("x", raises(FileNotFoundError("b.nii.gz does not exist"))) == 1
+    assert run_command("x", raises(ValueError("b.nii.gz: NaN voxels"))) == 1
+    assert run_command("x", raises(FileNotFoundError("b.nii.gz does not exist"))) == 2
+    assert run_command("x", raises(CheckpointError("m.ckpt: no hyper_parameters"))) == 2
+    assert run_command("x", raises(ConfigError("s.yaml: seeds: expected a list"))) == 2
     with pytest.raises(RuntimeError):  # a bug keeps its traceback
         run_command("x", raises(RuntimeError("bug")))
     monkeypatch.setenv("COGIMG_TRACEBACK", "1")
     with pytest.raises(DataError):
         run_command("x", raises(DataError("shown with its traceback")))
+
+
+def test_debug_flag_shows_the_traceback(monkeypatch, tmp_path):
+    monkeypatch.delenv("COGIMG_TRACEBACK", raising=False)
+    assert exit_code(["check", MISSING]) == 2
+    with pytest.raises(FileNotFoundError, match=MISSING):
+        cli.main(["--debug", "check", MISSING])

@@ -143,7 +143,7 @@ def test_headers_only_skips_voxel_checks(bids_root, capsys):
 def test_missing_root_is_one_clean_error(tmp_path, capsys):
     code = main(["check", str(tmp_path / "nowhere")])
     out, err = capsys.readouterr()
-    assert code == 1 and out == "" and err.count("\n") == 1
+    assert code == 2 and out == "" and err.count("\n") == 1  # nothing run
     assert err.startswith("cogimg check: error: dataset root") and "is not a directory" in err
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
@@ -198,16 +199,33 @@ def test_truth_maps_mark_the_changes(cohort):
             assert "dat" not in maps
 
 
-def test_refuses_non_empty_out_and_overwrites_on_request(tmp_path):
+def test_refuses_non_empty_out_and_overwrites_only_its_own_cohort(tmp_path, monkeypatch):
     out = tmp_path / "c"
     out.mkdir()
     (out / "keep.txt").write_text("user data", encoding="utf-8")
     with pytest.raises(FileExistsError, match="not empty"):
         generate_cohort(out, 1, 0, spacing_mm=4.0, progress=False)
-    assert (out / "keep.txt").read_text(encoding="utf-8") == "user data"
-    generate_cohort(out, 1, 0, spacing_mm=4.0, progress=False, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "participants.tsv").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no staging left behind
+    with pytest.raises(FileExistsError, match="did not write"):  # --overwrite: still not ours
+        generate_cohort(out, 1, 0, spacing_mm=4.0, progress=False, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    # a synth killed mid-way left its staging folder: the next run removes it
+    stale = tmp_path / f".ours.{_dead_pid()}.0123456789ab.tmp"
+    stale.mkdir()
+    ours = tmp_path / "ours"
+    generate_cohort(ours, 1, 0, spacing_mm=4.0, progress=False)
+    assert not stale.exists()
+    generate_cohort(ours, 1, 1, spacing_mm=4.0, progress=False, overwrite=True)  # our own: replaced
+    assert (ours / "participants.tsv").is_file() and (ours / ".cogimg-output").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "ours"]  # no staging left behind
+    monkeypatch.chdir(ours)
+    with pytest.raises(ValueError, match="working directory"):  # --out . : refused up front
+        generate_cohort(Path("."), 1, 0, spacing_mm=4.0, progress=False, overwrite=True)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def test_crash_leaves_no_cohort(tmp_path, monkeypatch):
@@ -267,8 +285,8 @@ def test_cli_generates_and_previews(tmp_path):
     assert main(["synth", "--out", str(out), "--preview", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").is_file()
     assert main(["synth", "--out", str(tmp_path / "empty")]) == 2  # neither --subjects nor a cohort
-    assert main(["synth", "--out", str(tmp_path / "empty"), "--preview"]) == 1  # no cohort there
-    assert main(["synth", "--out", str(out), "--subjects", "2", "--spacing", "4"]) == 1  # not empty
+    assert main(["synth", "--out", str(tmp_path / "empty"), "--preview"]) == 2  # no cohort there
+    assert main(["synth", "--out", str(out), "--subjects", "2", "--spacing", "4"]) == 2  # not empty
 
 
 @pytest.mark.slow

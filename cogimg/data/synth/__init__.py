@@ -4,7 +4,8 @@ Modules, one per concern: :mod:`.anatomy` / :mod:`.regions` (template, deformati
 regions), :mod:`.contrasts` (tissue → modalities), :mod:`.atrophy` (AD), :mod:`.pd`,
 :mod:`.stroke` / :mod:`.microbleeds` (lesions), :mod:`.sites` (scanners), :mod:`.plan`
 (who is in the cohort), :mod:`.cohort` (per-subject generation, workers),
-:mod:`.writer` (BIDS files) and :mod:`.preview` (montage figure).
+:mod:`.writer` (BIDS files), :mod:`.preview` (montage figure) and :mod:`.bold` (resting-state
+BOLD with network effects, optional).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def generate_cohort(
     overwrite: bool = False,
     progress: bool = True,
     command: str | None = None,
+    bold: bool = False,
+    bold_volumes: int = 150,
+    bold_tr: float = 2.0,
 ) -> Path:
     """Generate a synthetic cohort under ``out`` and return its path.
 
@@ -52,6 +56,11 @@ def generate_cohort(
         overwrite: replace a non-empty ``out``.
         progress: show a tqdm bar.
         command: the command line, recorded in the README.
+        bold: also write resting-state BOLD (raw BIDS func + fMRIPrep-like derivative with
+            confounds), the parcellation under ``derivatives/cogimg_atlas`` and the perturbed
+            edges under ``derivatives/groundtruth`` (:mod:`cogimg.data.synth.bold`).
+        bold_volumes: volumes per run (≥ 50).
+        bold_tr: repetition time of the first site in seconds (other sites scale it).
 
     Raises:
         FileExistsError: ``out`` is not empty and ``overwrite`` is false.
@@ -73,23 +82,48 @@ def generate_cohort(
         raise ValueError(f"workers must be ≥ 1, got {workers}")
     if not 0.5 <= float(spacing_mm) <= 8.0:
         raise ValueError(f"spacing_mm must be in [0.5, 8] mm, got {spacing_mm}")
+    if bold and not (bold_volumes >= 50 and 0.5 <= float(bold_tr) <= 5.0):
+        raise ValueError(f"bold_volumes must be ≥ 50 and bold_tr in [0.5, 5] s, got {bold_volumes}, {bold_tr}")
     check_output_dir(out, overwrite)
     plan = plan_cohort(n_subjects, seed, sites, diseases, diff, proportions, site_confound)
     staging = staging_dir(out)
     try:
+        bold_config = _bold_config(seed, sites, diff, bold_volumes, bold_tr, staging, spacing_mm) if bold else None
         config = SynthConfig(staging=staging, sites=tuple(plan.sites), spacing_mm=float(spacing_mm),
-                             difficulty=diff, seed=int(seed), version=__version__)
+                             difficulty=diff, seed=int(seed), version=__version__, bold=bold_config)
         rows = run_subjects(plan.subjects, config, workers=workers, progress=progress)
         settings = {"subjects": n_subjects, "seed": seed, "spacing_mm": float(spacing_mm),
                     "sites": sites, "diseases": ",".join(diseases), "difficulty": diff.name,
                     "site_spread": float(site_spread), "site_confound": site_confound,
                     "site_probabilities": plan.site_probabilities}
+        if bold_config is not None:
+            from cogimg.data.synth.bold import bold_config_json
+
+            settings["bold"] = bold_config_json(bold_config)
         write_dataset_files(staging, rows, settings, [s.to_json() for s in plan.sites], command)
         publish(staging, out, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return out
+
+
+def _bold_config(seed, n_sites, diff, n_volumes, tr_s, staging, spacing_mm):
+    """Draw the sites' BOLD protocols (their own seed stream) and write the parcellation."""
+    import numpy as np
+
+    from cogimg.data.synth.bold import (
+        BoldConfig,
+        build_bold_grid,
+        make_bold_sites,
+        write_parcellation,
+    )
+    from cogimg.data.synth.plan import child_seed
+
+    rng = np.random.default_rng(child_seed(np.random.SeedSequence(seed), 3))  # 0–2: the plan's
+    sites = make_bold_sites(rng, n_sites, float(tr_s), diff.noise, diff.site)
+    write_parcellation(staging, build_bold_grid(float(spacing_mm)))
+    return BoldConfig(n_volumes=int(n_volumes), tr_s=float(tr_s), sites=sites)
 
 
 __all__ = ["DEFAULT_DISEASES", "generate_cohort"]

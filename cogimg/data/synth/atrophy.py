@@ -94,10 +94,9 @@ def sample_ad_profile(rng: np.random.Generator, diagnosis: str, age: float) -> A
     # Neurodegeneration follows amyloid; without it (SNAP) it progresses more slowly. Brain
     # reserve (a log-normal factor) and measurement-free noise decouple it from the clinical
     # stage: subjects at one stage carry different atrophy, so T1w alone cannot read the
-    # stage off atrophy. A logistic model on the latents themselves (no image; 3000 subjects,
-    # 5-fold CV) stages CN/MCI/AD with balanced accuracy 0.71 from this one (0.90 without
-    # reserve), 0.62 from amyloid load, 0.69 from MMSE + APOE4 + age, 0.87 from all together
-    # (0.80 with ADNI's all-cause MCI) -- the complementarity benchmarks/fusion_gain.py measures.
+    # stage off atrophy. A logistic model on the latents themselves (no image) stages CN/MCI/AD
+    # better from atrophy, amyloid load and the clinical scores together than from any one of
+    # them -- the complementarity studies/fusion_gain.yaml measures.
     reserve = float(np.exp(rng.normal(0.0, 0.5)))
     nd = (1.0 if positive else 0.6) * stage**1.5 * reserve + rng.normal(0.0, 0.12)
     nd = float(np.clip(nd, 0.0, 1.0))

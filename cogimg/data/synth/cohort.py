@@ -20,6 +20,7 @@ import numpy as np
 
 from cogimg.data.synth.anatomy import build_anatomy, load_template
 from cogimg.data.synth.atrophy import amyloid_effect, atrophy_effect
+from cogimg.data.synth.bold import BoldConfig
 from cogimg.data.synth.contrasts import MODALITIES, region_factor_map, subject_contrast, synthesize
 from cogimg.data.synth.difficulty import Difficulty
 from cogimg.data.synth.pd import pd_effect
@@ -43,6 +44,7 @@ class SynthConfig:
     difficulty: Difficulty
     seed: int
     version: str
+    bold: BoldConfig | None = None  # None: no functional data
 
 
 def regional_volumes(anatomy: SubjectAnatomy, ventricle_growth_ml: float = 0.0) -> dict[str, float]:
@@ -146,6 +148,9 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
     # region-level analyses and explanations need no registration.
     regions_rel = f"derivatives/truth/{pid}/{pid}_desc-regions_dseg.nii.gz"
     write_nifti(root / regions_rel, anatomy.regions.labels, affine, "mask")
+    # Tissue classes (TISSUE_LABELS): the label maps domain-randomised training draws from.
+    tissue_rel = f"derivatives/truth/{pid}/{pid}_desc-tissue_dseg.nii.gz"
+    write_nifti(root / tissue_rel, tissue_labels(anatomy), affine, "mask")
     map_files = {}
     for e in effects:
         for key, arr in e.maps.items():
@@ -154,6 +159,7 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
             map_files[key] = rel
 
     row = _clinical_row(plan, effects, rngs["clinical"], site.name)
+    bold_files = _write_bold(root, plan, anatomy, effects, config, rngs["bold"]) if config.bold else None
     growth = atrophy.info["regions"]["ventricles"]["growth_outside_label_ml"]
     truth = {
         "participant_id": pid,
@@ -172,9 +178,38 @@ def synthesize_subject(plan: SubjectPlan, config: SynthConfig) -> dict:
         "maps": map_files,
         "labels": label_files,
         "regions": regions_rel,
+        "tissue": tissue_rel,
     }
+    if bold_files is not None:
+        truth["bold"] = bold_files
     write_json(root / f"derivatives/truth/{pid}/{pid}_effects.json", truth)
     return row
+
+
+#: Values of ``desc-tissue_dseg``: the most probable tissue class of each brain voxel.
+TISSUE_LABELS = {0: "background", 1: "csf", 2: "gm", 3: "wm"}
+
+
+def tissue_labels(anatomy: SubjectAnatomy) -> np.ndarray:
+    """uint8 (X, Y, Z) map of :data:`TISSUE_LABELS`: argmax of the (post-atrophy) CSF, GM and
+    WM probabilities inside the brain mask, 0 outside it."""
+    probs = np.stack([anatomy.tissue["csf"], anatomy.tissue["gm"], anatomy.tissue["wm"]])
+    labels = (np.argmax(probs, axis=0) + 1).astype(np.uint8)
+    return labels * anatomy.brain_mask.astype(np.uint8)
+
+
+def _write_bold(root: Path, plan: SubjectPlan, anatomy: SubjectAnatomy, effects: list[Effect],
+                config: SynthConfig, rng: np.random.Generator) -> dict:
+    """Simulate and write the subject's resting-state run (:mod:`.bold`); returns its files."""
+    from cogimg.data.synth.bold import build_bold_grid, lesion_on_grid, simulate_bold, write_bold
+
+    grid = build_bold_grid(config.spacing_mm)
+    lesion = next((e.labels["lesions"]["mask"] for e in effects if e.name == "stroke"), None)
+    frac = lesion_on_grid(lesion, anatomy.template_mm, anatomy.voxel_volume_ml, grid)
+    pd_loss = plan.pd.putamen_loss if plan.diagnosis == "PD" else {}
+    result = simulate_bold(rng, grid, config.bold.sites[plan.site], config.bold.n_volumes,
+                           plan.ad.stage, pd_loss, frac, effect=config.difficulty.effect)
+    return write_bold(root, plan.participant_id, result, grid.affine)
 
 
 def _write_labels(root: Path, pid: str, anatomy: SubjectAnatomy, effects: list[Effect]) -> dict:
@@ -202,8 +237,8 @@ _WORKER_CONFIG: SynthConfig | None = None
 
 
 def _single_threaded_blas():
-    """Context limiting BLAS to one thread: the few small matrix products here run 3×
-    slower when OpenBLAS spreads them over cores that the workers already occupy."""
+    """Context limiting BLAS to one thread: the few small matrix products here run several
+    times slower when OpenBLAS spreads them over cores that the workers already occupy."""
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # threadpoolctl comes with scikit-learn; without it, just go on

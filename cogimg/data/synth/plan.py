@@ -30,7 +30,8 @@ AGE = {"CN": (70.0, 8.0, 50, 90), "MCI": (73.0, 7.0, 55, 90), "AD": (75.0, 7.0, 
        "PD": (66.0, 9.0, 40, 88), "stroke": (68.0, 12.0, 35, 95)}
 P_MALE = {"CN": 0.45, "MCI": 0.55, "AD": 0.45, "PD": 0.62, "stroke": 0.58}
 #: Streams spawned from each subject's SeedSequence, in order.
-SUBJECT_STREAMS = ("clinical", "anatomy", "atrophy", "stroke", "microbleeds", "pd", "contrast", "scanner")
+SUBJECT_STREAMS = ("clinical", "anatomy", "atrophy", "stroke", "microbleeds", "pd", "contrast", "scanner",
+                   "bold")
 
 
 @dataclass

@@ -22,6 +22,9 @@ from cogimg.data.synth.difficulty import Difficulty
 
 #: Scanner units of each modality's white matter on a gain-1 scanner (MRI is in arbitrary
 #: units; ADC stays in 10⁻⁶ mm²/s; PET stays in SUVR / uptake ratio).
+#: Extra noise of the diffusion series (a b=1000 image has low SNR; ADC is a log-ratio of
+#: two noisy images), calibrated with benchmarks/sim2real_calibration.py.
+DIFFUSION_NOISE: dict[str, float] = {"dwi": 2.0, "adc": 2.5}
 UNIT_SCALE: dict[str, float] = {
     "T1w": 1000.0, "FLAIR": 800.0, "T2starw": 600.0, "dwi": 400.0, "adc": 1.0,
     "pet_amyloid": 1.0, "pet_dat": 1.0,
@@ -80,7 +83,8 @@ def make_sites(rng: np.random.Generator, n_sites: int, difficulty: Difficulty) -
     sv, nv = difficulty.site, difficulty.noise
     contrast = {m: _lhs(rng, n_sites, -0.12 * sv, 0.12 * sv) for m in MRI_MODALITIES}
     gamma = {m: np.exp(_lhs(rng, n_sites, -0.25 * sv, 0.25 * sv)) for m in MRI_MODALITIES}
-    noise = {m: _lhs(rng, n_sites, 0.015, 0.05) * nv for m in MRI_MODALITIES}
+    noise = {m: _lhs(rng, n_sites, 0.015, 0.05) * nv * DIFFUSION_NOISE.get(m, 1.0)
+             for m in MRI_MODALITIES}
     slice_fwhm = _lhs(rng, n_sites, 1.0, 1.0 + 3.5 * sv)  # thick-slice 2D protocols
     inplane_fwhm = _lhs(rng, n_sites, 0.8, 0.8 + 1.2 * sv)
     pet_fwhm = {"pet_amyloid": _lhs(rng, n_sites, 5.0, 5.0 + 3.0 * sv),

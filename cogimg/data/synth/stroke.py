@@ -68,8 +68,8 @@ class LesionContrast:
     """Fully expressed lesion/healthy intensity ratios of one lesion.
 
     Attributes:
-        dwi_peak: DWI ratio at full expression (1.5–3 when easy).
-        adc_min: ADC ratio at full expression (0.4–0.7 when easy).
+        dwi_peak: DWI ratio at full expression (1.3–2.5 when easy).
+        adc_min: ADC ratio at full expression (0.5–0.85 when easy).
         flair_peak: FLAIR ratio of an established (> 1 day) lesion.
     """
 
@@ -95,9 +95,11 @@ class LesionContrast:
 def sample_contrast(rng: np.random.Generator, difficulty: float) -> LesionContrast:
     """Draw a lesion's contrast; ``difficulty`` 1 scales its deviation from 1 by 0.4–1."""
     strength = rng.uniform(1.0 - 0.6 * difficulty, 1.0)
+    # Calibrated against a real acute case (benchmarks/sim2real_calibration.py): real lesion
+    # ratios are milder than the textbook core values (partial volume, evolving penumbra).
     return LesionContrast(
-        dwi_peak=1.0 + strength * rng.uniform(0.5, 2.0),
-        adc_min=1.0 - strength * rng.uniform(0.3, 0.6),
+        dwi_peak=1.0 + strength * rng.uniform(0.3, 1.5),
+        adc_min=1.0 - strength * rng.uniform(0.15, 0.5),
         flair_peak=1.0 + strength * rng.uniform(0.2, 0.8),
     )
 

@@ -1,8 +1,11 @@
 """Writing the synthetic cohort as a BIDS-like tree, atomically.
 
-The whole cohort is generated into a hidden sibling directory (``.NAME.tmp-PID``) and
-renamed onto ``--out`` at the end, so a crash never leaves a cohort that looks complete;
-each file inside is also written under a temporary name and ``os.replace``d.
+The whole cohort is generated into a hidden sibling directory (``.NAME.<pid>.<token>.tmp``)
+and renamed onto ``--out`` at the end, so a crash never leaves a cohort that looks complete;
+each file inside is also written under a temporary name and ``os.replace``d. The staging
+folders of killed runs are removed by the next run; the published cohort holds cogimg's
+output marker, and ``--overwrite`` replaces only a folder that holds it (or a cohort cogimg
+wrote before the marker existed).
 
 Images and ground-truth maps are stored as int16 with a per-file ``scl_slope`` (nibabel
 chooses it; values read back as float with < 0.01 % of the range in rounding — half the
@@ -21,7 +24,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from cogimg.io import atomic_save_nifti, atomic_write_text
+from cogimg.io import (
+    atomic_save_nifti,
+    atomic_write_text,
+    mark_output,
+    refuse_foreign_folder,
+    remove_stale_temporaries,
+    temporary_sibling,
+)
 
 #: BIDS folder and file suffix of each modality.
 MODALITY_FILES: dict[str, tuple[str, str]] = {
@@ -101,30 +111,47 @@ def format_tsv(rows: list[dict], columns: tuple[str, ...] = PARTICIPANT_COLUMNS)
 
 
 def check_output_dir(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless ``overwrite``; refuse a file in its place."""
+    """Refuse a non-empty ``out`` unless ``overwrite``, and even then one that cogimg did not
+    write; refuse a file in its place."""
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out {out} exists and is not a directory")
+    if out.resolve() in (Path.cwd(), *Path.cwd().parents):
+        raise ValueError(f"--out {out} is the working directory or one of its parents; "
+                         "give a new folder (e.g. --out data/synth)")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"--out {out} is not empty; pass --overwrite to replace it")
+    # cohorts written before the marker hold cogimg's dataset_description.json
+    refuse_foreign_folder(out, also_ours=("participants.tsv",) if _generated_by_cogimg(out) else ())
+
+
+def _generated_by_cogimg(out: Path) -> bool:
+    try:
+        description = json.loads((out / "dataset_description.json").read_text(encoding="utf-8"))
+        return any(g.get("Name") == "cogimg synth" for g in description.get("GeneratedBy", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return False
 
 
 def staging_dir(out: Path) -> Path:
-    """A fresh hidden sibling of ``out`` to generate into."""
+    """A fresh hidden sibling of ``out`` to generate into (the staging folders of killed
+    runs are removed first)."""
+    out = out.absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    remove_stale_temporaries(out)
+    tmp = temporary_sibling(out)
     tmp.mkdir()
     return tmp
 
 
 def publish(staging: Path, out: Path, overwrite: bool) -> None:
     """Move the finished ``staging`` tree onto ``out`` (replacing it when ``overwrite``)."""
+    out = out.absolute()
     check_output_dir(out, overwrite)
+    mark_output(staging)
     old = None
     if out.is_dir():
         if any(out.iterdir()):
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            old = temporary_sibling(out, "old")
             os.replace(out, old)
         else:
             out.rmdir()
@@ -193,6 +220,13 @@ def write_dataset_files(root: Path, rows: list[dict], config: dict, sites: list[
         "(_effects.json, desc-<effect>_map.nii.gz, desc-regions_dseg.nii.gz with the label",
         "names in regions.json) plus the scanner models (sites.json).",
         "",
+    ] + ([
+        "Resting-state fMRI (--bold): sub-*/func (BIDS) and derivatives/fmriprep (preprocessed",
+        "BOLD in MNI space + desc-confounds_timeseries.tsv with the injected motion, global, WM",
+        "and CSF signals); the parcellation in derivatives/cogimg_atlas; the perturbed edges",
+        "per subject in derivatives/groundtruth/sub-*/func/*_edges.tsv.",
+        "",
+    ] if "bold" in config else []) + [
         "Anatomy: MNI152 2009a symmetric template and tissue maps as shipped with nilearn",
         "(Fonov et al. 2009, 2011; Copyright (C) 1993-2009 Louis Collins, McConnell Brain",
         "Imaging Centre, Montreal Neurological Institute, McGill University).",

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from cogimg import models
+from cogimg.errors import UnusableFileError
 from cogimg.io import atomic_path
 from cogimg.tasks.addons import TrainingAddon
 
@@ -34,7 +35,7 @@ FORMAT = "cogimg-pretrained"
 VERSION = 1
 
 
-class PretrainedWeightsError(ValueError):
+class PretrainedWeightsError(UnusableFileError):
     """A weights file that does not fit the task's network (names the file and the keys)."""
 
 

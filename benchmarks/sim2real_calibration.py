@@ -1,0 +1,251 @@
+"""How the synthetic stroke cohort differs from a real acute stroke scan (issue 30, part 1).
+
+Measures the same statistics on the real ISLES'22 case(s) and on a synthetic stroke cohort,
+prints them side by side and writes ``results/sim2real_calibration.json``:
+
+- **tissue intensities** per channel (DWI, ADC; FLAIR where present): 5/25/50/75/95th
+  percentiles of CSF, normal parenchyma and lesion, each divided by the median of normal
+  parenchyma (so scanner units cancel). Tissue comes from one simple rule applied to every
+  scan alike (no atlas): brain = non-zero voxels (the scans are skull-stripped), CSF = ADC
+  above 1700 × 10⁻⁶ mm²/s, parenchyma = the rest of the brain outside the lesion dilated by
+  one voxel, lesion = the expert/ground-truth mask;
+- **lesion contrast**: median lesion intensity / median intensity of the mirrored
+  (contralateral) lesion region's parenchyma, per channel;
+- **noise and smoothness** in parenchyma: noise = 1.4826 · MAD of ``x - gaussian(x, 1 voxel)``
+  over the parenchyma median; roughness = mean |neighbour difference| / SD (as
+  :mod:`cogimg.data.ood`);
+- **ADC units**: parenchyma median ADC in the file's own units and the unit inferred from it;
+- **geometry**: voxel spacing (mm) and slice thickness;
+- **lesion sizes**: total lesion volume (mL) and component count (26-connectivity) per scan,
+  for the SOOP masks (a seeded sample), the synthetic cohort and the real case(s).
+
+Usage::
+
+    python benchmarks/sim2real_calibration.py --synth DATA/synth_stroke [--isles ../shared/data/isles22]
+        [--soop ../shared/data/soop_masks] [--soop-sample 150] [--out results/sim2real_calibration.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from cogimg.io import atomic_write_text
+
+PERCENTILES = (5, 25, 50, 75, 95)
+CSF_ADC_E6 = 1700.0
+CHANNELS = ("dwi", "adc", "FLAIR")
+
+
+def adc_scale_to_e6(adc_brain: np.ndarray) -> tuple[float, str]:
+    """Factor bringing ADC to 10⁻⁶ mm²/s and the unit the values are in (from their median)."""
+    median = float(np.median(adc_brain))
+    if median < 0.05:
+        return 1e6, "mm2/s"
+    if median < 20.0:
+        return 1e3, "1e-3 mm2/s"
+    return 1.0, "1e-6 mm2/s"
+
+
+def tissue_masks(images: dict[str, np.ndarray], lesion: np.ndarray) -> dict[str, np.ndarray]:
+    """``brain``, ``csf``, ``parenchyma`` and ``lesion`` bool masks (X, Y, Z) of one scan."""
+    brain = (images["dwi"] != 0) & (images["adc"] != 0)
+    scale, _ = adc_scale_to_e6(images["adc"][brain])
+    csf = brain & (images["adc"] * scale > CSF_ADC_E6) & ~lesion
+    near_lesion = ndimage.binary_dilation(lesion, iterations=1)
+    parenchyma = brain & ~csf & ~near_lesion
+    return {"brain": brain, "csf": csf, "parenchyma": parenchyma, "lesion": lesion & brain}
+
+
+def mirrored(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``mask`` reflected across the brain's left-right midline (first voxel axis)."""
+    centre = ndimage.center_of_mass(brain)[0]
+    x = np.arange(mask.shape[0])
+    source = np.clip(np.rint(2 * centre - x).astype(int), 0, mask.shape[0] - 1)
+    return mask[source]
+
+
+def noise_and_roughness(image: np.ndarray, region: np.ndarray) -> dict[str, float]:
+    reference = float(np.median(image[region]))
+    residual = image - ndimage.gaussian_filter(image, 1.0)
+    noise = 1.4826 * float(np.median(np.abs(residual[region] - np.median(residual[region]))))
+    diffs = []
+    for axis in range(3):
+        a = [slice(None)] * 3
+        b = [slice(None)] * 3
+        a[axis], b[axis] = slice(1, None), slice(None, -1)
+        both = region[tuple(a)] & region[tuple(b)]
+        diffs.append(np.abs(image[tuple(a)] - image[tuple(b)])[both])
+    roughness = float(np.concatenate(diffs).mean() / max(image[region].std(), 1e-9))
+    return {"noise_rel": noise / max(reference, 1e-9), "roughness": roughness}
+
+
+def scan_statistics(images: dict[str, np.ndarray], lesion: np.ndarray,
+                    zooms: tuple[float, ...]) -> dict:
+    """Every statistic of the module docstring for one scan (images on one grid)."""
+    masks = tissue_masks(images, lesion)
+    contra = mirrored(masks["lesion"], masks["brain"]) & masks["parenchyma"]
+    scale, unit = adc_scale_to_e6(images["adc"][masks["brain"]])
+    out: dict = {"spacing_mm": [round(float(z), 3) for z in zooms[:3]],
+                 "slice_thickness_mm": round(float(max(zooms[:3])), 3),
+                 "adc_unit": unit,
+                 "adc_parenchyma_median_e6": float(np.median(images["adc"][masks["parenchyma"]]) * scale),
+                 "adc_csf_median_e6": (float(np.median(images["adc"][masks["csf"]]) * scale)
+                                       if masks["csf"].any() else None),
+                 "channels": {}}
+    for channel, image in images.items():
+        reference = float(np.median(image[masks["parenchyma"]]))
+        entry: dict = {"tissue_quantiles": {}}
+        for tissue in ("csf", "parenchyma", "lesion"):
+            values = image[masks[tissue]] / reference
+            entry["tissue_quantiles"][tissue] = (
+                [round(float(v), 3) for v in np.percentile(values, PERCENTILES)] if values.size else None)
+        if masks["lesion"].any() and contra.sum() >= 5:
+            entry["lesion_contrast"] = float(np.median(image[masks["lesion"]]) / np.median(image[contra]))
+        else:
+            entry["lesion_contrast"] = None
+        entry.update(noise_and_roughness(image, masks["parenchyma"]))
+        out["channels"][channel] = entry
+    out.update(lesion_sizes(lesion, zooms))
+    return out
+
+
+def lesion_sizes(lesion: np.ndarray, zooms) -> dict:
+    voxel_ml = float(np.prod(zooms[:3])) / 1000.0
+    _, count = ndimage.label(lesion, structure=np.ones((3, 3, 3)))
+    return {"lesion_volume_ml": float(lesion.sum() * voxel_ml), "lesion_components": int(count)}
+
+
+def _load(path: Path) -> tuple[np.ndarray, tuple]:
+    img = nib.load(path)
+    return np.asarray(img.dataobj, dtype=np.float32), img.header.get_zooms()
+
+
+def real_cases(root: Path) -> list[dict]:
+    """Statistics of every ISLES'22-style case under ``root`` (DWI + ADC + derivative mask)."""
+    cases = []
+    for dwi_path in sorted(root.rglob("*_dwi.nii*")):
+        if "derivatives" in dwi_path.parts:
+            continue
+        stem = dwi_path.name.split("_dwi.nii")[0]
+        adc_path = next(dwi_path.parent.glob(f"{stem}_adc.nii*"), None)
+        mask_path = next((root / "derivatives").rglob(f"{stem}_msk.nii*"), None)
+        if adc_path is None or mask_path is None:
+            continue
+        dwi, zooms = _load(dwi_path)
+        images = {"dwi": dwi, "adc": _load(adc_path)[0]}
+        lesion = _load(mask_path)[0] > 0
+        cases.append({"case": stem, **scan_statistics(images, lesion, zooms)})
+    return cases
+
+
+def synthetic_cases(root: Path, limit: int) -> list[dict]:
+    """Statistics of up to ``limit`` stroke subjects of a synthetic cohort."""
+    cases = []
+    for dwi_path in sorted(root.glob("sub-*/dwi/*_dwi.nii.gz"))[:limit]:
+        pid = dwi_path.name.split("_dwi")[0]
+        mask_path = root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_msk.nii.gz"
+        if not mask_path.exists():
+            continue
+        dwi, zooms = _load(dwi_path)
+        images = {"dwi": dwi, "adc": _load(dwi_path.with_name(f"{pid}_adc.nii.gz"))[0],
+                  "FLAIR": _load(root / pid / "anat" / f"{pid}_FLAIR.nii.gz")[0]}
+        cases.append({"case": pid, **scan_statistics(images, _load(mask_path)[0] > 0, zooms)})
+    return cases
+
+
+def soop_sizes(root: Path, sample: int, seed: int = 0) -> list[dict]:
+    paths = sorted((root / "lesions").glob("sub-*_lesion.nii.gz"))
+    rng = np.random.default_rng(seed)
+    chosen = sorted(rng.choice(len(paths), size=min(sample, len(paths)), replace=False))
+    out = []
+    for k in chosen:
+        data, zooms = _load(paths[k])
+        out.append({"case": paths[k].name, **lesion_sizes(data > 0, zooms)})
+    return out
+
+
+def _summary(values: list[float | None]) -> list[float] | None:
+    values = [v for v in values if v is not None]
+    return [round(float(v), 3) for v in np.percentile(values, PERCENTILES)] if values else None
+
+
+def summarise(cases: list[dict]) -> dict:
+    """Per statistic, the 5/25/50/75/95th percentiles over ``cases``."""
+    out: dict = {"n": len(cases)}
+    for key in ("lesion_volume_ml", "lesion_components", "adc_parenchyma_median_e6",
+                "adc_csf_median_e6", "slice_thickness_mm"):
+        if cases and key in cases[0]:
+            out[key] = _summary([c[key] for c in cases])
+    channels = sorted({ch for c in cases for ch in c.get("channels", {})})
+    for ch in channels:
+        entries = [c["channels"][ch] for c in cases if ch in c.get("channels", {})]
+        block = {stat: _summary([e[stat] for e in entries])
+                 for stat in ("lesion_contrast", "noise_rel", "roughness")}
+        for tissue in ("csf", "lesion"):
+            block[f"{tissue}_median_rel"] = _summary(
+                [e["tissue_quantiles"][tissue][2] if e["tissue_quantiles"][tissue] else None
+                 for e in entries])
+        out[ch] = block
+    return out
+
+
+def table(summaries: dict[str, dict]) -> str:
+    """Side-by-side text table: one row per statistic, one column per source (medians)."""
+    names = list(summaries)
+    rows = [("n scans", [str(summaries[n]["n"]) for n in names])]
+
+    def med(block, *keys):
+        for key in keys:
+            block = block.get(key) if isinstance(block, dict) else None
+        return "-" if block is None else f"{block[2]:.3g} [{block[1]:.3g}, {block[3]:.3g}]"
+
+    for key in ("lesion_volume_ml", "lesion_components", "adc_parenchyma_median_e6",
+                "adc_csf_median_e6", "slice_thickness_mm"):
+        rows.append((key, [med(summaries[n], key) for n in names]))
+    for ch in CHANNELS:
+        for stat in ("lesion_contrast", "csf_median_rel", "lesion_median_rel", "noise_rel",
+                     "roughness"):
+            rows.append((f"{ch}:{stat}", [med(summaries[n], ch, stat) for n in names]))
+    width = max(len(r[0]) for r in rows) + 2
+    col = 28
+    lines = ["statistic".ljust(width) + "".join(n.ljust(col) for n in names)]
+    lines.append("median [25th, 75th] over scans")
+    lines += [r[0].ljust(width) + "".join(v.ljust(col) for v in r[1]) for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--synth", type=Path, required=True, help="synthetic stroke cohort")
+    parser.add_argument("--isles", type=Path, default=Path("../shared/data/isles22"))
+    parser.add_argument("--soop", type=Path, default=Path("../shared/data/soop_masks"))
+    parser.add_argument("--soop-sample", type=int, default=150)
+    parser.add_argument("--synth-limit", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path("results/sim2real_calibration.json"))
+    args = parser.parse_args(argv)
+    real = real_cases(args.isles)
+    synth = synthetic_cases(args.synth, args.synth_limit)
+    soop = soop_sizes(args.soop, args.soop_sample) if args.soop.is_dir() else []
+    if not real or not synth:
+        raise SystemExit(f"need real cases under {args.isles} and synthetic ones under {args.synth}")
+    summaries = {"real (ISLES'22)": summarise(real), "synthetic": summarise(synth)}
+    if soop:
+        summaries["SOOP masks"] = summarise(soop)
+    text = table(summaries)
+    print(text)
+    result = {"command": "python benchmarks/sim2real_calibration.py " + " ".join(argv or []),
+              "synthetic_cohort": str(args.synth), "summaries": summaries,
+              "real_cases": real, "synthetic_cases": synth, "table": text.splitlines()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out, json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

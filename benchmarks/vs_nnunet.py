@@ -1,0 +1,482 @@
+"""nnU-Net v2 run for real beside cogimg on identical data, at matched wall-clock budgets.
+
+For each training budget (``--budgets-min``, CPU minutes of wall time, one arm after the
+other on the same machine, never side by side):
+
+1. **Cohort and split.** A synthetic stroke cohort (``cogimg synth``, stroke patients only,
+   medium difficulty) and cogimg's saved split (stratified 5-fold with a 20 % held-out test
+   set, fold ``--fold``), written once under ``--out``. Both contenders train on the
+   split's train subjects, validate on its val subjects and never see its test subjects.
+2. **nnU-Net** (``nnunetv2`` 2.8.x in its own virtual environment, created on first use
+   and cached: ``--venv``). The cohort is written in nnU-Net's raw format
+   (:mod:`nnunet_support.raw_format`: the raw DWI/ADC NIfTI files, binarised labels),
+   ``nnUNetv2_plan_and_preprocess -c 3d_fullres`` plans and preprocesses it, cogimg's split
+   goes into ``splits_final.json``, and ``nnUNetv2_train … -device cpu`` trains
+   ``nnUNetTrainer_WallBudget`` (``nnunet_support/trainers``: nnU-Net's default recipe,
+   stopped by wall time with its poly schedule over the budget). ``nnUNetv2_predict
+   -device cpu`` predicts the test subjects with mirroring (nnU-Net's default) and without
+   (``--disable_tta``).
+3. **cogimg** trains its default recipe (``--config``, experiments/stroke/seg_unet.yaml)
+   for the same budget (``trainer.max_time``, learning rate annealed by wall time as in
+   ``benchmarks/seg_time_to_dice.py``) into a run directory, and predicts the same subjects
+   with flip TTA over all three axes and without (:mod:`nnunet_support.cogimg_predict`).
+4. **Scoring.** Both contenders' masks (native grid) are scored against the cohort's
+   lesion masks with :func:`cogimg.metrics.segmentation.segmentation_report`: Dice, lesion
+   F1, absolute volume difference (AVD, mL), absolute lesion-count difference (ALD), HD95
+   (mm), each with a subject-bootstrap 95 % CI (:func:`cogimg.metrics.bootstrap.mean_ci`)
+   and the paired difference cogimg − nnU-Net with its CI
+   (:func:`cogimg.metrics.bootstrap.paired_mean_ci`). Also reported: training wall time,
+   inference wall time per case (process wall time over the cases, start-up and model
+   loading included, the same way for both), peak RSS of each child process tree. The real
+   ISLES'22 case (``--real``) is predicted and scored by both models trained on the
+   synthetic cohort.
+
+Outputs: ``results/vs_nnunet.json`` (:func:`_common.write_result`), a Dice-vs-training-time
+figure (``<out>/vs_nnunet_dice_vs_time.png``), a markdown table on stdout. Steps whose
+outputs exist are skipped, so an interrupted run resumes.
+
+    python benchmarks/vs_nnunet.py                            # 120 subjects, 2 mm, 10 + 30 min
+    python benchmarks/vs_nnunet.py --subjects 24 --spacing 3 --budgets-min 2 4   # smoke run
+
+Both contenders run with ``--threads`` torch threads (default 1) and one data-loading worker
+process. nnU-Net is never installed into cogimg's environment; ``pip check`` of cogimg's
+environment is run at the end and its verdict recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from _common import write_result
+from nnunet_support.measure import run_measured
+from nnunet_support.raw_format import dataset_name, write_raw_dataset, write_splits_final
+
+REPO = Path(__file__).resolve().parents[1]
+TRAINERS = Path(__file__).resolve().parent / "nnunet_support" / "trainers"
+TRAINER = "nnUNetTrainer_WallBudget"
+NNUNET_REQUIREMENT = "nnunetv2==2.8.*"
+#: metric key in segmentation_report → (short name, higher is better)
+METRICS = {"dice": ("Dice", True), "lesion_f1": ("lesion F1", True),
+           "absolute_volume_difference_ml": ("AVD mL", False),
+           "lesion_count_difference": ("ALD", False), "hausdorff95_mm": ("HD95 mm", False)}
+
+
+# --------------------------------------------------------------------------- data and split
+
+
+def ensure_cohort(data: Path, subjects: int, spacing: float, seed: int) -> None:
+    """Generate the stroke-only cohort with ``cogimg synth`` unless ``data`` holds one."""
+    if (data / "participants.tsv").is_file():
+        return
+    subprocess.run([str(Path(sys.executable).with_name("cogimg")), "synth", "--out", str(data),
+                    "--subjects", str(subjects), "--spacing", str(spacing), "--seed", str(seed),
+                    "--diseases", "stroke", "--proportions", "CN=0,stroke=1",
+                    "--difficulty", "medium", "--workers", "1", "--no-progress"], check=True)
+
+
+def ensure_split(data: Path, path: Path, seed: int):
+    """cogimg's split of ``data`` (made once, saved at ``path``): what PatchDataModule makes
+    by default (stratified by diagnosis, 5 folds, 20 % test)."""
+    from cogimg.data.participants import read_participants
+    from cogimg.data.splits import load_split, make_kfold_split, save_split
+
+    if not path.is_file():
+        table = read_participants(data / "participants.tsv")
+        save_split(make_kfold_split(table, n_folds=5, test_fraction=0.2, stratify="diagnosis",
+                                    seed=seed), path)
+    return load_split(path)
+
+
+# --------------------------------------------------------------------------- nnU-Net side
+
+
+def ensure_venv(venv: Path) -> Path:
+    """nnU-Net's own virtual environment (created and installed on first use)."""
+    exe = venv / "bin" / "nnUNetv2_train"
+    if exe.is_file():
+        return venv
+    base = getattr(sys, "_base_executable", None) or shutil.which("python3")
+    subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", NNUNET_REQUIREMENT], check=True)
+    if not exe.is_file():
+        raise FileNotFoundError(f"{exe} missing after installing {NNUNET_REQUIREMENT}")
+    return venv
+
+
+def nnunet_env(root: Path, results: Path, threads: int) -> dict[str, str]:
+    return {"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
+            "nnUNet_results": str(results), "nnUNet_extTrainer": str(TRAINERS),
+            "nnUNet_n_proc_DA": "1", "nnUNet_def_n_proc": "1", "nnUNet_compile": "false",
+            "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "COGIMG_NNUNET_THREADS": str(threads), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def nnunet_predict(venv: Path, env: dict, dataset_id: int, images: Path, out: Path,
+                   mirror: bool, log: Path) -> dict:
+    cmd = [str(venv / "bin" / "nnUNetv2_predict"), "-i", str(images), "-o", str(out),
+           "-d", str(dataset_id), "-c", "3d_fullres", "-f", "0", "-tr", TRAINER,
+           "-device", "cpu", "-npp", "1", "-nps", "1"] + ([] if mirror else ["--disable_tta"])
+    return run_measured(cmd, env, log)
+
+
+# --------------------------------------------------------------------------- cogimg side
+
+
+def cogimg_train(config: Path, data: Path, split: Path, run_dir: Path, budget_s: float,
+                 val_every: int) -> None:
+    """(Runs in the child process.) Fit ``config`` for ``budget_s`` seconds into ``run_dir``
+    and save the final weights to ``run_dir/final.ckpt``."""
+    from lightning.pytorch.callbacks import Callback
+    from seg_time_to_dice import TimeBudgetCosine
+
+    from cogimg.tracking.experiment import run_experiment
+
+    class SaveFinal(Callback):
+        def on_train_end(self, trainer, pl_module) -> None:
+            trainer.save_checkpoint(run_dir / "final.ckpt")
+
+    run_experiment(config, run_dir, name=f"vs_nnunet_{run_dir.name}", budget_s=budget_s,
+                   callbacks=[TimeBudgetCosine(budget_s), SaveFinal()],
+                   overrides=["--data.init_args.data_root", str(data),
+                              "--data.init_args.split_file", str(split),
+                              "--data.init_args.fold", "0",
+                              "--data.init_args.cache_dir",
+                              str(run_dir.parent.parent / "cogimg_cache"),
+                              "--trainer.max_epochs", "-1",
+                              "--model.init_args.scheduler", "constant",
+                              "--trainer.check_val_every_n_epoch", str(val_every)])
+
+
+def child(args_list: list[str], threads: int, log: Path) -> dict:
+    return run_measured([sys.executable, __file__, *args_list], {
+        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "COGIMG_WANDB": "off"}, log)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score(pred_dir: Path, truths: dict[str, Path]) -> list[dict]:
+    """Per-subject rows of ``segmentation_report`` for ``pred_dir/<id>.nii.gz`` vs ``truths``."""
+    from cogimg.metrics.segmentation import segmentation_report
+
+    rows = []
+    for sid, truth_path in sorted(truths.items()):
+        truth_img = nib.load(str(truth_path))
+        truth = np.asarray(truth_img.dataobj) > 0
+        pred = np.asarray(nib.load(str(pred_dir / f"{sid}.nii.gz")).dataobj) > 0
+        if pred.shape != truth.shape:
+            raise ValueError(f"{pred_dir / sid}: prediction {pred.shape} vs truth {truth.shape}")
+        rows.append(segmentation_report(pred, truth, truth_img.header.get_zooms()[:3], sid))
+    return rows
+
+
+def summarise_rows(rows: list[dict], n_boot: int) -> dict:
+    from cogimg.metrics.bootstrap import mean_ci
+
+    summary = {}
+    for key in METRICS:
+        values = np.array([r[key] for r in rows], dtype=float)
+        defined = values[~np.isnan(values)]
+        low, high = mean_ci(defined, n_boot=n_boot) if defined.size else (np.nan, np.nan)
+        summary[key] = {"mean": float(defined.mean()) if defined.size else float("nan"),
+                        "ci": [low, high], "n": int(defined.size),
+                        "n_undefined": int(values.size - defined.size)}
+    return summary
+
+
+def paired(rows_a: list[dict], rows_b: list[dict], n_boot: int) -> dict:
+    """cogimg − nnU-Net per metric on the subjects where both are defined."""
+    from cogimg.metrics.bootstrap import paired_mean_ci
+
+    out = {}
+    for key in METRICS:
+        a = np.array([r[key] for r in rows_a], dtype=float)
+        b = np.array([r[key] for r in rows_b], dtype=float)
+        ok = ~(np.isnan(a) | np.isnan(b))
+        if not ok.any():
+            out[key] = {"delta": float("nan"), "ci": [float("nan")] * 2, "n": 0}
+            continue
+        low, high = paired_mean_ci(a[ok], b[ok], n_boot=n_boot)
+        out[key] = {"delta": float((a[ok] - b[ok]).mean()), "ci": [low, high], "n": int(ok.sum())}
+    return out
+
+
+# --------------------------------------------------------------------------- orchestration
+
+
+def cached(path: Path, make, *make_args) -> dict:
+    """``make(*make_args)`` once, its JSON kept at ``path`` (a rerun reads it back)."""
+    from cogimg.io import atomic_write_text
+
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    value = make(*make_args)
+    atomic_write_text(path, json.dumps(value, indent=2))
+    return value
+
+
+def per_case(run, run_args: tuple, n: int) -> dict:
+    """``run(*run_args)``'s measurements plus its wall time per case over ``n`` cases."""
+    measured = run(*run_args)
+    return {**measured, "per_case_s": round(measured["wall_s"] / n, 2)}
+
+
+def run_budget(args, minutes: float, venv: Path, nn_root: Path, name: str,
+               inputs: dict[str, dict[str, Path]], cases: dict[str, Path],
+               real_truths: dict[str, Path]) -> dict:
+    """Both arms at one budget: training, predictions (mirror on/off), measurements.
+
+    ``inputs[where]`` holds the ``"nnunet"`` image folder and the ``"cogimg"`` batch of case
+    folders of the ``"test"`` and ``"real"`` subjects; ``cases`` and ``real_truths`` map their
+    subject IDs to truth masks."""
+    tag = f"{minutes:g}min"
+    budget_s = minutes * 60
+    out = args.out / f"budget_{tag}"
+    out.mkdir(parents=True, exist_ok=True)
+    results = nn_root / f"results_{tag}"
+    env = nnunet_env(nn_root, results, args.threads)
+    record: dict = {"budget_min": minutes}
+
+    # nnU-Net: train, then predict test and real cases.
+    fold_dir = results / name / f"{TRAINER}__nnUNetPlans__3d_fullres" / "fold_0"
+
+    def nn_train():
+        m = run_measured([str(venv / "bin" / "nnUNetv2_train"), str(args.dataset_id),
+                          "3d_fullres", "0", "-tr", TRAINER, "-device", "cpu"],
+                         {**env, "COGIMG_NNUNET_BUDGET_S": str(budget_s)},
+                         out / "nnunet_train.log")
+        return {**m, **json.loads((fold_dir / "budget.json").read_text())}
+
+    record["nnunet_train"] = cached(out / "nnunet_train.json", nn_train)
+    # cogimg: train (own process), then predict.
+    run_dir = out / "cogimg"
+
+    def cg_train():
+        m = child(["--cogimg-train", str(run_dir), "--budget-s", str(budget_s),
+                   "--data", str(args.data), "--split", str(args.split),
+                   "--config", str(args.config), "--val-every", str(args.val_every)],
+                  args.threads, out / "cogimg_train.log")
+        r = json.loads((run_dir / "result.json").read_text())
+        return {**m, "train_s": r["train_s"], "steps": r["steps"], "run_dir": r["run_dir"],
+                "val_metrics": r["metrics"], "curve": r["curve"]}
+
+    record["cogimg_train"] = cached(out / "cogimg_train.json", cg_train)
+
+    for mirror in (True, False):
+        tta = "mirror" if mirror else "no_tta"
+        for where, truths in (("test", cases), ("real", real_truths)):
+            if not truths:
+                continue
+            key = f"{where}_{tta}"
+            nn_pred, cg_pred = out / "pred" / f"nnunet_{key}", out / "pred" / f"cogimg_{key}"
+            nn_cmd = (venv, env, args.dataset_id, inputs[where]["nnunet"], nn_pred, mirror,
+                      out / f"nnunet_predict_{key}.log")
+            record[f"nnunet_predict_{key}"] = cached(
+                out / f"nnunet_predict_{key}.json", per_case, nnunet_predict, nn_cmd, len(truths))
+            cg_cmd = (["--cogimg-predict", str(run_dir / "final.ckpt"), "--pred-out", str(cg_pred),
+                       "--inputs", str(inputs[where]["cogimg"])] + (["--mirror"] if mirror else []),
+                      args.threads, out / f"cogimg_predict_{key}.log")
+            record[f"cogimg_predict_{key}"] = cached(
+                out / f"cogimg_predict_{key}.json", per_case, child, cg_cmd, len(truths))
+            rows = {"cogimg": score(cg_pred, truths), "nnunet": score(nn_pred, truths)}
+            scores = {arm: {"summary": summarise_rows(r, args.n_boot), "subjects": r}
+                      for arm, r in rows.items()}
+            scores["paired_cogimg_minus_nnunet"] = paired(rows["cogimg"], rows["nnunet"],
+                                                          args.n_boot)
+            record[f"scores_{key}"] = scores
+    return record
+
+
+def prepare_inputs(subjects, where: str, nn_root: Path, modalities, label_keys
+                   ) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The ``subjects``' raw images as nnU-Net inputs (``<nn_root>/inputs/<where>/nnunet``)
+    and as cogimg case folders (``…/cogimg/<subject_id>/``); returns those two folders and
+    the subjects' truth masks by ID (subjects without one are left out)."""
+    from nnunet_support.raw_format import case_files, write_case, write_case_folder
+
+    folders = {arm: nn_root / "inputs" / where / arm for arm in ("nnunet", "cogimg")}
+    truths = {}
+    for subject in subjects:
+        images, label = case_files(subject, modalities, label_keys)
+        if label is None:
+            continue
+        sid = subject["subject_id"]
+        write_case(images, None, sid, folders["nnunet"], None)
+        write_case_folder(images, modalities, folders["cogimg"] / sid)
+        truths[sid] = label
+    return folders, truths
+
+
+def markdown_table(budgets: list[dict], where: str) -> str:
+    lines = [f"### {where} subjects", "",
+             "| budget | TTA | model | " + " | ".join(n for n, _ in METRICS.values())
+             + " | ΔDice (cogimg−nnU-Net) [CI] | train s | infer s/case | peak RSS GB |",
+             "|" + "---|" * (len(METRICS) + 7)]
+    for rec in budgets:
+        for tta in ("mirror", "no_tta"):
+            scores = rec.get(f"scores_{where}_{tta}")
+            if not scores:
+                continue
+            d = scores["paired_cogimg_minus_nnunet"]["dice"]
+            for arm, label in (("cogimg", "cogimg"), ("nnunet", "nnU-Net")):
+                s = scores[arm]["summary"]
+                cells = []
+                for key in METRICS:
+                    m = s[key]
+                    ci = (f" [{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]"
+                          if where == "test" and m["n"] > 1 else "")
+                    cells.append(f"{m['mean']:.3g}{ci}")
+                train = rec[f"{arm}_train"]
+                delta = (f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                         if arm == "cogimg" and where == "test" else "")
+                pred = rec[f"{arm}_predict_{where}_{tta}"]
+                lines.append(f"| {rec['budget_min']:g} min | {tta} | {label} | "
+                             + " | ".join(cells)
+                             + f" | {delta} | {train['train_s']:.0f} | {pred['per_case_s']:.2f}"
+                             f" | {max(train['peak_rss_gb'], pred['peak_rss_gb']):.2f} |")
+    return "\n".join(lines)
+
+
+def figure(budgets: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for arm, label, colour in (("cogimg", "cogimg", "C0"), ("nnunet", "nnU-Net", "C3")):
+        for tta, style in (("mirror", "-o"), ("no_tta", "--s")):
+            xs, ys, lo, hi = [], [], [], []
+            for rec in budgets:
+                s = rec.get(f"scores_test_{tta}", {}).get(arm)
+                if s is None:
+                    continue
+                m = s["summary"]["dice"]
+                xs.append(rec[f"{arm}_train"]["train_s"] / 60)
+                ys.append(m["mean"])
+                lo.append(m["mean"] - m["ci"][0])
+                hi.append(m["ci"][1] - m["mean"])
+            if xs:
+                ax.errorbar(xs, ys, yerr=[lo, hi], fmt=style, color=colour, capsize=3,
+                            label=f"{label} ({'mirror TTA' if tta == 'mirror' else 'no TTA'})")
+    ax.set_xlabel("training wall time (min, CPU)")
+    ax.set_ylabel("test Dice (mean, 95% CI)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/vs_nnunet/run"))
+    parser.add_argument("--data", type=Path, help="cohort folder (default <out>/cohort)")
+    parser.add_argument("--subjects", type=int, default=120)
+    parser.add_argument("--spacing", type=float, default=2.0, help="mm")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budgets-min", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument("--venv", type=Path, help="nnU-Net's venv (default <out>/nnunet-venv)")
+    parser.add_argument("--dataset-id", type=int, default=501)
+    parser.add_argument("--config", type=Path, default=REPO / "experiments/stroke/seg_unet.yaml")
+    parser.add_argument("--real", type=Path, default=REPO.parent / "shared/data/isles22")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of both arms")
+    parser.add_argument("--val-every", type=int, default=2, help="cogimg: validate every N epochs")
+    parser.add_argument("--n-boot", type=int, default=2000)
+    parser.add_argument("--results-name", default="vs_nnunet")
+    # internal: the child processes
+    parser.add_argument("--cogimg-train", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--split", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--cogimg-predict", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--pred-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--mirror", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", nargs="+", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.cogimg_train:
+        cogimg_train(args.config, args.data, args.split, args.cogimg_train, args.budget_s,
+                     args.val_every)
+        return
+    if args.cogimg_predict:
+        from nnunet_support.cogimg_predict import predict_masks
+
+        predict_masks(args.cogimg_predict, args.inputs, args.pred_out, args.mirror)
+        return
+
+    from cogimg.data.bids import load_dataset
+    from cogimg.diseases import get_preset
+
+    args.out = args.out.resolve()
+    args.data = (args.data or args.out / "cohort").resolve()
+    args.split = args.out / "split.json"
+    started = time.perf_counter()
+    ensure_cohort(args.data, args.subjects, args.spacing, args.seed)
+    split = ensure_split(args.data, args.split, args.seed)
+    fold = split.fold(0)
+    preset = get_preset("stroke")
+    modalities = list(preset.modalities)
+    ds = load_dataset(args.data, modalities=modalities)
+    nn_root = args.out / "nnunet"
+    name = dataset_name(args.dataset_id)
+    raw = nn_root / "raw" / name
+    if not (raw / "dataset.json").is_file():
+        write_raw_dataset(ds.subjects, raw, fold["train"] + fold["val"], fold["test"],
+                          modalities, preset.label_keys)
+    inputs, cases = {}, {}
+    inputs["test"], cases = prepare_inputs([ds.subject(sid) for sid in fold["test"]], "test",
+                                           nn_root, modalities, preset.label_keys)
+    real_truths: dict[str, Path] = {}
+    if args.real is not None and (args.real / "participants.tsv").is_file():
+        real = load_dataset(args.real, modalities=modalities).subjects
+        inputs["real"], real_truths = prepare_inputs(real, "real", nn_root, modalities,
+                                                     preset.label_keys)
+    venv = ensure_venv((args.venv or args.out / "nnunet-venv").resolve())
+    env = nnunet_env(nn_root, nn_root / "results_plan", args.threads)
+    plan = cached(args.out / "nnunet_plan.json", lambda: run_measured(
+        [str(venv / "bin" / "nnUNetv2_plan_and_preprocess"), "-d", str(args.dataset_id),
+         "-c", "3d_fullres", "-np", "1", "-npfp", "1", "--verify_dataset_integrity"], env,
+        args.out / "nnunet_plan.log"))
+    write_splits_final(nn_root / "preprocessed" / name / "splits_final.json", [fold])
+    plans = json.loads((nn_root / "preprocessed" / name / "nnUNetPlans.json").read_text())
+    budgets = [run_budget(args, minutes, venv, nn_root, name, inputs, cases, real_truths)
+               for minutes in args.budgets_min]
+    fig_path = args.out / "vs_nnunet_dice_vs_time.png"
+    figure(budgets, fig_path)
+    pip_check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True,
+                               text=True, check=False)
+    payload = {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "cohort": {"path": str(args.data), "subjects": args.subjects, "spacing_mm": args.spacing,
+                   "seed": args.seed, "n_train": len(fold["train"]), "n_val": len(fold["val"]),
+                   "n_test": len(fold["test"]), "test_subjects": fold["test"]},
+        "config": str(args.config.relative_to(REPO) if args.config.is_relative_to(REPO)
+                      else args.config),
+        "threads": args.threads, "nnunet_requirement": NNUNET_REQUIREMENT,
+        "nnunet_plan": {"preprocess": plan,
+                        "3d_fullres": {k: plans["configurations"]["3d_fullres"].get(k) for k in
+                                       ("patch_size", "batch_size", "spacing",
+                                        "median_image_size_in_voxels")}},
+        "real_subjects": sorted(real_truths),
+        "budgets": budgets, "figure": str(fig_path),
+        "pip_check_cogimg_venv": {"returncode": pip_check.returncode,
+                                  "output": pip_check.stdout.strip()},
+        "total_wall_s": round(time.perf_counter() - started, 1),
+        "note": "CPU shared with other jobs; arms run one after the other",
+    }
+    write_result(args.results_name, payload)
+    print(markdown_table(budgets, "test"))
+    print()
+    print(markdown_table(budgets, "real"))
+    print(f"\nfigure: {fig_path}\npip check (cogimg venv): {pip_check.stdout.strip()}")
+
+
+if __name__ == "__main__":
+    main()

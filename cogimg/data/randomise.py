@@ -1,0 +1,201 @@
+"""Domain-randomised stroke training images, generated on the fly from label maps (SynthStroke).
+
+Following SynthSeg (Billot et al., Medical Image Analysis 86:102789, 2023) and SynthStroke
+(Chalcroft et al., MELBA 2025), a training subject's images are thrown away and redrawn from
+its label maps at every draw: tissue classes (the cohort's ``desc-tissue_dseg`` derivative,
+key ``truth_tissue_dseg``: 1 CSF, 2 GM, 3 WM) plus the lesion mask, so the network never sees
+the synthetic cohort's own contrast, resolution or noise twice and must rely on what holds on
+real scans. :class:`SynthStroke` draws, per subject and channel:
+
+1. **labels**: 0 background, 1 CSF, 2 GM, 3 WM, 4 lesion (inside the brain), and with
+   probability ``p_skull`` two shells around the brain (5: CSF/bone, 1–3 voxels; 6: scalp,
+   1–4 voxels more), otherwise a bare skull-stripped brain;
+2. **intensities**: a Gaussian mixture per label (``tio.LabelsToImage``, the generator of ``tio.RandomLabelsToImage``), means drawn
+   from physically plausible ranges per channel with the constraints that keep the task
+   learnable — the lesion mean is ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)``
+   and ``min(GM, WM) · (1 - m)`` on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
+   mildly bright (``max · U(1.0, 1.3)``). ADC means are in 10⁻⁶ mm²/s, then with probability
+   0.5 expressed in 10⁻³ mm²/s (both units occur in real data);
+3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
+   (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
+   4–6 mm slices on a 2 mm grid), bias field, gamma, Rician-like noise, motion and ghosting
+   (TorchIO transforms);
+4. **normalisation** as the real-scan preprocessing does it (``foreground="head"``,
+   :mod:`cogimg.data.real_scan`): head mask from the DWI channel, percentile clip and
+   z-score inside it.
+
+Every random number comes from torch's global generator, which the datamodule seeds per
+subject (:mod:`cogimg.data.sampling`), so a draw is reproducible. Spatial augmentation (flip,
+affine) runs on the labels before the images are drawn (:func:`randomisation`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torchio as tio
+from scipy import ndimage
+
+from cogimg.data.augmentation import RandomBiasFieldSeparable
+from cogimg.data.real_scan import head_mask, normalise_in_mask
+
+TISSUE_KEY = "truth_tissue_dseg"
+BACKGROUND, CSF, GM, WM, LESION, SHELL, SCALP = range(7)
+
+#: Mean ranges per channel and label (DWI: relative units; ADC: 10⁻⁶ mm²/s; FLAIR: relative).
+MEAN_RANGES: dict[str, dict[int, tuple[float, float]]] = {
+    "dwi": {BACKGROUND: (0.0, 0.05), CSF: (0.05, 0.8), GM: (0.8, 1.4), WM: (0.7, 1.2),
+            SHELL: (0.0, 0.4), SCALP: (0.1, 1.3)},
+    "adc": {BACKGROUND: (0.0, 50.0), CSF: (1800.0, 3400.0), GM: (700.0, 1050.0),
+            WM: (600.0, 900.0), SHELL: (0.0, 1500.0), SCALP: (0.0, 1500.0)},
+    "FLAIR": {BACKGROUND: (0.0, 0.05), CSF: (0.02, 0.4), GM: (0.8, 1.3), WM: (0.6, 1.1),
+              SHELL: (0.0, 0.4), SCALP: (0.2, 1.5)},
+}
+
+
+def _uniform(low: float, high: float) -> float:
+    return float(low + (high - low) * torch.rand(1).item())
+
+
+def label_map(tissue: np.ndarray, lesion: np.ndarray, skull: bool) -> np.ndarray:
+    """int16 (X, Y, Z) labels (module docstring, step 1) from tissue classes and a lesion mask;
+    shell widths are drawn from torch's generator when ``skull``."""
+    labels = tissue.astype(np.int16)
+    brain = labels > 0
+    labels[(lesion > 0) & brain] = LESION
+    if skull:
+        inner = int(torch.randint(1, 4, (1,)).item())
+        outer = inner + int(torch.randint(1, 5, (1,)).item())
+        grown = ndimage.binary_dilation(brain, iterations=inner)
+        head = ndimage.binary_dilation(grown, iterations=outer - inner)
+        labels[grown & ~brain] = SHELL
+        labels[head & ~grown] = SCALP
+    return labels
+
+
+def draw_means(channel: str, dwi_margin: tuple[float, float],
+               adc_margin: tuple[float, float]) -> dict[int, float]:
+    """Mean intensity per label for one channel, with the lesion constraint applied."""
+    ranges = MEAN_RANGES[channel]
+    means = {label: _uniform(*ranges[label]) for label in sorted(ranges)}
+    if channel == "dwi":
+        means[LESION] = max(means[GM], means[WM]) * (1.0 + _uniform(*dwi_margin))
+    elif channel == "adc":
+        means[LESION] = min(means[GM], means[WM]) * (1.0 - _uniform(*adc_margin))
+    else:
+        means[LESION] = max(means[GM], means[WM]) * _uniform(1.0, 1.3)
+    return means
+
+
+class SynthStroke(tio.Transform):
+    """Redraw a subject's ``channels`` from its tissue and lesion label maps (module docstring).
+
+    Args:
+        channels: image keys to generate (``dwi``, ``adc``, ``FLAIR``), model channel order.
+        lesion_key: label map of the lesion (e.g. ``lesions_msk``); kept in the subject.
+        tissue_key: tissue label map (removed from the subject after use).
+        dwi_margin / adc_margin: ranges of the relative lesion margin on DWI (brighter) and
+            ADC (darker) against the brighter/darker of GM and WM.
+        p_skull: probability of adding skull/scalp shells.
+        slice_downsampling: ``tio.RandomAnisotropy`` range along the last axis.
+        clip_percentiles: the final clip (the preset's), ``None`` = none.
+    """
+
+    def __init__(self, channels: Sequence[str] = ("dwi", "adc"), lesion_key: str = "lesions_msk",
+                 tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
+                 adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
+                 slice_downsampling: tuple[float, float] = (2.0, 3.0),
+                 clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
+        super().__init__(**kwargs)
+        unknown = [c for c in channels if c not in MEAN_RANGES]
+        if unknown:
+            raise ValueError(f"SynthStroke cannot draw channel(s) {unknown}; it draws "
+                             f"{sorted(MEAN_RANGES)}")
+        if "dwi" not in channels:
+            raise ValueError("SynthStroke needs a 'dwi' channel (its head mask normalises all)")
+        self.channels, self.lesion_key, self.tissue_key = tuple(channels), lesion_key, tissue_key
+        self.dwi_margin, self.adc_margin = tuple(dwi_margin), tuple(adc_margin)
+        self.p_skull, self.slice_downsampling = p_skull, tuple(slice_downsampling)
+        self.clip_percentiles = clip_percentiles
+        self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
+                           "p_skull", "slice_downsampling", "clip_percentiles"]
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        sid = subject.get("subject_id")
+        for key in (self.tissue_key, self.lesion_key):
+            if key not in subject:
+                raise KeyError(f"subject {sid!r} has no {key!r} label map; domain randomisation "
+                               "needs the cohort's tissue classes (regenerate it with this "
+                               "cogimg: derivatives/truth/*_desc-tissue_dseg.nii.gz)")
+        tissue = subject[self.tissue_key].data[0].numpy()
+        lesion = subject[self.lesion_key].data[0].numpy()
+        affine = subject[self.tissue_key].affine
+        labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
+        work = tio.Subject(labels=tio.LabelMap(tensor=torch.from_numpy(labels)[None], affine=affine))
+        for channel in self.channels:
+            means = draw_means(channel, self.dwi_margin, self.adc_margin)
+            present = np.unique(labels).tolist()  # LabelsToImage: one value per present label
+            mean = [means[k] for k in present]
+            std = [abs(means[k]) * _uniform(0.02, 0.12) for k in present]
+            work = tio.LabelsToImage(label_key="labels", image_key=channel, mean=mean, std=std,
+                                     copy=False)(work)
+        work.remove_image("labels")
+        work = self.acquisition()(work)
+        images = torch.cat([work[c].data.float() for c in self.channels])
+        if "adc" in self.channels and torch.rand(1).item() < 0.5:  # 10⁻³ mm²/s instead of 10⁻⁶
+            images[self.channels.index("adc")] /= 1000.0
+        mask = torch.from_numpy(head_mask(images[self.channels.index("dwi")]))
+        if not bool(mask.any()):
+            mask = torch.from_numpy(tissue > 0)
+        images = normalise_in_mask(images, mask, self.clip_percentiles)
+        for k, channel in enumerate(self.channels):
+            image = tio.ScalarImage(tensor=images[k:k + 1], affine=affine)
+            if channel in subject:
+                subject.remove_image(channel)
+            subject.add_image(image, channel)
+        subject.remove_image(self.tissue_key)
+        return subject
+
+    def acquisition(self) -> tio.Compose:
+        """Partial volume, thick slices, bias, gamma, noise, motion, ghosting (on images)."""
+        return tio.Compose([
+            tio.RandomBlur(std=(0.0, 1.5)),
+            tio.RandomAnisotropy(axes=(2,), downsampling=self.slice_downsampling, p=0.7),
+            RandomBiasFieldSeparable(coefficients=0.5, p=0.7),
+            _RelativeNoise(std=(0.0, 0.12), p=0.9),
+            tio.RandomMotion(degrees=5.0, translation=5.0, num_transforms=2, p=0.15),
+            tio.RandomGhosting(num_ghosts=(2, 6), intensity=(0.2, 0.6), p=0.15),
+        ])
+
+
+class _RelativeNoise(tio.RandomNoise):
+    """``tio.RandomNoise`` with ``std`` as a fraction of each image's 99th percentile, then
+    magnitude (``|x|``: Rician-like floor in the background); channels in different units
+    get comparable noise."""
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        mean, std, seed = self.get_params(self.mean_range, self.std_range)
+        for image in self.get_images(subject):
+            scale = float(torch.quantile(image.data.float().flatten()[::7], 0.99).clamp_min(1e-6))
+            noise = torch.randn(image.data.shape, generator=torch.Generator().manual_seed(seed))
+            image.set_data((image.data + (mean + std * noise) * scale).abs())
+        return subject
+
+
+#: Randomisation recipes selectable by name (``PatchDataModule(randomise=...)``).
+RECIPES = ("synthstroke",)
+
+
+def randomisation(name: str, channels: Sequence[str], lesion_key: str,
+                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5)) -> tio.Compose:
+    """The training transform of recipe ``name``: flip and affine on the labels, then
+    :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {RECIPES}")
+    return tio.Compose([
+        tio.RandomFlip(axes=("LR",), flip_probability=0.5),
+        tio.RandomAffine(scales=0.1, degrees=10.0, p=0.5),
+        SynthStroke(channels, lesion_key=lesion_key, clip_percentiles=clip_percentiles),
+    ])

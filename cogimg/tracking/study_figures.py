@@ -1,0 +1,133 @@
+"""Figure kinds a study can declare under ``figures:`` (registry :data:`cogimg.tracking.study.FIGURES`).
+
+Each reads the study's run directories (``out/runs/<arm>/seed<k>/``) and its resolved
+``study.yaml`` only, and writes PNG + PDF into the figures folder:
+
+* ``paired_differences`` — each comparison's difference b − a with its 95 % CI;
+* ``froc`` — FROC curve (sensitivity vs false positives per scan, log axis) of every
+  detection arm, scans of all seeds pooled, on the first comparison's stage (else ``val``);
+* ``dice_vs_time`` — validation Dice against training wall time (``result.json`` curves),
+  one line per arm × seed;
+* ``label_fraction_curve`` — each arm's primary metric (mean ± std over seeds) against its
+  ``options.label_fraction``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cogimg.tracking import figures
+from cogimg.tracking.study import register_figure
+from cogimg.tracking.study_stats import arm_runs, comparison_table
+
+
+def _stage(study: dict) -> str:
+    comparisons = study.get("comparisons") or []
+    return comparisons[0]["stage"] if comparisons else "val"
+
+
+@register_figure("paired_differences")
+def paired_differences(out: Path, study: dict, figures_dir: Path) -> list[Path]:
+    table = comparison_table(out, study).dropna(subset=["difference"])
+    if table.empty:
+        return []
+    names = [f"{b} − {a} ({m})" for a, b, m in zip(table["arm_a"], table["arm_b"], table["metric"])]
+    return [figures.dot_plot(names, table["difference"], table["ci_low"], table["ci_high"],
+                             figures_dir / "paired_differences", "difference b − a")]
+
+
+@register_figure("froc")
+def froc(out: Path, study: dict, figures_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from cogimg.metrics.detection import froc_curve, match_from_row
+
+    stage = _stage(study)
+    fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 2.6))
+    drawn = 0
+    for i, arm in enumerate(a["name"] for a in study["arms"]):
+        runs = [r for r in arm_runs(out, arm, stage) if r.kind == "detection"]
+        matches = [match_from_row(row) for r in runs for row in r.subjects.to_dict("records")]
+        if not matches or not any(m.n_targets for m in matches):
+            continue
+        fps, sensitivity, _ = froc_curve(matches)
+        keep = fps > 0
+        ax.plot(fps[keep], sensitivity[keep], lw=1, color=figures.OKABE_ITO[i % 8],
+                label=f"{arm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.set_xscale("log")
+    ax.set_xlim(1 / 8, 8)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("false positives per scan")
+    ax.set_ylabel("sensitivity")
+    ax.legend(frameon=False, fontsize="small")
+    return [figures.save_figure(fig, figures_dir / "froc")]
+
+
+@register_figure("dice_vs_time")
+def dice_vs_time(out: Path, study: dict, figures_dir: Path) -> list[Path]:
+    import json
+
+    curves = {}
+    for arm in (a["name"] for a in study["arms"]):
+        for result in sorted((out / "runs" / arm).glob("seed*/result.json")):
+            points = json.loads(result.read_text(encoding="utf-8")).get("curve", [])
+            if any("val/dice" in p for p in points):
+                curves[f"{arm} {result.parent.name}"] = points
+    if not curves:
+        return []
+    return [figures.learning_curves(curves, figures_dir / "dice_vs_time")]
+
+
+@register_figure("label_fraction_curve")
+def label_fraction_curve(out: Path, study: dict, figures_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from cogimg.tracking.leaderboard import KINDS
+
+    stage, points = _stage(study), []
+    for arm in study["arms"]:
+        fraction = (arm.get("options") or {}).get("label_fraction")
+        runs = arm_runs(out, arm["name"], stage)
+        if fraction is None or not runs:
+            continue
+        kind = KINDS[runs[0].kind]
+        values = [kind.scorer(r.subjects, r.subjects["subject_id"].astype(str).unique()).score(kind.primary)
+                  for r in runs]
+        points.append((float(fraction), np.nanmean(values), np.nanstd(values), kind.labels[kind.primary]))
+    if not points:
+        return []
+    points.sort()
+    fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 2.6))
+    x, mean, std, label = zip(*points)
+    ax.errorbar(x, mean, yerr=std, fmt="o-", ms=3, lw=1, capsize=2, color=figures.OKABE_ITO[0])
+    ax.set_xlabel("fraction of training labels")
+    ax.set_ylabel(f"{label[0]} (mean ± std over seeds)")
+    return [figures.save_figure(fig, figures_dir / "label_fraction_curve")]
+
+
+def make_study_figures(runs_dir: str | Path, figures_dir: str | Path,
+                       skipped: list[str]) -> list[Path]:
+    """The figures ``runs_dir/study.yaml`` declares (none for a plain runs folder); a figure
+    whose inputs are missing is added to ``skipped`` with the reason."""
+    from cogimg.tracking.study import FIGURES
+    from cogimg.tracking.study_spec import read_resolved
+
+    study = read_resolved(runs_dir)
+    if study is None:
+        return []
+    written = []
+    for name in study.get("figures", []):
+        if name not in FIGURES:
+            skipped.append(f"{name}: not a registered study figure ({sorted(FIGURES)})")
+            continue
+        made = FIGURES[name](Path(runs_dir), study, Path(figures_dir))
+        written += made
+        if not made:
+            skipped.append(f"{name}: no run of the study has its inputs")
+    return written

@@ -1,0 +1,119 @@
+"""Domain-randomised stroke images (cogimg.data.randomise): constraints, seeding, variety."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchio as tio
+from scipy import ndimage
+
+from cogimg.data.randomise import (
+    CSF,
+    GM,
+    LESION,
+    SCALP,
+    SHELL,
+    TISSUE_KEY,
+    WM,
+    SynthStroke,
+    label_map,
+    randomisation,
+)
+
+SHAPE = (40, 40, 28)
+AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
+
+
+def phantom() -> tuple[np.ndarray, np.ndarray]:
+    """Tissue labels (ellipsoid brain: GM rim, WM core, CSF ventricles) and a 10 mm-radius
+    lesion that spans WM and GM."""
+    x, y, z = np.meshgrid(*[np.arange(n) - (n - 1) / 2 for n in SHAPE], indexing="ij")
+    r = np.sqrt((x / 16) ** 2 + (y / 16) ** 2 + (z / 11) ** 2)
+    tissue = np.zeros(SHAPE, np.uint8)
+    tissue[r < 1.0] = GM
+    tissue[r < 0.75] = WM
+    tissue[(np.abs(x) < 3) & (np.abs(y) < 6) & (np.abs(z) < 3)] = CSF
+    lesion = ((x - 8) ** 2 + (y - 2) ** 2 + z**2 < 25).astype(np.uint8)
+    return tissue, lesion
+
+
+def subject() -> tio.Subject:
+    tissue, lesion = phantom()
+    zeros = torch.zeros((1, *SHAPE))
+    return tio.Subject(
+        dwi=tio.ScalarImage(tensor=zeros, affine=AFFINE), adc=tio.ScalarImage(tensor=zeros, affine=AFFINE),
+        lesions_msk=tio.LabelMap(tensor=torch.from_numpy(lesion)[None], affine=AFFINE),
+        **{TISSUE_KEY: tio.LabelMap(tensor=torch.from_numpy(tissue)[None], affine=AFFINE)},
+        subject_id="phantom")
+
+
+def regions() -> tuple[np.ndarray, np.ndarray]:
+    """The lesion core (eroded 2 voxels) and a ring of GM/WM 3–5 voxels around the lesion."""
+    tissue, lesion = phantom()
+    core = ndimage.binary_erosion(lesion, iterations=2)
+    ring = (ndimage.binary_dilation(lesion, iterations=5) & ~ndimage.binary_dilation(lesion, iterations=3)
+            & np.isin(tissue, (GM, WM)))
+    return core, ring
+
+
+def draw(seed: int) -> tio.Subject:
+    torch.manual_seed(seed)
+    return SynthStroke(("dwi", "adc"))(subject())
+
+
+def test_lesion_brighter_on_dwi_darker_on_adc_in_every_draw():
+    core, ring = regions()
+    for seed in range(8):
+        out = draw(seed)
+        dwi, adc = out["dwi"].data[0].numpy(), out["adc"].data[0].numpy()
+        assert np.median(dwi[core]) > np.median(dwi[ring]), seed
+        assert np.median(adc[core]) < np.median(adc[ring]), seed
+        assert TISSUE_KEY not in out and "lesions_msk" in out  # label kept, tissue removed
+
+
+def test_seeded_draws_repeat_and_differ():
+    a, b, c = draw(3), draw(3), draw(4)
+    torch.testing.assert_close(a["dwi"].data, b["dwi"].data)
+    torch.testing.assert_close(a["adc"].data, b["adc"].data)
+    tissue, _ = phantom()
+
+    def csf_to_wm(s):  # a contrast (not a scale): changes between draws
+        dwi = s["dwi"].data[0].numpy()
+        return np.median(dwi[tissue == CSF]) - np.median(dwi[tissue == WM])
+
+    assert abs(csf_to_wm(a) - csf_to_wm(c)) > 0.05
+    assert not torch.allclose(a["dwi"].data, c["dwi"].data)
+
+
+def test_output_normalised_in_head_and_on_the_label_grid():
+    out = draw(0)
+    for key in ("dwi", "adc"):
+        assert out[key].spatial_shape == SHAPE
+        np.testing.assert_allclose(out[key].affine, AFFINE)
+        assert torch.isfinite(out[key].data).all()
+    # z-scored inside the head: the brain's values are centred near 0 with unit spread
+    tissue, _ = phantom()
+    brain = out["dwi"].data[0][torch.from_numpy(tissue > 0)]
+    assert abs(float(brain.mean())) < 1.0 and 0.3 < float(brain.std()) < 3.0
+
+
+def test_skull_shells_lie_outside_the_brain():
+    tissue, lesion = phantom()
+    torch.manual_seed(0)
+    labels = label_map(tissue, lesion, skull=True)
+    assert set(np.unique(labels)) == {0, CSF, GM, WM, LESION, SHELL, SCALP}
+    assert not np.isin(labels[tissue > 0], (SHELL, SCALP)).any()
+    assert (labels[(lesion > 0) & (tissue > 0)] == LESION).all()
+    assert set(np.unique(label_map(tissue, lesion, skull=False))) == {0, CSF, GM, WM, LESION}
+
+
+def test_missing_tissue_map_and_unknown_recipe_are_named():
+    s = subject()
+    s.remove_image(TISSUE_KEY)
+    with pytest.raises(KeyError, match=TISSUE_KEY):
+        SynthStroke(("dwi", "adc"))(s)
+    with pytest.raises(ValueError, match="synthstroke"):
+        randomisation("nope", ("dwi", "adc"), "lesions_msk")
+    with pytest.raises(ValueError, match="T1w"):
+        SynthStroke(("dwi", "T1w"))

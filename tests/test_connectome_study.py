@@ -1,0 +1,43 @@
+"""The connectome study's tiny preset end to end (benchmarks/connectome.py → studies/connectome.yaml):
+synthetic cohort with BOLD, every arm on one split per seed, comparisons, edge attribution."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_connectome_study_tiny_preset(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("connectome", None)
+    import connectome
+
+    out, results = tmp_path / "study", tmp_path / "results"
+    assert connectome.main(["--preset", "tiny", "--out", str(out),
+                            "--results-dir", str(results)]) == 0
+    record = json.loads((results / "connectome_tiny.json").read_text(encoding="utf-8"))
+    names = {c["comparison"] for c in record["comparisons"]}
+    for task, model in [(t, m) for t in ("ad", "pd", "stroke") for m in ("mlp", "brainnetcnn",
+                                                                          "gnn")]:
+        metric = "pearson_r" if task == "stroke" else "balanced_accuracy"
+        assert f"{task} {model} vs tangent ({metric})" in names
+    assert "ad fusion vs best single modality" in names
+    models = {(r["kind"], r["model"]) for r in record["leaderboard"]}
+    assert {("classification", "tangent_logistic"), ("classification", "connectome_mlp"),
+            ("regression", "tangent_ridge"), ("classification", "structure_function_fusion")
+            } <= models
+    # one split per seed: the baseline and each deep arm tested the same subjects
+    tested = {arm: set(pd.read_csv(next((out / "runs" / arm).rglob("subjects_test.csv")))
+                       ["subject_id"]) for arm in ("ad_tangent", "ad_mlp", "ad_t1_connectome")}
+    assert tested["ad_tangent"] == tested["ad_mlp"] == tested["ad_t1_connectome"]
+    for row in record["edge_attribution"]:
+        assert row["random"]["5"] == pytest.approx(row["n_true"] / row["n_edges"])
+        assert 0.0 <= row["precision"]["5"] <= 1.0
+    assert record["edge_attribution"]
