@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -127,6 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-minutes", type=float, default=12.0, help="wall-clock cap per arm")
     parser.add_argument("--arms", default=",".join(ARMS))
     parser.add_argument("--seed", type=int, default=0)
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
     if unknown := [a for a in arms if a not in ARMS]:
@@ -160,7 +162,7 @@ def main(argv=None) -> int:
         earlier = args.out / arm / "metrics.json"
         if arm not in table and earlier.is_file():
             table[arm] = json.loads(earlier.read_text(encoding="utf-8"))
-    result = {"command": "python benchmarks/sim2real.py " + " ".join(argv or []),
+    result = {"command": "python benchmarks/sim2real.py " + " ".join(argv),
               "machine": "shared 2-core CPU, one thread (OMP_NUM_THREADS=1), contended",
               "synthetic_test_subjects": synth_ids, "arms": table}
     args.results.parent.mkdir(parents=True, exist_ok=True)

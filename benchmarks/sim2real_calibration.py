@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -228,6 +229,7 @@ def main(argv=None) -> int:
     parser.add_argument("--soop-sample", type=int, default=150)
     parser.add_argument("--synth-limit", type=int, default=40)
     parser.add_argument("--out", type=Path, default=Path("results/sim2real_calibration.json"))
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     real = real_cases(args.isles)
     synth = synthetic_cases(args.synth, args.synth_limit)
@@ -239,7 +241,7 @@ def main(argv=None) -> int:
         summaries["SOOP masks"] = summarise(soop)
     text = table(summaries)
     print(text)
-    result = {"command": "python benchmarks/sim2real_calibration.py " + " ".join(argv or []),
+    result = {"command": "python benchmarks/sim2real_calibration.py " + " ".join(argv),
               "synthetic_cohort": str(args.synth), "summaries": summaries,
               "real_cases": real, "synthetic_cases": synth, "table": text.splitlines()}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,10 @@ def test_connectome_study_tiny_preset(tmp_path, monkeypatch):
     sys.modules.pop("connectome", None)
     import connectome
 
+    from cogimg.tracking import figure_set
+
+    # the standard figures of the runs are tested elsewhere (tests/test_connectome_figures.py)
+    monkeypatch.setattr(figure_set, "make_figures", lambda *a, **k: ([], []))
     out, results = tmp_path / "study", tmp_path / "results"
     assert connectome.main(["--preset", "tiny", "--out", str(out),
                             "--results-dir", str(results)]) == 0

@@ -27,7 +27,10 @@ from cogimg.paradigms.outcome import load_config
 from cogimg.tracking.leaderboard import find_runs, leaderboard
 from cogimg.tracking.outcome import run_outcome_experiment
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "experiments" / "connectome").glob("*.yaml"))
+#: structure–function fusion (volumes + connectomes) runs in tests/test_connectome_fusion.py
+FUSION = "ad_fusion_t1_connectome"
+CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "experiments" / "connectome")
+                 .glob("*.yaml") if p.stem != FUSION)
 #: run through the CLI: every model and every preset once
 THROUGH_CLI = {"ad_brainnetcnn", "pd_gnn", "stroke_mlp"}
 R, T = 10, 50

@@ -40,12 +40,18 @@ Runner = Callable[[dict, int, Path, "StudyContext"], object]
 Figure = Callable[[Path, dict, Path], list]
 RUNNERS: dict[str, Runner] = {}
 FIGURES: dict[str, Figure] = {}
+#: runners that read their arm's own data section, not the study's BIDS root: a study whose
+#: arms all use one may name a non-BIDS ``data:`` folder (e.g. the SOOP masks)
+OWN_DATA: set[str] = set()
 
 
-def register_runner(name: str) -> Callable[[Runner], Runner]:
-    """Decorator: ``@register_runner("federated")`` makes ``runner: federated`` valid in arms."""
+def register_runner(name: str, own_data: bool = False) -> Callable[[Runner], Runner]:
+    """Decorator: ``@register_runner("federated")`` makes ``runner: federated`` valid in arms
+    (``own_data``: see :data:`OWN_DATA`)."""
     def add(fn: Runner) -> Runner:
         RUNNERS[name] = fn
+        if own_data:
+            OWN_DATA.add(name)
         return fn
     return add
 
@@ -132,7 +138,8 @@ def prepare_data(study: dict, out: Path, workers: int = 2, command: str = "cogim
             print(f"synthesising {cohort.get('subjects')} subjects → {data}", flush=True)
             generate_cohort(data, cohort.pop("subjects"), cohort.pop("seed", 0), workers=workers,
                             command=command, progress=False, **cohort)
-    load_dataset(data)  # strict: any problem stops the study with the full list
+    if study.get("cohort") or not all(a["runner"] in OWN_DATA for a in study["arms"]):
+        load_dataset(data)  # strict: any problem stops the study with the full list
     return data
 
 
@@ -221,4 +228,11 @@ def run_study(path: str | Path, out: str | Path, preset: str | None = None,
     return outputs
 
 
+import cogimg.tracking.study_federated  # (runner: federated)
 import cogimg.tracking.study_figures  # noqa: F401  (registers the built-in figure kinds)
+import cogimg.tracking.study_outcome  # noqa: F401,E402  (registers the runner outcome)
+import cogimg.tracking.study_detection  # noqa: F401,E402  (registers the runner seg_detect)
+import cogimg.tracking.study_figures_lowlabel  # noqa: E402,F401  (figure: recovery_share)
+import cogimg.tracking.study_sweep  # noqa: E402,F401  (runner: sweep; figure: pruning)
+import cogimg.tracking.study_explain  # noqa: E402,F401  (runner: explain)
+import cogimg.tracking.study_leave_site_out  # (runner: leave_site_out)

@@ -9,7 +9,7 @@ Each reads the study's run directories (``out/runs/<arm>/seed<k>/``) and its res
 * ``dice_vs_time`` — validation Dice against training wall time (``result.json`` curves),
   one line per arm × seed;
 * ``label_fraction_curve`` — each arm's primary metric (mean ± std over seeds) against its
-  ``options.label_fraction``.
+  ``options.label_fraction``, one line per ``options.method``.
 """
 
 from __future__ import annotations
@@ -99,13 +99,19 @@ def label_fraction_curve(out: Path, study: dict, figures_dir: Path) -> list[Path
         kind = KINDS[runs[0].kind]
         values = [kind.scorer(r.subjects, r.subjects["subject_id"].astype(str).unique()).score(kind.primary)
                   for r in runs]
-        points.append((float(fraction), np.nanmean(values), np.nanstd(values), kind.labels[kind.primary]))
+        method = str((arm.get("options") or {}).get("method", ""))  # one line per method
+        points.append((method, float(fraction), np.nanmean(values), np.nanstd(values),
+                       kind.labels[kind.primary]))
     if not points:
         return []
     points.sort()
     fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 2.6))
-    x, mean, std, label = zip(*points)
-    ax.errorbar(x, mean, yerr=std, fmt="o-", ms=3, lw=1, capsize=2, color=figures.OKABE_ITO[0])
+    for i, method in enumerate(dict.fromkeys(p[0] for p in points)):
+        _, x, mean, std, label = zip(*(p for p in points if p[0] == method))
+        ax.errorbar(x, mean, yerr=std, fmt="o-", ms=3, lw=1, capsize=2,
+                    color=figures.OKABE_ITO[i % 8], label=method or None)
+    if any(p[0] for p in points):
+        ax.legend(frameon=False, fontsize="small")
     ax.set_xlabel("fraction of training labels")
     ax.set_ylabel(f"{label[0]} (mean ± std over seeds)")
     return [figures.save_figure(fig, figures_dir / "label_fraction_curve")]

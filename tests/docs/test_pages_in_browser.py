@@ -3,7 +3,9 @@
 ``cogimg clinical`` per-patient report, and the documentation site's home page. Each must
 load without console errors or failed requests, every ``<img>`` must have loaded
 (``naturalWidth > 0``) and the expected tables must be there. A screenshot of each is written
-to ``docs/assets/screenshots/`` (the docs show them). Skipped only without a Chromium binary."""
+to the test's temporary folder, or, with ``COGIMG_UPDATE_SCREENSHOTS=1``, to
+``docs/assets/screenshots/`` (the docs show them): a test run leaves the tree as it was.
+Skipped only without a Chromium binary."""
 
 from __future__ import annotations
 
@@ -18,7 +20,14 @@ from tests.clinical.conftest import make_patient
 from tests.docs.browser import check_page
 from tests.docs.snippets import DOCS, ROOT, run_page
 
-SCREENSHOTS = DOCS / "assets" / "screenshots"
+
+def screenshots(tmp_path):
+    """Where the screenshots go (module docstring)."""
+    import os
+
+    if os.environ.get("COGIMG_UPDATE_SCREENSHOTS") == "1":
+        return DOCS / "assets" / "screenshots"
+    return tmp_path / "screenshots"
 
 
 def assert_clean(check, tables: int, table_class: str | None = None, images: int = 0):
@@ -29,8 +38,8 @@ def assert_clean(check, tables: int, table_class: str | None = None, images: int
         assert table_class in check.table_classes, f"{check.url}: no <table class={table_class!r}>"
 
 
-def test_docs_home_page(built_site, chrome):
-    check = check_page(chrome, built_site / "index.html", SCREENSHOTS / "docs_home.png")
+def test_docs_home_page(built_site, chrome, tmp_path):
+    check = check_page(chrome, built_site / "index.html", screenshots(tmp_path) / "docs_home.png")
     # the home page's table of the four screenshots, every one of them loaded
     assert_clean(check, tables=1, images=4)
 
@@ -61,9 +70,10 @@ def test_run_reports_and_clinical_report_from_real_runs(chrome, cohorts, checkpo
                  "--no-progress"]) == 0
     clinical = tmp_path / "clinical" / "patient-1" / "patient-1_report.html"
 
-    report = check_page(chrome, runs / "report.html", SCREENSHOTS / "report.png")
-    board_page = check_page(chrome, runs / "leaderboard.html", SCREENSHOTS / "leaderboard.png")
-    clinical_page = check_page(chrome, clinical, SCREENSHOTS / "clinical_report.png")
+    shots = screenshots(tmp_path)
+    report = check_page(chrome, runs / "report.html", shots / "report.png")
+    board_page = check_page(chrome, runs / "leaderboard.html", shots / "leaderboard.png")
+    clinical_page = check_page(chrome, clinical, shots / "clinical_report.png")
     # report: the leaderboard table and the learning-curve and leaderboard figures
     assert_clean(report, tables=1, table_class="leaderboard", images=2)
     assert_clean(board_page, tables=1, table_class="leaderboard")

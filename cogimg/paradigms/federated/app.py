@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -149,12 +150,14 @@ server_app = ServerApp(server_fn=_server_fn)
 client_app = ClientApp(client_fn=lambda context: make_client(_run_spec(context), context).to_client())
 
 
-def simulate(spec: Mapping[str, Any] | str | os.PathLike, num_cpus: int = 1, verbose: bool = False):
+def simulate(spec: Mapping[str, Any] | str | os.PathLike, num_cpus: int = 1, num_gpus: float = 0.0,
+             verbose: bool = False):
     """Run ``spec`` through Flower's simulation engine (Ray) on this machine.
 
     Every site is a virtual SuperNode; the ServerApp runs in this process and the ClientApps in
     Ray actors (``num_cpus`` CPUs for Ray, one actor taking them all, so sites run one after the
-    other and every round of a site sees the same process).
+    other and every round of a site sees the same process); ``num_gpus`` GPUs for that actor
+    (``1.0`` when the spec's ``trainer`` trains on a GPU: Ray hides GPUs from an actor given none).
 
     Returns:
         The strategy after the run: ``history`` (per round: aggregated train and validation
@@ -170,8 +173,9 @@ def simulate(spec: Mapping[str, Any] | str | os.PathLike, num_cpus: int = 1, ver
         holder.append(strategy)
         return ServerAppComponents(strategy=strategy, config=config)
 
-    backend = {"client_resources": {"num_cpus": num_cpus, "num_gpus": 0.0},
-               "init_args": {"num_cpus": num_cpus, "num_gpus": 0, "include_dashboard": False}}
+    backend = {"client_resources": {"num_cpus": num_cpus, "num_gpus": float(num_gpus)},
+               "init_args": {"num_cpus": num_cpus, "num_gpus": math.ceil(num_gpus),
+                             "include_dashboard": False}}
     run_simulation(ServerApp(server_fn=server_fn),
                    ClientApp(client_fn=lambda context: make_client(spec, context).to_client()),
                    num_supernodes=len(spec["sites"]), backend_config=backend, verbose_logging=verbose)
