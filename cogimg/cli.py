@@ -141,9 +141,16 @@ def _console_never_fails_on_encoding() -> None:
 def main(argv: list[str] | None = None) -> int:
     _console_never_fails_on_encoding()
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["--debug"]:  # errors keep their traceback
+    if argv[:1] == ["--debug"]:  # errors keep their traceback, for this call only
+        previous = os.environ.get("COGIMG_TRACEBACK")
         os.environ["COGIMG_TRACEBACK"] = "1"
-        argv = argv[1:]
+        try:
+            return main(argv[1:])
+        finally:
+            if previous is None:
+                del os.environ["COGIMG_TRACEBACK"]
+            else:
+                os.environ["COGIMG_TRACEBACK"] = previous
     if argv and argv[0] in LIGHTNING_SUBCOMMANDS:
         return run_lightning(argv)
     return run_plain(argv)

@@ -29,6 +29,14 @@ import pytest
 # sets COGIMG_WANDB=offline itself.
 os.environ.setdefault("COGIMG_WANDB", "off")
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` already runs N test processes: one compute thread each (and in the processes
+    # they start) instead of N threads each contending for the same cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+
 SHAPE = (12, 12, 12)
 SPACING_MM = 2.0
 #: 2 mm voxels, origin so that the volume is roughly centred on (0, 0, 0) mm.

@@ -9,6 +9,7 @@ key, no traceback, and no file written outside the output folder.
 from __future__ import annotations
 
 import gzip
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -366,3 +367,59 @@ def test_check_rejects_what_the_gate_rejects(kind, tmp_path, capsys):
     outcome = run_cli(["check", str(root)], tmp_path, tmp_path / "out", capsys)
     assert outcome.code == 1 and not outcome.traceback
     assert f"error: sub-01/dwi/{target.name}" in outcome.stdout
+
+
+# --------------------------------------------------------------------------- outputs in the way
+def _out_in_the_way(kind: str, tmp_path: Path) -> tuple[Path, str]:
+    """An ``--out`` that cannot take the outputs, and the path the message must name."""
+    out = tmp_path / "out"
+    if kind == "a file":
+        out.write_text("not a folder", encoding="utf-8")
+        return out, str(out)
+    out.mkdir()
+    if kind == "read-only":
+        out.chmod(0o500)
+        return out, str(out)
+    raise ValueError(kind)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root writes anywhere")
+def test_a_read_only_out_is_nothing_run(one_channel_ckpt, tmp_path, capsys):
+    out, name = _out_in_the_way("read-only", tmp_path)
+    scan = save(tmp_path / "in" / "scan.nii.gz", volume())
+    outcome = run_cli(["predict", "--ckpt", str(one_channel_ckpt), "--input", str(scan), "--out",
+                       str(out), "--device", "cpu"], tmp_path, out, capsys)
+    out.chmod(0o700)
+    assert classify(outcome, 2, name) == "clear", outcome
+
+
+@pytest.mark.parametrize("command", ["predict", "clinical"])
+def test_an_out_that_is_a_file_is_nothing_run(command, one_channel_ckpt, tmp_path, capsys):
+    out, name = _out_in_the_way("a file", tmp_path)
+    scan = save(tmp_path / "in" / "scan.nii.gz", volume())
+    argv = (["predict", "--ckpt", str(one_channel_ckpt)] if command == "predict"
+            else ["clinical", "--seg-ckpt", str(one_channel_ckpt), "--no-progress"])
+    outcome = run_cli([*argv, "--input", str(scan), "--out", str(out), "--device", "cpu"],
+                      tmp_path, out, capsys)
+    assert classify(outcome, 2, name) == "clear", outcome
+    assert out.read_text(encoding="utf-8") == "not a folder"
+
+
+def test_a_case_folder_without_a_modality_the_model_reads_is_one_clear_error(stroke_ckpt, tmp_path,
+                                                                              capsys):
+    case = tmp_path / "in" / "case1"
+    save(case / "dwi.nii.gz", volume(0))  # the model reads dwi and adc
+    out = tmp_path / "out"
+    outcome = run_cli(["predict", "--ckpt", str(stroke_ckpt), "--input", str(case),
+                       "--out", str(out), "--device", "cpu"], tmp_path, out, capsys)
+    assert classify(outcome, 1, str(case)) == "clear", outcome
+    assert "adc" in error_lines(outcome.stderr)[0]
+
+
+def test_a_participant_without_images_is_an_error_in_check(tmp_path, capsys):
+    root = stroke_tree(tmp_path / "ds", {"dwi.nii.gz": "dwi", "adc.nii.gz": "dwi"})
+    with (root / "participants.tsv").open("a", encoding="utf-8") as table:
+        table.write("sub-02\tstroke\tA\n")
+    outcome = run_cli(["check", str(root)], tmp_path, tmp_path / "out", capsys)
+    assert outcome.code == 1 and not outcome.traceback, outcome
+    assert "sub-02" in outcome.stdout + outcome.stderr

@@ -46,13 +46,8 @@ ROOTS = ("cogimg", "benchmarks", "studies")
 #: still live in their docstrings; each is being converted to a ``studies/`` config (issue 26)
 #: and leaves this list when it is.
 ALLOWLIST = frozenset({
-    "benchmarks/detection.py",  # being converted to a study config
-    "benchmarks/federated.py",  # being converted to a study config
-    "benchmarks/leave_site_out.py",  # being converted to a study config
     "benchmarks/label_efficiency.py",  # being converted to a study config
     "benchmarks/xai_faithfulness.py",  # being converted to a study config
-    "benchmarks/pruning.py",  # being converted to a study config
-    "benchmarks/outcome_soop.py",  # being converted to a study config
 })
 
 DECIMAL = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])")

@@ -125,14 +125,21 @@ class ConnectomeDataModule(L.LightningDataModule):
         batch_size: subjects per batch.
         func_dataset: an already loaded :class:`cogimg.data.func.FuncDataset` (studies reuse one
             across arms; tests pass their own); ``None`` = ``load_func_dataset(data_root)``.
+        modalities: the model's input channels: one, the connectome (what the config links give
+            the model as ``in_channels`` and ``modalities``).
     """
 
     def __init__(self, data_root: str | Path, preset: str = "ad", kind: str = "tangent",
                  output: str = "vector", discard_diagonal: bool = True, target: str | None = None,
                  split_file: str | Path | None = None, fold: int = 0, n_folds: int = 5,
                  test_fraction: float = 0.2, cache_dir: str | Path | None = None,
-                 batch_size: int = 16, seed: int = 0, func_dataset: Any = None) -> None:
+                 batch_size: int = 16, seed: int = 0, func_dataset: Any = None,
+                 modalities: tuple[str, ...] = ("connectome",)) -> None:
         super().__init__()
+        if tuple(modalities) != ("connectome",):
+            raise ValueError(f"modalities={list(modalities)}: a connectome datamodule has one input, "
+                             "['connectome']")
+        self.modalities = ("connectome",)
         if kind not in KINDS:
             raise ValueError(f"kind={kind!r}; choose one of {list(KINDS)}")
         if output not in OUTPUTS:

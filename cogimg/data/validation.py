@@ -381,10 +381,12 @@ def check_preset_modalities(subjects: Iterable[Mapping], preset: str | None = No
 def check_coverage(
     table_ids: Iterable[str], image_ids: Iterable[str], table_key: str = "participants.tsv"
 ) -> list[Problem]:
-    """Participants listed without images (warning) and images without a participant row (error)."""
+    """Participants listed without images and images without a participant row: both errors
+    (nothing is silently dropped; remove the row or add the images)."""
     table_ids, image_ids = set(table_ids), set(image_ids)
     problems = [
-        Problem("warning", f"{table_key}: {pid}", "participant has a row but no image files")
+        Problem("error", f"{table_key}: {pid}",
+                "participant has a row but no image files (remove the row or add the images)")
         for pid in sorted(table_ids - image_ids)
     ]
     problems += [

@@ -57,7 +57,7 @@ class RetinaNet3D(Detector):
     with smaller anchors, with unmatched anchors that overlap a box ignored, without the
     box-regression loss and at a lower learning rate). Many microbleeds at 2 mm are a single
     voxel, so there the full-resolution ``centernet_3d`` is the detector to use
-    (``benchmarks/detection.py`` compares them).
+    (``studies/detection_froc.yaml`` compares them).
     """
 
     def __init__(self, in_channels: int, num_classes: int, widths: Sequence[int],

@@ -16,7 +16,6 @@ TASKS = {
     "detection": "cogimg.tasks.detection.DetectionTask",
     "regression": "cogimg.tasks.regression.RegressionTask",
     "brain_age": "cogimg.tasks.brain_age.BrainAgeTask",
-    "explanation": "cogimg.tasks.explanation_scores.ExplanationScores",  # saliency scores, not trained
 }
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cogimg.tasks.classification import ClassificationTask
 from cogimg.tasks.regression import RegressionTask
-from cogimg.tracking.run import MANIFEST, write_run
+from cogimg.tracking.run import start_config_run, write_run
 
 TASKS = {"classification": ClassificationTask, "regression": RegressionTask}
 
@@ -28,19 +28,7 @@ TASKS = {"classification": ClassificationTask, "regression": RegressionTask}
 def write_baseline_run(out: str | Path, config: dict, fitted, *, overwrite: bool = False) -> Path:
     """Write ``fitted`` (a :class:`~cogimg.paradigms.connectome_baseline.BaselineResult`) to
     ``out``; a folder that already records a run is refused unless ``overwrite``."""
-    import yaml
-
-    from cogimg.io import atomic_write_text
-
-    out = Path(out)
-    if (out / MANIFEST).exists():
-        if not overwrite:
-            raise FileExistsError(f"{out / MANIFEST} already records a run; pass --overwrite "
-                                  "or choose another --out")
-        (out / MANIFEST).unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml",
-                      yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True))
+    out = start_config_run(out, config, overwrite=overwrite)
     task = TASKS[fitted.kind]
     cv = config.get("cv", {})
     return write_run(out, None, experiment=config.get("experiment", "connectome_baseline"),
@@ -63,14 +51,6 @@ def run_baseline_experiment(config: dict, func_dataset=None, *, overwrite: bool 
     fitted = fit_baseline(config, func_dataset)
     write_baseline_run(config["out"], config, fitted, overwrite=overwrite)
     return {**fitted.result, "metrics": fitted.metrics}
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value) if isinstance(value, Path) else value
 
 
 # --------------------------------------------------------------------------- study runner

@@ -38,21 +38,20 @@ def group_matrices_figure(groups: Mapping[str, np.ndarray], path: str | Path,
     panels = {g: np.asarray(groups[g], dtype=float) for g in names}
     if len(names) > 1:
         panels[f"{names[-1]} − {names[0]}"] = panels[names[-1]] - panels[names[0]]
-    fig, axes = plt.subplots(1, len(panels), squeeze=False,
-                             figsize=(min(figures.TWO_COLUMN_IN, 2.0 * len(panels)), 2.2))
+    fig, axes = plt.subplots(1, len(panels), squeeze=False, layout="constrained",
+                             figsize=(max(figures.TWO_COLUMN_IN, 2.2 * len(panels)), 2.2))
     for k, (ax, (name, m)) in enumerate(zip(axes[0], panels.items())):
         m = m.copy()
         np.fill_diagonal(m, np.nan)
         is_diff = len(names) > 1 and k == len(panels) - 1
         vmax = float(np.nanmax(np.abs(m))) or 1.0
         im = ax.imshow(m, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-        ax.set_title(name)
+        ax.set_title(f"{name} ({'Δ r' if is_diff else 'r'})")
         ax.set_xticks([])
         ax.set_yticks([])
         if region_names is not None and len(region_names) <= 20:
             ax.set_yticks(range(len(region_names)), region_names, fontsize=5)
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04,
-                     label="Δ r" if is_diff else "r")
+        fig.colorbar(im, ax=ax, shrink=0.8)
     if title:
         fig.suptitle(title)
     return figures.save_figure(fig, path)

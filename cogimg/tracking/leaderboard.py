@@ -27,6 +27,7 @@ import pandas as pd
 
 from cogimg.metrics.bootstrap import percentile_interval, resample_indices
 from cogimg.tasks import TASKS, task_class
+from cogimg.tasks.scoring import MeanScorer
 from cogimg.tracking.run import MANIFEST, METRICS
 
 
@@ -43,8 +44,27 @@ class Kind:
     scorer: type | None = None
 
 
+#: Kinds of runs that score something already trained, so have no task class: ``explanation``
+#: runs (:mod:`cogimg.tracking.study_explain`) hold one row per explained subject with the
+#: faithfulness measures of :mod:`cogimg.paradigms.explain.faithfulness` — pointing game (1 where
+#: the map's maximum lies in the ground-truth region), relevance mass (share of positive
+#: saliency inside it), deletion AUC (lower is better), insertion AUC, seconds per map —
+#: every one a subject mean, ranked by the pointing game.
+SCORED_KINDS = {
+    "explanation": Kind(
+        "explanation", "pointing_game",
+        ("relevance_mass", "deletion_auc", "insertion_auc", "seconds"),
+        {"pointing_game": "pointing game", "relevance_mass": "relevance mass",
+         "deletion_auc": "deletion AUC ↓", "insertion_auc": "insertion AUC ↑", "seconds": "s/map"},
+        "max", MeanScorer),
+}
+
+
 def get_kind(name: str) -> Kind:
-    """The :class:`Kind` of a task kind, from its task class's protocol."""
+    """The :class:`Kind` of a task kind, from its task class's protocol (or
+    :data:`SCORED_KINDS`)."""
+    if name in SCORED_KINDS:
+        return SCORED_KINDS[name]
     cls = task_class(name)
     metrics = cls.leaderboard_metrics or (cls.default_metric,)
     return Kind(name, metrics[0], tuple(metrics[1:]), dict(cls.metric_labels), cls.default_mode,
@@ -55,15 +75,15 @@ class _Kinds(Mapping):
     """``KINDS[name]``: every registered task kind, built on first use."""
 
     def __getitem__(self, name: str) -> Kind:
-        if name not in TASKS:
+        if name not in TASKS and name not in SCORED_KINDS:
             raise KeyError(name)
         return get_kind(name)
 
     def __iter__(self):
-        return iter(TASKS)
+        return iter([*TASKS, *SCORED_KINDS])
 
     def __len__(self) -> int:
-        return len(TASKS)
+        return len(TASKS) + len(SCORED_KINDS)
 
 
 KINDS = _Kinds()

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cogimg.tasks.regression import RegressionTask
-from cogimg.tracking.run import MANIFEST, write_run
+from cogimg.tracking.run import start_config_run, write_run
 
 KIND = "regression"
 
@@ -25,25 +25,15 @@ def write_outcome_run(out: str | Path, config: dict, cv, *, overwrite: bool = Fa
     A folder that already records a run is refused unless ``overwrite`` (then its manifest is
     removed first, so that an interrupted rewrite leaves no run the leaderboard reads).
     """
-    import yaml
-
     from cogimg.data.splits import save_split
-    from cogimg.io import atomic_write_text
     from cogimg.paradigms.outcome import save_scatter
 
-    out = Path(out)
-    if (out / MANIFEST).exists():
-        if not overwrite:
-            raise FileExistsError(f"{out / MANIFEST} already records a run; pass --overwrite "
-                                  "or choose another --out")
-        (out / MANIFEST).unlink()
-    out.mkdir(parents=True, exist_ok=True)
+    out = start_config_run(out, config, overwrite=overwrite)
     cv_config, name = config.get("cv", {}), config["model"]["name"]
     split = cv_config.get("split")
     if not split:
         split = out / "split.json"
         save_split(cv.split, split, overwrite=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False))
     save_scatter(out / "predicted_vs_observed.png", cv.table, cv.result)
     pooled = cv.result["pooled"]
     metrics = {"val": {f"val/{k}": float(v) for k, v in pooled.items() if not k.endswith("_ci")},
@@ -65,6 +55,7 @@ def _task_name(model: str) -> str:
         return f"{RegressionTask.__module__}.{RegressionTask.__qualname__}"
     return f"sklearn:{model}"
 
+
 def run_outcome_experiment(config: dict, cohort=None, *, overwrite: bool = False) -> dict:
     """Cross-validate ``config`` and write its run directory at ``config['out']``; returns the
     metrics (``metrics.json`` without its ``val`` section)."""
@@ -77,12 +68,3 @@ def run_outcome_experiment(config: dict, cohort=None, *, overwrite: bool = False
     cv = cross_validate(config, cohort)
     write_outcome_run(config["out"], config, cv, overwrite=overwrite)
     return cv.result
-
-
-def _plain(value):
-    """``value`` with paths as strings (for YAML)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value) if isinstance(value, Path) else value

@@ -294,6 +294,34 @@ def provenance() -> dict[str, Any]:
     return {"command": sys.argv, "cwd": os.getcwd(), "git": git_info(), "packages": package_versions()}
 
 
+
+def start_config_run(out: str | Path, config: dict, *, overwrite: bool = False) -> Path:
+    """Claim ``out`` for a run made outside Lightning (scikit-learn, cross-validation) and write
+    its ``config.yaml``: a folder that already records a run is refused unless ``overwrite``
+    (then its manifest is removed first, so a crash never leaves the old run looking finished).
+    Returns ``out``."""
+    import yaml
+
+    out = Path(out)
+    if (out / MANIFEST).exists():
+        if not overwrite:
+            raise FileExistsError(f"{out / MANIFEST} already records a run; pass --overwrite "
+                                  "or choose another --out")
+        (out / MANIFEST).unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml",
+                      yaml.safe_dump(_plain(config), sort_keys=False, allow_unicode=True))
+    return out
+
+
+def _plain(value):
+    """``value`` with paths as strings (for YAML)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
 def write_run(run_dir: str | Path, pl_module=None, *, experiment: str, variant: str, seed: int | None,
               subjects: dict[str, list[dict]], metrics: dict[str, dict[str, float]],
               log: list[dict] | None = None, **manifest: Any) -> Path:

@@ -26,6 +26,7 @@ Two registries make the job extensible without touching it:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import shutil
 import time
@@ -228,11 +229,17 @@ def run_study(path: str | Path, out: str | Path, preset: str | None = None,
     return outputs
 
 
-import cogimg.tracking.study_federated  # (runner: federated)
-import cogimg.tracking.study_figures  # noqa: F401  (registers the built-in figure kinds)
-import cogimg.tracking.study_outcome  # noqa: F401,E402  (registers the runner outcome)
-import cogimg.tracking.study_detection  # noqa: F401,E402  (registers the runner seg_detect)
-import cogimg.tracking.study_figures_lowlabel  # noqa: E402,F401  (figure: recovery_share)
-import cogimg.tracking.study_sweep  # noqa: E402,F401  (runner: sweep; figure: pruning)
-import cogimg.tracking.study_explain  # noqa: E402,F401  (runner: explain)
-import cogimg.tracking.study_leave_site_out  # (runner: leave_site_out)
+#: modules that register runners and figure kinds (imported at the end: each imports this one)
+PLUGINS = (
+    "cogimg.tracking.connectome_baseline",   # runner connectome_baseline
+    "cogimg.tracking.study_detection",       # runner seg_detect
+    "cogimg.tracking.study_explain",         # runner explain
+    "cogimg.tracking.study_federated",       # runner federated
+    "cogimg.tracking.study_figures",         # figures paired_differences, froc, dice_vs_time, …
+    "cogimg.tracking.study_figures_lowlabel",  # figure recovery_share
+    "cogimg.tracking.study_leave_site_out",  # runner leave_site_out
+    "cogimg.tracking.study_outcome",         # runner outcome
+    "cogimg.tracking.study_sweep",           # runner sweep, figure pruning
+)
+for _plugin in PLUGINS:
+    importlib.import_module(_plugin)

@@ -2,7 +2,7 @@
 
 An arm ``{name: seg_unet, config: experiments/microbleeds/seg_unet.yaml, runner: seg_detect,
 options: {threshold: 0.1}}`` fits the arm's segmentation experiment YAML (with the study's
-arguments, as the ``fit`` runner does) into ``--out/fits/<arm>/seed<k>/``, then scores the
+arguments, as the ``fit`` runner does) in a temporary folder, then scores the
 held-out scans of every stage the comparisons use (``val``: the validation fold; ``test``: the
 test set) as a detector: the connected components of ``foreground probability ≥ threshold``
 (:func:`cogimg.tasks.detection.segmentation_detections`, sliding windows), each scored by
@@ -16,13 +16,16 @@ detectors' runs scan by scan.
 0.1: low-confidence components fill the high-false-positive end of the FROC), ``min_voxels``
 (default 1), ``match`` (``centre`` or ``iou``, default ``centre``), ``match_threshold`` (mm
 or IoU, default 4.0), ``ap_thresholds`` (default ``[4.0, 8.0]``), ``report_score_threshold``
-(operating point of the per-scan counts, default 0.5). The segmentation's own run directory
-stays under ``fits/`` (its Dice and curves); an interrupted arm refits.
+(operating point of the per-scan counts, default 0.5). Scored are the scans the trainer
+scores (``--trainer.limit_val_batches`` / ``limit_test_batches`` apply, as to the detectors'
+runs). The segmentation's own validation metrics (Dice …) go into the detection run's
+manifest (``segmentation_metrics``); its weights are not kept (an interrupted arm refits).
 """
 
 from __future__ import annotations
 
-import shutil
+import itertools
+import tempfile
 from pathlib import Path
 
 from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
@@ -68,10 +71,10 @@ def _keeper():
     from lightning.pytorch.callbacks import Callback
 
     class Keep(Callback):
-        task = data = None
+        task = data = trainer = None
 
         def setup(self, trainer, pl_module, stage: str) -> None:
-            self.task, self.data = pl_module, trainer.datamodule
+            self.task, self.data, self.trainer = pl_module, trainer.datamodule, trainer
 
     return Keep()
 
@@ -89,22 +92,24 @@ def seg_detect_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext
     options = {**DEFAULTS, **(arm.get("options") or {})}
     if unknown := sorted(set(options) - set(DEFAULTS)):
         raise ValueError(f"arm {arm['name']!r}: options {unknown} unknown; known: {sorted(DEFAULTS)}")
-    fit_dir = context.out / "fits" / arm["name"] / f"seed{seed}"
-    if fit_dir.exists():
-        shutil.rmtree(fit_dir)  # an interrupted arm refits
     keep = _keeper()
-    result = run_experiment(arm["config"], fit_dir, name=arm["name"], budget_s=arm.get("budget_s"),
-                            overrides=arm_overrides(arm, seed, context), callbacks=[keep])
+    with tempfile.TemporaryDirectory(prefix="seg_detect_") as fit_dir:
+        result = run_experiment(arm["config"], fit_dir, name=arm["name"], budget_s=arm.get("budget_s"),
+                                overrides=arm_overrides(arm, seed, context), callbacks=[keep])
     task, data = keep.task, keep.data
     subjects, metrics = {}, {}
     for stage in context.stages:
         data.setup("test" if stage == "test" else "validate")
         loader = data.test_dataloader() if stage == "test" else data.val_dataloader()
+        limit = getattr(keep.trainer, f"limit_{stage if stage == 'test' else 'val'}_batches")
+        if isinstance(limit, int) or limit < 1.0:  # the scans the trainer limits itself to
+            loader = itertools.islice(loader, limit if isinstance(limit, int)
+                                      else int(len(loader) * limit))
         rows, summary = score_scans(task, loader, options)
         subjects[stage] = rows
         metrics[stage] = {f"{stage}/{k}": float(v) for k, v in summary.items()}
     return write_run(run_dir, None, experiment=arm["name"], variant=f"threshold {options['threshold']:g}",
                      seed=seed, subjects=subjects, metrics=metrics, kind="detection",
                      task="cogimg.tasks.detection.segmentation_detections",
-                     model=str(task.hparams.model), segmentation_run=result.run_dir,
+                     model=str(task.hparams.model), segmentation_metrics=result.metrics,
                      wall_s=result.train_s, options=options)

@@ -7,9 +7,10 @@ model it fits itself into ``out/models/<arm>/seed<k>/`` — and explains the hel
 every stage the study scores (``test``: the seed's test set, as the datamodule of the arm's
 config and overrides splits it) with :func:`cogimg.paradigms.explain.pipeline.explain_volume`
 (``method``: ``gradcam``, ``ig``, ``occlusion``, ``rollout``, or ``random``: a uniform random
-map, the chance level). Explained are the subjects whose class is not the preset's first
-(the patients: the disease class logit is explained), or those of ``options.classes``; at
-most ``options.max_subjects`` per stage (0 = all). Segmentation models explain the
+map, the chance level). Explained are the subjects of the diagnoses ``options.classes``;
+by default a classifier's classes but the first (the patients: the disease class logit is
+explained) and, for segmentation, every diagnosis but CN; at most ``options.max_subjects``
+per stage (0 = all). Segmentation models explain the
 lesion-logit sum over their predicted lesion.
 
 Each map is put back on the subject's native grid and scored against the synthetic cohort's
@@ -22,7 +23,7 @@ the originally predicted lesion (segmentation). ``options.method_options`` go to
 (e.g. ``{n_steps: 16}`` for IG).
 
 The arm's run directory (:func:`cogimg.tracking.run.write_run`, kind ``explanation``,
-:mod:`cogimg.tasks.explanation_scores`) holds one row per explained subject (``pointing_game``,
+:data:`cogimg.tracking.leaderboard.SCORED_KINDS`) holds one row per explained subject (``pointing_game``,
 ``relevance_mass``, ``deletion_auc``, ``insertion_auc``, ``seconds``, plus the explained
 ``target`` and its probability ``target_prob``), so that leaderboards and comparisons rank
 methods from run directories alone.
@@ -175,7 +176,7 @@ def explain_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext) -
     task, _ = load_task(checkpoint)
     task.eval()
     classes = list(getattr(task, "classes", ()) or ())
-    wanted = options.get("classes") or classes[1:]
+    wanted = [str(c) for c in options.get("classes") or classes[1:]]  # [] for segmentation
     limit = int(options.get("max_subjects", 0))
     rng = np.random.default_rng(seed)
     rows: dict[str, list[dict]] = {}
@@ -184,7 +185,7 @@ def explain_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext) -
         data = _datamodule(arm, seed, context, Path(scratch))
         for stage in context.stages:
             chosen = [s for s in data.subjects[stage]
-                      if not classes or str(s.get("diagnosis")) in map(str, wanted)]
+                      if (str(s.get("diagnosis")) in wanted if wanted else s.get("diagnosis") != "CN")]
             rows[stage] = []
             for subject in chosen[:limit or None]:
                 image = torch.cat([subject[m].data.float() for m in data.modalities])[None]
@@ -201,7 +202,7 @@ def explain_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext) -
                for stage, stage_rows in rows.items()}
     return write_run(run_dir, None, experiment=arm["name"], variant=method, seed=seed,
                      subjects=rows, metrics=metrics, kind="explanation",
-                     task="cogimg.tasks.explanation_scores.ExplanationScores",
+                     task="explanation",
                      model=str(task.hparams.get("model", type(task).__name__)), method=method,
                      checkpoint=str(checkpoint), truth=options.get("truth", "atrophy"),
                      wall_s=round(time.perf_counter() - start, 1))

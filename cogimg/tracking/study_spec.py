@@ -51,7 +51,8 @@ class ComparisonSpec:
 
 @dataclasses.dataclass
 class PresetSpec:
-    """``tiny:`` / ``full:``: replaces cohort (or data), seeds, common overrides and budgets."""
+    """``tiny:`` / ``full:``: replaces cohort (or data), seeds, common overrides and budgets;
+    ``arms`` (names) keeps only those arms, and the comparisons whose sides keep an arm."""
 
     cohort: dict | None = None
     data: str | None = None
@@ -59,6 +60,7 @@ class PresetSpec:
     overrides: list[str | int | float] | None = None
     budget_s: float | None = None
     n_boot: int | None = None
+    arms: list[str] | None = None
 
 
 @dataclasses.dataclass
@@ -147,12 +149,29 @@ def resolve_study(raw: dict, path: str | Path, preset: str | None = None) -> dic
                 raise ValueError(f"{path}: comparisons[{i}].{side}: no arm named {unknown}; "
                                  f"arms: {sorted(names)}")
         comparisons.append(dataclasses.asdict(c))
+    if chosen and chosen.arms is not None:
+        arms, comparisons = _keep_arms(arms, comparisons, chosen.arms, f"{path}: {preset}.arms")
     if unknown := [f for f in study.figures if f not in FIGURES]:
         raise ValueError(f"{path}: figures: {unknown} unknown; registered: {sorted(FIGURES)}")
     return {"kind": "study", "name": study.name, "question": study.question, "preset": preset,
             "cohort": cohort, "data": str(data) if data else None, "seeds": list(seeds),
             "n_boot": n_boot, "arms": arms, "comparisons": comparisons,
             "figures": list(study.figures), "source": str(path)}
+
+
+def _keep_arms(arms: list[dict], comparisons: list[dict], keep: list[str],
+               where: str) -> tuple[list[dict], list[dict]]:
+    """The arms named in ``keep`` and the comparisons left when every side keeps only those
+    (a list side shrinks; a comparison with an empty side is dropped)."""
+    if unknown := sorted(set(keep) - {a["name"] for a in arms}):
+        raise ValueError(f"{where}: no arm named {unknown}; arms: {[a['name'] for a in arms]}")
+    kept = []
+    for c in comparisons:
+        sides = {side: [n for n in _arm_names(c[side]) if n in keep] for side in ("a", "b")}
+        if all(sides.values()):
+            kept.append({**c, **{side: names if isinstance(c[side], list) else names[0]
+                                 for side, names in sides.items()}})
+    return [a for a in arms if a["name"] in keep], kept
 
 
 def load_study(path: str | Path, preset: str | None = None) -> dict:

@@ -78,9 +78,9 @@ def test_batch_lists_failures_flags_ood_and_sets_exit_codes(cohorts, checkpoints
     assert noisy["ood"]["flag"] and noisy["ood"]["score"] > noisy["ood"]["threshold"]
     assert any("roughness" in r for r in noisy["ood"]["reasons"])
     assert "OUT OF DISTRIBUTION" in (tmp_path / "out" / "noisy" / "noisy_report.html").read_text(encoding="utf-8")
-    # outputs in the way: nothing run (1); --overwrite replaces them; OOD alone gives 3
+    # outputs in the way: nothing run (2); --overwrite replaces them; OOD alone gives 3
     before = (tmp_path / "out" / "summary.json").read_text(encoding="utf-8")
-    assert run(tmp_path, checkpoints, batch) == 1
+    assert run(tmp_path, checkpoints, batch) == 2
     assert (tmp_path / "out" / "summary.json").read_text(encoding="utf-8") == before
     (batch / "notes.txt").unlink()
     for name in ("no-t1", "good"):
@@ -88,14 +88,14 @@ def test_batch_lists_failures_flags_ood_and_sets_exit_codes(cohorts, checkpoints
     assert run(tmp_path, checkpoints, batch, "out", "--overwrite", "--saliency", "none") == 3
 
 
-def test_bad_checkpoints_exit_1_bad_arguments_exit_2(checkpoints, cohorts, tmp_path, capsys):
+def test_bad_checkpoints_and_bad_arguments_exit_2(checkpoints, cohorts, tmp_path, capsys):
     patient = make_patient(tmp_path / "p", cohorts)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     base = ["clinical", "--input", str(patient), "--out", str(tmp_path / "o"), "--no-progress"]
-    assert main([*base, "--seg-ckpt", str(tmp_path / "junk.ckpt")]) == 1
-    assert main([*base, "--seg-ckpt", str(checkpoints["cls"])]) == 1  # a classifier as --seg-ckpt
+    assert main([*base, "--seg-ckpt", str(tmp_path / "junk.ckpt")]) == 2
+    assert main([*base, "--seg-ckpt", str(checkpoints["cls"])]) == 2  # a classifier as --seg-ckpt
     assert "classification checkpoint, given as the segmentation" in capsys.readouterr().err
-    assert main([*base, "--input", str(tmp_path / "missing"), "--seg-ckpt", str(checkpoints["seg"])]) == 1
+    assert main([*base, "--input", str(tmp_path / "missing"), "--seg-ckpt", str(checkpoints["seg"])]) == 2
     assert main(base) == 2  # no checkpoint at all
     with pytest.raises(SystemExit) as exc:
         main([*base, "--seg-ckpt", str(checkpoints["seg"]), "--saliency", "magic"])

@@ -35,6 +35,7 @@ BAD_DATA = {
     "figures": ["figures", MISSING, "--out", "{out}"],
     "report": ["report", MISSING, "--out", "{out}/report.html"],
     "benchmark": ["benchmark", f"{MISSING}.yaml", "--out", "{out}"],
+    "study": ["study", f"{MISSING}.yaml", "--out", "{out}"],
     "demo": ["demo", "--benchmark", f"{MISSING}.yaml", "--out", "{out}"],
     "outcome": ["outcome", "--config", f"{MISSING}.yaml", "--out", "{out}"],
     "lsm": ["lsm", "--mask-dir", MISSING, "--scores", f"{MISSING}.tsv", "--out", "{out}"],

@@ -22,7 +22,7 @@ def test_an_earlier_run_is_refused_before_training(tmp_path, capsys):
     (tmp_path / "lso_summary.csv").write_text("variant,score\n", encoding="utf-8")
     argv = ["evaluate", "--protocol", "leave-site-out", "--config", str(CONFIG),
             "--out", str(tmp_path), "--data-root", str(tmp_path / "no_cohort")]
-    assert main(argv) == 1
+    assert main(argv) == 2  # outputs in the way: nothing run
     err = capsys.readouterr().err
     assert err == (f"cogimg evaluate: error: {tmp_path / 'lso_summary.csv'} exists; "
                    "pass --overwrite or choose another --out\n")

@@ -80,7 +80,7 @@ def test_fit_runs_an_outcome_config_as_cogimg_outcome_does(tiny_soop, tmp_path, 
     assert (manifest["kind"], manifest["task"], manifest["model"]) == (
         "regression", "sklearn:soop_svr", "soop_svr")
     # the outcome command's own options, -c for --config, and its --overwrite
-    assert main(["fit", "-c", str(config), "--out", str(tmp_path / "fit")]) == 1
+    assert main(["fit", "-c", str(config), "--out", str(tmp_path / "fit")]) == 2
     assert "already records a run" in capsys.readouterr().err
     assert main(["fit", "-c", str(config), "--out", str(tmp_path / "fit"), "--overwrite",
                  "--n-folds", "4", "--split", str(tmp_path / "split4.json")]) == 0

@@ -173,7 +173,7 @@ def test_config_keeps_the_keys_the_file_sets_with_their_types(tmp_path):
 def test_outcome_command_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: {layout: soop}\nmodel: {name: svr, C: 3}\n", encoding="utf-8")
-    assert main(["outcome", "--config", str(bad)]) == 1
+    assert main(["outcome", "--config", str(bad)]) == 2  # a config that cannot be used
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "unknown key(s) ['C']" in err and "Traceback" not in err
     assert main(["outcome", "--config", str(bad), "--n-folds", "1"]) == 2

@@ -234,9 +234,10 @@ def test_file_name_must_agree_with_its_folder(bids_root):
         bids_root / "sub-06" / "anat" / "sub-07_T1w.nii.gz",
     )
     ds = load_dataset(bids_root, strict=False)
-    (err,) = ds.errors
+    err, orphan = ds.errors  # the misnamed file, and sub-06's row now without images
     assert err.path_or_key == "sub-06/anat/sub-07_T1w.nii.gz"
     assert "disagree with its folder sub-06/" in err.message
+    assert orphan.path_or_key == "participants.tsv: sub-06"
 
 
 def test_strict_error_lists_every_problem_and_non_strict_excludes(bids_root, nifti_writer):

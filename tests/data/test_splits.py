@@ -369,7 +369,7 @@ def test_cli_kfold_writes_split_and_prints_table(tmp_path, split_cli, capsys):
     assert split == make_kfold_split(cohort(40), n_folds=4, seed=2)
     # an existing split is not replaced without --overwrite
     before = out.read_bytes()
-    assert split_cli(["split", str(tmp_path), "--out", str(out), "--seed", "3"]) == 1
+    assert split_cli(["split", str(tmp_path), "--out", str(out), "--seed", "3"]) == 2
     assert "already exist" in capsys.readouterr().err and out.read_bytes() == before
     assert split_cli(["split", str(tmp_path), "--out", str(out), "--seed", "3", "--overwrite"]) == 0
     assert load_split(out).seed == 3
@@ -402,7 +402,7 @@ def test_cli_errors_exit_1_for_data_2_for_usage(tmp_path, split_cli, capsys, ext
 
 
 def test_cli_missing_participants(tmp_path, split_cli, capsys):
-    assert split_cli(["split", str(tmp_path), "--out", str(tmp_path / "s.json")]) == 1
+    assert split_cli(["split", str(tmp_path), "--out", str(tmp_path / "s.json")]) == 2
     assert "participants.tsv does not exist" in capsys.readouterr().err
 
 

@@ -209,12 +209,12 @@ def test_duplicate_participant_ids(bids_root):
     assert "sub-02" not in ds.participants.index
 
 
-def test_participant_without_images_is_a_warning(bids_root):
+def test_participant_without_images_is_an_error(bids_root):
     append_row(bids_root, "sub-99\tCN\tA\t50\tF\t30\tn/a")
-    ds = load_dataset(bids_root)  # not an error: strict loading still works
-    assert [(p.path_or_key, p.message) for p in ds.warnings] == [
-        ("participants.tsv: sub-99", "participant has a row but no image files")
-    ]
+    err = only_error(bids_root)  # never silently dropped
+    assert (err.path_or_key, err.message) == (
+        "participants.tsv: sub-99",
+        "participant has a row but no image files (remove the row or add the images)")
 
 
 def test_images_without_participant_row_are_an_error(bids_root):

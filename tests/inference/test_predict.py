@@ -60,7 +60,7 @@ def test_cli_refuses_to_overwrite(trained, easy_stroke_tree, tmp_path, capsys):
             str(tmp_path / "out"), "--device", "cpu"]
     assert main(args) == 0
     assert "sub-99: " in capsys.readouterr().out
-    assert main(args) == 1  # a data problem: one line on stderr, no traceback
+    assert main(args) == 2  # outputs in the way, nothing run: one line on stderr, no traceback
     mask = tmp_path / "out" / "sub-99_pred_msk.nii.gz"
     assert capsys.readouterr().err == (f"cogimg predict: error: {mask} exists; "
                                        "pass --overwrite to replace it\n")

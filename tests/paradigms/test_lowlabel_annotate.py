@@ -73,7 +73,7 @@ def test_annotate_refuses_to_overwrite_and_checks_its_inputs(unlabelled, tmp_pat
     assert main(args) == 0
     assert "1. sub-" in capsys.readouterr().out
     stamp = (tmp_path / "out" / "review_list.csv").stat().st_mtime_ns
-    assert main(args) == 1  # outputs in the way: one line on stderr, nothing replaced
+    assert main(args) == 2  # outputs in the way, nothing run: one line on stderr, nothing replaced
     err = capsys.readouterr().err
     assert err.startswith("cogimg annotate: error: ") and "--overwrite" in err
     assert (tmp_path / "out" / "review_list.csv").stat().st_mtime_ns == stamp

@@ -181,5 +181,5 @@ def test_predict_writes_boxes_in_native_voxels_and_mm(easy_microbleeds_tree, tmp
         np.testing.assert_allclose(voxel_box_to_mm(d["voxel"], affine), d["mm"], atol=1e-2)
         assert all(0 <= v <= 32 for v in d["voxel"])
     assert main(["predict", "--ckpt", str(ckpt), "--input", str(easy_microbleeds_tree / "sub-01"),
-                 "--out", str(out), "--device", "cpu"]) == 1  # outputs in the way
+                 "--out", str(out), "--device", "cpu"]) == 2  # outputs in the way
     assert "--overwrite" in capsys.readouterr().err

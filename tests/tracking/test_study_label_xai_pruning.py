@@ -159,6 +159,7 @@ def test_explain_truth_regions_checkpoints_and_option_errors(tmp_path):
 STUDIES = ("label_efficiency", "pruning", "xai_faithfulness")
 
 
+@pytest.mark.study
 @pytest.mark.slow  # tiny cohorts, a few two-step fits each: ~25 s per study on one idle core
 @pytest.mark.parametrize("name", STUDIES)
 def test_tiny_study_runs_end_to_end_and_resumes(name, tmp_path, monkeypatch, capsys):

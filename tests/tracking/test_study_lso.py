@@ -97,12 +97,12 @@ def test_comparison_pools_the_held_out_sites_subjects(tmp_path):
     labels = {site: rng.choice(["CN", "AD"], 10) for site in ("site-1", "site-2")}
     predicted = {}
     for name in ("baseline", "tent"):
-        for site in labels:
+        for site, truth in labels.items():
             predicted[name, site] = rng.choice(["CN", "AD"], 10)
             ids = [f"{site}-{i}" for i in range(10)]
             write_run(tmp_path / "runs" / name / "seed0" / site, task, experiment=f"held_out_{site}",
                       variant=name, seed=0, metrics={"test": {}},
-                      subjects={"test": rows_of(ids, labels[site], predicted[name, site])})
+                      subjects={"test": rows_of(ids, truth, predicted[name, site])})
     study = {"comparisons": [{"a": "baseline", "b": "tent", "metric": "balanced_accuracy",
                               "stage": "test", "name": None}], "n_boot": 100}
     row = comparison_table(tmp_path, study).iloc[0]
@@ -116,6 +116,7 @@ def test_comparison_pools_the_held_out_sites_subjects(tmp_path):
     assert row["n_subjects"] == 20 and row["seeds"] == "0"
 
 
+@pytest.mark.study
 @pytest.mark.slow  # a tiny cohort, two sites, three arms: ~20 s on one idle core
 def test_tiny_preset_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     """The shipped tiny preset with three of its arms (baseline, a retrained and a test-time

@@ -74,7 +74,7 @@ class TargetSitePatchDataModule(_TargetSite, PatchDataModule):
     uniformly (without labels there is no lesion to centre on), while the labelled source
     patches are centred on lesions at ``label_probabilities``; a site classifier would tell
     the two apart by content, and gradient reversal would then erase what marks a lesion (so it
-    did before ``source_uniform``, see ``benchmarks/leave_site_out.py``). ``source_uniform``
+    did before ``source_uniform``; ``studies/leave_site_out.yaml``). ``source_uniform``
     are training-site patches placed like the target's, and the domain loss compares those
     with the target's.
 

@@ -196,7 +196,7 @@ class DomainAdaptation(TrainingAddon):
             self.reversal.coeff = dann_coefficient(progress, self.options.gamma) if self.options.gamma else 1.0
             # Layer-normalised input: the cross-entropy the reversed gradient maximises is unbounded,
             # and on raw features the encoder "wins" by inflating them (the site loss explodes and
-            # the task collapses; benchmarks/leave_site_out.py).
+            # the task collapses; studies/leave_site_out.yaml).
             logits = self.site_classifier(F.layer_norm(self.reversal(features), features.shape[-1:]))
             loss = F.cross_entropy(logits, domains)
             accuracy = float((logits.argmax(dim=1) == domains).float().mean())
