@@ -8,7 +8,7 @@ split; every arm a run directory ``<out>/<arm>/``):
 - ``conventional_head``: the same with the real-scan preprocessing (``foreground: head``,
   :mod:`cogimg.data.real_scan`) — the effect of the preprocessing alone;
 - ``randomised``: images redrawn from the label maps at every draw
-  (``experiments/stroke/seg_unet_randomised.yaml``: ``randomise: synthstroke``,
+  (``experiments/stroke/synthstroke_unet.yaml``: ``randomise: synthstroke``,
   ``foreground: head``).
 
 Each arm is evaluated on the cohort's held-out synthetic test subjects (its own images; the
@@ -52,7 +52,7 @@ ARMS = {
     "conventional_head": ("experiments/stroke/seg_unet.yaml",
                           ["--data.init_args.augmentation", "light",
                            "--data.init_args.foreground", "head"]),
-    "randomised": ("experiments/stroke/seg_unet_randomised.yaml", []),
+    "randomised": ("experiments/stroke/synthstroke_unet.yaml", []),
 }
 NETWORK = "{channels: [8, 16, 32, 64], strides: [2, 2, 2]}"
 

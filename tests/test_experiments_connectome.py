@@ -84,8 +84,10 @@ def test_connectome_experiment_runs(config, tiny, tmp_path, monkeypatch):
     else:
         spec = yaml.safe_load(config.read_text(encoding="utf-8"))
         dm = _build(spec["data"], data_root=root, cache_dir=cache, **DATA)
-        linked = {"classes": tuple(dm.preset.classes)} if dm.task == "classification" else {}
-        task = _build(spec["model"], **linked)  # the CLI links classes from the preset
+        # what the CLI links from the datamodule: classes from the preset, the one input channel
+        linked = ({"classes": tuple(dm.preset.classes), "modalities": list(dm.modalities)}
+                  if dm.task == "classification" else {})
+        task = _build(spec["model"], **linked)
         trainer = L.Trainer(fast_dev_run=1, enable_progress_bar=False, logger=False,
                             enable_model_summary=False, default_root_dir=tmp_path)
         trainer.fit(task, dm)

@@ -185,7 +185,10 @@ def load_dataset(root: str | Path, *, required_modalities: Iterable[str] = (),
     problems += scan.problems
     entries = scan.entries
     if table is not None:
-        problems += check_coverage(table.index, {e.participant_id for e in entries})
+        # resting-state BOLD counts as a participant's images (cogimg.data.func reads it)
+        func = {p.name for p in root.glob("sub-*") if p.is_dir()
+                and next(p.glob("**/func/*_bold.nii*"), None) is not None}
+        problems += check_coverage(table.index, {e.participant_id for e in entries} | func)
         if wanted_dx is not None:
             table = table[table["diagnosis"].isin(wanted_dx)]
             entries = [e for e in entries if e.participant_id in table.index]
