@@ -161,23 +161,35 @@ def _read_json(path: Path) -> dict:
 
 # ----------------------------------------------------------------------------- metrics
 def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
-    """Statistics of one group of runs (the seeds of one experiment/model/variant)."""
+    """Statistics of one group of runs (the seeds of one experiment/model/variant).
+
+    Seeds that share their evaluation subjects are scored on the shared ones, and the CI
+    resamples those subjects once for every seed (paired). Seeds whose splits differ (one split
+    per seed, as studies make them) share none: each is scored on its own subjects and the CI
+    resamples each seed's subjects independently."""
     kind = KINDS[runs[0].kind]
-    common = set.intersection(*(set(r.subjects["subject_id"].astype(str)) for r in runs))
-    if not common:
-        raise ValueError(f"runs {[str(r.path) for r in runs]} share no validation subject")
-    ids = np.array(sorted(common))
     for r in runs:
         r.subjects["subject_id"] = r.subjects["subject_id"].astype(str)
-    scores = [kind.scorer(r.subjects, ids) for r in runs]
-    resamples = list(resample_indices(ids.size, n_boot, seed, strata=scores[0].strata))
-    row: dict = {"n_seeds": len(runs),
-                 "seeds": ",".join(str(r.manifest.get("seed")) for r in runs), "n_subjects": ids.size}
+    own = [np.array(sorted(set(r.subjects["subject_id"]))) for r in runs]
+    common = np.array(sorted(set.intersection(*map(set, own))))
+    if not all(ids.size for ids in own):
+        raise ValueError(f"runs {[str(r.path) for r in runs if r.subjects.empty]} hold no subject row")
+    ids_per_run = [common] * len(runs) if common.size else own
+    scores = [kind.scorer(r.subjects, ids) for r, ids in zip(runs, ids_per_run)]
+    if common.size:
+        resamples = [[idx] * len(runs) for idx in
+                     resample_indices(common.size, n_boot, seed, strata=scores[0].strata)]
+    else:
+        resamples = list(zip(*(resample_indices(ids.size, n_boot, seed + i, strata=s.strata)
+                               for i, (ids, s) in enumerate(zip(own, scores)))))
+    row: dict = {"n_seeds": len(runs), "seeds": ",".join(str(r.manifest.get("seed")) for r in runs),
+                 "n_subjects": len(set().union(*map(set, ids_per_run)))}
     for metric in (kind.primary, *kind.secondary):
         per_run = np.array([s.score(metric) for s in scores])
         if not np.isfinite(per_run).any():
             continue
-        boot = np.array([_mean_defined([s.score(metric, idx) for s in scores]) for idx in resamples])
+        boot = np.array([_mean_defined([s.score(metric, idx) for s, idx in zip(scores, idxs)])
+                         for idxs in resamples])
         low, high = percentile_interval(boot, level)
         row.update({f"{metric}_mean": float(np.nanmean(per_run)),
                     f"{metric}_std": float(np.nanstd(per_run, ddof=1)) if len(runs) > 1 else float("nan"),

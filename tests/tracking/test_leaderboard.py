@@ -153,3 +153,20 @@ def test_every_task_kind_reaches_the_leaderboard_ranked_in_its_mode(tmp_path):
     expected_cpm = froc([match_from_row(r) for r in rows])["cpm"]
     assert table.loc["det_centernet", "cpm_mean"] == pytest.approx(expected_cpm)
     assert table.loc["det_centernet", "sensitivity_mean"] == pytest.approx(0.5)
+
+
+def test_seeds_with_their_own_splits_are_each_scored_on_their_own_subjects(tmp_path):
+    # one split per seed (as studies make them): the seeds share no evaluation subject
+    root = tmp_path / "runs"
+    first = seg_subjects([0.9, 0.7, 0.8])
+    second = {**seg_subjects([0.6, 0.4]), "subject_id": ["t0", "t1"], "hausdorff95_mm": [1.0, 3.0]}
+    fake_run(root / "s0", "seg_unet", "unet", 0, first)
+    fake_run(root / "s1", "seg_unet", "unet", 1, second)
+    row = leaderboard(find_runs(root)[0]).iloc[0]
+    assert row["dice_mean"] == pytest.approx((0.8 + 0.5) / 2) and row["n_subjects"] == 5
+    # CI: each seed's subjects resampled on their own (seeds 0 and 1 of the bootstrap), averaged
+    draws = [np.random.default_rng(s).choice(np.arange(n), size=(1000, n), replace=True)
+             for s, n in ((0, 3), (1, 2))]
+    boot = (np.array([0.9, 0.7, 0.8])[draws[0]].mean(1) + np.array([0.6, 0.4])[draws[1]].mean(1)) / 2
+    assert row["dice_ci_low"] == pytest.approx(np.percentile(boot, 2.5))
+    assert row["dice_ci_high"] == pytest.approx(np.percentile(boot, 97.5))
