@@ -25,12 +25,8 @@ import nibabel as nib
 import numpy as np
 
 from cogimg.data.func.atlas import Parcellation, ParcellationError
-from cogimg.data.validation import (
-    Problem,
-    check_atlas_grid,
-    check_bold_header,
-    check_confounds_rows,
-)
+from cogimg.data.func.rules import check_atlas_grid, check_bold_header, check_confounds_rows
+from cogimg.data.validation import Problem
 
 FMRIPREP_DIR = Path("derivatives") / "fmriprep"
 SPACE = "MNI152NLin2009cAsym"

@@ -112,12 +112,8 @@ def _bold_config(seed, n_sites, diff, n_volumes, tr_s, staging, spacing_mm):
     """Draw the sites' BOLD protocols (their own seed stream) and write the parcellation."""
     import numpy as np
 
-    from cogimg.data.synth.bold import (
-        BoldConfig,
-        build_bold_grid,
-        make_bold_sites,
-        write_parcellation,
-    )
+    from cogimg.data.synth.bold import BoldConfig, make_bold_sites
+    from cogimg.data.synth.bold_atlas import build_bold_grid, write_parcellation
     from cogimg.data.synth.plan import child_seed
 
     rng = np.random.default_rng(child_seed(np.random.SeedSequence(seed), 3))  # 0–2: the plan's

@@ -201,7 +201,8 @@ def tissue_labels(anatomy: SubjectAnatomy) -> np.ndarray:
 def _write_bold(root: Path, plan: SubjectPlan, anatomy: SubjectAnatomy, effects: list[Effect],
                 config: SynthConfig, rng: np.random.Generator) -> dict:
     """Simulate and write the subject's resting-state run (:mod:`.bold`); returns its files."""
-    from cogimg.data.synth.bold import build_bold_grid, lesion_on_grid, simulate_bold, write_bold
+    from cogimg.data.synth.bold import lesion_on_grid, simulate_bold, write_bold
+    from cogimg.data.synth.bold_atlas import build_bold_grid
 
     grid = build_bold_grid(config.spacing_mm)
     lesion = next((e.labels["lesions"]["mask"] for e in effects if e.name == "stroke"), None)

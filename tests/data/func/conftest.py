@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from cogimg.data.func import Parcellation
-from cogimg.data.synth.bold import (
-    NETWORKS,
-    BoldGrid,
-    BoldSite,
-    simulate_bold,
-    write_bold,
-    write_parcellation,
-)
+from cogimg.data.synth.bold import BoldSite, simulate_bold, write_bold
+from cogimg.data.synth.bold_atlas import NETWORKS, BoldGrid, write_parcellation
 
 REGIONS = (("hippocampus_l", "default_mode"), ("pcc_l", "default_mode"), ("mpfc_l", "default_mode"),
            ("angular_l", "default_mode"), ("precentral_l", "sensorimotor"), ("sma_l", "sensorimotor"),
