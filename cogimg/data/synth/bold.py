@@ -1,11 +1,8 @@
 """Synthetic resting-state BOLD with known networks, disease effects and confounds.
 
-**Parcellation.** A whole-brain parcellation on a 4 mm MNI grid, built from the generator's
-own template (no download): the named structures of :mod:`.regions` (hippocampus, putamen,
-caudate, pallidum, precuneus), a thalamus ellipsoid, and the remaining grey matter split
-among cortical/cerebellar seeds (nearest seed within :data:`cogimg.data.synth.bold_atlas.MAX_SEED_DISTANCE_MM`), each
-region belonging to a large-scale network (:data:`NETWORKS`). Written once per cohort under
-``derivatives/cogimg_atlas`` (label NIfTI + TSV ``index, name, network``).
+**Parcellation** (:mod:`cogimg.data.synth.bold_atlas`). A whole-brain parcellation on a 4 mm
+MNI grid, built from the generator's own template (no download), each region belonging to a
+large-scale network; written once per cohort under ``derivatives/cogimg_atlas``.
 
 **Network model.** Each network has a latent band-limited (0.01–0.1 Hz) time course; the
 networks are correlated through :data:`NETWORK_CORRELATION`. Region ``r`` carries
