@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from cogimg.data.participants import listed
-from cogimg.data.validation import AFFINE_ATOL_MM, AFFINE_RTOL, DatasetError, Problem
+from cogimg.data.validation import DatasetError, Problem, affine_difference
 
 Layout = Literal["soop", "bids"]
 _SOOP_MASK = re.compile(r"^(sub-[A-Za-z0-9]+)_lesion\.nii(\.gz)?$")
@@ -352,11 +352,7 @@ def _block_counts(mask: np.ndarray, f: int, binary: bool = True) -> np.ndarray:
 def _grid_problem(shape, affine, ref_shape, ref_affine) -> str:
     if tuple(shape) != tuple(ref_shape):
         return f"shape {tuple(shape)} differs from {tuple(ref_shape)}"
-    if not np.allclose(affine, ref_affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
-        delta = np.abs(np.asarray(affine) - ref_affine)
-        return (f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
-                f"{delta[:3, 3].max():.4g} mm in translation")
-    return ""
+    return affine_difference(affine, ref_affine)
 
 
 def _read_atlas(path: str | os.PathLike) -> tuple[np.ndarray, list[str]]:

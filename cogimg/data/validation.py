@@ -273,11 +273,19 @@ def _format_values(values: Iterable[float], truncated: bool) -> str:
     return "{" + text + (", …" if truncated else "") + "}"
 
 
+def affine_difference(affine: np.ndarray, reference: np.ndarray) -> str:
+    """``""`` when two 4 × 4 voxel-to-world affines agree within :data:`AFFINE_RTOL` /
+    :data:`AFFINE_ATOL_MM`, else how far apart they are (rotation/zoom part, translation in mm)."""
+    if np.allclose(affine, reference, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
+        return ""
+    delta = np.abs(np.asarray(affine) - np.asarray(reference))
+    return (f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
+            f"{delta[:3, 3].max():.4g} mm in translation")
+
+
 def same_grid(a: NiftiSummary, b: NiftiSummary) -> bool:
     """Whether two files share a voxel grid: equal ``(X, Y, Z)`` and affines within tolerance."""
-    return a.spatial_shape == b.spatial_shape and np.allclose(
-        a.affine, b.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM
-    )
+    return a.spatial_shape == b.spatial_shape and not affine_difference(a.affine, b.affine)
 
 
 def check_label_grid(
@@ -306,12 +314,8 @@ def _grid_difference(label: NiftiSummary, image: NiftiSummary) -> str:
     parts = []
     if label.spatial_shape != image.spatial_shape:
         parts.append(f"has shape {image.spatial_shape}")
-    delta = np.abs(label.affine - image.affine)
-    if not np.allclose(label.affine, image.affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
-        parts.append(
-            f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
-            f"{delta[:3, 3].max():.4g} mm in translation"
-        )
+    if affine := affine_difference(label.affine, image.affine):
+        parts.append(affine)
     return " and ".join(parts)
 
 

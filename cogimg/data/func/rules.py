@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cogimg.data.validation import AFFINE_ATOL_MM, AFFINE_RTOL, Problem
+from cogimg.data.validation import Problem, affine_difference
 
 
 def check_bold_header(
@@ -55,10 +55,8 @@ def check_atlas_grid(
     parts = []
     if tuple(atlas_shape[:3]) != tuple(bold_shape[:3]):
         parts.append(f"shape {tuple(atlas_shape[:3])} vs {tuple(bold_shape[:3])}")
-    if not np.allclose(atlas_affine, bold_affine, rtol=AFFINE_RTOL, atol=AFFINE_ATOL_MM):
-        delta = np.abs(np.asarray(atlas_affine) - np.asarray(bold_affine))
-        parts.append(f"affine differs by up to {delta[:3, :3].max():.4g} in rotation/zoom and "
-                     f"{delta[:3, 3].max():.4g} mm in translation")
+    if affine := affine_difference(atlas_affine, bold_affine):
+        parts.append(affine)
     if not parts:
         return []
     return [Problem("error", atlas_key, f"parcellation is not on the grid of {bold_key}: "
