@@ -25,7 +25,7 @@ class DiseasePreset:
     """Everything disease-specific that a datamodule or task needs.
 
     Attributes:
-        name: preset name (``stroke``, ``ad``, ``ad_binary``, ``pd``, ``multi``).
+        name: preset name (``stroke``, ``ad``, ``ad_binary``, ``pd``, ``stroke_binary``, ``multi``).
         task: ``segmentation``, ``detection`` or ``classification``.
         modalities: image modalities every subject must have (model input channels, in order).
         optional_modalities: modalities used when present (e.g. a PET-like channel for fusion).
@@ -111,6 +111,15 @@ PRESETS: dict[str, DiseasePreset] = {
         classes=("CN", "PD"),
         diagnoses=("CN", "PD"),
         tabular=("age", "sex", "UPDRS"),
+        primary_metric="balanced_accuracy",
+    ),
+    "stroke_binary": DiseasePreset(
+        name="stroke_binary",
+        task="classification",
+        modalities=("dwi", "adc"),
+        classes=("CN", "stroke"),
+        diagnoses=("CN", "stroke"),
+        tabular=("age", "sex"),
         primary_metric="balanced_accuracy",
     ),
     "multi": DiseasePreset(

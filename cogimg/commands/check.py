@@ -4,7 +4,7 @@ Prints subjects per diagnosis and site, shapes and spacings per modality, label 
 (voxels, volume in mL, 26-connected components) and then every problem and skipped file
 (:mod:`cogimg.data.statistics`). A subject-session missing a modality its preset requires is
 an error: ``--preset NAME`` for every subject, else the presets made for its diagnosis
-(:func:`cogimg.data.validation.preset_modalities`: stroke needs dwi and adc, AD/CN/PD T1w);
+(:func:`cogimg.data.validation.preset_modalities`: stroke needs dwi and adc, AD/PD T1w, CN none);
 ``--preset none`` checks only ``--required``. Exits 1 when the dataset (or the ``--split``
 file) has any error, 0 otherwise. Resting-state BOLD (BIDS ``func/`` or fMRIPrep derivatives)
 gets its own section (:func:`cogimg.data.func.checks.func_summary`): 4D, a TR in the header

@@ -342,8 +342,9 @@ def preset_modalities(diagnosis: str) -> tuple[tuple[str, ...], tuple[str, ...]]
 
     The presets are the image presets (segmentation, classification; not detection, which
     screens every diagnosis) that include ``diagnosis`` with the fewest diagnoses: ``stroke``
-    -> ``stroke`` (dwi, adc); ``AD`` -> ``ad_binary`` (T1w); ``CN`` -> ``ad_binary``, ``pd``
-    (T1w). ``((), ())`` for a diagnosis no preset names.
+    -> ``stroke`` (dwi, adc); ``AD`` -> ``ad_binary`` (T1w); ``CN`` -> ``ad_binary``, ``pd``,
+    ``stroke_binary`` (none in common: a control needs what its cohort's ``--preset`` asks).
+    ``((), ())`` for a diagnosis no preset names.
     """
     candidates = [p for p in PRESETS.values() if p.task != "detection" and diagnosis in p.diagnoses]
     if not candidates:

@@ -17,9 +17,10 @@ A segmentation network is scored the way it predicts: by Gaussian-weighted slidi
 of its training patch (:func:`cogimg.models.sliding_window.sliding_window_logits`, the
 windowing of ``sliding_window_predict`` with gradients), because a network trained on
 patches — instance normalisation above all — predicts differently on a whole volume
-(``benchmarks/xai_faithfulness.py`` measures both). Grad-CAM needs one forward pass of the
-whole volume; for it (``roi_size=None``) the wrapper pads the volume with zeros (the mean of a
-z-scored image) to a multiple of ``pad_multiple`` and crops the logits back.
+(``studies/xai_faithfulness_stroke.yaml`` explains the stroke U-Net so). Grad-CAM needs one
+forward pass of the whole volume; for it (``roi_size=None``) the wrapper pads the volume with
+zeros (the mean of a z-scored image) to a multiple of ``pad_multiple`` and crops the logits
+back.
 """
 
 from __future__ import annotations

@@ -232,13 +232,17 @@ def run_study(path: str | Path, out: str | Path, preset: str | None = None,
 #: modules that register runners and figure kinds (imported at the end: each imports this one)
 PLUGINS = (
     "cogimg.tracking.connectome_baseline",   # runner connectome_baseline
+    "cogimg.tracking.study_active_learning",  # runner active_learning
+    "cogimg.tracking.study_figures_active",  # figure active_learning
     "cogimg.tracking.study_detection",       # runner seg_detect
     "cogimg.tracking.study_explain",         # runner explain
     "cogimg.tracking.study_federated",       # runner federated
     "cogimg.tracking.study_figures",         # figures paired_differences, froc, dice_vs_time, …
     "cogimg.tracking.study_figures_lowlabel",  # figure recovery_share
+    "cogimg.tracking.study_figures_sites",   # figure site_recovery
     "cogimg.tracking.study_leave_site_out",  # runner leave_site_out
     "cogimg.tracking.study_outcome",         # runner outcome
+    "cogimg.tracking.study_real_cases",      # runner real_cases
     "cogimg.tracking.study_sweep",           # runner sweep, figure pruning
 )
 for _plugin in PLUGINS:

@@ -155,6 +155,13 @@ def explain_subject(task, image: torch.Tensor, meta: dict, region: np.ndarray, m
             "seconds": round(seconds, 4), "target_prob": target_prob}
 
 
+def _nanmean(values: list[float]) -> float:
+    """Mean of the defined values; NaN when there is none (e.g. the relevance mass of
+    all-zero maps), without numpy's empty-slice warning."""
+    finite = [v for v in values if not np.isnan(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 @register_runner("explain")
 def explain_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext) -> Path:
     """Explain the arm's model on the seed's held-out subjects (module docstring)."""
@@ -197,8 +204,7 @@ def explain_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext) -
                                       method, target, options, rng)
                 rows[stage].append({"subject_id": str(subject["subject_id"]),
                                     "target": classes[target] if classes else "lesion", **row})
-    metrics = {stage: {f"{stage}/{m}": float(np.nanmean([r[m] for r in stage_rows]))
-                       if stage_rows else float("nan") for m in METRICS}
+    metrics = {stage: {f"{stage}/{m}": _nanmean([r[m] for r in stage_rows]) for m in METRICS}
                for stage, stage_rows in rows.items()}
     return write_run(run_dir, None, experiment=arm["name"], variant=method, seed=seed,
                      subjects=rows, metrics=metrics, kind="explanation",

@@ -19,7 +19,9 @@ on the held-out site) and score site ``s``'s subjects:
 Run directories: ``run_dir/<site>/`` (:func:`cogimg.tracking.run.write_run`: experiment
 ``held_out_<site>``, variant = the arm's name), holding ``subjects_test.csv`` (out-of-site,
 the task's per-subject rows) and, for the baseline, ``subjects_val.csv`` and ``model.pt`` (the
-weights of the test-time variants). All sites are written together at the end, so an
+weights of the test-time variants). Every row carries the subject's ``site``
+(``participants.tsv``), so the in-site rows give each site's same-site score
+(:mod:`cogimg.tracking.study_figures_sites`). All sites are written together at the end, so an
 interrupted arm leaves no run directory the study would count as finished.
 """
 
@@ -105,6 +107,7 @@ def leave_site_out_runner(arm: dict, seed: int, run_dir: Path, context: StudyCon
     """One variant × seed over every held-out site (module docstring) into ``run_dir``."""
     import torch
 
+    from cogimg.data.participants import read_participants
     from cogimg.paradigms.adaptation.protocol import LeaveSiteOut
     from cogimg.tasks.config import Experiment
     from cogimg.tracking.run import data_fingerprint, file_sha256, git_info, write_run
@@ -127,6 +130,7 @@ def leave_site_out_runner(arm: dict, seed: int, run_dir: Path, context: StudyCon
     results = {}
     for site in options.sites or sites:
         results[site] = run_site(protocol, site, options, context, seed)
+    site_of = read_participants(protocol.data_root / "participants.tsv")["site"].astype(str)
     staging = run_dir.with_name(f".{run_dir.name}.partial")
     if staging.exists():
         shutil.rmtree(staging)
@@ -134,6 +138,8 @@ def leave_site_out_runner(arm: dict, seed: int, run_dir: Path, context: StudyCon
             "split_file": str(split), "split_sha256": file_sha256(split)}
     for site, (task, subjects, train_s) in results.items():
         folder = staging / site
+        subjects = {stage: [{**r, "site": site_of.get(str(r["subject_id"]), "")} for r in rows]
+                    for stage, rows in subjects.items()}
         metrics = {stage: subject_metric(task, rows, stage) for stage, rows in subjects.items()}
         write_run(folder, task, experiment=f"held_out_{site}", variant=arm["name"], seed=seed,
                   subjects=subjects, metrics=metrics, wall_s=round(train_s, 1), git=code, data=data,

@@ -1,0 +1,148 @@
+"""The ``real_cases`` study runner (cogimg/tracking/study_real_cases.py) and
+``studies/sim2real.yaml``: a case's row against cogimg's segmentation metrics and a hand count,
+the clear errors of a missing cases folder or model, and the tiny preset end to end (fit arms,
+real-case arms with leave-one-case-out fine-tuning, comparisons, a rerun that runs nothing),
+then a hand-made ISLES'22-layout case scored from the files the inference path wrote."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cogimg.cli import main
+from cogimg.metrics.segmentation import dice, segmentation_report
+from cogimg.tracking import study as study_module
+from cogimg.tracking.leaderboard import find_runs
+from cogimg.tracking.study import StudyContext
+from cogimg.tracking.study_real_cases import (
+    REPO,
+    case_row,
+    cases_folder,
+    evaluate_cases,
+    real_cases_runner,
+)
+from cogimg.tracking.study_spec import load_study
+
+STUDY = REPO / "studies" / "sim2real.yaml"
+
+
+def test_case_row_adds_volume_ratio_and_ood_to_the_segmentation_metrics():
+    truth = np.zeros((10, 10, 10), bool)
+    truth[2:4, 2:4, 2:4] = True                        # 8 voxels
+    pred = np.zeros_like(truth)
+    pred[3:5, 2:4, 2:4] = True                         # 8 voxels, 4 shared
+    pred[8, 8, 8] = True                               # a false-positive lesion: 9 voxels
+    metrics = segmentation_report(pred, truth, (2.0, 2.0, 2.0), subject_id="sub-x")
+    row = case_row({"subject_id": "sub-x", "metrics": metrics}, {"score": 7.5, "flag": True})
+    assert row["dice"] == pytest.approx(2 * 4 / (9 + 8)) == pytest.approx(dice(pred, truth))
+    assert row["volume_pred_ml"] == pytest.approx(9 * 8 / 1000)  # 2 mm voxels: 8 µL each
+    assert row["volume_ratio"] == pytest.approx(9 / 8)
+    assert row["lesion_f1"] == pytest.approx(1 / (1 + 1 / 2))   # tp 1, fp 1, fn 0
+    assert (row["ood_score"], row["ood_flag"]) == (7.5, 1.0)
+    no_summary = case_row({"subject_id": "sub-x", "metrics": metrics}, None)
+    assert math.isnan(no_summary["ood_score"]) and math.isnan(no_summary["ood_flag"])
+    empty = segmentation_report(pred, np.zeros_like(truth), (1.0, 1.0, 1.0))
+    assert math.isnan(case_row({"metrics": empty}, None)["volume_ratio"])
+    with pytest.raises(ValueError, match="sub-y: no ground-truth mask"):
+        case_row({"subject_id": "sub-y", "total_volume_ml": 1.0}, None)
+
+
+def test_a_missing_cases_folder_or_model_stops_the_arm_naming_it(tmp_path):
+    context = StudyContext(data=tmp_path / "data", cache=tmp_path / "cache", stages=("test",),
+                           trainer_overrides=[], out=tmp_path)
+    arm = {"name": "randomised_real", "runner": "real_cases",
+           "options": {"model_from": "randomised", "cases": str(tmp_path / "isles22")}}
+    with pytest.raises(FileNotFoundError, match=r"options.cases: real cases folder .*isles22 does "
+                                                r"not exist"):
+        real_cases_runner(arm, 0, tmp_path / "run", context)
+    (tmp_path / "isles22").mkdir()
+    with pytest.raises(FileNotFoundError, match="model_from 'randomised' has no run for seed 0"):
+        real_cases_runner(arm, 0, tmp_path / "run", context)
+    with pytest.raises(ValueError, match="options.model_from: name the fit arm"):
+        real_cases_runner({**arm, "options": {"cases": "x"}}, 0, tmp_path / "run", context)
+    assert cases_folder("{data}", tmp_path / "isles22") == tmp_path / "isles22"
+    assert not (tmp_path / "run").exists()  # nothing half-written
+
+
+def _isles_case(root: Path, source: Path, pid: str = "sub-strokecase0099") -> Path:
+    """One ISLES'22-layout case: a synthetic subject's DWI/ADC and a hand-made lesion mask."""
+    dwi = root / "rawdata" / pid / "ses-0001" / "dwi"
+    dwi.mkdir(parents=True)
+    for key in ("dwi", "adc"):
+        shutil.copy(source / "sub-0001" / "dwi" / f"sub-0001_{key}.nii.gz",
+                    dwi / f"{pid}_ses-0001_{key}.nii.gz")
+    ref = nib.load(dwi / f"{pid}_ses-0001_dwi.nii.gz")
+    mask = np.zeros(ref.shape, np.uint8)
+    centre = [s // 2 for s in ref.shape]
+    mask[centre[0] - 3:centre[0] + 3, centre[1] - 3:centre[1] + 3, centre[2] - 2:centre[2] + 2] = 1
+    truth = root / "derivatives" / pid / "ses-0001" / f"{pid}_ses-0001_msk.nii.gz"
+    truth.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(mask, ref.affine), truth)
+    (root / "participants.tsv").write_text(f"participant_id\tdiagnosis\tsite\n{pid}\tstroke\tisles22\n",
+                                           encoding="utf-8")
+    return truth
+
+
+@pytest.mark.study
+@pytest.mark.slow  # 8 subjects synthesised, two two-step fits, two real-case arms: ~25 s idle core
+def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("COGIMG_WANDB", "off")
+    out = tmp_path / "sim2real"
+    study = load_study(STUDY, "tiny")
+    assert main(["study", str(STUDY), "--out", str(out), "--preset", "tiny",
+                 "--accelerator", "cpu", "--workers", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| arm a | arm b | metric |" in printed
+    for arm in study["arms"]:
+        runs, skipped = find_runs(out / "runs" / arm["name"] / "seed0", stage="test")
+        assert len(runs) == 1 and not skipped, (arm["name"], skipped)
+        assert runs[0].kind == "segmentation"
+    real = find_runs(out / "runs" / "randomised_real" / "seed0", stage="test")[0][0]
+    rows = real.subjects
+    assert len(rows) == 2  # options.presets.tiny: the first two cases with a lesion mask
+    assert {"dice", "lesion_f1", "absolute_volume_difference_ml", "volume_ratio", "ood_score",
+            "finetuned_dice", "finetuned_volume_ratio"} <= set(rows.columns)
+    np.testing.assert_allclose(rows["volume_ratio"], rows["volume_pred_ml"] / rows["volume_truth_ml"])
+    assert real.manifest["finetune"] == {"possible": True, "steps": 2, "n_cases": 2,
+                                         "protocol": "leave-one-case-out"}
+    assert real.metrics["test"]["test/dice"] == pytest.approx(rows["dice"].mean())
+    for sid, value in zip(rows["subject_id"], rows["dice"]):  # the masks the inference path wrote
+        pred = np.asarray(nib.load(real.path / "predictions" / f"{sid}_pred_msk.nii.gz").dataobj)
+        truth = nib.load(out / "data" / "derivatives" / "lesions" / sid / "anat" / f"{sid}_msk.nii.gz")
+        assert value == pytest.approx(dice(pred > 0, np.asarray(truth.dataobj) > 0))
+
+    table = pd.read_csv(out / "comparisons.csv")
+    assert len(table) == len(study["comparisons"]) == 2
+    assert table["note"].isna().all(), table["note"].tolist()
+    assert table[["mean_a", "mean_b", "difference", "n_subjects"]].notna().all().all()
+    assert list(table["arm_b"]) == ["randomised", "randomised_real"]
+
+    def refuse(*args):
+        raise AssertionError(f"reran {args[0]['name']}")
+
+    for arm in study["arms"]:
+        monkeypatch.setitem(study_module.RUNNERS, arm["runner"], refuse)
+    saved = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
+    assert study_module.run_arms(saved, out, out / "data") == {a["name"]: 0.0 for a in study["arms"]}
+
+    # one hand-made ISLES'22-layout case: scored from the written files; fine-tuning impossible
+    truth = _isles_case(tmp_path / "isles22", out / "data")
+    ckpt = Path(real.manifest["checkpoint"])
+    rows, info = evaluate_cases(ckpt, tmp_path / "isles22", tmp_path / "pred", finetune_steps=3)
+    assert [r["subject_id"] for r in rows] == ["sub-strokecase0099_ses-0001"]
+    assert not info["finetune"]["possible"] and "at least 2 real cases" in info["finetune"]["reason"]
+    assert not any(k.startswith("finetuned_") for k in rows[0])
+    pred = nib.load(tmp_path / "pred" / "sub-strokecase0099_ses-0001_pred_msk.nii.gz")
+    p, t = np.asarray(pred.dataobj) > 0, np.asarray(nib.load(truth).dataobj) > 0
+    assert rows[0]["dice"] == pytest.approx(dice(p, t))
+    assert rows[0]["volume_ratio"] == pytest.approx(p.sum() / t.sum())
+    report = json.loads((tmp_path / "pred" / "sub-strokecase0099_ses-0001_pred.json").read_text())
+    assert report["metrics"]["dice"] == pytest.approx(rows[0]["dice"])
