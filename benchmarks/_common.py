@@ -97,7 +97,7 @@ def environment(device: str | None = None) -> dict:
     """Machine, commit, package versions, date and command line of this process."""
     import torch
 
-    from cogimg.tracking.run import git_info, package_versions
+    from cogimg.tracking.provenance import git_info, package_versions
 
     cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     versions = package_versions(PACKAGES)

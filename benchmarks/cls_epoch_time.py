@@ -11,7 +11,7 @@ batch 8, light augmentation, ``--workers`` loader processes) and trained by
 (16, 32, 64, 128), stride-2 stem). The one-time preprocessing into the cache is timed
 separately. Three training epochs run (the first pays for worker start-up and oneDNN
 warm-up); all three are printed, with the peak memory of the whole process tree (PSS, as
-in every run's manifest: :class:`cogimg.tracking.run.PeakMemory`, sampled every 100 ms).
+in every run's manifest: :class:`cogimg.tracking.provenance.PeakMemory`, sampled every 100 ms).
 
 For scale, the same script times a few training steps of MONAI's published ResNet-10
 (widths 64…512, stride-1 stem; what ``monai.networks.nets.resnet10`` builds) and of the
@@ -106,7 +106,7 @@ def main() -> None:
     from cogimg.data.datamodules import VolumeDataModule
     from cogimg.models.profiling import count_parameters
     from cogimg.tasks.classification import ClassificationTask
-    from cogimg.tracking.run import PeakMemory
+    from cogimg.tracking.provenance import PeakMemory
 
     warnings.filterwarnings("ignore")
     work = Path(tempfile.mkdtemp(prefix="cls_epoch_"))

@@ -198,7 +198,7 @@ def run_study(path: str | Path, out: str | Path, preset: str | None = None,
     """Run the study file ``path`` into ``out`` (module docstring); returns
     :func:`finish_study`'s paths plus ``comparisons`` (the table). ``study``: an already
     resolved study (``cogimg benchmark`` passes its own)."""
-    from cogimg.tracking.run import git_info
+    from cogimg.tracking.provenance import git_info
     from cogimg.tracking.study_spec import load_study, read_resolved
     from cogimg.tracking.study_stats import comparisons_markdown
 

@@ -180,7 +180,8 @@ def subject_metric(task, rows: list[dict], stage: str) -> dict[str, float]:
 def federated_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext) -> Path:
     """Train and score one arm × seed (module docstring) into the run directory ``run_dir``."""
     from cogimg.tasks.config import Experiment
-    from cogimg.tracking.run import PeakMemory, data_fingerprint, file_sha256, git_info, write_run
+    from cogimg.tracking.provenance import PeakMemory, data_fingerprint, file_sha256, git_info
+    from cogimg.tracking.run import write_run
 
     options = read_options(arm)
     if not arm.get("config"):

@@ -110,7 +110,8 @@ def leave_site_out_runner(arm: dict, seed: int, run_dir: Path, context: StudyCon
     from cogimg.data.participants import read_participants
     from cogimg.paradigms.adaptation.protocol import LeaveSiteOut
     from cogimg.tasks.config import Experiment
-    from cogimg.tracking.run import data_fingerprint, file_sha256, git_info, write_run
+    from cogimg.tracking.provenance import data_fingerprint, file_sha256, git_info
+    from cogimg.tracking.run import write_run
     from cogimg.tracking.study_federated import subject_metric
 
     options = read_options(arm)

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from cogimg.cli import main
-from cogimg.tracking.run import data_fingerprint, file_sha256, resume_version
+from cogimg.tracking.provenance import data_fingerprint, file_sha256
+from cogimg.tracking.run import resume_version
 from tests.tasks.conftest import build_easy_stroke_tree
 
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "stroke" / "seg_unet.yaml"

@@ -19,7 +19,7 @@ from cogimg.data.splits import load_split
 from cogimg.tracking import study as study_module
 from cogimg.tracking import study_federated as fed
 from cogimg.tracking.leaderboard import find_runs
-from cogimg.tracking.run import file_sha256
+from cogimg.tracking.provenance import file_sha256
 from cogimg.tracking.study_spec import load_study
 
 ROOT = Path(__file__).resolve().parents[2]
