@@ -1,11 +1,12 @@
 """The connectome study (issue 31's Check), plus edge attribution against the ground truth.
 
 Runs ``studies/connectome.yaml`` (tangent + logistic/ridge baseline, MLP, BrainNetCNN, GNN for
-AD staging, PD vs control and stroke NIHSS; T1-only and T1 + connectome fusion for AD) with
+AD staging, PD vs control and stroke NIHSS; structure alone and structure + connectome fusion:
+T1w for AD, T1w + DAT PET for PD, the lesion map for stroke NIHSS) with
 :func:`cogimg.tracking.study.run_study` into ordinary run directories, then scores the
 integrated-gradients edge ranking of each seed's trained AD and PD MLP / BrainNetCNN against
 the synthetic cohort's perturbed edges (top-k precision vs the exact random expectation), and
-writes ``results/connectome[_<preset>].json``: the leaderboard rows, the comparisons (paired
+writes ``results/connectome[_<preset>].json``: the leaderboard rows (test stage), the comparisons (paired
 bootstrap CIs of each deep model vs the tangent baseline, fusion vs the best single modality)
 and the edge scores.
 
@@ -73,6 +74,21 @@ def edge_scores(out: Path, arm: str, effect: str, ks=(5, 10, 20, 50)) -> list[di
     return rows
 
 
+def test_leaderboard(out: Path, n_boot: int):
+    """The leaderboard of the study's runs on their held-out **test** subjects (the study's
+    own ``leaderboard.*`` is the validation stage), also written as ``leaderboard_test.csv``;
+    ``None`` without runs."""
+    from cogimg.io import atomic_write_text
+    from cogimg.tracking.leaderboard import find_runs, leaderboard
+
+    runs, _ = find_runs(out / "runs", stage="test")
+    if not runs:
+        return None
+    board = leaderboard(runs, n_boot=n_boot)
+    atomic_write_text(out / "leaderboard_test.csv", board.to_csv(index=False))
+    return board
+
+
 def main(argv: list[str] | None = None) -> int:
     import cogimg.tracking.connectome_baseline  # noqa: F401  (registers the baseline runner)
     from cogimg.tracking.study import run_study
@@ -90,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or REPO / "runs" / "studies" / f"connectome{suffix}"
     study = load_study(STUDY, args.preset)
     outputs = run_study(STUDY, out, seeds=args.seeds, workers=args.workers, study=study)
-    import pandas as pd
 
     comparisons = outputs.get("comparisons")
-    board = pd.read_csv(out / "leaderboard.csv") if (out / "leaderboard.csv").is_file() else None
+    board = test_leaderboard(out, int(study.get("n_boot") or 1000))
     edges = [row for arm, effect in EXPLAINED for row in edge_scores(out, arm, effect)]
     payload = {"study": str(STUDY.relative_to(REPO)), "preset": args.preset, "out": str(out),
                "seeds": study["seeds"] if args.seeds is None else args.seeds,
                "comparisons": [] if comparisons is None else comparisons.to_dict("records"),
+               "leaderboard_stage": "test",
                "leaderboard": [] if board is None else board.to_dict("records"),
                "edge_attribution": edges}
     path = write_result(f"connectome{suffix}", payload, results_dir=args.results_dir)

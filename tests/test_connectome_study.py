@@ -33,10 +33,20 @@ def test_connectome_study_tiny_preset(tmp_path, monkeypatch):
                                                                           "gnn")]:
         metric = "pearson_r" if task == "stroke" else "balanced_accuracy"
         assert f"{task} {model} vs tangent ({metric})" in names
-    assert "ad fusion vs best single modality" in names
+    for task in ("ad", "pd", "stroke"):
+        assert f"{task} fusion vs best single modality" in names
+    assert {"ad coupling vs tangent (balanced_accuracy)",
+            "pd coupling vs tangent (balanced_accuracy)"} <= names
+    assert record["leaderboard_stage"] == "test"
+    leaderboard_test = pd.read_csv(out / "leaderboard_test.csv")
+    tested_pd = pd.concat(pd.read_csv(p) for p in (out / "runs" / "pd_mlp").rglob(
+        "subjects_test.csv"))
+    row = leaderboard_test.set_index("experiment").loc["pd_mlp"]
+    assert row["n_subjects"] == tested_pd["subject_id"].nunique()
     models = {(r["kind"], r["model"]) for r in record["leaderboard"]}
     assert {("classification", "tangent_logistic"), ("classification", "connectome_mlp"),
-            ("regression", "tangent_ridge"), ("classification", "structure_function_fusion")
+            ("regression", "tangent_ridge"), ("classification", "structure_function_fusion"),
+            ("regression", "structure_function_fusion"), ("classification", "coupling_logistic")
             } <= models
     # one split per seed: the baseline and each deep arm tested the same subjects
     tested = {arm: set(pd.read_csv(next((out / "runs" / arm).rglob("subjects_test.csv")))

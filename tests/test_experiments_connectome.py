@@ -28,9 +28,13 @@ from cogimg.tracking.leaderboard import find_runs, leaderboard
 from cogimg.tracking.outcome import run_outcome_experiment
 
 #: structure–function fusion (volumes + connectomes) runs in tests/test_connectome_fusion.py
-FUSION = "ad_fusion_t1_connectome"
+#: (AD) and tests/test_connectome_fusion_presets.py (PD, stroke)
+FUSION = {"ad_fusion_t1_connectome", "pd_fusion_t1_dat_connectome",
+          "stroke_fusion_lesion_connectome",
+          # coupling features need T1w images: tests/test_connectome_coupling.py
+          "ad_coupling_logistic", "pd_coupling_logistic"}
 CONFIGS = sorted(p for p in (Path(__file__).resolve().parents[1] / "experiments" / "connectome")
-                 .glob("*.yaml") if p.stem != FUSION)
+                 .glob("*.yaml") if p.stem not in FUSION)
 #: run through the CLI: every model and every preset once
 THROUGH_CLI = {"ad_brainnetcnn", "pd_gnn", "stroke_mlp"}
 R, T = 10, 50

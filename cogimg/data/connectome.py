@@ -20,7 +20,10 @@ are listed in :attr:`ConnectomeDataModule.flagged`, never silently dropped.
 Batches: ``connectome`` float32 ``(B, E)`` (``output="vector"``, ``E = R (R - 1) / 2`` without
 the diagonal, ``R (R + 1) / 2`` with it) or ``(B, R, R)`` (``output="matrix"``);
 ``label`` int64 ``(B,)`` (classification) or ``target`` float32 ``(B,)`` (regression);
-``subject_id`` list of participant IDs (the key every task reads). The graph form for PyTorch
+``subject_id`` list of participant IDs (the key every task reads). With
+``features="coupling"`` the ``connectome`` entry is instead each subject's per-region
+structure–function coupling ``(B, R)`` (:func:`subject_coupling`: its T1w regional intensity
+profile against its own correlation connectome; nothing is fitted across subjects). The graph form for PyTorch
 Geometric is :func:`top_k_edges` of each matrix (``connectome_gnn`` builds it per batch).
 """
 
@@ -43,6 +46,7 @@ from cogimg.diseases import get_preset
 
 KINDS = ("correlation", "partial correlation", "tangent")
 OUTPUTS = ("vector", "matrix")
+FEATURES = ("connectome", "coupling")
 SUBSETS = ("train", "val", "test")
 
 
@@ -127,6 +131,11 @@ class ConnectomeDataModule(L.LightningDataModule):
             across arms; tests pass their own); ``None`` = ``load_func_dataset(data_root)``.
         modalities: the model's input channels: one, the connectome (what the config links give
             the model as ``in_channels`` and ``modalities``).
+        features: ``connectome`` (the fitted connectivity measure) or ``coupling`` (per-region
+            structure–function coupling ``(R,)`` from each subject's T1w and the parcellation
+            beside the data; ``kind`` and ``output`` are then not used).
+        parcellation: a :class:`cogimg.data.func.Parcellation` for ``coupling`` (default: the
+            one ``cogimg synth --bold`` writes beside the data).
     """
 
     def __init__(self, data_root: str | Path, preset: str = "ad", kind: str = "tangent",
@@ -134,8 +143,12 @@ class ConnectomeDataModule(L.LightningDataModule):
                  split_file: str | Path | None = None, fold: int = 0, n_folds: int = 5,
                  test_fraction: float = 0.2, cache_dir: str | Path | None = None,
                  batch_size: int = 16, seed: int = 0, func_dataset: Any = None,
-                 modalities: tuple[str, ...] = ("connectome",)) -> None:
+                 modalities: tuple[str, ...] = ("connectome",), features: str = "connectome",
+                 parcellation: Any = None) -> None:
         super().__init__()
+        if features not in FEATURES:
+            raise ValueError(f"features={features!r}; choose one of {list(FEATURES)}")
+        self.feature_kind, self._parcellation = features, parcellation
         if tuple(modalities) != ("connectome",):
             raise ValueError(f"modalities={list(modalities)}: a connectome datamodule has one input, "
                              "['connectome']")
@@ -155,7 +168,7 @@ class ConnectomeDataModule(L.LightningDataModule):
             self.data_root / "derivatives" / "cogimg"
         self.batch_size = batch_size
         self._func_dataset = func_dataset
-        self.save_hyperparameters(ignore=["func_dataset"])
+        self.save_hyperparameters(ignore=["func_dataset", "parcellation"])
         self.subjects: dict[str, list[str]] = {}
         self.features: dict[str, np.ndarray] = {}
         self.values: dict[str, np.ndarray] = {}
@@ -175,9 +188,10 @@ class ConnectomeDataModule(L.LightningDataModule):
         ids = self._fold_ids(table)
         series = dataset.series
         self.num_nodes = int(np.asarray(series[ids["train"][0]]).shape[1])
-        self.measure = fit_connectivity([series[s] for s in ids["train"]], self.kind,
-                                        vectorize=self.output == "vector",
-                                        discard_diagonal=self.discard_diagonal)
+        if self.feature_kind == "connectome":
+            self.measure = fit_connectivity([series[s] for s in ids["train"]], self.kind,
+                                            vectorize=self.output == "vector",
+                                            discard_diagonal=self.discard_diagonal)
         motion = getattr(dataset, "motion", None)
         if motion is not None and len(motion) and "flagged" in motion:
             self.flagged = sorted(str(s) for s in motion.loc[motion["flagged"].astype(bool),
@@ -185,7 +199,10 @@ class ConnectomeDataModule(L.LightningDataModule):
         by_id = table[self.target]
         for subset, members in ids.items():
             self.subjects[subset] = list(members)
-            self.features[subset] = self.connectomes([series[s] for s in members])
+            self.features[subset] = (
+                self.connectomes([series[s] for s in members]) if self.feature_kind ==
+                "connectome" else subject_coupling(self.data_root, members, series,
+                                                   self._parcellation))
             raw = by_id.loc[list(members)]
             self.values[subset] = (np.array([self.preset.classes.index(v) for v in raw])
                                    if self.task == "classification"
@@ -203,6 +220,8 @@ class ConnectomeDataModule(L.LightningDataModule):
     @property
     def measure_shape(self) -> tuple[int, ...]:
         r = self.num_nodes
+        if self.feature_kind == "coupling":
+            return (r,)
         if self.output == "matrix":
             return (r, r)
         return (r * (r - 1) // 2 if self.discard_diagonal else r * (r + 1) // 2,)
@@ -371,12 +390,62 @@ def coupling_features(features: Sequence[np.ndarray], connectomes: Sequence[np.n
                      for x, c in zip(features, connectomes)]) if len(features) else np.zeros((0, 0))
 
 
+def find_t1w(data_root: str | Path, subject: str) -> Path:
+    """The subject's T1w image ``<data_root>/<subject>/[ses-*/]anat/<subject>*_T1w.nii[.gz]``
+    (one expected; none or several is a ``ValueError`` naming the subject)."""
+    base = Path(data_root) / subject
+    found = sorted(p for pattern in ("anat/*_T1w.nii*", "ses-*/anat/*_T1w.nii*")
+                   for p in base.glob(pattern))
+    if len(found) != 1:
+        raise ValueError(f"{base}: structure-function coupling needs one T1w image "
+                         f"(anat/*_T1w.nii[.gz]) for {subject}, found {len(found)}")
+    return found[0]
+
+
+def subject_coupling(data_root: str | Path, subjects: Sequence[str],
+                     series: Mapping[str, np.ndarray], parcellation: Any = None) -> np.ndarray:
+    """Per-region structure–function coupling of each subject ``(N, R)`` float32.
+
+    Structure: the subject's T1w mean intensity in each parcel (the parcellation resampled to
+    the T1w grid, nearest neighbour; :func:`regional_features`) → :func:`structural_similarity`
+    ``(R, R)``; function: the Pearson correlation of its region time series ``(T, R)``;
+    coupled by :func:`structure_function_coupling`. Undefined values (an empty or constant
+    parcel) are 0. ``parcellation``: a :class:`cogimg.data.func.Parcellation` (default: the
+    one beside the data)."""
+    import nibabel as nib
+    from nilearn.image import resample_to_img
+
+    from cogimg.data.func.bold import default_parcellation
+
+    parc = parcellation if parcellation is not None else default_parcellation(data_root)
+    atlas = parc.label_image()
+    labels_on: dict[tuple, np.ndarray] = {}
+    features, matrices = [], []
+    for sid in subjects:
+        t1 = nib.load(find_t1w(data_root, sid))
+        key = (t1.shape[:3], np.round(t1.affine, 4).tobytes())
+        if key not in labels_on:
+            labels_on[key] = np.asarray(resample_to_img(
+                atlas, t1, interpolation="nearest", force_resample=True,
+                copy_header=True).dataobj).astype(np.int64)
+        voxel = float(abs(np.linalg.det(t1.affine[:3, :3])))
+        regional = regional_features(np.asarray(t1.dataobj), labels_on[key], parc.indices, voxel)
+        features.append(regional[:, 1:])  # mean intensity (volumes are the atlas's, not the
+        # subject's, on a template grid)
+        x = np.asarray(series[sid], dtype=np.float64)
+        matrices.append(np.corrcoef(x.T))
+    if not features:
+        return np.zeros((0, len(parc.indices)), dtype=np.float32)
+    return np.nan_to_num(coupling_features(features, matrices), nan=0.0).astype(np.float32)
+
+
 def group_matrices(matrices: np.ndarray, groups: Sequence[str]) -> Mapping[str, np.ndarray]:
     """Mean connectome ``(R, R)`` of each group name in ``groups`` (one name per matrix)."""
     matrices, groups = np.asarray(matrices), np.asarray(groups)
     return {g: matrices[groups == g].mean(axis=0) for g in sorted(set(groups.tolist()))}
 
 
-__all__ = ["KINDS", "OUTPUTS", "ConnectomeDataModule", "coupling_features", "fit_connectivity",
-           "group_matrices", "regional_features", "structural_similarity",
-           "structure_function_coupling", "top_k_edges"]
+__all__ = ["FEATURES", "KINDS", "OUTPUTS", "ConnectomeDataModule", "coupling_features",
+           "find_t1w", "fit_connectivity", "group_matrices", "regional_features",
+           "structural_similarity", "structure_function_coupling", "subject_coupling",
+           "top_k_edges"]

@@ -16,6 +16,14 @@ Batches: everything the image datamodule yields (``image`` ``(B, M, X, Y, Z)``,
 that :class:`~cogimg.models.connectome.StructureFunctionFusion` reads (the tasks'
 ``input_key: structure_function``).
 
+The stroke lesion map as the structure (``structure="lesion"``, a regression preset such as
+``stroke``): no image datamodule; each subject's binary lesion mask
+(``derivatives/<lesion_derivative>/sub-*/…_msk.nii.gz``, read and checked by
+:func:`cogimg.data.outcome.read_lesion_stack`, one grid for all) becomes ``image``
+``(B, 1, X', Y', Z')`` float32 lesioned fraction of each ``lesion_downsample``³ block, and the
+connectome datamodule's ``target`` (e.g. NIHSS) ``(B,)`` is the label. A split subject without a
+mask is an error naming it.
+
 Missing function at test time: ``withhold_connectome`` (a fraction of the test subjects, drawn
 with ``seed``) get a zero connectome and ``connectome_available`` 0, as a subject without
 fMRI would; the fusion model then predicts from the image branch.
@@ -29,11 +37,35 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from cogimg.data.connectome import ConnectomeDataModule
 from cogimg.data.datamodules import VolumeDataModule
+from cogimg.diseases import get_preset
 
 SUBSETS = ("train", "val", "test")
+STRUCTURES = ("image", "lesion")
+
+
+class _LesionDataset(Dataset):
+    """One subject per item: ``image`` ``(1, X', Y', Z')`` lesion fraction, ``availability``
+    ``(1,)``, ``target`` score and ``subject_id`` (the connectome is joined by the collate)."""
+
+    def __init__(self, maps: np.ndarray, ids: list[str], targets: np.ndarray) -> None:
+        self.maps = torch.as_tensor(maps, dtype=torch.float32)
+        self.ids, self.targets = ids, torch.tensor(np.array(targets), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"image": self.maps[i][None], "availability": torch.ones(1),
+                "target": self.targets[i], "subject_id": self.ids[i]}
+
+
+def _stack(items: list[dict]) -> dict:
+    return {k: [x[k] for x in items] if k == "subject_id" else torch.stack([x[k] for x in items])
+            for k in items[0]}
 
 
 class JoinConnectome:
@@ -68,6 +100,11 @@ class StructureFunctionDataModule(L.LightningDataModule):
         connectivity: ``correlation``, ``partial correlation`` or ``tangent``;
             connectome_output: ``vector`` or ``matrix`` (the connectome encoder's input).
         withhold_connectome: fraction of test subjects whose connectome is withheld (0–1).
+        structure: ``image`` (the ``modalities`` volumes, classification presets) or
+            ``lesion`` (the lesion mask, regression presets such as ``stroke``; see module doc).
+        lesion_derivative / lesion_downsample: where the masks are (``derivatives/<name>``)
+            and the block size (voxels per axis) of the lesion-fraction map.
+        target: the regression column of ``participants.tsv`` (default ``NIHSS``).
         func_dataset: a loaded :class:`cogimg.data.func.FuncDataset` (tests, studies).
     """
 
@@ -78,11 +115,22 @@ class StructureFunctionDataModule(L.LightningDataModule):
                  split_file: str | Path | None = None, fold: int = 0, n_folds: int = 5,
                  test_fraction: float = 0.2, cache_dir: str | Path | None = None,
                  batch_size: int = 8, augmentation: str = "light", seed: int = 0,
-                 withhold_connectome: float = 0.0, func_dataset: Any = None) -> None:
+                 withhold_connectome: float = 0.0, structure: str = "image",
+                 lesion_derivative: str = "lesions", lesion_downsample: int = 2,
+                 target: str | None = None, func_dataset: Any = None) -> None:
         super().__init__()
         if not 0.0 <= withhold_connectome <= 1.0:
             raise ValueError(f"withhold_connectome must be in [0, 1], got {withhold_connectome}")
-        self.image = VolumeDataModule(
+        if structure not in STRUCTURES:
+            raise ValueError(f"structure={structure!r}; choose one of {list(STRUCTURES)}")
+        if structure == "lesion" and get_preset(preset).task == "classification":
+            raise ValueError(f"structure='lesion' regresses a score; preset {preset!r} is a "
+                             "classification preset (use a regression preset such as 'stroke')")
+        self.structure = structure
+        self.lesion_derivative, self.lesion_downsample = lesion_derivative, int(lesion_downsample)
+        self.data_root, self.batch_size = Path(data_root), batch_size
+        self.lesions: dict[str, np.ndarray] = {}
+        self.image = None if structure == "lesion" else VolumeDataModule(
             data_root, preset=preset, split_file=None, fold=fold, cache_dir=cache_dir,
             spacing_mm=spacing_mm, target_shape=tuple(target_shape),
             modalities=list(modalities or ["T1w"]), tabular=[], batch_size=batch_size,
@@ -91,7 +139,7 @@ class StructureFunctionDataModule(L.LightningDataModule):
         self.connectome_args = {"data_root": data_root, "preset": preset, "kind": connectivity,
                                 "output": connectome_output, "fold": fold, "n_folds": n_folds,
                                 "test_fraction": test_fraction, "cache_dir": cache_dir,
-                                "batch_size": batch_size, "seed": seed,
+                                "batch_size": batch_size, "seed": seed, "target": target,
                                 "func_dataset": func_dataset}
         self.withhold_connectome, self.seed = float(withhold_connectome), seed
         self.save_hyperparameters(ignore=["func_dataset"])
@@ -102,15 +150,17 @@ class StructureFunctionDataModule(L.LightningDataModule):
     # ------------------------------------------------------------ what tasks ask
     @property
     def preset(self):
+        if self.image is None:
+            return get_preset(self.connectome_args["preset"])
         return self.image.preset
 
     @property
     def modalities(self) -> tuple[str, ...]:
-        return self.image.modalities
+        return ("lesion",) if self.image is None else self.image.modalities
 
     @property
     def config(self):
-        return self.image.config
+        return None if self.image is None else self.image.config
 
     @property
     def num_nodes(self) -> int:
@@ -126,19 +176,58 @@ class StructureFunctionDataModule(L.LightningDataModule):
 
     def model_defaults(self) -> dict[str, Any]:
         """What a structure–function model takes from the data: image channels and shape."""
+        if self.image is None:
+            shape = next(iter(self.lesions.values())).shape if self.lesions else ()
+            return {"modalities": ["lesion"], "input_shape": list(shape)}
         return {"modalities": list(self.image.modalities),
                 "input_shape": list(self.image.config.target_shape)}
 
     def class_counts(self) -> dict[str, int]:
-        return self.image.class_counts()
+        return self.image.class_counts() if self.image is not None else \
+            self.connectome.class_counts()
+
+    def train_targets(self) -> np.ndarray:
+        """Regression targets ``(N_train,)`` of the training subjects (target scaling)."""
+        return self.connectome.train_targets()
 
     # ------------------------------------------------------------ preparation
     def setup(self, stage: str | None = None) -> None:
         if self.connectome is not None:
-            self.image.setup(stage)
+            if self.image is not None:
+                self.image.setup(stage)
             return
         self.connectome = ConnectomeDataModule(split_file=self.split_file, **self.connectome_args)
         self.connectome.setup(stage)
+        if self.image is None:
+            self._read_lesions()
+        else:
+            self._setup_images(stage)
+        test = sorted(self.connectome.subjects["test"])
+        n = round(self.withhold_connectome * len(test))
+        rng = np.random.default_rng(self.seed)
+        self.withheld = frozenset(rng.choice(test, size=n, replace=False).tolist()) if n else \
+            frozenset()
+
+    def _read_lesions(self) -> None:
+        """Each split subject's lesion-fraction map ``(X', Y', Z')`` and connectome."""
+        from cogimg.data.outcome import find_bids_masks, read_lesion_stack
+        from cogimg.data.participants import listed
+
+        masks = find_bids_masks(self.data_root, self.lesion_derivative)
+        ids = [s for subset in SUBSETS for s in self.connectome.subjects[subset]]
+        if missing := sorted(set(ids) - set(masks)):
+            raise ValueError(f"{self.data_root / 'derivatives' / self.lesion_derivative}: no "
+                             f"lesion mask (*_msk.nii.gz) for split subject(s) {listed(missing)}")
+        stack = read_lesion_stack([masks[s] for s in ids], ids, self.data_root,
+                                  downsample=self.lesion_downsample)
+        fraction = stack["maps"].astype(np.float32) / float(self.lesion_downsample ** 3)
+        self.lesions = dict(zip(ids, fraction))
+        for subset in SUBSETS:
+            for sid, row in zip(self.connectome.subjects[subset],
+                                self.connectome.features[subset]):
+                self._lookup[sid] = torch.as_tensor(row, dtype=torch.float32)
+
+    def _setup_images(self, stage: str | None) -> None:
         # one split: the connectome datamodule's file (made once, or split_file), for the images
         self.image.split_file = Path(self.connectome.split_path)
         self.image.setup(stage)
@@ -151,34 +240,46 @@ class StructureFunctionDataModule(L.LightningDataModule):
             for sid, row in zip(self.connectome.subjects[subset],
                                 self.connectome.features[subset]):
                 self._lookup[sid] = torch.as_tensor(row, dtype=torch.float32)
-        test = sorted(self.connectome.subjects["test"])
-        n = round(self.withhold_connectome * len(test))
-        rng = np.random.default_rng(self.seed)
-        self.withheld = frozenset(rng.choice(test, size=n, replace=False).tolist()) if n else \
-            frozenset()
+
+    def _lesion_loader(self, subset: str, shuffle: bool = False) -> DataLoader:
+        ids = self.connectome.subjects[subset]
+        data = _LesionDataset(np.stack([self.lesions[s] for s in ids]) if ids else
+                              np.zeros((0, 1, 1, 1)), ids, self.connectome.values[subset])
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(data, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
+                          collate_fn=_stack)
 
     def _join(self, loader, withheld: frozenset[str] = frozenset()):
         loader.collate_fn = JoinConnectome(loader.collate_fn, self._lookup, withheld)
         return loader
 
     def train_dataloader(self):
+        if self.image is None:
+            return self._join(self._lesion_loader("train", shuffle=True))
         return self._join(self.image.train_dataloader())
 
     def val_dataloader(self):
+        if self.image is None:
+            return self._join(self._lesion_loader("val"))
         return self._join(self.image.val_dataloader())
 
     def test_dataloader(self):
+        if self.image is None:
+            return self._join(self._lesion_loader("test"), self.withheld)
         return self._join(self.image.test_dataloader(), self.withheld)
 
     def predict_dataloader(self):
         return self.test_dataloader()
 
     def state_dict(self) -> dict:
-        return {**self.image.state_dict(),
+        image = self.image.state_dict() if self.image is not None else \
+            {"structure": "lesion", "lesion_downsample": self.lesion_downsample}
+        return {**image,
                 **({"connectome": self.connectome.state_dict()} if self.connectome else {})}
 
     def load_state_dict(self, state: dict) -> None:
-        self.image.load_state_dict({k: v for k, v in state.items() if k != "connectome"})
+        if self.image is not None:
+            self.image.load_state_dict({k: v for k, v in state.items() if k != "connectome"})
 
 
 __all__ = ["JoinConnectome", "StructureFunctionDataModule"]

@@ -40,12 +40,15 @@ STAGES = ("val", "test")
 @dataclass
 class DataSection:
     """``data:`` (``layout: connectome``): the :class:`ConnectomeDataModule` arguments.
-    ``connectivity``: ``correlation``, ``partial correlation`` or ``tangent``."""
+    ``connectivity``: ``correlation``, ``partial correlation`` or ``tangent``; ``features``:
+    ``connectome`` (that measure, vectorised) or ``coupling`` (per-region structure–function
+    coupling from T1w and the parcellation; ``connectivity`` unused)."""
 
     root: str
     layout: Literal["connectome"] = "connectome"
     preset: str = "ad"
     connectivity: str = "tangent"
+    features: Literal["connectome", "coupling"] = "connectome"
     target: str | None = None
     test_fraction: float = 0.2
     cache_dir: str | None = None
@@ -121,7 +124,8 @@ def datamodule(config: dict, func_dataset: Any = None):
         kind=data.get("connectivity", "tangent"), output="vector", target=data.get("target"),
         split_file=cv.get("split"), fold=int(cv.get("fold", 0)),
         n_folds=int(cv.get("n_folds", 5)), test_fraction=float(data.get("test_fraction", 0.2)),
-        cache_dir=data.get("cache_dir"), seed=int(cv.get("seed", 0)), func_dataset=func_dataset)
+        cache_dir=data.get("cache_dir"), seed=int(cv.get("seed", 0)), func_dataset=func_dataset,
+        features=data.get("features", "connectome"))
 
 
 def build_estimator(name: str, params: dict | None = None, seed: int = 0):
@@ -192,8 +196,11 @@ def fit_baseline(config: dict, func_dataset: Any = None) -> BaselineResult:
 
 
 def model_name(config: dict) -> str:
-    """The leaderboard's model name: ``<connectivity>_<model>`` (``tangent_logistic``)."""
+    """The leaderboard's model name: ``<connectivity>_<model>`` (``tangent_logistic``), or
+    ``coupling_<model>`` for coupling features."""
     connectivity = config["data"].get("connectivity", "tangent").replace(" ", "_")
+    if config["data"].get("features") == "coupling":
+        connectivity = "coupling"
     return f"{connectivity}_{config['model']['name']}"
 
 

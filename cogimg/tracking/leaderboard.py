@@ -163,15 +163,20 @@ def _read_json(path: Path) -> dict:
 def group_statistics(runs: list[Run], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
     """Statistics of one group of runs (the seeds of one experiment/model/variant).
 
-    Seeds that share their evaluation subjects are scored on the shared ones, and the CI
-    resamples those subjects once for every seed (paired). Seeds whose splits differ (one split
-    per seed, as studies make them) share none: each is scored on its own subjects and the CI
+    Seeds that share their evaluation subjects (the common ones are at least half of every
+    seed's) are scored on the shared ones, and the CI resamples those subjects once for every
+    seed (paired). Seeds whose splits differ (one split per seed, as studies make them; a chance
+    overlap of a few subjects does not count) are each scored on their own subjects and the CI
     resamples each seed's subjects independently."""
     kind = KINDS[runs[0].kind]
     for r in runs:
         r.subjects["subject_id"] = r.subjects["subject_id"].astype(str)
     own = [np.array(sorted(set(r.subjects["subject_id"]))) for r in runs]
     common = np.array(sorted(set.intersection(*map(set, own))))
+    if common.size * 2 < max(ids.size for ids in own):
+        # splits that overlap by chance (one split per seed) are not a shared split: scoring
+        # their few common subjects would throw most of each seed's subjects away
+        common = np.array([], dtype=own[0].dtype)
     if not all(ids.size for ids in own):
         raise ValueError(f"runs {[str(r.path) for r in runs if r.subjects.empty]} hold no subject row")
     ids_per_run = [common] * len(runs) if common.size else own

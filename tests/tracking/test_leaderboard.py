@@ -170,3 +170,16 @@ def test_seeds_with_their_own_splits_are_each_scored_on_their_own_subjects(tmp_p
     boot = (np.array([0.9, 0.7, 0.8])[draws[0]].mean(1) + np.array([0.6, 0.4])[draws[1]].mean(1)) / 2
     assert row["dice_ci_low"] == pytest.approx(np.percentile(boot, 2.5))
     assert row["dice_ci_high"] == pytest.approx(np.percentile(boot, 97.5))
+
+
+def test_seeds_whose_splits_overlap_by_chance_are_each_scored_on_their_own_subjects(tmp_path):
+    # the bug of results/connectome.json: three seeds' splits shared one validation subject
+    # by chance, and every seed was scored on that one subject (n_subjects 1)
+    root = tmp_path / "runs"
+    first = seg_subjects([0.9, 0.7, 0.8])  # subjects s0, s1, s2
+    second = {**seg_subjects([0.6, 0.4, 0.2]), "subject_id": ["s0", "t1", "t2"]}
+    fake_run(root / "s0", "seg_unet", "unet", 0, first)
+    fake_run(root / "s1", "seg_unet", "unet", 1, second)
+    row = leaderboard(find_runs(root)[0]).iloc[0]
+    assert row["n_subjects"] == 5
+    assert row["dice_mean"] == pytest.approx((0.8 + 0.4) / 2)
