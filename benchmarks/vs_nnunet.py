@@ -19,7 +19,8 @@ other on the same machine, never side by side):
 3. **cogimg** trains its default recipe (``--config``, experiments/stroke/seg_unet.yaml)
    for the same budget (``trainer.max_time``, learning rate annealed by wall time as in
    ``benchmarks/seg_time_to_dice.py``) into a run directory, and predicts the same subjects
-   with flip TTA over all three axes and without (:mod:`nnunet_support.cogimg_predict`).
+   with the product's own command, ``cogimg predict --tta flip`` (mirroring over all three
+   axes, as nnU-Net's) and ``--tta none``, run and measured like ``nnUNetv2_predict``.
 4. **Scoring.** Both contenders' masks (native grid) are scored against the cohort's
    lesion masks with :func:`cogimg.metrics.segmentation.segmentation_report`: Dice, lesion
    F1, absolute volume difference (AVD, mL), absolute lesion-count difference (ALD), HD95
@@ -155,24 +156,38 @@ def cogimg_train(config: Path, data: Path, split: Path, run_dir: Path, budget_s:
                               "--trainer.check_val_every_n_epoch", str(val_every)])
 
 
+def cogimg_env(threads: int) -> dict[str, str]:
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+            "COGIMG_WANDB": "off"}
+
+
 def child(args_list: list[str], threads: int, log: Path) -> dict:
-    return run_measured([sys.executable, __file__, *args_list], {
-        "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-        "COGIMG_WANDB": "off"}, log)
+    return run_measured([sys.executable, __file__, *args_list], cogimg_env(threads), log)
+
+
+def cogimg_predict(ckpt: Path, cases: Path, out: Path, mirror: bool, threads: int,
+                   log: Path) -> dict:
+    """``cogimg predict`` on the case folders under ``cases`` (``--tta flip`` or ``none``), on
+    the CPU like ``nnUNetv2_predict -device cpu``; masks land at
+    ``<out>/<subject_id>_pred_msk.nii.gz``."""
+    cmd = [str(Path(sys.executable).with_name("cogimg")), "predict", "--ckpt", str(ckpt),
+           "--input", str(cases), "--out", str(out), "--device", "cpu",
+           "--tta", "flip" if mirror else "none", "--overwrite"]
+    return run_measured(cmd, cogimg_env(threads), log)
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def score(pred_dir: Path, truths: dict[str, Path]) -> list[dict]:
-    """Per-subject rows of ``segmentation_report`` for ``pred_dir/<id>.nii.gz`` vs ``truths``."""
+def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz") -> list[dict]:
+    """Per-subject rows of ``segmentation_report`` for ``pred_dir/<id><suffix>`` vs ``truths``."""
     from cogimg.metrics.segmentation import segmentation_report
 
     rows = []
     for sid, truth_path in sorted(truths.items()):
         truth_img = nib.load(str(truth_path))
         truth = np.asarray(truth_img.dataobj) > 0
-        pred = np.asarray(nib.load(str(pred_dir / f"{sid}.nii.gz")).dataobj) > 0
+        pred = np.asarray(nib.load(str(pred_dir / f"{sid}{suffix}")).dataobj) > 0
         if pred.shape != truth.shape:
             raise ValueError(f"{pred_dir / sid}: prediction {pred.shape} vs truth {truth.shape}")
         rows.append(segmentation_report(pred, truth, truth_img.header.get_zooms()[:3], sid))
@@ -277,17 +292,20 @@ def run_budget(args, minutes: float, venv: Path, nn_root: Path, name: str,
             if not truths:
                 continue
             key = f"{where}_{tta}"
-            nn_pred, cg_pred = out / "pred" / f"nnunet_{key}", out / "pred" / f"cogimg_{key}"
+            # cogimg_cli_*: predictions of ``cogimg predict`` (a run directory resumed from
+            # before it was used holds the older helper's, which are not reused)
+            nn_pred, cg_pred = out / "pred" / f"nnunet_{key}", out / "pred" / f"cogimg_cli_{key}"
             nn_cmd = (venv, env, args.dataset_id, inputs[where]["nnunet"], nn_pred, mirror,
                       out / f"nnunet_predict_{key}.log")
             record[f"nnunet_predict_{key}"] = cached(
                 out / f"nnunet_predict_{key}.json", per_case, nnunet_predict, nn_cmd, len(truths))
-            cg_cmd = (["--cogimg-predict", str(run_dir / "final.ckpt"), "--pred-out", str(cg_pred),
-                       "--inputs", str(inputs[where]["cogimg"])] + (["--mirror"] if mirror else []),
+            cg_cmd = (run_dir / "final.ckpt", inputs[where]["cogimg"], cg_pred, mirror,
                       args.threads, out / f"cogimg_predict_{key}.log")
             record[f"cogimg_predict_{key}"] = cached(
-                out / f"cogimg_predict_{key}.json", per_case, child, cg_cmd, len(truths))
-            rows = {"cogimg": score(cg_pred, truths), "nnunet": score(nn_pred, truths)}
+                out / f"cogimg_cli_predict_{key}.json", per_case, cogimg_predict, cg_cmd,
+                len(truths))
+            rows = {"cogimg": score(cg_pred, truths, "_pred_msk.nii.gz"),
+                    "nnunet": score(nn_pred, truths)}
             scores = {arm: {"summary": summarise_rows(r, args.n_boot), "subjects": r}
                       for arm, r in rows.items()}
             scores["paired_cogimg_minus_nnunet"] = paired(rows["cogimg"], rows["nnunet"],
@@ -396,19 +414,10 @@ def main() -> None:
     parser.add_argument("--cogimg-train", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--split", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--cogimg-predict", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--pred-out", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--mirror", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--inputs", nargs="+", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.cogimg_train:
         cogimg_train(args.config, args.data, args.split, args.cogimg_train, args.budget_s,
                      args.val_every)
-        return
-    if args.cogimg_predict:
-        from nnunet_support.cogimg_predict import predict_masks
-
-        predict_masks(args.cogimg_predict, args.inputs, args.pred_out, args.mirror)
         return
 
     from cogimg.data.bids import load_dataset

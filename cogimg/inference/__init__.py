@@ -7,6 +7,7 @@
 - :mod:`~cogimg.inference.native`: the training preprocessing of a scan, and a volume back on
   its native grid.
 - :mod:`~cogimg.inference.reports`: lesion, mask and detection reports (mL, mm, voxels).
+- :mod:`~cogimg.inference.settings`: test-time mirroring and sliding-window overrides.
 - :mod:`~cogimg.inference.predict`: :func:`predict_dataset`, the loop behind ``cogimg predict``.
 
 The sliding-window primitive that tasks call is below the tasks, in
@@ -24,10 +25,13 @@ from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
 from cogimg.inference.predict import predict_dataset, report_line
 from cogimg.inference.reports import detection_report, lesion_report, mask_report
+from cogimg.inference.settings import TTA_MODES, apply_inference_settings
 
 __all__ = [
+    "TTA_MODES",
     "Checkpoint",
     "CheckpointError",
+    "apply_inference_settings",
     "detection_report",
     "lesion_report",
     "load_task",

@@ -34,7 +34,8 @@ def subjects_from_input(path: str | Path, modalities: tuple[str, ...],
             participant, path = path.name, path.parent
             if path.name == "rawdata":
                 path = path.parent
-        dataset = load_dataset(path, required_modalities=modalities)
+        # only the model's modalities are read and checked (labels stay: they score the mask)
+        dataset = load_dataset(path, required_modalities=modalities, modalities=modalities)
         subjects = [s for s in dataset.subjects
                     if participant is None or s["participant_id"] == participant]
         if not subjects:

@@ -8,8 +8,9 @@ mask), ``detections`` (boxes) or ``values`` (named numbers).
 ``predict_dataset`` applies a trained segmentation checkpoint to a single NIfTI, a BIDS
 subject folder, a whole BIDS tree, a DICOM series folder or a folder of cases
 (:mod:`cogimg.data.inputs`). Each scan goes through the same preprocessing as in
-training (stored in the checkpoint by the datamodule), Gaussian sliding-window inference,
-and back onto the native grid of its reference modality (affine and header of the input),
+training (stored in the checkpoint by the datamodule), Gaussian sliding-window inference
+(optionally averaged over the 8 mirrored copies of the scan: ``tta="flip"``), and back
+onto the native grid of its reference modality (affine and header of the input),
 so the mask overlays the scan the clinician opened. Per subject it writes
 ``<subject_id>_pred_msk.nii.gz`` and ``<subject_id>_pred.json`` (lesion count, volume in mL
 and centroid in mm per lesion; ISLES'22 metrics when a ground-truth mask exists).
@@ -29,13 +30,22 @@ from cogimg.inference.checkpoint import load_task, preprocessing_config
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
 from cogimg.inference.reports import detection_report, mask_report
+from cogimg.inference.settings import apply_inference_settings
 from cogimg.io import atomic_save_nifti, atomic_write_text
 
 
 def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | Path,
-                    device: str = "cpu", overwrite: bool = False) -> list[dict]:
-    """Predict every subject of ``input_path``; returns the per-subject reports."""
+                    device: str = "cpu", overwrite: bool = False, tta: str | None = None,
+                    overlap: float | None = None,
+                    sw_batch_size: int | None = None) -> list[dict]:
+    """Predict every subject of ``input_path``; returns the per-subject reports.
+
+    ``tta`` (``"none"`` or ``"flip"``: mirroring over all three axes), ``overlap`` and
+    ``sw_batch_size`` override the checkpoint's own settings
+    (:func:`~cogimg.inference.settings.apply_inference_settings`); ``None`` keeps them.
+    """
     task, data = load_task(ckpt)
+    apply_inference_settings(task, ckpt, tta, overlap, sw_batch_size)
     task.to(device)
     preset = get_preset(data["preset"])
     modalities = tuple(data["modalities"])
@@ -49,7 +59,8 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
         mask_path, json_path = out / f"{sid}_pred_msk.nii.gz", out / f"{sid}_pred.json"
         if not overwrite and (mask_path.exists() or json_path.exists()):
             raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
-        prediction = task.predict_case(image)
+        with torch.inference_mode():
+            prediction = task.predict_case(image)
         if "detections" in prediction:  # a detector: boxes, no mask
             reports.append(_predict_boxes(task, prediction["detections"], subject, processed, out,
                                           overwrite, {"checkpoint": str(ckpt), "preset": preset.name,

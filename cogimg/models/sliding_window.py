@@ -5,7 +5,9 @@ cogimg adds is what a user otherwise forgets: no autograd (``torch.inference_mod
 Gaussian importance map built once per (patch, device) instead of once per call, several
 windows per forward pass, windows in ``channels_last_3d`` memory format (faster for a MONAI
 UNet forward on CPU, ``benchmarks/sliding_window.py`` measures it), mixed precision on GPU,
-mirror test-time augmentation, and softmax probabilities out.
+mirror test-time augmentation with the mirrored copies batched into one windowed pass
+(``benchmarks/predict_speed.py`` compares it with one pass per copy), and softmax
+probabilities out.
 
 It sits in the models layer because tasks call it (``SegmentationTask.predict_volume``);
 checkpoint loading and native-grid output are :mod:`cogimg.inference`.
@@ -77,7 +79,10 @@ def sliding_window_predict(
         sw_batch_size: windows per forward pass.
         sigma_scale: Gaussian sigma as a fraction of the window size (nnU-Net: 1/8).
         tta_flip_axes: spatial axes (0, 1, 2 = X, Y, Z) to mirror for test-time augmentation;
-            probabilities are averaged over every combination (``(0, 1, 2)`` → 8 passes).
+            probabilities are averaged over every combination (``(0, 1, 2)`` → 8 mirrored
+            copies). The copies go through one sliding-window pass as a batch of
+            ``B × 2^len(axes)`` volumes (memory: that many input and output volumes), so
+            each forward pass is filled with ``sw_batch_size`` windows.
         amp: autocast to float16/bfloat16; default: on for CUDA, off on CPU.
         channels_last: feed windows in ``torch.channels_last_3d`` format; use with a model
             converted by ``model.to(memory_format=torch.channels_last_3d)`` (same weights and
@@ -92,17 +97,25 @@ def sliding_window_predict(
     amp = device.type == "cuda" if amp is None else amp
     if channels_last:
         model = _ChannelsLast(model)
-    total = None
     flips = flip_combinations(tuple(tta_flip_axes))
+    batch = image.shape[0]
     with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
-        for axes in flips:
-            dims = [a + 2 for a in axes]
-            x = torch.flip(image, dims) if dims else image
-            logits = sliding_window_logits(model, x, roi_size, overlap, sw_batch_size, sigma_scale)
-            probs = torch.softmax(logits.float(), dim=1)
-            probs = torch.flip(probs, dims) if dims else probs
-            total = probs if total is None else total + probs
+        # Every mirrored copy is one more batch element of a single sliding-window pass:
+        # MONAI tiles each element on the same grid and fills each forward pass with
+        # ``sw_batch_size`` windows drawn across the elements.
+        copies = torch.cat([_flip(image, axes) for axes in flips]) if len(flips) > 1 else image
+        logits = sliding_window_logits(model, copies, roi_size, overlap, sw_batch_size, sigma_scale)
+        probs = torch.softmax(logits.float(), dim=1)
+        total = None
+        for axes, chunk in zip(flips, probs.split(batch)):
+            chunk = _flip(chunk, axes)
+            total = chunk if total is None else total + chunk
     return total / len(flips)
+
+
+def _flip(volume: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """``volume`` ``(B, C, X, Y, Z)`` mirrored over spatial ``axes`` (0, 1, 2 = X, Y, Z)."""
+    return torch.flip(volume, [a + 2 for a in axes]) if axes else volume
 
 
 class _ChannelsLast:
