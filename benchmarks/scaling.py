@@ -1,8 +1,9 @@
 """Scaling beyond one process, measured side by side in one run.
 
 - **DDP training throughput** (``--parts ddp``): patches per second of ``cogimg fit`` (stroke
-  U-Net, ``experiments/stroke/seg_unet.yaml``) with 1 and with 2 DDP processes on CPU (gloo,
-  one thread each, launched by ``torchrun`` as a user would), on the same cached cohort. Each
+  U-Net, ``experiments/stroke/seg_unet.yaml`` at its own 2 mm grid and 64³ patches, batch 2)
+  with 1 and with 2 DDP processes on CPU (gloo, one thread each, launched by ``torchrun`` as a
+  user would), on the same cached cohort. Each
   process trains on its own share of the subjects, so an epoch holds the same patches either
   way; throughput = patches trained / wall seconds of the fit (from the run's manifest, so
   process start-up is not counted). Goal (issue "Beyond one machine, correctly"): 2 processes
@@ -64,12 +65,12 @@ FED_CONFIG = REPO / "experiments" / "ad" / "lso_resnet10_t1.yaml"
 PARTS = ("ddp", "sweep", "federated")
 
 
-def ensure_cohort(data: Path, subjects: int) -> None:
+def ensure_cohort(data: Path, subjects: int, spacing_mm: float) -> None:
     if (data / "participants.tsv").is_file():
         return
     from cogimg.data.synth import generate_cohort
 
-    generate_cohort(data, subjects, seed=0, spacing_mm=4.0, difficulty="medium", workers=2,
+    generate_cohort(data, subjects, seed=0, spacing_mm=spacing_mm, difficulty="medium", workers=2,
                     diseases=("stroke",), proportions={"CN": 0.0, "stroke": 1.0}, progress=False)
 
 
@@ -121,14 +122,15 @@ def fit_throughput(processes: int, data: Path, out: Path, epochs: int, patch: in
 def ddp_part(args: argparse.Namespace) -> tuple[dict, dict]:
     """DDP patches/s of 1 vs 2 processes: ``(part, headline entries)``."""
     accelerator = "gpu" if args.device == "cuda" else "cpu"
-    ensure_cohort(args.data, args.subjects)
+    ensure_cohort(args.data, args.subjects, args.spacing)
     # Fill the cache once, in one process, so neither measurement pays for it.
-    fit_throughput(1, args.data, args.out / "warmup", 1, args.patch, 4, 2, accelerator)
-    rows = [fit_throughput(n, args.data, args.out, args.epochs, args.patch, 4, 2, accelerator)
-            for n in (1, 2)]
+    fit_throughput(1, args.data, args.out / "warmup", 1, args.patch, 1, 2, accelerator)
+    rows = [fit_throughput(n, args.data, args.out, args.epochs, args.patch,
+                           args.samples_per_volume, 2, accelerator) for n in (1, 2)]
     ratio = rows[1]["patches_per_s"] / rows[0]["patches_per_s"]
     part = {"rows": rows, "ratio_2_vs_1": ratio, "goal": 1.6, "epochs": args.epochs,
-            "subjects": args.subjects, "patch": args.patch, "device": args.device}
+            "subjects": args.subjects, "patch": args.patch, "spacing_mm": args.spacing,
+            "samples_per_volume": args.samples_per_volume, "device": args.device}
     return part, {"DDP 2 / 1 processes, patches/s (goal 1.6)": ratio}
 
 
@@ -359,19 +361,22 @@ def federated_table(part: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--data", type=Path, default=REPO / "runs" / "bench_data" / "stroke4mm_scaling")
+    parser.add_argument("--data", type=Path, help="DDP: stroke cohort (default runs/bench_data/"
+                        "stroke<spacing>mm_scaling, made on first use)")
     parser.add_argument("--ad-data", type=Path, default=REPO / "runs" / "bench_data" / "ad4mm_scaling")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "benchmarks" / "scaling")
-    parser.add_argument("--subjects", type=int, default=24, help="DDP: stroke subjects")
-    parser.add_argument("--epochs", type=int, default=4, help="DDP: epochs")
-    parser.add_argument("--patch", type=int, default=32, help="DDP: patch side (voxels)")
+    parser.add_argument("--subjects", type=int, default=16, help="DDP: stroke subjects")
+    parser.add_argument("--spacing", type=float, default=2.0, help="DDP: cohort voxel size (mm)")
+    parser.add_argument("--epochs", type=int, default=2, help="DDP: epochs")
+    parser.add_argument("--patch", type=int, default=64, help="DDP: patch side (voxels)")
+    parser.add_argument("--samples-per-volume", type=int, default=4, help="DDP: patches per subject and epoch")
     parser.add_argument("--ad-subjects", type=int, default=96, help="sweep, federated: AD cohort size (4 sites)")
     parser.add_argument("--trials", type=int, default=16, help="sweep: finished trials per run")
     parser.add_argument("--trial-epochs", type=int, default=2, help="sweep: epochs per trial")
     parser.add_argument("--clients", type=int, nargs="+", default=[2, 3, 4], help="federated: client counts")
     parser.add_argument("--rounds", type=int, default=4, help="federated: rounds per simulation")
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: DDP 1 epoch / 12 subjects; 4 trials of 1 epoch; 2 rounds; 48 AD subjects")
+                        help="a smoke run: DDP 1 epoch / 12 subjects at 4 mm, 32³ patches; 4 trials of 1 epoch; 2 rounds; 48 AD subjects")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                         help="DDP: auto = CUDA when torch sees >= 2 GPUs, else CPU")
     args = parser.parse_args()
@@ -382,11 +387,12 @@ def main() -> None:
 
         args.device = "cuda" if torch.cuda.device_count() >= 2 else "cpu"
     if args.quick:
-        args.epochs, args.subjects = 1, 12
-        args.data = args.data.with_name(args.data.name + "_quick")
+        args.epochs, args.subjects, args.spacing, args.patch = 1, 12, 4.0, 32
         args.ad_subjects, args.trials, args.trial_epochs, args.rounds = 48, 4, 1, 2
         args.ad_data = args.ad_data.with_name(args.ad_data.name + "_quick")
         args.out = args.out.with_name(args.out.name + "_quick")
+    data_name = f"stroke{args.spacing:g}mm_scaling" + ("_quick" if args.quick else "")
+    args.data = args.data or REPO / "runs" / "bench_data" / data_name
     runners = {"ddp": (ddp_part, ddp_table), "sweep": (sweep_part, sweep_table),
                "federated": (federated_part, federated_table)}
     payload, headline = {}, {}
