@@ -46,6 +46,7 @@ PLAIN_SUBCOMMANDS = {
     "annotate": "annotate",
     "clinical": "clinical",
     "plan": "plan",
+    "postprocess": "postprocess",
 }
 
 

@@ -23,10 +23,12 @@ from cogimg.diseases import get_preset
 from cogimg.inference import (
     Checkpoint,
     CheckpointError,
+    apply_inference_settings,
     detection_report,
     lesion_report,
     preprocessing_config,
     read_checkpoint,
+    read_choice,
 )
 from cogimg.metrics.calibration import calibrated_probabilities
 
@@ -84,6 +86,8 @@ def load_models(seg: str | Path | None, det: str | Path | None, cls: list[str | 
         actual = loaded.task.kind or type(loaded.task).__name__
         if actual != role:
             raise CheckpointError(f"{path}: a {actual} checkpoint, given as the {role} checkpoint")
+        if role == "segmentation" and (chosen := read_choice(path)) is not None:
+            apply_inference_settings(loaded.task, path, min_lesion_ml=chosen)  # as cogimg predict
         if role == "classification" and getattr(loaded.task.model, "tabular", None) is not None:
             raise CheckpointError(f"{path}: this classifier also reads clinical (tabular) features, "
                                   "which the clinical command does not take; use an image-only model")
@@ -128,8 +132,9 @@ def input_check(model: Model, prepared: Prepared, threshold: float | None) -> di
 def segment(model: Model, prepared: Prepared):
     """``(native mask NIfTI, lesion report)``: argmax of the sliding-window probabilities on
     the native grid of the reference modality; count, total and per-lesion volume (mL)."""
-    probs = model.task.predict_case(prepared.image)["probabilities"]
-    mask = invert_to_native(probs.argmax(0).to(torch.uint8).cpu(), prepared.meta, is_label=True)
+    spacing = prepared.processed[model.modalities[0]].spacing
+    found = model.task.predict_case(prepared.image, spacing_mm=spacing)["mask"]
+    mask = invert_to_native(found.to(torch.uint8).cpu(), prepared.meta, is_label=True)
     return mask, lesion_report(mask)
 
 

@@ -25,6 +25,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _volume_ml(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of mL") from None
+    if not (value >= 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of mL >= 0")
+    return value
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of a cogimg task")
     parser.add_argument("--input", required=True,
@@ -44,6 +54,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--sw-batch-size", type=_positive, default=None, metavar="N",
                         help="windows per forward pass (default: the checkpoint's sw_batch_size; "
                              "raise it on a GPU with memory to spare)")
+    parser.add_argument("--min-lesion-ml", type=_volume_ml, default=None, metavar="ML",
+                        help="remove predicted lesions (26-connected) smaller than ML mL; 0 = "
+                             "off (default: the value `cogimg postprocess` chose for the "
+                             "checkpoint, else the checkpoint's min_lesion_ml)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
@@ -55,7 +69,8 @@ def run(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     reports = predict_dataset(args.ckpt, args.input, args.out, device=device,
                               overwrite=args.overwrite, tta=args.tta, overlap=args.overlap,
-                              sw_batch_size=args.sw_batch_size)
+                              sw_batch_size=args.sw_batch_size,
+                              min_lesion_ml=args.min_lesion_ml)
     for report in reports:
         print(report_line(report))
     print(f"wrote {len(reports)} prediction(s) to {args.out}")

@@ -7,7 +7,10 @@
 - :mod:`~cogimg.inference.native`: the training preprocessing of a scan, and a volume back on
   its native grid.
 - :mod:`~cogimg.inference.reports`: lesion, mask and detection reports (mL, mm, voxels).
-- :mod:`~cogimg.inference.settings`: test-time mirroring and sliding-window overrides.
+- :mod:`~cogimg.inference.settings`: test-time mirroring, sliding-window and post-processing
+  overrides.
+- :mod:`~cogimg.inference.postprocess`: the lesion-size threshold chosen on a run's validation
+  subjects (``cogimg postprocess``), written beside the checkpoint and read by ``predict``.
 - :mod:`~cogimg.inference.predict`: :func:`predict_dataset`, the loop behind ``cogimg predict``.
 
 The sliding-window primitive that tasks call is below the tasks, in
@@ -23,6 +26,7 @@ from cogimg.inference.checkpoint import (
 )
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
+from cogimg.inference.postprocess import choice_path, choose_for_checkpoint, read_choice
 from cogimg.inference.predict import predict_dataset, report_line
 from cogimg.inference.reports import detection_report, lesion_report, mask_report
 from cogimg.inference.settings import TTA_MODES, apply_inference_settings
@@ -32,6 +36,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "apply_inference_settings",
+    "choice_path",
+    "choose_for_checkpoint",
     "detection_report",
     "lesion_report",
     "load_task",
@@ -40,6 +46,7 @@ __all__ = [
     "preprocessed_subjects",
     "preprocessing_config",
     "read_checkpoint",
+    "read_choice",
     "report_line",
     "subjects_from_input",
     "to_native",

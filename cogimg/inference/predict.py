@@ -29,6 +29,7 @@ from cogimg.diseases import get_preset
 from cogimg.inference.checkpoint import load_task, preprocessing_config
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
+from cogimg.inference.postprocess import read_choice
 from cogimg.inference.reports import detection_report, mask_report
 from cogimg.inference.settings import apply_inference_settings
 from cogimg.io import atomic_save_nifti, atomic_write_text
@@ -37,15 +38,21 @@ from cogimg.io import atomic_save_nifti, atomic_write_text
 def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | Path,
                     device: str = "cpu", overwrite: bool = False, tta: str | None = None,
                     overlap: float | None = None,
-                    sw_batch_size: int | None = None) -> list[dict]:
+                    sw_batch_size: int | None = None,
+                    min_lesion_ml: float | None = None) -> list[dict]:
     """Predict every subject of ``input_path``; returns the per-subject reports.
 
-    ``tta`` (``"none"`` or ``"flip"``: mirroring over all three axes), ``overlap`` and
-    ``sw_batch_size`` override the checkpoint's own settings
-    (:func:`~cogimg.inference.settings.apply_inference_settings`); ``None`` keeps them.
+    ``tta`` (``"none"`` or ``"flip"``: mirroring over all three axes), ``overlap``,
+    ``sw_batch_size`` and ``min_lesion_ml`` override the checkpoint's own settings
+    (:func:`~cogimg.inference.settings.apply_inference_settings`); ``None`` keeps them —
+    except ``min_lesion_ml``, which then comes from the choice written by ``cogimg
+    postprocess`` next to the checkpoint when there is one
+    (:func:`~cogimg.inference.postprocess.read_choice`). Mask reports record the value used.
     """
     task, data = load_task(ckpt)
-    apply_inference_settings(task, ckpt, tta, overlap, sw_batch_size)
+    if min_lesion_ml is None and "min_lesion_ml" in task.hparams:
+        min_lesion_ml = read_choice(ckpt)
+    apply_inference_settings(task, ckpt, tta, overlap, sw_batch_size, min_lesion_ml)
     task.to(device)
     preset = get_preset(data["preset"])
     modalities = tuple(data["modalities"])
@@ -60,7 +67,7 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
         if not overwrite and (mask_path.exists() or json_path.exists()):
             raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
         with torch.inference_mode():
-            prediction = task.predict_case(image)
+            prediction = task.predict_case(image, spacing_mm=processed[modalities[0]].spacing)
         if "detections" in prediction:  # a detector: boxes, no mask
             reports.append(_predict_boxes(task, prediction["detections"], subject, processed, out,
                                           overwrite, {"checkpoint": str(ckpt), "preset": preset.name,
@@ -73,10 +80,10 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
             atomic_write_text(json_path, json.dumps(report, indent=2))
             reports.append(report)
             continue
-        probs = prediction["probabilities"]
-        native = to_native(probs.argmax(0).to(torch.uint8).cpu(), processed, is_label=True)
+        native = to_native(prediction["mask"].to(torch.uint8).cpu(), processed, is_label=True)
         report = {"subject_id": sid, "checkpoint": str(ckpt), "preset": preset.name,
                   "modalities": list(modalities), "mask": mask_path.name,
+                  "min_lesion_ml": float(task.hparams.get("min_lesion_ml", 0.0)),
                   **mask_report(native, subject, preset.label_keys)}
         atomic_save_nifti(native, mask_path)
         atomic_write_text(json_path, json.dumps(report, indent=2, default=float))

@@ -1,8 +1,9 @@
-"""Inference-time settings of a checkpoint's task: test-time mirroring and window overlap.
+"""Inference-time settings of a checkpoint's task: test-time mirroring, window overlap and
+lesion-size post-processing.
 
-``cogimg predict --tta {none,flip} --overlap F --sw-batch-size N`` override what the
-checkpoint stored (its ``tta_flip_axes``, ``sw_overlap`` and ``sw_batch_size``
-hyper-parameters); a setting left ``None`` keeps the checkpoint's own.
+``cogimg predict --tta {none,flip} --overlap F --sw-batch-size N --min-lesion-ml V`` override
+what the checkpoint stored (its ``tta_flip_axes``, ``sw_overlap``, ``sw_batch_size`` and
+``min_lesion_ml`` hyper-parameters); a setting left ``None`` keeps the checkpoint's own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cogimg.inference.checkpoint import CheckpointError
+from cogimg.models.postprocess import check_min_lesion_ml
 from cogimg.tasks.base import BaseTask
 
 #: ``--tta`` modes → mirrored spatial axes (0, 1, 2 = X, Y, Z). ``flip``: every combination of
@@ -19,9 +21,11 @@ TTA_MODES: dict[str, tuple[int, ...]] = {"none": (), "flip": (0, 1, 2)}
 
 def apply_inference_settings(task: BaseTask, ckpt: str | Path, tta: str | None = None,
                              overlap: float | None = None,
-                             sw_batch_size: int | None = None) -> BaseTask:
+                             sw_batch_size: int | None = None,
+                             min_lesion_ml: float | None = None) -> BaseTask:
     """Set ``task``'s test-time mirroring (``tta``: a key of :data:`TTA_MODES`), sliding-window
-    ``overlap`` (fraction, 0 ≤ overlap < 1) and windows per forward pass; returns ``task``.
+    ``overlap`` (fraction, 0 ≤ overlap < 1), windows per forward pass and the smallest lesion
+    kept (``min_lesion_ml``, mL ≥ 0; :mod:`cogimg.models.postprocess`); returns ``task``.
 
     Raises ``ValueError`` for a value out of range and :class:`CheckpointError` (naming
     ``ckpt``) when the checkpoint's task has no such setting (e.g. ``--tta flip`` on a
@@ -51,4 +55,10 @@ def apply_inference_settings(task: BaseTask, ckpt: str | Path, tta: str | None =
             raise CheckpointError(f"{ckpt}: its {name} predicts without sliding windows; "
                                   "--sw-batch-size does not apply")
         hparams.sw_batch_size = int(sw_batch_size)
+    if min_lesion_ml is not None:
+        value = check_min_lesion_ml(min_lesion_ml)
+        if "min_lesion_ml" not in hparams:
+            raise CheckpointError(f"{ckpt}: its {name} makes no lesion masks; "
+                                  "--min-lesion-ml applies to segmentation checkpoints")
+        hparams.min_lesion_ml = value
     return task

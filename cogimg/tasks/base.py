@@ -20,7 +20,7 @@ The protocol every caller uses instead of ``isinstance`` (one module per task im
   subset of a run's per-subject CSV, for leaderboards; ``leaderboard_metrics`` and
   ``metric_labels`` name what is reported;
 - inference: ``infer(batch)`` (one evaluation batch as deployed, for latency),
-  ``predict_case(image)`` (one preprocessed case, for ``cogimg predict``) and
+  ``predict_case(image, spacing_mm)`` (one preprocessed case, for ``cogimg predict``) and
   ``explanation_target(image, …)`` (what attribution methods explain).
 """
 
@@ -228,10 +228,12 @@ class BaseTask(LightningModule):
         """Inference on one evaluation batch as deployed (timed for the leaderboard)."""
         return self.predict_step(batch, 0)
 
-    def predict_case(self, image: torch.Tensor) -> dict[str, Any]:
-        """Prediction for one preprocessed case ``image`` ``(1, C, X, Y, Z)``: a dict with
-        ``probabilities`` ``(K, X, Y, Z)`` (dense tasks), ``detections`` (boxes) or ``values``
-        (case-level numbers by name, e.g. ``{"brain_age_years": 71.2}``)."""
+    def predict_case(self, image: torch.Tensor, spacing_mm=None) -> dict[str, Any]:
+        """Prediction for one preprocessed case ``image`` ``(1, C, X, Y, Z)`` with voxel size
+        ``spacing_mm`` (mm; dense tasks may need it to post-process): a dict with
+        ``probabilities`` ``(K, X, Y, Z)`` and the label map ``mask`` ``(X, Y, Z)`` (dense
+        tasks), ``detections`` (boxes) or ``values`` (case-level numbers by name, e.g.
+        ``{"brain_age_years": 71.2}``)."""
         raise NotImplementedError(f"{type(self).__name__} does not predict cases")
 
     # -- shared machinery -----------------------------------------------------------------

@@ -103,7 +103,7 @@ class BrainAgeTask(BaseTask):
     def infer(self, batch: dict) -> torch.Tensor:
         return self.years(self.logits(batch))
 
-    def predict_case(self, image: torch.Tensor) -> dict[str, Any]:
+    def predict_case(self, image: torch.Tensor, spacing_mm=None) -> dict[str, Any]:
         return {"values": {"brain_age_years": float(self.years(self.model(image)[0, 0]))}}
 
     def evaluate_batch(self, batch: dict, stage: str) -> list[dict[str, Any]]:

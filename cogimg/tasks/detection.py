@@ -178,7 +178,7 @@ class DetectionTask(BaseTask):
     def infer(self, batch: dict) -> list[dict[str, np.ndarray]]:
         return self.detect(batch["image"])
 
-    def predict_case(self, image: torch.Tensor) -> dict[str, Any]:
+    def predict_case(self, image: torch.Tensor, spacing_mm=None) -> dict[str, Any]:
         return {"detections": self.detect(image)[0]}
 
     def evaluate_batch(self, batch: dict, stage: str) -> list[dict[str, Any]]:

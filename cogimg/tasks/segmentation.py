@@ -24,6 +24,7 @@ import torch
 
 from cogimg import models
 from cogimg.metrics.segmentation import segmentation_report, summarise
+from cogimg.models.postprocess import check_min_lesion_ml, remove_small_lesions
 from cogimg.models.sliding_window import sliding_window_predict
 from cogimg.tasks.addons import TrainingAddon, captured_input
 from cogimg.tasks.base import BaseTask
@@ -45,6 +46,11 @@ class SegmentationTask(BaseTask):
         sw_batch_size: windows per forward pass at validation/test.
         tta_flip_axes: mirror axes averaged at test time (e.g. ``[0]`` = left-right).
         class_names: optional names of the foreground classes, for metric keys.
+        min_lesion_ml: post-processing of the argmax mask wherever the task makes one
+            (``evaluate_batch`` and ``predict_case``): 26-connected components smaller than
+            this volume (mL) are removed, per foreground class (``0`` = off;
+            :mod:`cogimg.models.postprocess`; ``cogimg postprocess`` chooses it on the
+            validation subjects).
         channels_last: keep weights and inputs of 3D networks in ``channels_last_3d`` memory
             format (same results; faster for most 3D networks on CPU, slower for some —
             ``benchmarks/model_step_time.py`` measures it; DynUNet's YAML turns it off).
@@ -76,6 +82,7 @@ class SegmentationTask(BaseTask):
         sw_batch_size: int = 4,
         tta_flip_axes: tuple[int, ...] = (),
         class_names: tuple[str, ...] | None = None,
+        min_lesion_ml: float = 0.0,
         channels_last: bool = True,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -89,6 +96,7 @@ class SegmentationTask(BaseTask):
         if class_names is not None and len(class_names) != num_classes - 1:
             raise ValueError(f"class_names has {len(class_names)} names for "
                              f"{num_classes - 1} foreground classes")
+        check_min_lesion_ml(min_lesion_ml)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.patch_size = tuple(int(s) for s in patch_size)
@@ -196,14 +204,32 @@ class SegmentationTask(BaseTask):
     def infer(self, batch: dict) -> torch.Tensor:
         return self.predict_volume(batch["image"])
 
-    def predict_case(self, image: torch.Tensor) -> dict[str, Any]:
-        return {"probabilities": self.predict_volume(image)[0]}
+    def predicted_mask(self, probabilities: torch.Tensor, spacing_mm) -> torch.Tensor:
+        """Label map ``(X, Y, Z)`` int64 of one case's probabilities ``(K, X, Y, Z)``: the argmax,
+        without components smaller than ``min_lesion_ml`` (voxel size ``spacing_mm``, mm)."""
+        mask = probabilities.argmax(dim=0)
+        threshold = check_min_lesion_ml(self.hparams.get("min_lesion_ml", 0.0))
+        if threshold == 0:
+            return mask
+        if spacing_mm is None:
+            raise ValueError(f"min_lesion_ml={threshold} needs the voxel size (spacing_mm) of "
+                             "the predicted grid")
+        kept = remove_small_lesions(mask.cpu().numpy(), spacing_mm, threshold)
+        return torch.from_numpy(kept).to(mask.device)
+
+    def predict_case(self, image: torch.Tensor, spacing_mm=None) -> dict[str, Any]:
+        """``probabilities`` ``(K, X, Y, Z)`` and ``mask`` ``(X, Y, Z)`` (:meth:`predicted_mask`)
+        of one preprocessed case ``image`` ``(1, C, X, Y, Z)`` with voxel size ``spacing_mm``
+        (needed when ``min_lesion_ml > 0``)."""
+        probs = self.predict_volume(image)[0]
+        return {"probabilities": probs, "mask": self.predicted_mask(probs, spacing_mm)}
 
     def evaluate_batch(self, batch: dict, stage: str) -> list[dict[str, Any]]:
         probs = self.predict_volume(batch["image"])
-        pred = probs.argmax(dim=1).cpu().numpy()
+        spacing = _as_spacing(batch.get("spacing_mm"), probs.shape[0])
+        pred = torch.stack([self.predicted_mask(p, s) for p, s in zip(probs, spacing)])
+        pred = pred.cpu().numpy()
         truth = batch["label"][:, 0].cpu().numpy()
-        spacing = _as_spacing(batch.get("spacing_mm"), pred.shape[0])
         ids = batch.get("subject_id", [f"{stage}-{i}" for i in range(pred.shape[0])])
         names = self.hparams.class_names or tuple(f"class{k}" for k in range(1, self.num_classes))
         rows = []

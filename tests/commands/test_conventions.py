@@ -43,6 +43,7 @@ BAD_DATA = {
     "clinical": ["clinical", "--seg-ckpt", f"{MISSING}.ckpt", "--input", MISSING,
                  "--out", "{out}", "--no-progress"],
     "plan": ["plan", MISSING, "--out", "{out}", "--no-progress"],
+    "postprocess": ["postprocess", "--ckpt", f"{MISSING}.ckpt", "--out", "{out}"],
 }
 #: commands that write nothing (so take no --out)
 READ_ONLY = {"models"}
