@@ -131,6 +131,9 @@ def main() -> int:
     parser.add_argument("--results-dir", type=Path, default=None)
     add_runtime_args(parser, threads=1)
     args = parser.parse_args()
+    if not args.ckpt.is_file():
+        parser.error(f"no checkpoint {args.ckpt}: train it with `cogimg study studies/sim2real.yaml "
+                     "--out runs/studies/sim2real` (the default) or pass --ckpt")
     device = str(apply_runtime(args))
     candidates = [float(c) for c in args.candidates.split(",")]
     with tempfile.TemporaryDirectory(prefix="postprocess-gain-") as tmp:
