@@ -65,6 +65,17 @@ def register_figure(name: str) -> Callable[[Figure], Figure]:
     return add
 
 
+def write_figure_table(figures_dir: str | Path, name: str, table, markdown: str) -> Path:
+    """Write a study figure's numbers beside its picture: ``<name>.csv`` (``table``, a
+    DataFrame) and ``<name>.md`` (``markdown``) in ``figures_dir`` (made if missing), atomically;
+    returns ``figures_dir`` as a Path."""
+    figures_dir = Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(figures_dir / f"{name}.csv", table.to_csv(index=False))
+    atomic_write_text(figures_dir / f"{name}.md", markdown)
+    return figures_dir
+
+
 @dataclasses.dataclass
 class StudyContext:
     """What every runner gets besides its arm and seed.

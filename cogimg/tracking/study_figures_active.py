@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cogimg.io import atomic_write_text
-from cogimg.tracking.study import register_figure
+from cogimg.tracking.study import register_figure, write_figure_table
 
 CURVE = "active_learning.csv"
 COLUMNS = ("arm", "strategy", "n_labelled", "mean_dice", "std_dice", "n_seeds")
@@ -99,10 +98,8 @@ def active_learning_figure(out: Path, study: dict, figures_dir: Path) -> list[Pa
     if not curves:
         return []
     curve, gains = curve_table(curves), gain_table(curves)
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(figures_dir / "active_learning.csv", curve.to_csv(index=False))
-    atomic_write_text(figures_dir / "active_learning.md", active_markdown(curve, gains))
+    figures_dir = write_figure_table(figures_dir, "active_learning", curve,
+                                     active_markdown(curve, gains))
     fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 2.6))
     for i, (arm, group) in enumerate(curve.groupby("arm", sort=False)):
         strategy = group["strategy"].iloc[0]

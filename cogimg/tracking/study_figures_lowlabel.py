@@ -28,10 +28,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cogimg.io import atomic_write_text
 from cogimg.metrics.bootstrap import bootstrap_distribution, percentile_interval
 from cogimg.tracking.leaderboard import KINDS
-from cogimg.tracking.study import register_figure
+from cogimg.tracking.study import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs, pooled_table
 
 COLUMNS = ("arm", "method", "label_fraction", "supervised_low", "supervised_full", "metric",
@@ -146,10 +145,7 @@ def recovery_share_figure(out: Path, study: dict, figures_dir: Path) -> list[Pat
     table = recovery_table(out, study)
     if table.empty:
         return []
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(figures_dir / "recovery_share.csv", table.to_csv(index=False))
-    atomic_write_text(figures_dir / "recovery_share.md", recovery_markdown(table))
+    figures_dir = write_figure_table(figures_dir, "recovery_share", table, recovery_markdown(table))
     fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 0.5 + 0.4 * len(table)))
     for y, (_, r) in enumerate(table.iterrows()):
         low, high = r["ci_low"], r["ci_high"]

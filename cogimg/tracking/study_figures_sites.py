@@ -37,9 +37,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cogimg.io import atomic_write_text
 from cogimg.tracking.leaderboard import KINDS
-from cogimg.tracking.study import register_figure
+from cogimg.tracking.study import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs
 
 SCORES = ("in_site", "same_site", "out_of_site")
@@ -208,10 +207,7 @@ def site_recovery_figure(out: Path, study: dict, figures_dir: Path) -> list[Path
     table = recovery_by_site(out, study)
     if table.empty:
         return []
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(figures_dir / "site_recovery.csv", table.to_csv(index=False))
-    atomic_write_text(figures_dir / "site_recovery.md", recovery_markdown(table))
+    figures_dir = write_figure_table(figures_dir, "site_recovery", table, recovery_markdown(table))
     seed = MEAN if (table["seed"] == MEAN).any() else table["seed"].iloc[0]
     shown = table[table["seed"] == seed]
     columns = [*SCORES, *(c.removeprefix("share_") for c in table.columns

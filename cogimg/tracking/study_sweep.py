@@ -30,7 +30,13 @@ import pandas as pd
 import yaml
 
 from cogimg.io import atomic_write_text
-from cogimg.tracking.study import StudyContext, arm_overrides, register_figure, register_runner
+from cogimg.tracking.study import (
+    StudyContext,
+    arm_overrides,
+    register_figure,
+    register_runner,
+    write_figure_table,
+)
 
 #: ``--sweep.n_trials N`` in an arm's overrides sets the trials (so a preset can shrink it);
 #: it is taken out of the arguments the trials get.
@@ -205,11 +211,9 @@ def pruning_figure(out: Path, study: dict, figures_dir: Path) -> list[Path]:
     table = pruning_table(out, study)
     if table.empty:
         return []
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(figures_dir / "pruning.csv", table.to_csv(index=False))
-    atomic_write_text(figures_dir / "pruning.md", pruning_markdown(table) + "\nratio: epochs (trial order) until a trial reaches the unpruned arm's best "
-                      "value, over the unpruned arm's; floor: the least any pruner could spend.\n")
+    note = ("\nratio: epochs (trial order) until a trial reaches the unpruned arm's best value, "
+            "over the unpruned arm's; floor: the least any pruner could spend.\n")
+    figures_dir = write_figure_table(figures_dir, "pruning", table, pruning_markdown(table) + note)
     fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 0.6 + 0.35 * len(table)))
     labels = [f"{a} seed {s}" for a, s in zip(table["arm"], table["seed"])]
     ax.barh(range(len(table)), table["epochs"], color=figures.OKABE_ITO[5], label="epochs in all")
