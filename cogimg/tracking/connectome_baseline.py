@@ -76,7 +76,7 @@ def study_config(config: dict, overrides: list[str], name: str, run_dir: Path) -
 
 
 def _register_study_runner() -> None:
-    from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
+    from cogimg.tracking.study_registry import StudyContext, arm_overrides, register_runner
 
     @register_runner("connectome_baseline")
     def connectome_baseline_runner(arm: dict, seed: int, run_dir: Path,

@@ -12,106 +12,29 @@ outputs ``cogimg leaderboard|figures|report --out`` make from those directories 
 ``--out/study.yaml`` is the resolved study (preset applied); ``study.json`` the wall time per
 arm, the commit and the preset.
 
-Two registries make the job extensible without touching it:
+Two registries (:mod:`cogimg.tracking.study_registry`) make the job extensible without
+touching it:
 
-* :data:`RUNNERS` — ``{name: runner(arm, seed, run_dir, context)}``: runs one arm × seed into
+* :data:`~cogimg.tracking.study_registry.RUNNERS` — ``{name: runner(arm, seed, run_dir, context)}``: runs one arm × seed into
   ``run_dir`` (a run directory, or a folder holding one). ``fit`` (the default) fits the
   arm's experiment YAML (:func:`cogimg.tracking.experiment.run_experiment`). Register more
-  with :func:`register_runner`.
-* :data:`FIGURES` — ``{name: figure(out, study, figures_dir) -> list[png paths]}``: a figure
-  kind a study can list under ``figures:``; :func:`register_figure` adds one
+  with :func:`~cogimg.tracking.study_registry.register_runner`.
+* :data:`~cogimg.tracking.study_registry.FIGURES` — ``{name: figure(out, study, figures_dir) -> list[png paths]}``: a figure
+  kind a study can list under ``figures:``; :func:`~cogimg.tracking.study_registry.register_figure` adds one
   (:mod:`cogimg.tracking.study_figures` holds the built-in ones).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib
 import json
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import yaml
 
 from cogimg.io import atomic_write_text
-
-Runner = Callable[[dict, int, Path, "StudyContext"], object]
-Figure = Callable[[Path, dict, Path], list]
-RUNNERS: dict[str, Runner] = {}
-FIGURES: dict[str, Figure] = {}
-#: runners that read their arm's own data section, not the study's BIDS root: a study whose
-#: arms all use one may name a non-BIDS ``data:`` folder (e.g. the SOOP masks)
-OWN_DATA: set[str] = set()
-
-
-def register_runner(name: str, own_data: bool = False) -> Callable[[Runner], Runner]:
-    """Decorator: ``@register_runner("federated")`` makes ``runner: federated`` valid in arms
-    (``own_data``: see :data:`OWN_DATA`)."""
-    def add(fn: Runner) -> Runner:
-        RUNNERS[name] = fn
-        if own_data:
-            OWN_DATA.add(name)
-        return fn
-    return add
-
-
-def register_figure(name: str) -> Callable[[Figure], Figure]:
-    """Decorator: ``@register_figure("froc")`` makes ``froc`` valid under ``figures:``."""
-    def add(fn: Figure) -> Figure:
-        FIGURES[name] = fn
-        return fn
-    return add
-
-
-def write_figure_table(figures_dir: str | Path, name: str, table, markdown: str) -> Path:
-    """Write a study figure's numbers beside its picture: ``<name>.csv`` (``table``, a
-    DataFrame) and ``<name>.md`` (``markdown``) in ``figures_dir`` (made if missing), atomically;
-    returns ``figures_dir`` as a Path."""
-    figures_dir = Path(figures_dir)
-    figures_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(figures_dir / f"{name}.csv", table.to_csv(index=False))
-    atomic_write_text(figures_dir / f"{name}.md", markdown)
-    return figures_dir
-
-
-@dataclasses.dataclass
-class StudyContext:
-    """What every runner gets besides its arm and seed.
-
-    ``data``: the BIDS root; ``cache``: the shared preprocessing cache folder; ``stages``: the
-    stages the study's comparisons score (``val``, ``test``: a runner writes
-    ``subjects_<stage>.csv`` for each); ``trainer_overrides``: accelerator / devices /
-    precision from the command line (LightningCLI arguments, applied last); ``out``: the
-    study's output folder."""
-
-    data: Path
-    cache: Path
-    stages: tuple[str, ...]
-    trainer_overrides: list[str]
-    out: Path
-
-
-def arm_overrides(arm: dict, seed: int, context: StudyContext) -> list[str]:
-    """LightningCLI arguments of one arm × seed: data root and cache, ``--seed_everything``,
-    the arm's resolved overrides (``{seed}`` replaced by the seed), then the command line's."""
-    return ["--data.init_args.data_root", str(context.data),
-            "--data.init_args.cache_dir", str(context.cache), "--seed_everything", str(seed),
-            *(str(o).replace("{seed}", str(seed)) for o in arm["overrides"]),
-            *context.trainer_overrides]
-
-
-@register_runner("fit")
-def fit_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext):
-    """Fit the arm's experiment YAML (a run directory under ``run_dir/lightning_logs/``);
-    scored on the test subjects too when a comparison asks for ``test``."""
-    from cogimg.tracking.experiment import run_experiment
-
-    if not arm.get("config"):
-        raise ValueError(f"arm {arm['name']!r}: runner 'fit' needs a config (an experiment YAML)")
-    return run_experiment(arm["config"], run_dir, name=arm["name"], budget_s=arm.get("budget_s"),
-                          overrides=arm_overrides(arm, seed, context), test="test" in context.stages)
+from cogimg.tracking.study_registry import OWN_DATA, RUNNERS, StudyContext, load_plugins
 
 
 def finished(run_dir: Path, stages: tuple[str, ...]) -> bool:
@@ -170,6 +93,7 @@ def run_arms(study: dict, out: Path, data: Path, trainer_overrides: list[str] = 
             if run_dir.exists():
                 shutil.rmtree(run_dir)  # an interrupted run starts afresh
             start = time.perf_counter()
+            load_plugins()
             RUNNERS[arm["runner"]](arm, seed, run_dir, context)
             seconds = time.perf_counter() - start
             wall[arm["name"]] += seconds
@@ -238,23 +162,3 @@ def run_study(path: str | Path, out: str | Path, preset: str | None = None,
          "commit": (git_info() or {}).get("commit"),
          "trainer_overrides": trainer_arguments(accelerator, devices, precision)}, indent=2) + "\n")
     return outputs
-
-
-#: modules that register runners and figure kinds (imported at the end: each imports this one)
-PLUGINS = (
-    "cogimg.tracking.connectome_baseline",   # runner connectome_baseline
-    "cogimg.tracking.study_active_learning",  # runner active_learning
-    "cogimg.tracking.study_figures_active",  # figure active_learning
-    "cogimg.tracking.study_detection",       # runner seg_detect
-    "cogimg.tracking.study_explain",         # runner explain
-    "cogimg.tracking.study_federated",       # runner federated
-    "cogimg.tracking.study_figures",         # figures paired_differences, froc, dice_vs_time, …
-    "cogimg.tracking.study_figures_lowlabel",  # figure recovery_share
-    "cogimg.tracking.study_figures_sites",   # figure site_recovery
-    "cogimg.tracking.study_leave_site_out",  # runner leave_site_out
-    "cogimg.tracking.study_outcome",         # runner outcome
-    "cogimg.tracking.study_real_cases",      # runner real_cases
-    "cogimg.tracking.study_sweep",           # runner sweep, figure pruning
-)
-for _plugin in PLUGINS:
-    importlib.import_module(_plugin)

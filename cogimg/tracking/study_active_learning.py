@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from cogimg.io import atomic_write_text
-from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
+from cogimg.tracking.study_registry import StudyContext, arm_overrides, register_runner
 
 DEFAULTS = {"strategy": "uncertainty", "initial": 2, "per_round": 2, "rounds": 2, "mc_samples": 4}
 CURVE = "active_learning.csv"

@@ -28,7 +28,7 @@ import itertools
 import tempfile
 from pathlib import Path
 
-from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
+from cogimg.tracking.study_registry import StudyContext, arm_overrides, register_runner
 
 DEFAULTS = {"threshold": 0.1, "min_voxels": 1, "match": "centre", "match_threshold": 4.0,
             "ap_thresholds": [4.0, 8.0], "report_score_threshold": 0.5}

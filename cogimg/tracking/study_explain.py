@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
+from cogimg.tracking.study_registry import StudyContext, arm_overrides, register_runner
 
 METRICS = ("pointing_game", "relevance_mass", "deletion_auc", "insertion_auc", "seconds")
 

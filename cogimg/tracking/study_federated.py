@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from cogimg.schema import parse_section
-from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
+from cogimg.tracking.study_registry import StudyContext, arm_overrides, register_runner
 
 MODES = ("centralised", "local", "federated")
 STRATEGIES = ("fedavg", "fedprox", "fedbn", "silobn")

@@ -1,4 +1,4 @@
-"""Figure kinds a study can declare under ``figures:`` (registry :data:`cogimg.tracking.study.FIGURES`).
+"""Figure kinds a study can declare under ``figures:`` (registry :data:`cogimg.tracking.study_registry.FIGURES`).
 
 Each reads the study's run directories (``out/runs/<arm>/seed<k>/``) and its resolved
 ``study.yaml`` only, and writes PNG + PDF into the figures folder:
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cogimg.tracking import figures
-from cogimg.tracking.study import register_figure
+from cogimg.tracking.study_registry import register_figure
 from cogimg.tracking.study_stats import arm_runs, comparison_table
 
 
@@ -121,9 +121,10 @@ def make_study_figures(runs_dir: str | Path, figures_dir: str | Path,
                        skipped: list[str]) -> list[Path]:
     """The figures ``runs_dir/study.yaml`` declares (none for a plain runs folder); a figure
     whose inputs are missing is added to ``skipped`` with the reason."""
-    from cogimg.tracking.study import FIGURES
+    from cogimg.tracking.study_registry import FIGURES, load_plugins
     from cogimg.tracking.study_spec import read_resolved
 
+    load_plugins()
     study = read_resolved(runs_dir)
     if study is None:
         return []

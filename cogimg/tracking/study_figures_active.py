@@ -1,5 +1,5 @@
 """Active-learning studies: validation Dice against labelled participants, per strategy (figure
-kind ``active_learning``, registry :data:`cogimg.tracking.study.FIGURES`).
+kind ``active_learning``, registry :data:`cogimg.tracking.study_registry.FIGURES`).
 
 Reads each ``runner: active_learning`` arm's per-round curves
 (``runs/<arm>/seed<k>/active_learning.csv``, :mod:`cogimg.tracking.study_active_learning`)
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cogimg.tracking.study import register_figure, write_figure_table
+from cogimg.tracking.study_registry import register_figure, write_figure_table
 
 CURVE = "active_learning.csv"
 COLUMNS = ("arm", "strategy", "n_labelled", "mean_dice", "std_dice", "n_seeds")

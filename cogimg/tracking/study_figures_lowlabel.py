@@ -1,5 +1,5 @@
 """Label-efficiency studies: the share of the label gap a method recovers (figure kind
-``recovery_share``, registry :data:`cogimg.tracking.study.FIGURES`).
+``recovery_share``, registry :data:`cogimg.tracking.study_registry.FIGURES`).
 
 Arms declare ``options: {label_fraction: f, method: m}`` (``method: supervised`` for the
 supervised-only arms). For every arm of a method other than ``supervised`` at a fraction
@@ -30,7 +30,7 @@ import pandas as pd
 
 from cogimg.metrics.bootstrap import bootstrap_distribution, percentile_interval
 from cogimg.tracking.leaderboard import KINDS
-from cogimg.tracking.study import register_figure, write_figure_table
+from cogimg.tracking.study_registry import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs, pooled_table
 
 COLUMNS = ("arm", "method", "label_fraction", "supervised_low", "supervised_full", "metric",

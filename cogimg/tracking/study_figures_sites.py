@@ -1,6 +1,6 @@
 """Leave-site-out studies per held-out site: in-site, same-site, out-of-site, each variant and
 the share of the drop each variant recovers (figure kind ``site_recovery``, registry
-:data:`cogimg.tracking.study.FIGURES`).
+:data:`cogimg.tracking.study_registry.FIGURES`).
 
 Inputs are the run directories of the study's ``runner: leave_site_out`` arms
 (:mod:`cogimg.tracking.study_leave_site_out`): ``runs/<arm>/seed<k>/<site>/`` with
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from cogimg.tracking.leaderboard import KINDS
-from cogimg.tracking.study import register_figure, write_figure_table
+from cogimg.tracking.study_registry import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs
 
 SCORES = ("in_site", "same_site", "out_of_site")

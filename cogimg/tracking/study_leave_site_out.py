@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from cogimg.schema import parse_section
-from cogimg.tracking.study import StudyContext, arm_overrides, register_runner
+from cogimg.tracking.study_registry import StudyContext, arm_overrides, register_runner
 
 TEST_TIME = ("adabn", "tent")
 WEIGHTS = "model.pt"

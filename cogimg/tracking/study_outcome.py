@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from cogimg.tracking.study import StudyContext, register_runner
+from cogimg.tracking.study_registry import StudyContext, register_runner
 
 _ARRAYS = ("scores", "covariates", "lesion_volume_ml", "territory_load", "maps", "map_affine",
            "mask_affine")

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cogimg.tracking.study import StudyContext, register_runner
+from cogimg.tracking.study_registry import StudyContext, register_runner
 
 REPO = Path(__file__).resolve().parents[2]
 SCORED = ("dice", "lesion_f1", "absolute_volume_difference_ml", "volume_ratio")

@@ -97,8 +97,9 @@ def _arm_names(value: str | list[str]) -> list[str]:
 
 def resolve_study(raw: dict, path: str | Path, preset: str | None = None) -> dict:
     """The resolved study (module docstring) of the mapping ``raw`` read from ``path``."""
-    from cogimg.tracking.study import FIGURES, RUNNERS
+    from cogimg.tracking.study_registry import FIGURES, RUNNERS, load_plugins
 
+    load_plugins()
     path = Path(path)
     study = parse_section(StudyFile, raw, path)
     if study.kind != "study":

@@ -30,7 +30,7 @@ import pandas as pd
 import yaml
 
 from cogimg.io import atomic_write_text
-from cogimg.tracking.study import (
+from cogimg.tracking.study_registry import (
     StudyContext,
     arm_overrides,
     register_figure,

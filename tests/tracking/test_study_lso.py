@@ -18,7 +18,8 @@ from cogimg.cli import main
 from cogimg.tracking import study as study_module
 from cogimg.tracking import study_leave_site_out as lso
 from cogimg.tracking.leaderboard import find_runs
-from cogimg.tracking.study import StudyContext, finished
+from cogimg.tracking.study import finished
+from cogimg.tracking.study_registry import StudyContext
 from cogimg.tracking.study_spec import load_study
 from cogimg.tracking.study_stats import comparison_table
 

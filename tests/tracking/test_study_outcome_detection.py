@@ -16,9 +16,9 @@ from scipy import stats
 
 from cogimg.tracking import study as study_module
 from cogimg.tracking.leaderboard import find_runs
-from cogimg.tracking.study import StudyContext
 from cogimg.tracking.study_detection import DEFAULTS, score_scans
 from cogimg.tracking.study_outcome import cached_cohort, outcome_config
+from cogimg.tracking.study_registry import StudyContext
 from cogimg.tracking.study_stats import comparison_table
 
 ROOT = Path(__file__).resolve().parents[2]

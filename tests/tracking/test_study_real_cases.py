@@ -21,7 +21,6 @@ from cogimg.cli import main
 from cogimg.metrics.segmentation import dice, segmentation_report
 from cogimg.tracking import study as study_module
 from cogimg.tracking.leaderboard import find_runs
-from cogimg.tracking.study import StudyContext
 from cogimg.tracking.study_real_cases import (
     REPO,
     case_row,
@@ -29,6 +28,7 @@ from cogimg.tracking.study_real_cases import (
     evaluate_cases,
     real_cases_runner,
 )
+from cogimg.tracking.study_registry import StudyContext
 from cogimg.tracking.study_spec import load_study
 
 STUDY = REPO / "studies" / "sim2real.yaml"
