@@ -18,7 +18,6 @@ import yaml
 from torch import nn
 
 from cogimg.cli import main
-from cogimg.tracking import study as study_module
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study_active_learning import (
     CURVE_COLUMNS,
@@ -34,6 +33,7 @@ from cogimg.tracking.study_figures_active import (
     gain_table,
 )
 from cogimg.tracking.study_spec import load_study
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 POOL = [f"p{i}" for i in range(8)]
@@ -209,10 +209,5 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tiny_stroke_cohort, tmp_pa
         figure = pd.read_csv(out / "figures" / "active_learning.csv")
         assert sorted(figure["arm"].unique()) == ["random", "uncertainty"] and len(figure) == 6
 
-    def refuse(*args):
-        raise AssertionError(f"retrained {args[0]['name']}")
-
-    for runner in {a["runner"] for a in study["arms"]}:
-        monkeypatch.setitem(study_module.RUNNERS, runner, refuse)
-    saved = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
-    assert study_module.run_arms(saved, out, out / "data") == {a["name"]: 0.0 for a in study["arms"]}
+    assert_rerun_runs_nothing(out, yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")),
+                              monkeypatch)

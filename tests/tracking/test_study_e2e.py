@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from cogimg.cli import main
-from cogimg.tracking import study as study_module
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study_spec import load_study
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ("fusion_gain", "pd_backbones", "detection_froc", "outcome_soop")
@@ -78,10 +78,4 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tiny_cohort, tmp_path, mon
     assert set(timing["wall_s_per_arm"]) == {a["name"] for a in study["arms"]}
 
     # a rerun finds every arm × seed finished: no runner is called
-    def refuse(*args):
-        raise AssertionError(f"reran {args[0]['name']}")
-
-    for arm in study["arms"]:
-        monkeypatch.setitem(study_module.RUNNERS, arm["runner"], refuse)
-    wall = study_module.run_arms(saved, out, out / "data")
-    assert wall == {a["name"]: 0.0 for a in study["arms"]}
+    assert_rerun_runs_nothing(out, saved, monkeypatch)

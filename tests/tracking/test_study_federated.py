@@ -16,11 +16,11 @@ from sklearn.metrics import balanced_accuracy_score
 
 from cogimg.cli import main
 from cogimg.data.splits import load_split
-from cogimg.tracking import study as study_module
 from cogimg.tracking import study_federated as fed
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.provenance import file_sha256
 from cogimg.tracking.study_spec import load_study
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,8 +124,4 @@ def test_tiny_preset_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert len(table) == len(study["comparisons"]) == 3 and table["note"].isna().all()
     assert (table["n_subjects"] == len(test_ids)).all()
 
-    def refuse(*args):
-        raise AssertionError(f"retrained {args[0]['name']}")
-
-    monkeypatch.setitem(study_module.RUNNERS, "federated", refuse)
-    assert study_module.run_arms(study, out, out / "data") == dict.fromkeys(keep, 0.0)
+    assert_rerun_runs_nothing(out, study, monkeypatch)

@@ -22,6 +22,7 @@ from cogimg.tracking.study_explain import explain_runner, last_checkpoint, truth
 from cogimg.tracking.study_figures_lowlabel import recovery_share, recovery_table
 from cogimg.tracking.study_spec import load_study
 from cogimg.tracking.study_sweep import epochs_to_reach, floor_to_reach, pruning_table
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -200,10 +201,5 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tmp_path, monkeypatch, cap
         assert set(recovery["supervised_full"]) == {"supervised_100"}
         assert np.allclose(recovery["mean_low"], table.loc[0, "mean_a"])
 
-    def refuse(*args):
-        raise AssertionError(f"retrained {args[0]['name']}")
-
-    for runner in {a["runner"] for a in study["arms"]}:
-        monkeypatch.setitem(study_module.RUNNERS, runner, refuse)
-    saved = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
-    assert study_module.run_arms(saved, out, out / "data") == {a["name"]: 0.0 for a in study["arms"]}
+    assert_rerun_runs_nothing(out, yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")),
+                              monkeypatch)

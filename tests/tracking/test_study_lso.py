@@ -15,13 +15,13 @@ import yaml
 from sklearn.metrics import balanced_accuracy_score
 
 from cogimg.cli import main
-from cogimg.tracking import study as study_module
 from cogimg.tracking import study_leave_site_out as lso
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study import finished
 from cogimg.tracking.study_registry import StudyContext
 from cogimg.tracking.study_spec import load_study
 from cogimg.tracking.study_stats import comparison_table
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "experiments" / "ad" / "lso_resnet10_t1.yaml")
@@ -149,9 +149,4 @@ def test_tiny_preset_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     assert (table["n_subjects"] == 24).all()  # every subject is held out once (two sites)
     assert (out / "figures" / "paired_differences.png").is_file()
 
-    def refuse(*args):
-        raise AssertionError(f"retrained {args[0]['name']}")
-
-    monkeypatch.setitem(study_module.RUNNERS, "leave_site_out", refuse)
-    wall = study_module.run_arms(study, out, out / "data")
-    assert wall == dict.fromkeys(keep, 0.0)
+    assert_rerun_runs_nothing(out, study, monkeypatch)

@@ -19,7 +19,6 @@ import yaml
 
 from cogimg.cli import main
 from cogimg.metrics.segmentation import dice, segmentation_report
-from cogimg.tracking import study as study_module
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study_real_cases import (
     REPO,
@@ -30,6 +29,7 @@ from cogimg.tracking.study_real_cases import (
 )
 from cogimg.tracking.study_registry import StudyContext
 from cogimg.tracking.study_spec import load_study
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 STUDY = REPO / "studies" / "sim2real.yaml"
 
@@ -125,13 +125,8 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
     assert table[["mean_a", "mean_b", "difference", "n_subjects"]].notna().all().all()
     assert list(table["arm_b"]) == ["randomised", "randomised_real"]
 
-    def refuse(*args):
-        raise AssertionError(f"reran {args[0]['name']}")
-
-    for arm in study["arms"]:
-        monkeypatch.setitem(study_module.RUNNERS, arm["runner"], refuse)
-    saved = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
-    assert study_module.run_arms(saved, out, out / "data") == {a["name"]: 0.0 for a in study["arms"]}
+    assert_rerun_runs_nothing(out, yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")),
+                              monkeypatch)
 
     # one hand-made ISLES'22-layout case: scored from the written files; fine-tuning impossible
     truth = _isles_case(tmp_path / "isles22", out / "data")

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from cogimg.cli import main
-from cogimg.tracking import study as study_module
 from cogimg.tracking import study_figures_sites as sites
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study_spec import load_study
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 STROKE = ("leave_site_out_stroke", "federated_stroke")
@@ -144,15 +144,6 @@ def run_tiny(name: str, cohort: Path, tmp_path: Path, monkeypatch) -> tuple[Path
     return out, load_study(ROOT / "studies" / f"{name}.yaml", "tiny")
 
 
-def assert_rerun_trains_nothing(out: Path, study: dict, runner: str, monkeypatch) -> None:
-    def refuse(*args):
-        raise AssertionError(f"retrained {args[0]['name']}")
-
-    monkeypatch.setitem(study_module.RUNNERS, runner, refuse)
-    names = [a["name"] for a in study["arms"]]
-    assert study_module.run_arms(study, out, out / "data") == dict.fromkeys(names, 0.0)
-
-
 @pytest.mark.study
 @pytest.mark.slow  # a 12-subject stroke cohort, two held-out sites, three arms
 def test_lso_stroke_tiny_end_to_end(stroke_cohort, tmp_path, monkeypatch):
@@ -174,7 +165,7 @@ def test_lso_stroke_tiny_end_to_end(stroke_cohort, tmp_path, monkeypatch):
     assert table["out_of_site"].between(0, 1).all() and table["same_site"].notna().all()
     assert list(table["n_out"][:2]) == [6, 6]
     assert (out / "figures" / "site_recovery.png").is_file()
-    assert_rerun_trains_nothing(out, study, "leave_site_out", monkeypatch)
+    assert_rerun_runs_nothing(out, study, monkeypatch)
 
 
 @pytest.mark.study
@@ -194,4 +185,4 @@ def test_federated_stroke_tiny_end_to_end(stroke_cohort, tmp_path, monkeypatch):
     assert list(comparisons["comparison"]) == ["FedBN vs centralised", "FedBN vs best local"]
     assert set(comparisons["metric"]) == {"dice"}
     assert (comparisons["n_subjects"] == len(test_ids)).all()
-    assert_rerun_trains_nothing(out, study, "federated", monkeypatch)
+    assert_rerun_runs_nothing(out, study, monkeypatch)

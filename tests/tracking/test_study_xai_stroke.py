@@ -19,10 +19,10 @@ from cogimg.cli import main
 from cogimg.data.cache import VolumeCache, read_meta
 from cogimg.data.transforms import PreprocessingConfig
 from cogimg.tasks.segmentation import SegmentationTask
-from cogimg.tracking import study as study_module
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study_explain import explain_subject
 from cogimg.tracking.study_spec import load_study
+from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
 LESION = (slice(6, 9), slice(5, 8), slice(7, 10))  # 27 native voxels
@@ -128,10 +128,5 @@ def test_tiny_stroke_xai_study_runs_end_to_end_and_resumes(tmp_path, monkeypatch
     for figure in study["figures"]:
         assert (out / "figures" / f"{figure}.png").is_file(), figure
 
-    def refuse(*args):
-        raise AssertionError(f"retrained {args[0]['name']}")
-
-    for runner in {a["runner"] for a in study["arms"]}:
-        monkeypatch.setitem(study_module.RUNNERS, runner, refuse)
-    saved = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
-    assert study_module.run_arms(saved, out, out / "data") == {a["name"]: 0.0 for a in study["arms"]}
+    assert_rerun_runs_nothing(out, yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")),
+                              monkeypatch)
