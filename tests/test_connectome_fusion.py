@@ -104,7 +104,7 @@ def test_fusion_yaml_runs_through_the_cli(cohort, tmp_path, monkeypatch):
 
 
 def test_structure_function_coupling_by_hand():
-    from cogimg.data.connectome import (
+    from cogimg.data.coupling import (
         coupling_features,
         regional_features,
         structural_similarity,
