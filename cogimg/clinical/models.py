@@ -28,7 +28,6 @@ from cogimg.inference import (
     lesion_report,
     preprocessing_config,
     read_checkpoint,
-    read_choice,
 )
 from cogimg.metrics.calibration import calibrated_probabilities
 
@@ -86,8 +85,8 @@ def load_models(seg: str | Path | None, det: str | Path | None, cls: list[str | 
         actual = loaded.task.kind or type(loaded.task).__name__
         if actual != role:
             raise CheckpointError(f"{path}: a {actual} checkpoint, given as the {role} checkpoint")
-        if role == "segmentation" and (chosen := read_choice(path)) is not None:
-            apply_inference_settings(loaded.task, path, min_lesion_ml=chosen)  # as cogimg predict
+        if role == "segmentation":
+            apply_inference_settings(loaded.task, path)  # a `cogimg postprocess` choice, as predict
         if role == "classification" and getattr(loaded.task.model, "tabular", None) is not None:
             raise CheckpointError(f"{path}: this classifier also reads clinical (tabular) features, "
                                   "which the clinical command does not take; use an image-only model")

@@ -29,7 +29,6 @@ from cogimg.diseases import get_preset
 from cogimg.inference.checkpoint import load_task, preprocessing_config
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
-from cogimg.inference.postprocess import read_choice
 from cogimg.inference.reports import detection_report, mask_report
 from cogimg.inference.settings import apply_inference_settings
 from cogimg.io import atomic_save_nifti, atomic_write_text
@@ -44,14 +43,11 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
 
     ``tta`` (``"none"`` or ``"flip"``: mirroring over all three axes), ``overlap``,
     ``sw_batch_size`` and ``min_lesion_ml`` override the checkpoint's own settings
-    (:func:`~cogimg.inference.settings.apply_inference_settings`); ``None`` keeps them —
-    except ``min_lesion_ml``, which then comes from the choice written by ``cogimg
-    postprocess`` next to the checkpoint when there is one
-    (:func:`~cogimg.inference.postprocess.read_choice`). Mask reports record the value used.
+    (:func:`~cogimg.inference.settings.apply_inference_settings`, which also applies a
+    ``cogimg postprocess`` choice beside the checkpoint); ``None`` keeps them. Mask reports
+    record the ``min_lesion_ml`` used.
     """
     task, data = load_task(ckpt)
-    if min_lesion_ml is None and "min_lesion_ml" in task.hparams:
-        min_lesion_ml = read_choice(ckpt)
     apply_inference_settings(task, ckpt, tta, overlap, sw_batch_size, min_lesion_ml)
     task.to(device)
     preset = get_preset(data["preset"])

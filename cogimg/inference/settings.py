@@ -3,7 +3,9 @@ lesion-size post-processing.
 
 ``cogimg predict --tta {none,flip} --overlap F --sw-batch-size N --min-lesion-ml V`` override
 what the checkpoint stored (its ``tta_flip_axes``, ``sw_overlap``, ``sw_batch_size`` and
-``min_lesion_ml`` hyper-parameters); a setting left ``None`` keeps the checkpoint's own.
+``min_lesion_ml`` hyper-parameters); a setting left ``None`` keeps the checkpoint's own —
+except ``min_lesion_ml``, which then comes from the choice ``cogimg postprocess`` wrote beside
+the checkpoint, when there is one (:func:`cogimg.inference.postprocess.read_choice`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cogimg.inference.checkpoint import CheckpointError
+from cogimg.inference.postprocess import read_choice
 from cogimg.models.postprocess import check_min_lesion_ml
 from cogimg.tasks.base import BaseTask
 
@@ -55,6 +58,8 @@ def apply_inference_settings(task: BaseTask, ckpt: str | Path, tta: str | None =
             raise CheckpointError(f"{ckpt}: its {name} predicts without sliding windows; "
                                   "--sw-batch-size does not apply")
         hparams.sw_batch_size = int(sw_batch_size)
+    if min_lesion_ml is None and "min_lesion_ml" in hparams:
+        min_lesion_ml = read_choice(ckpt)  # None without a choice file: the checkpoint's own
     if min_lesion_ml is not None:
         value = check_min_lesion_ml(min_lesion_ml)
         if "min_lesion_ml" not in hparams:
