@@ -5,7 +5,8 @@ Every benchmark writes its numbers to ``results/<name>.json`` (``benchmarks/_com
 
 * ``results/README.md``: one section per result file — what the benchmark measures (its
   docstring's first line), the command, the machine, the date, the commit, and every number
-  as a table (lists of rows become their own tables);
+  as a table (lists of rows become their own tables), except the raw measurements a file
+  keeps under ``details`` (pointed to, not rendered);
 * ``README.md``: the lines between ``<!-- results:begin -->`` and ``<!-- results:end -->``
   become a table with one row per result file holding a ``headline`` (its numbers, machine
   and date).
@@ -36,6 +37,9 @@ REPO = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 #: Keys of a result file that describe the run rather than hold its numbers.
 META_KEYS = ("benchmark", "date", "command", "machine", "git", "versions", "headline")
+#: Key of a result file holding raw measurements (per-subject scores, logs of each step) that
+#: stay in the file: the section points to it instead of rendering it.
+DETAILS_KEY = "details"
 QUICK = "_quick"
 
 
@@ -157,12 +161,16 @@ def render_section(name: str, record: dict, benchmarks_dir: Path) -> list[str]:
     versions = record.get("versions")
     if isinstance(versions, dict):
         lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v))
+    if DETAILS_KEY in record:
+        lines.append(f"- details: every measurement and per-subject score in "
+                     f"`results/{name}.json` (key `{DETAILS_KEY}`), not rendered here")
     lines.append("")
     if record.get("headline"):
         lines += ["Headline:", ""] + table(["number", "value"],
                                             [[k, v] for k, v in record["headline"].items()]) + [""]
     scalars, row_tables = [], []
-    for key, value in flatten({k: v for k, v in record.items() if k not in META_KEYS}):
+    numbers = {k: v for k, v in record.items() if k not in (*META_KEYS, DETAILS_KEY)}
+    for key, value in flatten(numbers):
         (row_tables if is_rows(value) else scalars).append((key, value))
     if scalars:
         lines += table(["number", "value"], [[k, v] for k, v in scalars]) + [""]

@@ -91,7 +91,8 @@ def test_render_writes_sections_and_headline_block_and_check_detects_drift(tmp_p
             "machine": {"device": "cpu", "cpu_model": "Test CPU", "cpu_count": 2, "threads": 1},
             "git": {"commit": "a" * 40, "dirty": True}, "versions": {"torch": "9.9"},
             "headline": {"step, s": 0.123456, "ratio": 2}, "settings": {"size": 64},
-            "rows": [{"model": "unet", "step_s": 0.25}, {"model": "dynunet", "step_s": 1.5}]}
+            "rows": [{"model": "unet", "step_s": 0.25}, {"model": "dynunet", "step_s": 1.5}],
+            "details": [{"case": "sub-01", "step_s": 0.777}]}
     _write(results, "demo", full)
     _write(results, "demo_quick", {**full, "benchmark": "demo_quick", "headline": {"step, s": 9.0}})
     _write(results, "legacy", {"benchmark": "legacy", "machine": {"processor": "", "cpu_count": 2,
@@ -123,6 +124,9 @@ def test_render_writes_sections_and_headline_block_and_check_detects_drift(tmp_p
     assert "Test CPU, 2 CPUs; 1 torch threads" in demo
     assert "| settings.size | 64 |" in demo
     assert "| model | step_s |" in demo and "| dynunet | 1.5 |" in demo
+    # raw measurements stay in the file: pointed to, not rendered
+    assert "- details: every measurement and per-subject score in `results/demo.json`" in demo
+    assert "sub-01" not in demo and "0.777" not in demo
     legacy = page.split("## legacy\n")[1]
     assert "| ddp.ratio_2_vs_1 | 1.349 |" in legacy and "- command: not recorded" in legacy
 
