@@ -18,25 +18,34 @@ other on the same machine, never side by side):
    (``--disable_tta``).
 3. **cogimg** trains its default recipe (``--config``, experiments/stroke/seg_unet.yaml)
    for the same budget (``trainer.max_time``, learning rate annealed by wall time as in
-   ``benchmarks/seg_time_to_dice.py``) into a run directory, and predicts the same subjects
-   with the product's own command, ``cogimg predict --tta flip`` (mirroring over all three
-   axes, as nnU-Net's) and ``--tta none``, run and measured like ``nnUNetv2_predict``.
+   ``benchmarks/seg_time_to_dice.py``) into a run directory, chooses its lesion-size
+   threshold on the validation subjects (``cogimg postprocess``, nnU-Net's post-processing
+   rule) and predicts the same subjects with the product's own command, ``cogimg predict
+   --tta flip`` (mirroring over all three axes, as nnU-Net's) and ``--tta none``, run and
+   measured like ``nnUNetv2_predict``. Predictions are made without the threshold
+   (``--min-lesion-ml 0``) and scored twice: as they are (``cogimg``, comparable with
+   nnU-Net's ``nnUNetv2_predict`` output, which is not post-processed here) and with the
+   chosen threshold applied (``cogimg+pp``, the product's default pipeline).
 4. **Scoring.** Both contenders' masks (native grid) are scored against the cohort's
    lesion masks with :func:`cogimg.metrics.segmentation.segmentation_report`: Dice, lesion
    F1, absolute volume difference (AVD, mL), absolute lesion-count difference (ALD), HD95
    (mm), each with a subject-bootstrap 95 % CI (:func:`cogimg.metrics.bootstrap.mean_ci`)
    and the paired difference cogimg − nnU-Net with its CI
-   (:func:`cogimg.metrics.bootstrap.paired_mean_ci`). Also reported: training wall time,
+   (:func:`cogimg.metrics.bootstrap.paired_mean_ci`), for ``cogimg`` and ``cogimg+pp``. Also reported: training wall time,
    inference wall time per case (process wall time over the cases, start-up and model
    loading included, the same way for both), peak RSS of each child process tree. The real
    ISLES'22 case (``--real``) is predicted and scored by both models trained on the
    synthetic cohort.
+5. **Where training time goes.** One training step of each network alone on a random batch
+   (``nnunet_support/step_time.py``, in each contender's own environment, the batch and
+   patch each trained with; cogimg in float32 and bf16-mixed) beside the seconds per
+   iteration each spent within the budget.
 
 Outputs: ``results/vs_nnunet.json`` (:func:`_common.write_result`), a Dice-vs-training-time
 figure (``<out>/vs_nnunet_dice_vs_time.png``), a markdown table on stdout. Steps whose
 outputs exist are skipped, so an interrupted run resumes.
 
-    python benchmarks/vs_nnunet.py                            # 120 subjects, 2 mm, 10 + 30 min
+    python benchmarks/vs_nnunet.py --threads 2                # 120 subjects, 2 mm, 10 + 20 min
     python benchmarks/vs_nnunet.py --subjects 24 --spacing 3 --budgets-min 2 4   # smoke run
 
 Both contenders run with ``--threads`` torch threads (default 1) and one data-loading worker
@@ -51,7 +60,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -64,6 +72,8 @@ REPO = Path(__file__).resolve().parents[1]
 TRAINERS = Path(__file__).resolve().parent / "nnunet_support" / "trainers"
 TRAINER = "nnUNetTrainer_WallBudget"
 NNUNET_REQUIREMENT = "nnunetv2==2.8.*"
+#: cogimg's scored arms (raw masks, masks with the chosen lesion-size threshold) and nnU-Net
+ARMS = {"cogimg": "cogimg", "cogimg_pp": "cogimg+pp", "nnunet": "nnU-Net"}
 #: metric key in segmentation_report → (short name, higher is better)
 METRICS = {"dice": ("Dice", True), "lesion_f1": ("lesion F1", True),
            "absolute_volume_difference_ml": ("AVD mL", False),
@@ -134,7 +144,8 @@ def nnunet_predict(venv: Path, env: dict, dataset_id: int, images: Path, out: Pa
 def cogimg_train(config: Path, data: Path, split: Path, run_dir: Path, budget_s: float,
                  val_every: int) -> None:
     """(Runs in the child process.) Fit ``config`` for ``budget_s`` seconds into ``run_dir``
-    and save the final weights to ``run_dir/final.ckpt``."""
+    and save the final weights as ``final.ckpt`` in the run's checkpoint folder (beside its
+    ``config.yaml``'s folder, where ``cogimg postprocess`` finds the validation split)."""
     from lightning.pytorch.callbacks import Callback
     from seg_time_to_dice import TimeBudgetCosine
 
@@ -142,7 +153,7 @@ def cogimg_train(config: Path, data: Path, split: Path, run_dir: Path, budget_s:
 
     class SaveFinal(Callback):
         def on_train_end(self, trainer, pl_module) -> None:
-            trainer.save_checkpoint(run_dir / "final.ckpt")
+            trainer.save_checkpoint(Path(trainer.checkpoint_callback.dirpath) / "final.ckpt")
 
     run_experiment(config, run_dir, name=f"vs_nnunet_{run_dir.name}", budget_s=budget_s,
                    callbacks=[TimeBudgetCosine(budget_s), SaveFinal()],
@@ -172,16 +183,31 @@ def cogimg_predict(ckpt: Path, cases: Path, out: Path, mirror: bool, threads: in
     ``<out>/<subject_id>_pred_msk.nii.gz``."""
     cmd = [str(Path(sys.executable).with_name("cogimg")), "predict", "--ckpt", str(ckpt),
            "--input", str(cases), "--out", str(out), "--device", "cpu",
-           "--tta", "flip" if mirror else "none", "--overwrite"]
+           "--tta", "flip" if mirror else "none", "--min-lesion-ml", "0", "--overwrite"]
     return run_measured(cmd, cogimg_env(threads), log)
+
+
+def cogimg_postprocess(ckpt: Path, threads: int, log: Path) -> dict:
+    """``cogimg postprocess`` for ``ckpt`` (its run's validation subjects): the measured run
+    and the chosen ``min_lesion_ml``."""
+    from cogimg.inference.postprocess import choice_path
+
+    cmd = [str(Path(sys.executable).with_name("cogimg")), "postprocess", "--ckpt", str(ckpt),
+           "--device", "cpu", "--overwrite"]
+    measured = run_measured(cmd, cogimg_env(threads), log)
+    choice = json.loads(choice_path(ckpt).read_text(encoding="utf-8"))
+    return {**measured, "min_lesion_ml": choice["min_lesion_ml"], "table": choice["table"]}
 
 
 # --------------------------------------------------------------------------- scoring
 
 
-def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz") -> list[dict]:
-    """Per-subject rows of ``segmentation_report`` for ``pred_dir/<id><suffix>`` vs ``truths``."""
+def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz",
+          min_lesion_ml: float = 0.0) -> list[dict]:
+    """Per-subject rows of ``segmentation_report`` for ``pred_dir/<id><suffix>`` vs ``truths``,
+    the prediction's lesions smaller than ``min_lesion_ml`` (mL) removed first."""
     from cogimg.metrics.segmentation import segmentation_report
+    from cogimg.models.postprocess import remove_small_lesions
 
     rows = []
     for sid, truth_path in sorted(truths.items()):
@@ -190,7 +216,10 @@ def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz") -> l
         pred = np.asarray(nib.load(str(pred_dir / f"{sid}{suffix}")).dataobj) > 0
         if pred.shape != truth.shape:
             raise ValueError(f"{pred_dir / sid}: prediction {pred.shape} vs truth {truth.shape}")
-        rows.append(segmentation_report(pred, truth, truth_img.header.get_zooms()[:3], sid))
+        spacing = truth_img.header.get_zooms()[:3]
+        if min_lesion_ml > 0:
+            pred = np.asarray(remove_small_lesions(pred, spacing, min_lesion_ml))
+        rows.append(segmentation_report(pred, truth, spacing, sid))
     return rows
 
 
@@ -209,7 +238,7 @@ def summarise_rows(rows: list[dict], n_boot: int) -> dict:
 
 
 def paired(rows_a: list[dict], rows_b: list[dict], n_boot: int) -> dict:
-    """cogimg − nnU-Net per metric on the subjects where both are defined."""
+    """``rows_a`` − ``rows_b`` per metric on the subjects where both are defined."""
     from cogimg.metrics.bootstrap import paired_mean_ci
 
     out = {}
@@ -223,6 +252,21 @@ def paired(rows_a: list[dict], rows_b: list[dict], n_boot: int) -> dict:
         low, high = paired_mean_ci(a[ok], b[ok], n_boot=n_boot)
         out[key] = {"delta": float((a[ok] - b[ok]).mean()), "ci": [low, high], "n": int(ok.sum())}
     return out
+
+
+def score_arms(cogimg_pred: Path, nnunet_pred: Path, truths: dict[str, Path],
+               min_lesion_ml: float, n_boot: int) -> dict:
+    """Per-subject rows and their summary for each of :data:`ARMS` (``cogimg_pred`` scored as
+    it is and with lesions under ``min_lesion_ml`` removed), and the paired difference of each
+    cogimg arm minus nnU-Net (``paired_<arm>_minus_nnunet``)."""
+    rows = {"cogimg": score(cogimg_pred, truths, "_pred_msk.nii.gz"),
+            "cogimg_pp": score(cogimg_pred, truths, "_pred_msk.nii.gz", min_lesion_ml),
+            "nnunet": score(nnunet_pred, truths)}
+    scores = {arm: {"summary": summarise_rows(r, n_boot), "subjects": r}
+              for arm, r in rows.items()}
+    for arm in ("cogimg", "cogimg_pp"):
+        scores[f"paired_{arm}_minus_nnunet"] = paired(rows[arm], rows["nnunet"], n_boot)
+    return scores
 
 
 # --------------------------------------------------------------------------- orchestration
@@ -285,6 +329,10 @@ def run_budget(args, minutes: float, venv: Path, nn_root: Path, name: str,
                 "val_metrics": r["metrics"], "curve": r["curve"]}
 
     record["cogimg_train"] = cached(out / "cogimg_train.json", cg_train)
+    ckpt = Path(record["cogimg_train"]["run_dir"]) / "checkpoints" / "final.ckpt"
+    record["cogimg_postprocess"] = cached(out / "cogimg_postprocess.json", cogimg_postprocess,
+                                          ckpt, args.threads, out / "cogimg_postprocess.log")
+    min_lesion_ml = record["cogimg_postprocess"]["min_lesion_ml"]
 
     for mirror in (True, False):
         tta = "mirror" if mirror else "no_tta"
@@ -299,19 +347,41 @@ def run_budget(args, minutes: float, venv: Path, nn_root: Path, name: str,
                       out / f"nnunet_predict_{key}.log")
             record[f"nnunet_predict_{key}"] = cached(
                 out / f"nnunet_predict_{key}.json", per_case, nnunet_predict, nn_cmd, len(truths))
-            cg_cmd = (run_dir / "final.ckpt", inputs[where]["cogimg"], cg_pred, mirror,
+            cg_cmd = (ckpt, inputs[where]["cogimg"], cg_pred, mirror,
                       args.threads, out / f"cogimg_predict_{key}.log")
             record[f"cogimg_predict_{key}"] = cached(
                 out / f"cogimg_cli_predict_{key}.json", per_case, cogimg_predict, cg_cmd,
                 len(truths))
-            rows = {"cogimg": score(cg_pred, truths, "_pred_msk.nii.gz"),
-                    "nnunet": score(nn_pred, truths)}
-            scores = {arm: {"summary": summarise_rows(r, args.n_boot), "subjects": r}
-                      for arm, r in rows.items()}
-            scores["paired_cogimg_minus_nnunet"] = paired(rows["cogimg"], rows["nnunet"],
-                                                          args.n_boot)
-            record[f"scores_{key}"] = scores
+            record[f"scores_{key}"] = score_arms(cg_pred, nn_pred, truths, min_lesion_ml,
+                                                 args.n_boot)
     return record
+
+
+def network_step_times(args, venv: Path, plans_path: Path, budgets: list[dict]) -> dict:
+    """Each contender's network alone (``nnunet_support/step_time.py`` in its own interpreter,
+    ``--threads`` threads, the batch and patch it trained with) beside the seconds per
+    training iteration it spent within each budget: the difference is data loading,
+    augmentation and logging."""
+    import yaml
+
+    data = yaml.safe_load(args.config.read_text(encoding="utf-8"))["data"]["init_args"]
+    support = Path(__file__).resolve().parent / "nnunet_support" / "step_time.py"
+    out = {}
+    for tool, python, extra in (
+            ("nnunet", venv / "bin" / "python", ["--plans", str(plans_path)]),
+            ("cogimg", Path(sys.executable), ["--patch", *map(str, data["patch_size"]),
+                                              "--batch", str(data["batch_size"])])):
+        path = args.out / f"step_time_{tool}.json"
+        if not path.is_file():
+            run_measured([str(python), str(support), tool, *extra, "--threads", str(args.threads),
+                          "--out", str(path)], cogimg_env(args.threads),
+                         args.out / f"step_time_{tool}.log")
+        out[tool] = json.loads(path.read_text(encoding="utf-8"))
+        for rec in budgets:
+            train = rec[f"{tool}_train"]
+            steps = train["iterations"] if tool == "nnunet" else train["steps"]
+            out[tool][f"iteration_s_{rec['budget_min']:g}min"] = round(train["train_s"] / steps, 3)
+    return out
 
 
 def prepare_inputs(subjects, where: str, nn_root: Path, modalities, label_keys
@@ -334,34 +404,61 @@ def prepare_inputs(subjects, where: str, nn_root: Path, modalities, label_keys
     return folders, truths
 
 
-def markdown_table(budgets: list[dict], where: str) -> str:
-    lines = [f"### {where} subjects", "",
-             "| budget | TTA | model | " + " | ".join(n for n, _ in METRICS.values())
-             + " | ΔDice (cogimg−nnU-Net) [CI] | train s | infer s/case | peak RSS GB |",
-             "|" + "---|" * (len(METRICS) + 7)]
+def result_rows(budgets: list[dict]) -> list[dict]:
+    """One flat row per (subjects, budget, TTA, model): each metric's mean [CI], the paired
+    ΔDice against nnU-Net [CI] (test subjects), training time, inference time per case and
+    peak RSS of the model's training or prediction, whichever is larger."""
+    rows = []
+    for where in ("test", "real"):
+        for rec in budgets:
+            for tta in ("mirror", "no_tta"):
+                scores = rec.get(f"scores_{where}_{tta}")
+                if not scores:
+                    continue
+                for arm, label in ARMS.items():
+                    tool = arm.removesuffix("_pp")
+                    summary = scores[arm]["summary"]
+                    row = {"subjects": where, "budget_min": rec["budget_min"], "tta": tta,
+                           "model": label}
+                    for key, (name, _) in METRICS.items():
+                        m = summary[key]
+                        ci = (f" [{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]" if m["n"] > 1 else "")
+                        row[name] = f"{m['mean']:.3g}{ci}"
+                    d = scores.get(f"paired_{arm}_minus_nnunet", {}).get("dice")
+                    row["ΔDice vs nnU-Net [CI]"] = (
+                        f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                        if d and d["n"] > 1 else "")
+                    train, pred = rec[f"{tool}_train"], rec[f"{tool}_predict_{where}_{tta}"]
+                    row.update({"train s": round(train["train_s"]),
+                                "infer s/case": pred["per_case_s"],
+                                "peak RSS GB": max(train["peak_rss_gb"], pred["peak_rss_gb"])})
+                    rows.append(row)
+    return rows
+
+
+def headline(budgets: list[dict]) -> dict[str, str]:
+    """Test Dice of the three arms with mirroring, ΔDice of cogimg+pp and the inference-time
+    ratio, per budget."""
+    out = {}
     for rec in budgets:
-        for tta in ("mirror", "no_tta"):
-            scores = rec.get(f"scores_{where}_{tta}")
-            if not scores:
-                continue
-            d = scores["paired_cogimg_minus_nnunet"]["dice"]
-            for arm, label in (("cogimg", "cogimg"), ("nnunet", "nnU-Net")):
-                s = scores[arm]["summary"]
-                cells = []
-                for key in METRICS:
-                    m = s[key]
-                    ci = (f" [{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]"
-                          if where == "test" and m["n"] > 1 else "")
-                    cells.append(f"{m['mean']:.3g}{ci}")
-                train = rec[f"{arm}_train"]
-                delta = (f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
-                         if arm == "cogimg" and where == "test" else "")
-                pred = rec[f"{arm}_predict_{where}_{tta}"]
-                lines.append(f"| {rec['budget_min']:g} min | {tta} | {label} | "
-                             + " | ".join(cells)
-                             + f" | {delta} | {train['train_s']:.0f} | {pred['per_case_s']:.2f}"
-                             f" | {max(train['peak_rss_gb'], pred['peak_rss_gb']):.2f} |")
-    return "\n".join(lines)
+        scores, tag = rec["scores_test_mirror"], f"{rec['budget_min']:g} min"
+        dice = {arm: scores[arm]["summary"]["dice"]["mean"] for arm in ARMS}
+        out[f"test Dice cogimg / cogimg+pp / nnU-Net, {tag}, mirror TTA"] = " / ".join(
+            f"{dice[arm]:.3f}" for arm in ARMS)
+        d = scores["paired_cogimg_pp_minus_nnunet"]["dice"]
+        out[f"ΔDice cogimg+pp − nnU-Net, {tag}"] = (
+            f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]")
+        out[f"inference per case cogimg / nnU-Net, {tag}, mirror TTA"] = (
+            f"{rec['cogimg_predict_test_mirror']['per_case_s'] / rec['nnunet_predict_test_mirror']['per_case_s']:.2f}")
+    return out
+
+
+def markdown_table(rows: list[dict], where: str) -> str:
+    rows = [r for r in rows if r["subjects"] == where]
+    columns = [c for c in rows[0] if c != "subjects"] if rows else []
+    return "\n".join([f"### {where} subjects", "", "| " + " | ".join(columns) + " |",
+                      "|" + "---|" * len(columns)]
+                     + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
 
 
 def figure(budgets: list[dict], path: Path) -> None:
@@ -371,7 +468,7 @@ def figure(budgets: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    for arm, label, colour in (("cogimg", "cogimg", "C0"), ("nnunet", "nnU-Net", "C3")):
+    for (arm, label), colour in zip(ARMS.items(), ("C0", "C2", "C3")):
         for tta, style in (("mirror", "-o"), ("no_tta", "--s")):
             xs, ys, lo, hi = [], [], [], []
             for rec in budgets:
@@ -379,7 +476,7 @@ def figure(budgets: list[dict], path: Path) -> None:
                 if s is None:
                     continue
                 m = s["summary"]["dice"]
-                xs.append(rec[f"{arm}_train"]["train_s"] / 60)
+                xs.append(rec[f"{arm.removesuffix('_pp')}_train"]["train_s"] / 60)
                 ys.append(m["mean"])
                 lo.append(m["mean"] - m["ci"][0])
                 hi.append(m["ci"][1] - m["mean"])
@@ -401,7 +498,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=120)
     parser.add_argument("--spacing", type=float, default=2.0, help="mm")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--budgets-min", type=float, nargs="+", default=[10.0, 30.0])
+    parser.add_argument("--budgets-min", type=float, nargs="+", default=[10.0, 20.0])
     parser.add_argument("--venv", type=Path, help="nnU-Net's venv (default <out>/nnunet-venv)")
     parser.add_argument("--dataset-id", type=int, default=501)
     parser.add_argument("--config", type=Path, default=REPO / "experiments/stroke/seg_unet.yaml")
@@ -410,6 +507,7 @@ def main() -> None:
     parser.add_argument("--val-every", type=int, default=2, help="cogimg: validate every N epochs")
     parser.add_argument("--n-boot", type=int, default=2000)
     parser.add_argument("--results-name", default="vs_nnunet")
+    parser.add_argument("--note", default="", help="how the machine was used (recorded)")
     # internal: the child processes
     parser.add_argument("--cogimg-train", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
@@ -426,7 +524,6 @@ def main() -> None:
     args.out = args.out.resolve()
     args.data = (args.data or args.out / "cohort").resolve()
     args.split = args.out / "split.json"
-    started = time.perf_counter()
     ensure_cohort(args.data, args.subjects, args.spacing, args.seed)
     split = ensure_split(args.data, args.split, args.seed)
     fold = split.fold(0)
@@ -457,12 +554,16 @@ def main() -> None:
     plans = json.loads((nn_root / "preprocessed" / name / "nnUNetPlans.json").read_text())
     budgets = [run_budget(args, minutes, venv, nn_root, name, inputs, cases, real_truths)
                for minutes in args.budgets_min]
+    step_times = network_step_times(args, venv, nn_root / "preprocessed" / name /
+                                    "nnUNetPlans.json", budgets)
     fig_path = args.out / "vs_nnunet_dice_vs_time.png"
     figure(budgets, fig_path)
     pip_check = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True,
                                text=True, check=False)
+    rows = result_rows(budgets)
     payload = {
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "note": args.note,
         "cohort": {"path": str(args.data), "subjects": args.subjects, "spacing_mm": args.spacing,
                    "seed": args.seed, "n_train": len(fold["train"]), "n_val": len(fold["val"]),
                    "n_test": len(fold["test"]), "test_subjects": fold["test"]},
@@ -473,17 +574,22 @@ def main() -> None:
                         "3d_fullres": {k: plans["configurations"]["3d_fullres"].get(k) for k in
                                        ("patch_size", "batch_size", "spacing",
                                         "median_image_size_in_voxels")}},
+        "cogimg_postprocess": [{"budget_min": rec["budget_min"],
+                                "min_lesion_ml": rec["cogimg_postprocess"]["min_lesion_ml"],
+                                "wall_s": rec["cogimg_postprocess"]["wall_s"]}
+                               for rec in budgets],
         "real_subjects": sorted(real_truths),
-        "budgets": budgets, "figure": str(fig_path),
+        "network_step": step_times,
+        "table": rows, "figure": str(fig_path),
         "pip_check_cogimg_venv": {"returncode": pip_check.returncode,
                                   "output": pip_check.stdout.strip()},
-        "total_wall_s": round(time.perf_counter() - started, 1),
-        "note": "CPU shared with other jobs; arms run one after the other",
+        # every measurement and per-subject score, not rendered in results/README.md
+        "details": budgets,
     }
-    write_result(args.results_name, payload)
-    print(markdown_table(budgets, "test"))
+    write_result(args.results_name, payload, headline=headline(budgets))
+    print(markdown_table(rows, "test"))
     print()
-    print(markdown_table(budgets, "real"))
+    print(markdown_table(rows, "real"))
     print(f"\nfigure: {fig_path}\npip check (cogimg venv): {pip_check.stdout.strip()}")
 
 
