@@ -31,11 +31,11 @@ other on the same machine, never side by side):
    F1, absolute volume difference (AVD, mL), absolute lesion-count difference (ALD), HD95
    (mm), each with a subject-bootstrap 95 % CI (:func:`cogimg.metrics.bootstrap.mean_ci`)
    and the paired difference cogimg − nnU-Net with its CI
-   (:func:`cogimg.metrics.bootstrap.paired_mean_ci`), for ``cogimg`` and ``cogimg+pp``. Also reported: training wall time,
-   inference wall time per case (process wall time over the cases, start-up and model
-   loading included, the same way for both), peak RSS of each child process tree. The real
-   ISLES'22 case (``--real``) is predicted and scored by both models trained on the
-   synthetic cohort.
+   (:func:`cogimg.metrics.bootstrap.paired_mean_ci`), for ``cogimg`` and ``cogimg+pp``. Also
+   reported: training wall time, inference wall time per case (process wall time over the
+   cases, start-up and model loading included, the same way for both), peak RSS of each
+   child process tree. The real ISLES'22 case (``--real``) is predicted and scored by both
+   models trained on the synthetic cohort.
 5. **Where training time goes.** One training step of each network alone on a random batch
    (``nnunet_support/step_time.py``, in each contender's own environment, the batch and
    patch each trained with; cogimg in float32 and bf16-mixed) beside the seconds per
