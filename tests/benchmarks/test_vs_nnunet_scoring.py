@@ -1,10 +1,9 @@
-"""benchmarks/vs_nnunet.py's scoring and table: both contenders' masks scored by cogimg's
-ISLES'22 metric code, cogimg's also with its chosen lesion-size threshold, and the rows and
-headline the result file holds."""
+"""benchmarks/scoring.py's scoring and table (``nnunet_support/scoring.py``): both
+contenders' masks scored by cogimg's ISLES'22 metric code, cogimg's also with its chosen
+lesion-size threshold, and the rows and headline the result file holds."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -17,16 +16,11 @@ SPACING = 2.0  # mm: one voxel is 0.008 mL
 
 
 @pytest.fixture(scope="module")
-def vs_nnunet():
-    sys.path.insert(0, str(REPO / "benchmarks"))  # the script's own imports (_common, …)
-    try:
-        spec = importlib.util.spec_from_file_location("bench_vs_nnunet",
-                                                      REPO / "benchmarks" / "vs_nnunet.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+def scoring():
+    """The scoring and reporting module of the benchmark."""
+    from benchmarks.nnunet_support import scoring
+
+    return scoring
 
 
 def _save(path: Path, mask: np.ndarray) -> Path:
@@ -53,9 +47,9 @@ def masks(tmp_path: Path):
     return truths, cg, nn
 
 
-def test_cogimg_is_scored_raw_and_with_its_lesion_size_threshold(vs_nnunet, masks):
+def test_cogimg_is_scored_raw_and_with_its_lesion_size_threshold(scoring, masks):
     truths, cg, nn = masks
-    scores = vs_nnunet.score_arms(cg, nn, truths, min_lesion_ml=0.05, n_boot=200)
+    scores = scoring.score_arms(cg, nn, truths, min_lesion_ml=0.05, n_boot=200)
     raw, post, ref = (scores[arm]["summary"] for arm in ("cogimg", "cogimg_pp", "nnunet"))
     # raw: Dice 2·64 / (65 + 64); one of two predicted lesions is true → lesion F1 2/3
     assert raw["dice"]["mean"] == pytest.approx(128 / 129)
@@ -72,27 +66,27 @@ def test_cogimg_is_scored_raw_and_with_its_lesion_size_threshold(vs_nnunet, mask
     assert scores["paired_cogimg_minus_nnunet"]["dice"]["delta"] == pytest.approx(128 / 129 - 2 / 3)
 
 
-def test_rows_and_headline_of_a_budget(vs_nnunet, masks):
+def test_rows_and_headline_of_a_budget(scoring, masks):
     truths, cg, nn = masks
-    scores = vs_nnunet.score_arms(cg, nn, truths, min_lesion_ml=0.05, n_boot=200)
+    scores = scoring.score_arms(cg, nn, truths, min_lesion_ml=0.05, n_boot=200)
     measured = {"peak_rss_gb": 1.0}
     record = {"budget_min": 10.0, "scores_test_mirror": scores,
               "cogimg_train": {**measured, "train_s": 601.2},
               "nnunet_train": {**measured, "train_s": 612.0, "peak_rss_gb": 3.5},
               "cogimg_predict_test_mirror": {**measured, "per_case_s": 4.0},
               "nnunet_predict_test_mirror": {**measured, "per_case_s": 16.0}}
-    rows = vs_nnunet.result_rows([record])
+    rows = scoring.result_rows([record])
     assert [r["model"] for r in rows] == ["cogimg", "cogimg+pp", "nnU-Net"]
     assert {r["subjects"] for r in rows} == {"test"} and {r["tta"] for r in rows} == {"mirror"}
     pp = rows[1]
     assert pp["Dice"].startswith("1 [1, 1]") and pp["train s"] == 601
     assert pp["ΔDice vs nnU-Net [CI]"].startswith("+0.333 [")
     assert rows[2]["ΔDice vs nnU-Net [CI]"] == "" and rows[2]["peak RSS GB"] == 3.5
-    head = vs_nnunet.headline([record])
+    head = scoring.headline([record])
     assert head["test Dice cogimg / cogimg+pp / nnU-Net, 10 min, mirror TTA"] == (
         "0.992 / 1.000 / 0.667")
     assert head["inference per case cogimg / nnU-Net, 10 min, mirror TTA"] == "0.25"
-    table = vs_nnunet.markdown_table(rows, "test")
+    table = scoring.markdown_table(rows, "test")
     assert table.splitlines()[2].startswith("| budget_min | tta | model | Dice |")
     assert len(table.splitlines()) == 4 + 3
 
