@@ -16,6 +16,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from cogimg.metrics.bootstrap import mean_ci, paired_mean_ci
+from cogimg.metrics.segmentation import segmentation_report
+from cogimg.models.postprocess import remove_small_lesions
+
 #: cogimg's scored arms (raw masks, masks with the chosen lesion-size threshold) and nnU-Net
 ARMS = {"cogimg": "cogimg", "cogimg_pp": "cogimg+pp", "nnunet": "nnU-Net"}
 #: metric key in segmentation_report → (short name, higher is better)
@@ -23,13 +27,11 @@ METRICS = {"dice": ("Dice", True), "lesion_f1": ("lesion F1", True),
            "absolute_volume_difference_ml": ("AVD mL", False),
            "lesion_count_difference": ("ALD", False), "hausdorff95_mm": ("HD95 mm", False)}
 
+
 def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz",
           min_lesion_ml: float = 0.0) -> list[dict]:
     """Per-subject rows of ``segmentation_report`` for ``pred_dir/<id><suffix>`` vs ``truths``,
     the prediction's lesions smaller than ``min_lesion_ml`` (mL) removed first."""
-    from cogimg.metrics.segmentation import segmentation_report
-    from cogimg.models.postprocess import remove_small_lesions
-
     rows = []
     for sid, truth_path in sorted(truths.items()):
         truth_img = nib.load(str(truth_path))
@@ -45,8 +47,6 @@ def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz",
 
 
 def summarise_rows(rows: list[dict], n_boot: int) -> dict:
-    from cogimg.metrics.bootstrap import mean_ci
-
     summary = {}
     for key in METRICS:
         values = np.array([r[key] for r in rows], dtype=float)
@@ -60,8 +60,6 @@ def summarise_rows(rows: list[dict], n_boot: int) -> dict:
 
 def paired(rows_a: list[dict], rows_b: list[dict], n_boot: int) -> dict:
     """``rows_a`` − ``rows_b`` per metric on the subjects where both are defined."""
-    from cogimg.metrics.bootstrap import paired_mean_ci
-
     out = {}
     for key in METRICS:
         a = np.array([r[key] for r in rows_a], dtype=float)
