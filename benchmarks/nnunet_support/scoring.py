@@ -11,21 +11,22 @@ measurements ``<tool>_train`` (``train_s``, ``peak_rss_gb``) and ``<tool>_predic
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from cogimg.metrics.bootstrap import mean_ci, paired_mean_ci
-from cogimg.metrics.segmentation import segmentation_report
+from cogimg.metrics.segmentation import segmentation_report, summarise
 from cogimg.models.postprocess import remove_small_lesions
 
 #: cogimg's scored arms (raw masks, masks with the chosen lesion-size threshold) and nnU-Net
 ARMS = {"cogimg": "cogimg", "cogimg_pp": "cogimg+pp", "nnunet": "nnU-Net"}
-#: metric key in segmentation_report → (short name, higher is better)
-METRICS = {"dice": ("Dice", True), "lesion_f1": ("lesion F1", True),
-           "absolute_volume_difference_ml": ("AVD mL", False),
-           "lesion_count_difference": ("ALD", False), "hausdorff95_mm": ("HD95 mm", False)}
+#: metric key in segmentation_report → its column in the table
+METRICS = {"dice": "Dice", "lesion_f1": "lesion F1", "absolute_volume_difference_ml": "AVD mL",
+           "lesion_count_difference": "ALD", "hausdorff95_mm": "HD95 mm"}
 
 
 def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz",
@@ -47,14 +48,14 @@ def score(pred_dir: Path, truths: dict[str, Path], suffix: str = ".nii.gz",
 
 
 def summarise_rows(rows: list[dict], n_boot: int) -> dict:
+    """:func:`cogimg.metrics.segmentation.summarise`'s mean and counts of defined and undefined
+    values per metric, with a subject-bootstrap 95 % CI of the mean."""
     summary = {}
-    for key in METRICS:
-        values = np.array([r[key] for r in rows], dtype=float)
-        defined = values[~np.isnan(values)]
-        low, high = mean_ci(defined, n_boot=n_boot) if defined.size else (np.nan, np.nan)
-        summary[key] = {"mean": float(defined.mean()) if defined.size else float("nan"),
-                        "ci": [low, high], "n": int(defined.size),
-                        "n_undefined": int(values.size - defined.size)}
+    for key, stats in summarise(rows).items():
+        defined = [r[key] for r in rows if not math.isnan(r[key])]
+        low, high = mean_ci(defined, n_boot=n_boot) if defined else (math.nan, math.nan)
+        summary[key] = {"mean": stats["mean"], "ci": [low, high], "n": stats["n"],
+                        "n_undefined": stats["n_undefined"]}
     return summary
 
 
@@ -92,30 +93,24 @@ def result_rows(budgets: list[dict]) -> list[dict]:
     ΔDice against nnU-Net [CI] (test subjects), training time, inference time per case and
     peak RSS of the model's training or prediction, whichever is larger."""
     rows = []
-    for where in ("test", "real"):
-        for rec in budgets:
-            for tta in ("mirror", "no_tta"):
-                scores = rec.get(f"scores_{where}_{tta}")
-                if not scores:
-                    continue
-                for arm, label in ARMS.items():
-                    tool = arm.removesuffix("_pp")
-                    summary = scores[arm]["summary"]
-                    row = {"subjects": where, "budget_min": rec["budget_min"], "tta": tta,
-                           "model": label}
-                    for key, (name, _) in METRICS.items():
-                        m = summary[key]
-                        ci = (f" [{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]" if m["n"] > 1 else "")
-                        row[name] = f"{m['mean']:.3g}{ci}"
-                    d = scores.get(f"paired_{arm}_minus_nnunet", {}).get("dice")
-                    row["ΔDice vs nnU-Net [CI]"] = (
-                        f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
-                        if d and d["n"] > 1 else "")
-                    train, pred = rec[f"{tool}_train"], rec[f"{tool}_predict_{where}_{tta}"]
-                    row.update({"train s": round(train["train_s"]),
-                                "infer s/case": pred["per_case_s"],
-                                "peak RSS GB": max(train["peak_rss_gb"], pred["peak_rss_gb"])})
-                    rows.append(row)
+    for where, rec, tta, (arm, label) in itertools.product(
+            ("test", "real"), budgets, ("mirror", "no_tta"), ARMS.items()):
+        scores = rec.get(f"scores_{where}_{tta}")
+        if not scores:
+            continue
+        tool = arm.removesuffix("_pp")
+        row = {"subjects": where, "budget_min": rec["budget_min"], "tta": tta, "model": label}
+        for key, name in METRICS.items():
+            m = scores[arm]["summary"][key]
+            ci = f" [{m['ci'][0]:.3g}, {m['ci'][1]:.3g}]" if m["n"] > 1 else ""
+            row[name] = f"{m['mean']:.3g}{ci}"
+        d = scores.get(f"paired_{arm}_minus_nnunet", {}).get("dice")
+        row["ΔDice vs nnU-Net [CI]"] = (f"{d['delta']:+.3f} [{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]"
+                                        if d and d["n"] > 1 else "")
+        train, pred = rec[f"{tool}_train"], rec[f"{tool}_predict_{where}_{tta}"]
+        row.update({"train s": round(train["train_s"]), "infer s/case": pred["per_case_s"],
+                    "peak RSS GB": max(train["peak_rss_gb"], pred["peak_rss_gb"])})
+        rows.append(row)
     return rows
 
 
