@@ -117,6 +117,21 @@ def environment(device: str | None = None) -> dict:
     }
 
 
+def study_test_leaderboard(out: Path, n_boot: int):
+    """The leaderboard of a study's runs (``out/runs``) on their held-out **test** subjects
+    (the study's own ``leaderboard.*`` is the validation stage), also written as
+    ``out/leaderboard_test.csv``; ``None`` without runs."""
+    from cogimg.io import atomic_write_text
+    from cogimg.tracking.leaderboard import find_runs, leaderboard
+
+    runs, _ = find_runs(out / "runs", stage="test")
+    if not runs:
+        return None
+    board = leaderboard(runs, n_boot=n_boot)
+    atomic_write_text(out / "leaderboard_test.csv", board.to_csv(index=False))
+    return board
+
+
 def write_result(name: str, payload: dict, results_dir: Path | None = None,
                  device: str | None = None, headline: dict | None = None) -> Path:
     """Write ``payload`` with :func:`environment` to ``results/<name>.json`` atomically.

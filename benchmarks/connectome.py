@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import study_test_leaderboard, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "connectome.yaml"
@@ -74,21 +74,6 @@ def edge_scores(out: Path, arm: str, effect: str, ks=(5, 10, 20, 50)) -> list[di
     return rows
 
 
-def test_leaderboard(out: Path, n_boot: int):
-    """The leaderboard of the study's runs on their held-out **test** subjects (the study's
-    own ``leaderboard.*`` is the validation stage), also written as ``leaderboard_test.csv``;
-    ``None`` without runs."""
-    from cogimg.io import atomic_write_text
-    from cogimg.tracking.leaderboard import find_runs, leaderboard
-
-    runs, _ = find_runs(out / "runs", stage="test")
-    if not runs:
-        return None
-    board = leaderboard(runs, n_boot=n_boot)
-    atomic_write_text(out / "leaderboard_test.csv", board.to_csv(index=False))
-    return board
-
-
 def main(argv: list[str] | None = None) -> int:
     import cogimg.tracking.connectome_baseline  # noqa: F401  (registers the baseline runner)
     from cogimg.tracking.study import run_study
@@ -108,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     outputs = run_study(STUDY, out, seeds=args.seeds, workers=args.workers, study=study)
 
     comparisons = outputs.get("comparisons")
-    board = test_leaderboard(out, int(study.get("n_boot") or 1000))
+    board = study_test_leaderboard(out, int(study.get("n_boot") or 1000))
     edges = [row for arm, effect in EXPLAINED for row in edge_scores(out, arm, effect)]
     payload = {"study": str(STUDY.relative_to(REPO)), "preset": args.preset, "out": str(out),
                "seeds": study["seeds"] if args.seeds is None else args.seeds,

@@ -17,7 +17,11 @@ prints them side by side and writes ``results/sim2real_calibration.json``:
 - **ADC units**: parenchyma median ADC in the file's own units and the unit inferred from it;
 - **geometry**: voxel spacing (mm) and slice thickness;
 - **lesion sizes**: total lesion volume (mL) and component count (26-connectivity) per scan,
-  for the SOOP masks (a seeded sample), the synthetic cohort and the real case(s).
+  for the SOOP masks (a seeded sample), the synthetic cohort and the real case(s);
+- **voxel-rule ceiling**: how separable the lesion is by intensity alone — the best Dice over
+  every rule "DWI above k and ADC below t" (both relative to the parenchyma median;
+  k = 1.05–3.0, t = 0.5–1.2 or no ADC limit) inside the brain, the thresholds chosen on the
+  scan's own truth (an oracle: an upper bound for such rules, not a method).
 
 Usage::
 
@@ -113,7 +117,25 @@ def scan_statistics(images: dict[str, np.ndarray], lesion: np.ndarray,
         entry.update(noise_and_roughness(image, masks["parenchyma"]))
         out["channels"][channel] = entry
     out.update(lesion_sizes(lesion, zooms))
+    out["voxel_rule_ceiling"] = voxel_rule_ceiling(images, masks)
     return out
+
+
+def voxel_rule_ceiling(images: dict[str, np.ndarray], masks: dict[str, np.ndarray]) -> dict:
+    """Best Dice of "DWI/parenchyma > k and ADC/parenchyma < t" in the brain, over a grid of
+    (k, t) chosen on the truth (module docstring), with the chosen k and t."""
+    brain, lesion = masks["brain"], masks["lesion"]
+    dwi = images["dwi"][brain] / np.median(images["dwi"][masks["parenchyma"]])
+    adc = images["adc"][brain] / np.median(images["adc"][masks["parenchyma"]])
+    truth, n_truth = lesion[brain], int(lesion.sum())
+    best = {"dice": 0.0, "dwi_above": None, "adc_below": None}
+    for t in [*np.round(np.arange(0.5, 1.201, 0.05), 2), np.inf]:
+        for k in np.round(np.arange(1.05, 3.001, 0.05), 2):
+            rule = (dwi > k) & (adc < t)
+            dice = 2.0 * float((rule & truth).sum()) / max(int(rule.sum()) + n_truth, 1)
+            if dice > best["dice"]:
+                best = {"dice": dice, "dwi_above": float(k), "adc_below": float(t)}
+    return best
 
 
 def lesion_sizes(lesion: np.ndarray, zooms) -> dict:
@@ -183,6 +205,8 @@ def summarise(cases: list[dict]) -> dict:
                 "adc_csf_median_e6", "slice_thickness_mm"):
         if cases and key in cases[0]:
             out[key] = _summary([c[key] for c in cases])
+    if cases and "voxel_rule_ceiling" in cases[0]:
+        out["voxel_rule_ceiling_dice"] = _summary([c["voxel_rule_ceiling"]["dice"] for c in cases])
     channels = sorted({ch for c in cases for ch in c.get("channels", {})})
     for ch in channels:
         entries = [c["channels"][ch] for c in cases if ch in c.get("channels", {})]
@@ -207,7 +231,7 @@ def table(summaries: dict[str, dict]) -> str:
         return "-" if block is None else f"{block[2]:.3g} [{block[1]:.3g}, {block[3]:.3g}]"
 
     for key in ("lesion_volume_ml", "lesion_components", "adc_parenchyma_median_e6",
-                "adc_csf_median_e6", "slice_thickness_mm"):
+                "adc_csf_median_e6", "slice_thickness_mm", "voxel_rule_ceiling_dice"):
         rows.append((key, [med(summaries[n], key) for n in names]))
     for ch in CHANNELS:
         for stat in ("lesion_contrast", "csf_median_rel", "lesion_median_rel", "noise_rel",

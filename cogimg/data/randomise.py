@@ -9,12 +9,20 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
 
 1. **labels**: 0 background, 1 CSF, 2 GM, 3 WM, 4 lesion (inside the brain), and with
    probability ``p_skull`` two shells around the brain (5: CSF/bone, 1–3 voxels; 6: scalp,
-   1–4 voxels more), otherwise a bare skull-stripped brain;
+   1–4 voxels more), otherwise a bare skull-stripped brain; then the **lesion mimics** that
+   real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 7, small
+   blobs in GM/WM as bright on DWI as a lesion but with normal or raised ADC (T2
+   shine-through, chronic or vasogenic lesions), and 8, patches of a 1–3 voxel rim at the
+   brain's surface, brighter on DWI with about normal ADC (cortical and susceptibility
+   hyperintensity at the skull base and the convexity). Only bright DWI *and* dark ADC is an
+   acute lesion, so a network must read both channels;
 2. **intensities**: a Gaussian mixture per label (``tio.LabelsToImage``, the generator of ``tio.RandomLabelsToImage``), means drawn
    from physically plausible ranges per channel with the constraints that keep the task
    learnable — the lesion mean is ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)``
    and ``min(GM, WM) · (1 - m)`` on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
-   mildly bright (``max · U(1.0, 1.3)``). ADC means are in 10⁻⁶ mm²/s, then with probability
+   mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI as the lesion (blobs) or
+   ``max · U(1.0, 1.8)`` (rim); ADC ``max(GM, WM) · U(1.0, 1.6)`` (blobs) or
+   ``GM · U(0.95, 1.4)`` (rim). ADC means are in 10⁻⁶ mm²/s, then with probability
    0.5 expressed in 10⁻³ mm²/s (both units occur in real data);
 3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
    (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
@@ -24,7 +32,8 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    :mod:`cogimg.data.real_scan`): head mask from the DWI channel, percentile clip and
    z-score inside it.
 
-Every random number comes from torch's global generator, which the datamodule seeds per
+Every random number comes from torch's global generator (the mimics' NumPy generator is seeded
+from it), which the datamodule seeds per
 subject (:mod:`cogimg.data.sampling`), so a draw is reproducible. Spatial augmentation (flip,
 affine) runs on the labels before the images are drawn (:func:`randomisation`).
 """
@@ -42,7 +51,7 @@ from cogimg.data.augmentation import RandomBiasFieldSeparable
 from cogimg.data.real_scan import head_mask, normalise_in_mask
 
 TISSUE_KEY = "truth_tissue_dseg"
-BACKGROUND, CSF, GM, WM, LESION, SHELL, SCALP = range(7)
+BACKGROUND, CSF, GM, WM, LESION, SHELL, SCALP, MIMIC, RIM = range(9)
 
 #: Mean ranges per channel and label (DWI: relative units; ADC: 10⁻⁶ mm²/s; FLAIR: relative).
 MEAN_RANGES: dict[str, dict[int, tuple[float, float]]] = {
@@ -75,17 +84,53 @@ def label_map(tissue: np.ndarray, lesion: np.ndarray, skull: bool) -> np.ndarray
     return labels
 
 
+def _smooth_noise(shape: tuple[int, ...], sigma_vox: float, rng: np.random.Generator,
+                  coarse: int = 1) -> np.ndarray:
+    """A smooth random field (X, Y, Z) with unit SD: white noise on a grid ``coarse`` times
+    coarser, Gaussian-smoothed (``sigma_vox / coarse``), linearly upsampled."""
+    small = tuple(-(-n // coarse) for n in shape)
+    field = ndimage.gaussian_filter(rng.standard_normal(small).astype(np.float32), sigma_vox / coarse)
+    if coarse > 1:
+        field = ndimage.zoom(field, coarse, order=1)[tuple(slice(0, n) for n in shape)]
+    return field / max(float(field.std()), 1e-6)
+
+
+def add_mimics(labels: np.ndarray, p_mimics: float, rng: np.random.Generator) -> np.ndarray:
+    """Add lesion mimics to ``labels`` in place (module docstring, step 1): with probability
+    ``p_mimics`` each, ``MIMIC`` blobs covering 0.2–2 % of GM/WM (smooth noise, σ 1–2.5 voxels,
+    above a quantile) and ``RIM`` patches of the brain's outer 1–3 voxels (smooth noise,
+    σ 3–8 voxels, about a third to two thirds of the rim). Lesion voxels are never changed."""
+    tissue = np.isin(labels, (GM, WM))
+    if rng.random() < p_mimics and tissue.any():
+        field = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
+        labels[tissue & (field > np.quantile(field[tissue], 1.0 - rng.uniform(0.002, 0.02)))] = MIMIC
+    if rng.random() < p_mimics:
+        brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC))
+        rim = brain & ~ndimage.binary_erosion(brain, iterations=int(rng.integers(1, 4)))
+        patches = _smooth_noise(labels.shape, rng.uniform(3.0, 8.0), rng, coarse=4) > rng.uniform(-0.4, 0.4)
+        labels[rim & patches & (labels != LESION)] = RIM
+    return labels
+
+
 def draw_means(channel: str, dwi_margin: tuple[float, float],
                adc_margin: tuple[float, float]) -> dict[int, float]:
-    """Mean intensity per label for one channel, with the lesion constraint applied."""
+    """Mean intensity per label for one channel, with the lesion and mimic constraints
+    (module docstring, step 2) applied."""
     ranges = MEAN_RANGES[channel]
     means = {label: _uniform(*ranges[label]) for label in sorted(ranges)}
+    brighter, darker = max(means[GM], means[WM]), min(means[GM], means[WM])
     if channel == "dwi":
-        means[LESION] = max(means[GM], means[WM]) * (1.0 + _uniform(*dwi_margin))
+        means[LESION] = brighter * (1.0 + _uniform(*dwi_margin))
+        means[MIMIC] = brighter * (1.0 + _uniform(*dwi_margin))
+        means[RIM] = brighter * _uniform(1.0, 1.8)
     elif channel == "adc":
-        means[LESION] = min(means[GM], means[WM]) * (1.0 - _uniform(*adc_margin))
+        means[LESION] = darker * (1.0 - _uniform(*adc_margin))
+        means[MIMIC] = brighter * _uniform(1.0, 1.6)
+        means[RIM] = means[GM] * _uniform(0.95, 1.4)
     else:
-        means[LESION] = max(means[GM], means[WM]) * _uniform(1.0, 1.3)
+        means[LESION] = brighter * _uniform(1.0, 1.3)
+        means[MIMIC] = brighter * _uniform(1.0, 1.5)
+        means[RIM] = means[GM] * _uniform(0.9, 1.2)
     return means
 
 
@@ -99,6 +144,7 @@ class SynthStroke(tio.Transform):
         dwi_margin / adc_margin: ranges of the relative lesion margin on DWI (brighter) and
             ADC (darker) against the brighter/darker of GM and WM.
         p_skull: probability of adding skull/scalp shells.
+        p_mimics: probability of each kind of lesion mimic (:func:`add_mimics`); 0 = none.
         slice_downsampling: ``tio.RandomAnisotropy`` range along the last axis.
         clip_percentiles: the final clip (the preset's), ``None`` = none.
     """
@@ -106,6 +152,7 @@ class SynthStroke(tio.Transform):
     def __init__(self, channels: Sequence[str] = ("dwi", "adc"), lesion_key: str = "lesions_msk",
                  tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
+                 p_mimics: float = 0.7,
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
         super().__init__(**kwargs)
@@ -117,10 +164,11 @@ class SynthStroke(tio.Transform):
             raise ValueError("SynthStroke needs a 'dwi' channel (its head mask normalises all)")
         self.channels, self.lesion_key, self.tissue_key = tuple(channels), lesion_key, tissue_key
         self.dwi_margin, self.adc_margin = tuple(dwi_margin), tuple(adc_margin)
-        self.p_skull, self.slice_downsampling = p_skull, tuple(slice_downsampling)
+        self.p_skull, self.p_mimics = p_skull, p_mimics
+        self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "slice_downsampling", "clip_percentiles"]
+                           "p_skull", "p_mimics", "slice_downsampling", "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         sid = subject.get("subject_id")
@@ -133,6 +181,7 @@ class SynthStroke(tio.Transform):
         lesion = subject[self.lesion_key].data[0].numpy()
         affine = subject[self.tissue_key].affine
         labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
+        add_mimics(labels, self.p_mimics, np.random.default_rng(int(torch.randint(2**31, (1,)).item())))
         work = tio.Subject(labels=tio.LabelMap(tensor=torch.from_numpy(labels)[None], affine=affine))
         for channel in self.channels:
             means = draw_means(channel, self.dwi_margin, self.adc_margin)

@@ -12,11 +12,15 @@ from cogimg.data.randomise import (
     CSF,
     GM,
     LESION,
+    MIMIC,
+    RIM,
     SCALP,
     SHELL,
     TISSUE_KEY,
     WM,
     SynthStroke,
+    add_mimics,
+    draw_means,
     label_map,
     randomisation,
 )
@@ -106,6 +110,33 @@ def test_skull_shells_lie_outside_the_brain():
     assert not np.isin(labels[tissue > 0], (SHELL, SCALP)).any()
     assert (labels[(lesion > 0) & (tissue > 0)] == LESION).all()
     assert set(np.unique(label_map(tissue, lesion, skull=False))) == {0, CSF, GM, WM, LESION}
+
+
+def test_mimics_sit_in_tissue_and_on_the_brain_surface_never_on_the_lesion():
+    tissue, lesion = phantom()
+    brain = tissue > 0
+    surface = brain & ~ndimage.binary_erosion(brain, iterations=3)
+    for seed in range(4):
+        torch.manual_seed(seed)
+        labels = add_mimics(label_map(tissue, lesion, skull=False), 1.0, np.random.default_rng(seed))
+        assert (labels[(lesion > 0) & brain] == LESION).all()
+        blobs, rim = labels == MIMIC, labels == RIM
+        assert blobs.any() and rim.any(), seed
+        assert np.isin(tissue[blobs], (GM, WM)).all()  # blobs replace GM/WM only
+        assert 0.001 < blobs.sum() / np.isin(tissue, (GM, WM)).sum() < 0.03
+        assert surface[rim].all() and not rim[~brain].any()
+    untouched = label_map(tissue, lesion, skull=False)
+    np.testing.assert_array_equal(add_mimics(untouched.copy(), 0.0, np.random.default_rng(0)), untouched)
+
+
+def test_mimics_are_bright_on_dwi_but_not_dark_on_adc():
+    """A mimic looks like a lesion on DWI only: its ADC is at least the brighter tissue's, the
+    lesion's is below the darker tissue's."""
+    for seed in range(20):
+        torch.manual_seed(seed)
+        dwi, adc = draw_means("dwi", (0.25, 1.5), (0.15, 0.55)), draw_means("adc", (0.25, 1.5), (0.15, 0.55))
+        assert dwi[MIMIC] > max(dwi[GM], dwi[WM]) and dwi[RIM] >= max(dwi[GM], dwi[WM])
+        assert adc[MIMIC] >= max(adc[GM], adc[WM]) > adc[LESION] and adc[RIM] >= 0.95 * adc[GM]
 
 
 def test_missing_tissue_map_and_unknown_recipe_are_named():

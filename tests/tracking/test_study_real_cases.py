@@ -1,14 +1,15 @@
 """The ``real_cases`` study runner (cogimg/tracking/study_real_cases.py) and
 ``studies/sim2real.yaml``: a case's row against cogimg's segmentation metrics and a hand count,
 the clear errors of a missing cases folder or model, and the tiny preset end to end (fit arms,
-real-case arms with leave-one-case-out fine-tuning, comparisons, a rerun that runs nothing),
-then a hand-made ISLES'22-layout case scored from the files the inference path wrote."""
+real-case arms with leave-one-case-out fine-tuning, comparisons, a rerun that runs nothing,
+the result file benchmarks/sim2real.py writes from the runs), then a hand-made ISLES'22-layout case scored from the files the inference path wrote."""
 
 from __future__ import annotations
 
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -127,6 +128,24 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
 
     assert_rerun_runs_nothing(out, yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")),
                               monkeypatch)
+
+    # benchmarks/sim2real.py on the same folder (runners still refuse): the result file's rows
+    # are the run directories' rows
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("sim2real", None)
+    import sim2real
+
+    results = tmp_path / "results"
+    assert sim2real.main(["--preset", "tiny", "--out", str(out), "--results-dir", str(results)]) == 0
+    record = json.loads((results / "sim2real_tiny.json").read_text(encoding="utf-8"))
+    recorded = [r for r in record["real_cases"] if r["arm"] == "randomised_real"]
+    assert [r["subject_id"] for r in recorded] == list(rows["subject_id"])
+    assert [r["dice"] for r in recorded] == pytest.approx(list(rows["dice"]))
+    assert record["headline"]["real Dice (randomised)"] == pytest.approx(rows["dice"].mean(), abs=5e-4)
+    assert {"real Dice (conventional)", "synthetic test Dice (randomised)",
+            "synthetic test Dice (conventional)"} <= set(record["headline"])
+    assert {r["experiment"] for r in record["leaderboard"]} == {a["name"] for a in study["arms"]}
+    assert len(record["comparisons"]) == 2
 
     # one hand-made ISLES'22-layout case: scored from the written files; fine-tuning impossible
     truth = _isles_case(tmp_path / "isles22", out / "data")
