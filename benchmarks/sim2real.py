@@ -91,13 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     comparisons = outputs.get("comparisons")
     payload = {"study": str(STUDY.relative_to(REPO)), "preset": args.preset, "out": str(out),
                "seeds": study["seeds"] if args.seeds is None else args.seeds,
-               "headline": headline(board, real_rows),
                "real_cases": real_rows,
                "comparisons": [] if comparisons is None else comparisons.to_dict("records"),
                "leaderboard_stage": "test",
                "leaderboard": [] if board is None else board.to_dict("records")}
-    path = write_result(f"sim2real{suffix}", payload, results_dir=args.results_dir)
-    print(f"wrote {path}")
+    write_result(f"sim2real{suffix}", payload, results_dir=args.results_dir,
+                 headline=headline(board, real_rows))
     return 0
 
 

@@ -377,7 +377,7 @@ class PatchDataModule(_CachedDataModule):
             clip_percentiles=preset_obj.clip_percentiles,
             reference=preset_obj.modalities[0], foreground=foreground)
         if randomise is not None and randomise not in RECIPES:
-            raise ValueError(f"unknown randomise recipe {randomise!r}; expected one of {RECIPES}")
+            raise ValueError(f"unknown randomise recipe {randomise!r}; expected one of {sorted(RECIPES)}")
         self.randomise = randomise
         super().__init__(data_root, preset, preset_obj.modalities, split_file, fold, n_folds,
                          test_fraction, cache_dir, config, histogram_standardization, augmentation,

@@ -10,19 +10,21 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
 1. **labels**: 0 background, 1 CSF, 2 GM, 3 WM, 4 lesion (inside the brain), and with
    probability ``p_skull`` two shells around the brain (5: CSF/bone, 1–3 voxels; 6: scalp,
    1–4 voxels more), otherwise a bare skull-stripped brain; then the **lesion mimics** that
-   real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 7, small
-   blobs in GM/WM as bright on DWI as a lesion but with normal or raised ADC (T2
-   shine-through, chronic or vasogenic lesions), and 8, patches of a 1–3 voxel rim at the
+   real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 9, large
+   left-right symmetric regions of GM/WM, brighter on DWI and as low on ADC as a mild lesion
+   (physiological regional contrast, e.g. the posterior fossa: what is symmetric is not a
+   lesion); 7, small blobs in GM/WM as bright on DWI as a lesion but with normal or raised
+   ADC (T2 shine-through, chronic or vasogenic lesions); 8, patches of a 1–3 voxel rim at the
    brain's surface, brighter on DWI with about normal ADC (cortical and susceptibility
-   hyperintensity at the skull base and the convexity). Only bright DWI *and* dark ADC is an
-   acute lesion, so a network must read both channels;
+   hyperintensity at the skull base and the convexity). An acute lesion is bright on DWI,
+   dark on ADC and one-sided, so a network must read both channels and the context;
 2. **intensities**: a Gaussian mixture per label (``tio.LabelsToImage``, the generator of ``tio.RandomLabelsToImage``), means drawn
    from physically plausible ranges per channel with the constraints that keep the task
    learnable — the lesion mean is ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)``
    and ``min(GM, WM) · (1 - m)`` on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
-   mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI as the lesion (blobs) or
-   ``max · U(1.0, 1.8)`` (rim); ADC ``max(GM, WM) · U(1.0, 1.6)`` (blobs) or
-   ``GM · U(0.95, 1.4)`` (rim). ADC means are in 10⁻⁶ mm²/s, then with probability
+   mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 1.6)`` (symmetric
+   regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.05)``
+   (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are in 10⁻⁶ mm²/s, then with probability
    0.5 expressed in 10⁻³ mm²/s (both units occur in real data);
 3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
    (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import nibabel as nib
 import numpy as np
 import torch
 import torchio as tio
@@ -51,7 +54,7 @@ from cogimg.data.augmentation import RandomBiasFieldSeparable
 from cogimg.data.real_scan import head_mask, normalise_in_mask
 
 TISSUE_KEY = "truth_tissue_dseg"
-BACKGROUND, CSF, GM, WM, LESION, SHELL, SCALP, MIMIC, RIM = range(9)
+BACKGROUND, CSF, GM, WM, LESION, SHELL, SCALP, MIMIC, RIM, REGION = range(10)
 
 #: Mean ranges per channel and label (DWI: relative units; ADC: 10⁻⁶ mm²/s; FLAIR: relative).
 MEAN_RANGES: dict[str, dict[int, tuple[float, float]]] = {
@@ -95,17 +98,39 @@ def _smooth_noise(shape: tuple[int, ...], sigma_vox: float, rng: np.random.Gener
     return field / max(float(field.std()), 1e-6)
 
 
-def add_mimics(labels: np.ndarray, p_mimics: float, rng: np.random.Generator) -> np.ndarray:
-    """Add lesion mimics to ``labels`` in place (module docstring, step 1): with probability
-    ``p_mimics`` each, ``MIMIC`` blobs covering 0.2–2 % of GM/WM (smooth noise, σ 1–2.5 voxels,
-    above a quantile) and ``RIM`` patches of the brain's outer 1–3 voxels (smooth noise,
-    σ 3–8 voxels, about a third to two thirds of the rim). Lesion voxels are never changed."""
+def mirrored(volume: np.ndarray, axis: int, centre: float) -> np.ndarray:
+    """``volume`` reflected along ``axis`` about the voxel coordinate ``centre``."""
+    size = volume.shape[axis]
+    source = np.clip(np.rint(2.0 * centre - np.arange(size)).astype(int), 0, size - 1)
+    return np.take(volume, source, axis=axis)
+
+
+def symmetric_regions(tissue: np.ndarray, lr_axis: int, rng: np.random.Generator) -> np.ndarray:
+    """Bool mask (X, Y, Z) of left-right symmetric regions covering 3–12 % of ``tissue``: a
+    smooth random field (σ 4–10 voxels) plus its mirror image about the tissue's centre of
+    mass along ``lr_axis``, above a quantile."""
+    field = _smooth_noise(tissue.shape, rng.uniform(4.0, 10.0), rng, coarse=4)
+    field = field + mirrored(field, lr_axis, ndimage.center_of_mass(tissue)[lr_axis])
+    return tissue & (field > np.quantile(field[tissue], 1.0 - rng.uniform(0.03, 0.12)))
+
+
+def add_mimics(labels: np.ndarray, p_mimics: float, rng: np.random.Generator,
+               lr_axis: int = 0) -> np.ndarray:
+    """Add lesion mimics to ``labels`` in place (module docstring, step 1), each kind with
+    probability ``p_mimics``: ``REGION`` (:func:`symmetric_regions`, left-right along the
+    voxel axis ``lr_axis``), ``MIMIC`` blobs covering 0.2–2 % of the remaining GM/WM (smooth
+    noise, σ 1–2.5 voxels, above a quantile) and ``RIM`` patches of the brain's outer 1–3
+    voxels (smooth noise, σ 3–8 voxels, about a third to two thirds of the rim). Lesion
+    voxels are never changed."""
     tissue = np.isin(labels, (GM, WM))
+    if rng.random() < p_mimics and tissue.any():
+        labels[symmetric_regions(tissue, lr_axis, rng)] = REGION
+        tissue = np.isin(labels, (GM, WM))
     if rng.random() < p_mimics and tissue.any():
         field = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
         labels[tissue & (field > np.quantile(field[tissue], 1.0 - rng.uniform(0.002, 0.02)))] = MIMIC
     if rng.random() < p_mimics:
-        brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC))
+        brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC, REGION))
         rim = brain & ~ndimage.binary_erosion(brain, iterations=int(rng.integers(1, 4)))
         patches = _smooth_noise(labels.shape, rng.uniform(3.0, 8.0), rng, coarse=4) > rng.uniform(-0.4, 0.4)
         labels[rim & patches & (labels != LESION)] = RIM
@@ -123,14 +148,17 @@ def draw_means(channel: str, dwi_margin: tuple[float, float],
         means[LESION] = brighter * (1.0 + _uniform(*dwi_margin))
         means[MIMIC] = brighter * (1.0 + _uniform(*dwi_margin))
         means[RIM] = brighter * _uniform(1.0, 1.8)
+        means[REGION] = brighter * _uniform(1.1, 1.6)
     elif channel == "adc":
         means[LESION] = darker * (1.0 - _uniform(*adc_margin))
         means[MIMIC] = brighter * _uniform(1.0, 1.6)
         means[RIM] = means[GM] * _uniform(0.95, 1.4)
+        means[REGION] = darker * _uniform(0.75, 1.05)
     else:
         means[LESION] = brighter * _uniform(1.0, 1.3)
         means[MIMIC] = brighter * _uniform(1.0, 1.5)
         means[RIM] = means[GM] * _uniform(0.9, 1.2)
+        means[REGION] = brighter * _uniform(0.95, 1.2)
     return means
 
 
@@ -181,7 +209,9 @@ class SynthStroke(tio.Transform):
         lesion = subject[self.lesion_key].data[0].numpy()
         affine = subject[self.tissue_key].affine
         labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
-        add_mimics(labels, self.p_mimics, np.random.default_rng(int(torch.randint(2**31, (1,)).item())))
+        lr_axis = next(i for i, code in enumerate(nib.aff2axcodes(affine)) if code in "LR")
+        add_mimics(labels, self.p_mimics, np.random.default_rng(int(torch.randint(2**31, (1,)).item())),
+                   lr_axis)
         work = tio.Subject(labels=tio.LabelMap(tensor=torch.from_numpy(labels)[None], affine=affine))
         for channel in self.channels:
             means = draw_means(channel, self.dwi_margin, self.adc_margin)
@@ -233,18 +263,21 @@ class _RelativeNoise(tio.RandomNoise):
         return subject
 
 
-#: Randomisation recipes selectable by name (``PatchDataModule(randomise=...)``).
-RECIPES = ("synthstroke",)
+#: Randomisation recipes selectable by name (``PatchDataModule(randomise=...)``): the
+#: :class:`SynthStroke` arguments that differ from its defaults.
+RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0}}
 
 
 def randomisation(name: str, channels: Sequence[str], lesion_key: str,
                   clip_percentiles: tuple[float, float] | None = (0.5, 99.5)) -> tio.Compose:
     """The training transform of recipe ``name``: flip and affine on the labels, then
-    :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring)."""
+    :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring;
+    ``synthstroke_nomimics``: the same without lesion mimics, the ablation)."""
     if name not in RECIPES:
-        raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {RECIPES}")
+        raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {sorted(RECIPES)}")
     return tio.Compose([
         tio.RandomFlip(axes=("LR",), flip_probability=0.5),
         tio.RandomAffine(scales=0.1, degrees=10.0, p=0.5),
-        SynthStroke(channels, lesion_key=lesion_key, clip_percentiles=clip_percentiles),
+        SynthStroke(channels, lesion_key=lesion_key, clip_percentiles=clip_percentiles,
+                    **RECIPES[name]),
     ])

@@ -13,6 +13,7 @@ from cogimg.data.randomise import (
     GM,
     LESION,
     MIMIC,
+    REGION,
     RIM,
     SCALP,
     SHELL,
@@ -22,7 +23,9 @@ from cogimg.data.randomise import (
     add_mimics,
     draw_means,
     label_map,
+    mirrored,
     randomisation,
+    symmetric_regions,
 )
 
 SHAPE = (40, 40, 28)
@@ -129,14 +132,30 @@ def test_mimics_sit_in_tissue_and_on_the_brain_surface_never_on_the_lesion():
     np.testing.assert_array_equal(add_mimics(untouched.copy(), 0.0, np.random.default_rng(0)), untouched)
 
 
+def test_symmetric_regions_mirror_themselves_about_the_brain_centre():
+    tissue, _ = phantom()  # symmetric in X about (40 - 1) / 2
+    brain = np.isin(tissue, (GM, WM))
+    for seed in range(4):
+        regions = symmetric_regions(brain, 0, np.random.default_rng(seed))
+        np.testing.assert_array_equal(regions, mirrored(regions, 0, 19.5))
+        assert not regions[~brain].any() and 0.025 < regions.sum() / brain.sum() < 0.13
+    np.testing.assert_array_equal(mirrored(np.arange(5), 0, 2.0), [4, 3, 2, 1, 0])
+    torch.manual_seed(0)
+    labels = add_mimics(label_map(*phantom(), skull=False), 1.0, np.random.default_rng(0))
+    assert (labels == REGION).any()
+
+
 def test_mimics_are_bright_on_dwi_but_not_dark_on_adc():
-    """A mimic looks like a lesion on DWI only: its ADC is at least the brighter tissue's, the
-    lesion's is below the darker tissue's."""
+    """A blob or rim mimic looks like a lesion on DWI only: its ADC is at least the brighter
+    tissue's (rim: about GM's), the lesion's is below the darker tissue's."""
     for seed in range(20):
         torch.manual_seed(seed)
         dwi, adc = draw_means("dwi", (0.25, 1.5), (0.15, 0.55)), draw_means("adc", (0.25, 1.5), (0.15, 0.55))
         assert dwi[MIMIC] > max(dwi[GM], dwi[WM]) and dwi[RIM] >= max(dwi[GM], dwi[WM])
         assert adc[MIMIC] >= max(adc[GM], adc[WM]) > adc[LESION] and adc[RIM] >= 0.95 * adc[GM]
+        # symmetric regions: bright on DWI and as low on ADC as a mild lesion (their cue is symmetry)
+        assert dwi[REGION] > max(dwi[GM], dwi[WM])
+        assert 0.75 * min(adc[GM], adc[WM]) <= adc[REGION] <= 1.05 * min(adc[GM], adc[WM])
 
 
 def test_missing_tissue_map_and_unknown_recipe_are_named():
