@@ -11,9 +11,9 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    probability ``p_skull`` two shells around the brain (5: CSF/bone, 1–3 voxels; 6: scalp,
    1–4 voxels more), otherwise a bare skull-stripped brain; then the **lesion mimics** that
    real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 9, large
-   left-right symmetric regions of GM/WM, brighter on DWI and as low on ADC as a mild lesion
-   (physiological regional contrast, e.g. the posterior fossa: what is symmetric is not a
-   lesion); 7, small blobs in GM/WM as bright on DWI as a lesion but with normal or raised
+   left-right symmetric regions of GM/WM, brighter on DWI with ADC from mildly low to raised
+   (physiological regional contrast such as the posterior fossa's, and EPI susceptibility
+   artefacts at the skull base: what is symmetric is not a lesion); 7, small blobs in GM/WM as bright on DWI as a lesion but with normal or raised
    ADC (T2 shine-through, chronic or vasogenic lesions); 8, patches of a 1–3 voxel rim at the
    brain's surface, brighter on DWI with about normal ADC (cortical and susceptibility
    hyperintensity at the skull base and the convexity). An acute lesion is bright on DWI,
@@ -22,8 +22,8 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    from physically plausible ranges per channel with the constraints that keep the task
    learnable — the lesion mean is ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)``
    and ``min(GM, WM) · (1 - m)`` on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
-   mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 1.6)`` (symmetric
-   regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.05)``
+   mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)`` (symmetric
+   regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.3)``
    (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are in 10⁻⁶ mm²/s, then with probability
    0.5 expressed in 10⁻³ mm²/s (both units occur in real data);
 3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
@@ -148,12 +148,12 @@ def draw_means(channel: str, dwi_margin: tuple[float, float],
         means[LESION] = brighter * (1.0 + _uniform(*dwi_margin))
         means[MIMIC] = brighter * (1.0 + _uniform(*dwi_margin))
         means[RIM] = brighter * _uniform(1.0, 1.8)
-        means[REGION] = brighter * _uniform(1.1, 1.6)
+        means[REGION] = brighter * _uniform(1.1, 2.4)
     elif channel == "adc":
         means[LESION] = darker * (1.0 - _uniform(*adc_margin))
         means[MIMIC] = brighter * _uniform(1.0, 1.6)
         means[RIM] = means[GM] * _uniform(0.95, 1.4)
-        means[REGION] = darker * _uniform(0.75, 1.05)
+        means[REGION] = darker * _uniform(0.75, 1.3)
     else:
         means[LESION] = brighter * _uniform(1.0, 1.3)
         means[MIMIC] = brighter * _uniform(1.0, 1.5)

@@ -153,9 +153,10 @@ def test_mimics_are_bright_on_dwi_but_not_dark_on_adc():
         dwi, adc = draw_means("dwi", (0.25, 1.5), (0.15, 0.55)), draw_means("adc", (0.25, 1.5), (0.15, 0.55))
         assert dwi[MIMIC] > max(dwi[GM], dwi[WM]) and dwi[RIM] >= max(dwi[GM], dwi[WM])
         assert adc[MIMIC] >= max(adc[GM], adc[WM]) > adc[LESION] and adc[RIM] >= 0.95 * adc[GM]
-        # symmetric regions: bright on DWI and as low on ADC as a mild lesion (their cue is symmetry)
+        # symmetric regions: bright on DWI, ADC from as low as a mild lesion's to raised (their
+        # cue is symmetry)
         assert dwi[REGION] > max(dwi[GM], dwi[WM])
-        assert 0.75 * min(adc[GM], adc[WM]) <= adc[REGION] <= 1.05 * min(adc[GM], adc[WM])
+        assert 0.75 * min(adc[GM], adc[WM]) <= adc[REGION] <= 1.3 * min(adc[GM], adc[WM])
 
 
 def test_missing_tissue_map_and_unknown_recipe_are_named():
