@@ -117,6 +117,31 @@ def environment(device: str | None = None) -> dict:
     }
 
 
+def run_study_benchmark(study_path: Path, description: str, argv: list[str] | None = None):
+    """Parse a study benchmark's command line (``--out``, ``--preset``, ``--seeds``,
+    ``--results-dir``, ``--workers``) and run the study (finished runs are kept) into ``--out``
+    (default ``runs/studies/<study>[_<preset>]``). Returns ``(args, out, study, outputs)``:
+    the parsed arguments (``args.result_name``: ``<study>[_<preset>]``, the result file's
+    name), the study folder, the resolved study and :func:`cogimg.tracking.study.run_study`'s
+    outputs."""
+    from cogimg.tracking.study import run_study
+    from cogimg.tracking.study_spec import load_study
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"study folder (default runs/studies/{study_path.stem}[_<preset>])")
+    parser.add_argument("--preset", choices=("tiny", "full"), default=None)
+    parser.add_argument("--seeds", type=int, nargs="+", default=None)
+    parser.add_argument("--results-dir", type=Path, default=None)
+    parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
+    args = parser.parse_args(argv)
+    args.result_name = study_path.stem + (f"_{args.preset}" if args.preset else "")
+    out = args.out or REPO / "runs" / "studies" / args.result_name
+    study = load_study(study_path, args.preset)
+    outputs = run_study(study_path, out, seeds=args.seeds, workers=args.workers, study=study)
+    return args, out, study, outputs
+
+
 def study_test_leaderboard(out: Path, n_boot: int):
     """The leaderboard of a study's runs (``out/runs``) on their held-out **test** subjects
     (the study's own ``leaderboard.*`` is the validation stage), also written as

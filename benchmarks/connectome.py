@@ -15,12 +15,11 @@ and the edge scores.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import study_test_leaderboard, write_result
+from _common import run_study_benchmark, study_test_leaderboard, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "connectome.yaml"
@@ -76,21 +75,7 @@ def edge_scores(out: Path, arm: str, effect: str, ks=(5, 10, 20, 50)) -> list[di
 
 def main(argv: list[str] | None = None) -> int:
     import cogimg.tracking.connectome_baseline  # noqa: F401  (registers the baseline runner)
-    from cogimg.tracking.study import run_study
-    from cogimg.tracking.study_spec import load_study
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None,
-                        help="study folder (default runs/studies/connectome[_<preset>])")
-    parser.add_argument("--preset", choices=("tiny", "full"), default=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
-    args = parser.parse_args(argv)
-    suffix = f"_{args.preset}" if args.preset else ""
-    out = args.out or REPO / "runs" / "studies" / f"connectome{suffix}"
-    study = load_study(STUDY, args.preset)
-    outputs = run_study(STUDY, out, seeds=args.seeds, workers=args.workers, study=study)
+    args, out, study, outputs = run_study_benchmark(STUDY, __doc__.splitlines()[0], argv)
 
     comparisons = outputs.get("comparisons")
     board = study_test_leaderboard(out, int(study.get("n_boot") or 1000))
@@ -101,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                "leaderboard_stage": "test",
                "leaderboard": [] if board is None else board.to_dict("records"),
                "edge_attribution": edges}
-    path = write_result(f"connectome{suffix}", payload, results_dir=args.results_dir)
-    print(f"wrote {path}")
+    write_result(args.result_name, payload, results_dir=args.results_dir)
     return 0
 
 

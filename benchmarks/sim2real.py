@@ -19,12 +19,11 @@ then writes ``results/sim2real[_<preset>].json`` from those directories alone:
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import study_test_leaderboard, write_result
+from _common import run_study_benchmark, study_test_leaderboard, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "sim2real.yaml"
@@ -69,21 +68,7 @@ def headline(board, real_rows: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from cogimg.tracking.study import run_study
-    from cogimg.tracking.study_spec import load_study
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=None,
-                        help="study folder (default runs/studies/sim2real[_<preset>])")
-    parser.add_argument("--preset", choices=("tiny", "full"), default=None)
-    parser.add_argument("--seeds", type=int, nargs="+", default=None)
-    parser.add_argument("--results-dir", type=Path, default=None)
-    parser.add_argument("--workers", type=int, default=1, help="synthesis processes")
-    args = parser.parse_args(argv)
-    suffix = f"_{args.preset}" if args.preset else ""
-    out = args.out or REPO / "runs" / "studies" / f"sim2real{suffix}"
-    study = load_study(STUDY, args.preset)
-    outputs = run_study(STUDY, out, seeds=args.seeds, workers=args.workers, study=study)
+    args, out, study, outputs = run_study_benchmark(STUDY, __doc__.splitlines()[0], argv)
 
     board = study_test_leaderboard(out, int(study.get("n_boot") or 1000))
     real_arms = [a["name"] for a in study["arms"] if a.get("runner") == "real_cases"]
@@ -95,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                "comparisons": [] if comparisons is None else comparisons.to_dict("records"),
                "leaderboard_stage": "test",
                "leaderboard": [] if board is None else board.to_dict("records")}
-    write_result(f"sim2real{suffix}", payload, results_dir=args.results_dir,
+    write_result(args.result_name, payload, results_dir=args.results_dir,
                  headline=headline(board, real_rows))
     return 0
 

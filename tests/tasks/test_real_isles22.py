@@ -18,17 +18,17 @@ pytestmark = [pytest.mark.slow, pytest.mark.real_data]
 
 
 def test_synthetic_model_predicts_isles22(isles22_root, tmp_path, capsys):
-    data = generate_cohort(tmp_path / "synth", 12, seed=0, spacing_mm=2.0, workers=2,
+    data = generate_cohort(tmp_path / "synth", 8, seed=0, spacing_mm=2.0, workers=2,
                            diseases=("stroke",), proportions={"stroke": 1.0}, progress=False)
     assert main(["fit", "--config", "experiments/stroke/seg_unet.yaml",
-                 "--trainer.max_epochs", "2", "--trainer.limit_train_batches", "15",
+                 "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "4",
                  "--trainer.limit_val_batches", "1", "--trainer.check_val_every_n_epoch", "1",
                  "--trainer.enable_progress_bar", "false",
                  "--trainer.default_root_dir", str(tmp_path / "run"),
                  "--model.init_args.model_kwargs", "{channels: [8, 16, 32, 64], strides: [2, 2, 2]}",
                  "--data.init_args.data_root", str(data),
                  "--data.init_args.cache_dir", str(tmp_path / "cache"),
-                 "--data.init_args.num_workers", "0"]) == 0
+                 "--data.init_args.num_workers", "0", "--data.init_args.n_folds", "2"]) == 0
     ckpt = next((tmp_path / "run").glob("lightning_logs/version_*/checkpoints/*.ckpt"))
     assert main(["predict", "--ckpt", str(ckpt), "--input", str(isles22_root),
                  "--out", str(tmp_path / "pred"), "--device", "cpu"]) == 0
