@@ -42,6 +42,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
+from cogimg.data.randomise import mirrored
+
 PERCENTILES = (5, 25, 50, 75, 95)
 CSF_ADC_E6 = 1700.0
 CHANNELS = ("dwi", "adc", "FLAIR")
@@ -67,14 +69,6 @@ def tissue_masks(images: dict[str, np.ndarray], lesion: np.ndarray) -> dict[str,
     return {"brain": brain, "csf": csf, "parenchyma": parenchyma, "lesion": lesion & brain}
 
 
-def mirrored(mask: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """``mask`` reflected across the brain's left-right midline (first voxel axis)."""
-    centre = ndimage.center_of_mass(brain)[0]
-    x = np.arange(mask.shape[0])
-    source = np.clip(np.rint(2 * centre - x).astype(int), 0, mask.shape[0] - 1)
-    return mask[source]
-
-
 def noise_and_roughness(image: np.ndarray, region: np.ndarray) -> dict[str, float]:
     reference = float(np.median(image[region]))
     residual = image - ndimage.gaussian_filter(image, 1.0)
@@ -94,7 +88,8 @@ def scan_statistics(images: dict[str, np.ndarray], lesion: np.ndarray,
                     zooms: tuple[float, ...]) -> dict:
     """Every statistic of the module docstring for one scan (images on one grid)."""
     masks = tissue_masks(images, lesion)
-    contra = mirrored(masks["lesion"], masks["brain"]) & masks["parenchyma"]
+    # the lesion reflected across the brain's left-right midline (first voxel axis)
+    contra = mirrored(masks["lesion"], 0, ndimage.center_of_mass(masks["brain"])[0]) & masks["parenchyma"]
     scale, unit = adc_scale_to_e6(images["adc"][masks["brain"]])
     out: dict = {"spacing_mm": [round(float(z), 3) for z in zooms[:3]],
                  "slice_thickness_mm": round(float(max(zooms[:3])), 3),

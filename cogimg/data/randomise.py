@@ -13,19 +13,22 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 9, large
    left-right symmetric regions of GM/WM, brighter on DWI with ADC from mildly low to raised
    (physiological regional contrast such as the posterior fossa's, and EPI susceptibility
-   artefacts at the skull base: what is symmetric is not a lesion); 7, small blobs in GM/WM as bright on DWI as a lesion but with normal or raised
-   ADC (T2 shine-through, chronic or vasogenic lesions); 8, patches of a 1–3 voxel rim at the
+   artefacts at the skull base: what is symmetric is not a lesion); 7, small blobs in GM/WM
+   as bright on DWI as a lesion but with normal or raised ADC (T2 shine-through, chronic or
+   vasogenic lesions); 8, patches of a 1–3 voxel rim at the
    brain's surface, brighter on DWI with about normal ADC (cortical and susceptibility
    hyperintensity at the skull base and the convexity). An acute lesion is bright on DWI,
    dark on ADC and one-sided, so a network must read both channels and the context;
-2. **intensities**: a Gaussian mixture per label (``tio.LabelsToImage``, the generator of ``tio.RandomLabelsToImage``), means drawn
-   from physically plausible ranges per channel with the constraints that keep the task
-   learnable — the lesion mean is ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)``
-   and ``min(GM, WM) · (1 - m)`` on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
+2. **intensities**: a Gaussian mixture per label (``tio.LabelsToImage``, the generator of
+   ``tio.RandomLabelsToImage``), means drawn from physically plausible ranges per channel
+   with the constraints that keep the task learnable — the lesion mean is
+   ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)`` and ``min(GM, WM) · (1 - m)``
+   on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
    mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)`` (symmetric
    regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.3)``
-   (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are in 10⁻⁶ mm²/s, then with probability
-   0.5 expressed in 10⁻³ mm²/s (both units occur in real data);
+   (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are
+   in 10⁻⁶ mm²/s, then with probability 0.5 expressed in 10⁻³ mm²/s (both units occur in
+   real data);
 3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
    (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
    4–6 mm slices on a 2 mm grid), bias field, gamma, Rician-like noise, motion and ghosting
@@ -34,9 +37,9 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    :mod:`cogimg.data.real_scan`): head mask from the DWI channel, percentile clip and
    z-score inside it.
 
-Every random number comes from torch's global generator (the mimics' NumPy generator is seeded
-from it), which the datamodule seeds per
-subject (:mod:`cogimg.data.sampling`), so a draw is reproducible. Spatial augmentation (flip,
+Every random number comes from torch's global generator (the mimics' NumPy generator is
+seeded from it), which the datamodule seeds per subject (:mod:`cogimg.data.sampling`), so a
+draw is reproducible. Spatial augmentation (flip,
 affine) runs on the labels before the images are drawn (:func:`randomisation`).
 """
 
