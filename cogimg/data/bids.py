@@ -18,6 +18,7 @@ recorded by path in ``subject["files"]``. Files that match no rule are listed in
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections import defaultdict
@@ -254,9 +255,26 @@ def _inspect_all(entries: list[_Entry], read_voxels: bool,
                  num_workers: int | None) -> dict[Path, NiftiSummary]:
     """Inspect every NIfTI once, in threads (zlib decoding and numpy release the GIL)."""
     with ThreadPoolExecutor(num_workers or min(8, _usable_cpus())) as pool:
-        results = pool.map(lambda e: inspect_nifti(e.path, is_label=e.role == "label",
-                                                   read_voxels=read_voxels), entries)
+        results = pool.map(lambda e: _inspect(e.path, e.role == "label", read_voxels), entries)
         return {e.path: s for e, s in zip(entries, results, strict=True)}
+
+
+def _inspect(path: Path, is_label: bool, read_voxels: bool) -> NiftiSummary:
+    """:func:`inspect_nifti`, remembered for this process while the file's inode, size,
+    modification and change times stay the same (a study or a federated run sets up the same
+    dataset for every fit); a file that cannot be stat-ed is inspected afresh."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return inspect_nifti(path, is_label=is_label, read_voxels=read_voxels)
+    return _inspect_unchanged(path, is_label, read_voxels,
+                              (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _inspect_unchanged(path: Path, is_label: bool, read_voxels: bool,
+                       stamp: tuple[int, ...]) -> NiftiSummary:
+    return inspect_nifti(path, is_label=is_label, read_voxels=read_voxels)
 
 
 def _usable_cpus() -> int:

@@ -41,6 +41,16 @@ def test_truncated_gz_is_caught_by_reading_voxels(bids_root):
     assert errors_of(bids_root, validate_voxels=False) == []
 
 
+def test_a_file_changed_after_a_clean_load_is_inspected_again(bids_root, nifti_writer):
+    """Summaries are remembered per process; a rewrite (same path) must not reuse them."""
+    assert errors_of(bids_root) == []
+    nifti_writer(bids_root / T1_01, np.full((12, 12, 12), np.nan, np.float32))
+    assert "NaN" in only_error(bids_root).message
+    raw = (bids_root / T1_01).read_bytes()
+    (bids_root / T1_01).write_bytes(raw[:100])
+    assert only_error(bids_root).message.startswith("cannot read as NIfTI")
+
+
 def test_truncated_uncompressed_nii(bids_root, nifti_writer):
     path = nifti_writer(
         bids_root / "sub-06" / "anat" / "sub-06_T1w.nii", np.ones((12, 12, 12), np.float32)

@@ -5,6 +5,7 @@ aggregation on the same seeds, and FedBN keeping batch norm on the clients."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from lightning import seed_everything
 
 from cogimg.data.splits import save_split
-from cogimg.paradigms.federated.app import build_task, simulate
+from cogimg.paradigms.federated.app import build_task, read_spec, simulate
 from cogimg.paradigms.federated.deployment import LocalFederation
 from cogimg.paradigms.federated.splits import site_splits
 from tests.classification_tree import build_classification_tree
@@ -39,7 +40,7 @@ def three_sites(tmp_path_factory):
     return root, paths, tmp
 
 
-def _spec(three_sites, strategy: str, out: str, rounds: int = 2) -> dict:
+def _spec(three_sites, strategy: str, out: str, rounds: int = 2, evaluate: bool = True) -> dict:
     root, paths, tmp = three_sites
     return {
         "task": {"class_path": "cogimg.tasks.classification.ClassificationTask",
@@ -51,7 +52,7 @@ def _spec(three_sites, strategy: str, out: str, rounds: int = 2) -> dict:
                                "spacing_mm": 4.0, "target_shape": list(SHAPE), "batch_size": 4,
                                "modalities": ["T1w"], "augmentation": "none", "num_workers": 0}},
         "sites": {s: {"split_file": str(paths[s])} for s in SITES},
-        "strategy": strategy, "rounds": rounds, "local_epochs": 1, "seed": 0,
+        "strategy": strategy, "rounds": rounds, "local_epochs": 1, "seed": 0, "evaluate": evaluate,
         "out_dir": str(tmp / out / "server"), "model_dir": str(tmp / out / "clients"), "record_updates": True,
     }
 
@@ -71,8 +72,10 @@ def _hand_fedavg(path, n_arrays: int) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def deployed(three_sites):
-    """A 2-round FedAvg run on real Flower processes: SuperLink and one SuperNode per site."""
-    spec = _spec(three_sites, "fedavg", "deployed")
+    """A 2-round FedAvg run on real Flower processes: SuperLink and one SuperNode per site.
+    Without federated evaluation: every evaluation round would start one more ClientApp process
+    per site, and the simulation below evaluates through the same client code."""
+    spec = _spec(three_sites, "fedavg", "deployed", evaluate=False)
     # One thread per client process in both engines (here and in the simulation test, whatever
     # the caller's environment): they then run the same float operations, so their models can
     # be compared closely.
@@ -85,9 +88,12 @@ def deployed(three_sites):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # includes the deployment fixture: 13 app processes import torch
+@pytest.mark.timeout(900)  # includes the deployment fixture: 7 app processes import torch
 def test_deployment_global_model_is_fedavg_of_the_client_updates(deployed):
     server = Path(deployed["out_dir"])
+    history = json.loads((server / "history.json").read_text(encoding="utf-8"))
+    assert [(h["round"], h["val"], h["failures"]) for h in history] == [(1, {}, 0), (2, {}, 0)]
+    assert all(h["clients"] == list(SITES) and h["seconds"] > 0 for h in history)
     keys = list(build_task(deployed).state_dict())
     n = len(keys)
     for r in (1, 2):
@@ -117,6 +123,11 @@ def test_simulation_reproduces_the_deployment(deployed, three_sites, monkeypatch
         dep = _npz(f"{deployed['out_dir']}/global-round{r}.npz")
         for a, b in zip(sim, dep):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_spec_evaluate_must_be_a_boolean(three_sites):
+    with pytest.raises(TypeError, match="evaluate must be true or false, got 'no'"):
+        read_spec({**_spec(three_sites, "fedavg", "x"), "evaluate": "no"})
 
 
 def test_fedbn_simulation_keeps_batchnorm_on_the_clients(three_sites):

@@ -8,6 +8,7 @@ A federation is described by a **spec** (a JSON-able dict; :func:`write_spec`)::
      "sites": {"site-1": {"split_file": "…"}, …},   # per-site datamodule arguments
      "strategy": "fedavg" | "fedprox" | "fedbn" | "silobn", "proximal_mu": 0.01,
      "rounds": 10, "local_epochs": 1, "seed": 0, "trainer": {…},   # extra Trainer arguments
+     "evaluate": true,        # every site evaluates the global model each round (false: none)
      "out_dir": "…",          # server: history.json, global-round<R>.npz (optional)
      "record_updates": false, # server: also updates-round<R>.npz
      "model_dir": "…"}        # clients: <model_dir>/<site>.pt, the last evaluated model (optional)
@@ -66,6 +67,8 @@ def read_spec(spec: Mapping[str, Any] | str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"federated training needs ≥ 2 sites, got {list(out['sites'])}")
     if int(out["rounds"]) < 1 or int(out.get("local_epochs", 1)) < 1:
         raise ValueError(f"rounds and local_epochs must be ≥ 1, got {out['rounds']}, {out.get('local_epochs')}")
+    if not isinstance(out.get("evaluate", True), bool):
+        raise TypeError(f"federated spec: evaluate must be true or false, got {out['evaluate']!r}")
     return out
 
 
@@ -128,7 +131,8 @@ def make_server(spec: Mapping[str, Any]):
     strategy = make_strategy(
         spec["strategy"], build_task(spec), proximal_mu=float(spec.get("proximal_mu", 0.01)),
         min_clients=len(spec["sites"]), client_config={"local-epochs": int(spec.get("local_epochs", 1))},
-        out_dir=spec.get("out_dir"), record_updates=bool(spec.get("record_updates", False)))
+        out_dir=spec.get("out_dir"), record_updates=bool(spec.get("record_updates", False)),
+        fraction_evaluate=1.0 if spec.get("evaluate", True) else 0.0)
     return strategy, ServerConfig(num_rounds=int(spec["rounds"]))
 
 

@@ -45,6 +45,8 @@ from flwr.server.strategy import FedProx as FlowerFedProx
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from cogimg.io import atomic_write_text
+
 #: ``keep-local`` rules: state-dict entries a client keeps to itself.
 NOTHING, BATCHNORM, BATCHNORM_STATISTICS = "", "batchnorm", "batchnorm-statistics"
 _STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
@@ -128,7 +130,9 @@ class Recorder:
         self.history.append({"round": server_round, "train": dict(metrics), "val": {},
                              "failures": len(failures),
                              "clients": sorted(str(r.metrics.get("site", getattr(p, "cid", "")))
-                                             for p, r in results)})
+                                             for p, r in results),
+                             "seconds": self._lap()})
+        self._write_history()
         if self.out_dir is None:
             return
         if aggregated is not None:
@@ -147,10 +151,18 @@ class Recorder:
             row = {"round": server_round, "train": {}, "val": {}, "clients": []}
             self.history.append(row)
         row["val"] = {**({"loss": float(loss)} if loss is not None else {}), **metrics}
-        row["seconds"] = time.perf_counter() - self._started
-        self._started = time.perf_counter()
+        row["seconds"] = row.get("seconds", 0.0) + self._lap()  # the round: fit + evaluation
+        self._write_history()
+
+    def _lap(self) -> float:
+        """Seconds since the previous lap (or the start)."""
+        now = time.perf_counter()
+        seconds, self._started = now - self._started, now
+        return seconds
+
+    def _write_history(self) -> None:
         if self.out_dir is not None:
-            (self.out_dir / "history.json").write_text(json.dumps(self.history, indent=1), encoding="utf-8")
+            atomic_write_text(self.out_dir / "history.json", json.dumps(self.history, indent=1))
 
     def aggregate_fit(self, server_round, results, failures):
         results = by_site(results)
