@@ -271,7 +271,7 @@ def _inspect(path: Path, is_label: bool, read_voxels: bool) -> NiftiSummary:
                               (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=1 << 14)
 def _inspect_unchanged(path: Path, is_label: bool, read_voxels: bool,
                        stamp: tuple[int, ...]) -> NiftiSummary:
     return inspect_nifti(path, is_label=is_label, read_voxels=read_voxels)

@@ -113,11 +113,10 @@ def test_deployment_global_model_is_fedavg_of_the_client_updates(deployed):
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_simulation_reproduces_the_deployment(deployed, three_sites, monkeypatch):
-    spec = _spec(three_sites, "fedavg", "simulated")
+    spec = _spec(three_sites, "fedavg", "simulated", evaluate=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # Ray's workers: one thread, as the deployment's
     strategy = simulate(spec)
-    assert [h["round"] for h in strategy.history] == [1, 2]
-    assert "balanced_accuracy" in strategy.history[-1]["val"]
+    assert [(h["round"], h["val"]) for h in strategy.history] == [(1, {}), (2, {})]
     for r in (1, 2):
         sim = _npz(f"{spec['out_dir']}/global-round{r}.npz")
         dep = _npz(f"{deployed['out_dir']}/global-round{r}.npz")
@@ -133,6 +132,7 @@ def test_spec_evaluate_must_be_a_boolean(three_sites):
 def test_fedbn_simulation_keeps_batchnorm_on_the_clients(three_sites):
     spec = _spec(three_sites, "fedbn", "fedbn", rounds=1)
     strategy = simulate(spec)
+    assert {"loss", "balanced_accuracy"} <= set(strategy.history[-1]["val"])  # federated evaluation ran
     seed_everything(0, verbose=False)
     start = build_task(spec).state_dict()  # the initial global model (seed 0)
     keys = list(start)
