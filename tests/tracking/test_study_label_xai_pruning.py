@@ -5,7 +5,9 @@ shipped tiny presets end to end through ``cogimg study`` (a rerun trains nothing
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,13 @@ from cogimg.tracking.study_sweep import epochs_to_reach, floor_to_reach, pruning
 from tests.tracking.study_checks import assert_rerun_runs_nothing
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark(name: str, monkeypatch):
+    """``benchmarks/<name>.py`` as a module."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    sys.modules.pop(name, None)
+    return importlib.import_module(name)
 
 
 def _runs(out: Path, arm: str, values_by_seed: dict[int, dict[str, float]]) -> None:
@@ -203,3 +212,22 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tmp_path, monkeypatch, cap
 
     assert_rerun_runs_nothing(out, yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")),
                               monkeypatch)
+
+    # benchmarks/study_results.py: the finished folder's numbers as a result file, nothing rerun
+    study_results = load_benchmark("study_results", monkeypatch)
+    assert study_results.main([str(out), "--results-dir", str(tmp_path / "results")]) == 0
+    record = json.loads((tmp_path / "results" / f"{name}_tiny.json").read_text(encoding="utf-8"))
+    assert [r["difference"] for r in record["comparisons"]] == pytest.approx(list(table["difference"]))
+    first = table.iloc[0]
+    assert record["headline"][first["comparison"]] == (
+        f"{first['difference']:+.3f} [{first['ci_low']:+.3f}, {first['ci_high']:+.3f}]")
+    assert record["leaderboard_stage"] == study["comparisons"][0]["stage"]
+    assert {r["experiment"] for r in record["leaderboard"]} <= {a["name"] for a in study["arms"]}
+    for figure_table in (out / "figures").glob("*.csv"):
+        assert len(record[figure_table.stem]) == len(pd.read_csv(figure_table))
+
+
+def test_study_results_names_a_folder_without_a_study(tmp_path, monkeypatch):
+    study_results = load_benchmark("study_results", monkeypatch)
+    with pytest.raises(FileNotFoundError, match=r"study\.yaml not found: run `cogimg study STUDY"):
+        study_results.main([str(tmp_path)])
