@@ -9,8 +9,10 @@ outputs ``cogimg leaderboard|figures|report --out`` make from those directories 
 (:func:`finish_study`): leaderboard, standard figures, the study's comparison table
 (:mod:`cogimg.tracking.study_stats`) and its declared figures, ``report.html``.
 
-``--out/study.yaml`` is the resolved study (preset applied); ``study.json`` the wall time per
-arm, the commit and the preset.
+``--out/study.yaml`` is the resolved study (preset applied); ``study.json`` the commit, the
+preset, the last call's wall time and each arm's: the sum over its seeds of the seconds each
+arm × seed took in the call that ran it (``runs/<arm>/seed<k>/study_wall.json``), so a resumed
+study still reports the time of every run.
 
 Two registries (:mod:`cogimg.tracking.study_registry`) make the job extensible without
 touching it:
@@ -35,6 +37,20 @@ import yaml
 
 from cogimg.io import atomic_write_text
 from cogimg.tracking.study_registry import OWN_DATA, RUNNERS, StudyContext, load_plugins
+
+#: File in ``runs/<arm>/seed<k>/`` with the seconds the runner took for that arm × seed.
+WALL_FILE = "study_wall.json"
+
+
+def recorded_wall(out: Path, study: dict) -> dict[str, float | None]:
+    """``{arm: seconds}`` summed over the arm's seeds from their :data:`WALL_FILE`; ``None``
+    for an arm with a seed that has none (run before the file existed)."""
+    wall = {}
+    for arm in study["arms"]:
+        paths = [out / "runs" / arm["name"] / f"seed{seed}" / WALL_FILE for seed in study["seeds"]]
+        wall[arm["name"]] = round(sum(json.loads(p.read_text(encoding="utf-8"))["wall_s"] for p in paths), 1) \
+            if all(p.is_file() for p in paths) else None
+    return wall
 
 
 def finished(run_dir: Path, stages: tuple[str, ...]) -> bool:
@@ -97,6 +113,7 @@ def run_arms(study: dict, out: Path, data: Path, trainer_overrides: list[str] = 
             RUNNERS[arm["runner"]](arm, seed, run_dir, context)
             seconds = time.perf_counter() - start
             wall[arm["name"]] += seconds
+            atomic_write_text(run_dir / WALL_FILE, json.dumps({"wall_s": round(seconds, 1)}) + "\n")
             print(f"  {arm['name']} seed {seed}: {seconds:.0f} s", flush=True)
     return wall
 
@@ -151,14 +168,14 @@ def run_study(path: str | Path, out: str | Path, preset: str | None = None,
     atomic_write_text(out / "study.yaml", yaml.safe_dump(study, sort_keys=False, allow_unicode=True))
     data = prepare_data(study, out, workers=workers)
     print(f"{study['name']}: {len(study['arms'])} arms × seeds {study['seeds']}", flush=True)
-    wall = run_arms(study, out, data, trainer_arguments(accelerator, devices, precision))
+    run_arms(study, out, data, trainer_arguments(accelerator, devices, precision))
     outputs = finish_study(out, title=f"cogimg study: {study['name']}")
     if outputs.get("comparisons") is not None:
         print(comparisons_markdown(outputs["comparisons"]))
     atomic_write_text(out / "study.json", json.dumps(
         {"study": str(path), "name": study["name"], "preset": study.get("preset"),
          "seeds": study["seeds"], "wall_s": round(time.perf_counter() - start, 1),
-         "wall_s_per_arm": {k: round(v, 1) for k, v in wall.items()},
+         "wall_s_per_arm": recorded_wall(out, study),
          "commit": (git_info() or {}).get("commit"),
          "trainer_overrides": trainer_arguments(accelerator, devices, precision)}, indent=2) + "\n")
     return outputs

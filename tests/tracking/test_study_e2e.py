@@ -5,6 +5,7 @@ figures exist, and a rerun runs nothing."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -76,6 +77,9 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tiny_cohort, tmp_path, mon
     assert "Comparisons (b − a)" in (out / "report.html").read_text(encoding="utf-8")
     timing = yaml.safe_load((out / "study.json").read_text(encoding="utf-8"))
     assert set(timing["wall_s_per_arm"]) == {a["name"] for a in study["arms"]}
+    for arm in study["arms"]:  # each arm's seconds: the sum of its runs' own records
+        recorded = json.loads((out / "runs" / arm["name"] / "seed0" / "study_wall.json").read_text(encoding="utf-8"))
+        assert timing["wall_s_per_arm"][arm["name"]] == recorded["wall_s"] > 0
 
     # a rerun finds every arm × seed finished: no runner is called
     assert_rerun_runs_nothing(out, saved, monkeypatch)
