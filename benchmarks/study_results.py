@@ -2,10 +2,10 @@
 
 Reads a folder that ``cogimg study`` finished — the resolved ``study.yaml``, ``comparisons.csv``,
 the runs' per-subject rows of the comparisons' stage (``test`` when any comparison uses it, else
-``val``) and the study figures' tables (``figures/*.csv``, e.g. ``pruning.csv``) — and writes
-``results/<study>[_<preset>].json`` for ``benchmarks/render_results.py``; nothing is trained or
-re-scored, so the numbers are those of the run directories. ``headline``: each comparison's
-difference with its 95 % CI (the first four).
+``val``) and the study figures' tables (``figures/*.csv``, e.g. ``pruning.csv``, under
+``tables``) — and writes ``results/<study>[_<preset>].json`` for ``benchmarks/render_results.py``;
+nothing is trained or re-scored, so the numbers are those of the run directories.
+``headline``: the first four comparisons' differences with their 95 % CIs.
 
     cogimg study studies/pruning.yaml --out runs/studies/pruning
     python benchmarks/study_results.py runs/studies/pruning [--results-dir results]
@@ -66,7 +66,7 @@ def study_record(out: Path) -> tuple[str, dict]:
                "out": str(out), "seeds": study["seeds"], "last_study_call": last_call,
                "comparisons": comparisons,
                "leaderboard_stage": stage,
-               "leaderboard": [] if board is None else board.to_dict("records"), **tables}
+               "leaderboard": [] if board is None else board.to_dict("records"), "tables": tables}
     return name, payload
 
 

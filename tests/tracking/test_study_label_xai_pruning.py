@@ -224,7 +224,7 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tmp_path, monkeypatch, cap
     assert record["leaderboard_stage"] == study["comparisons"][0]["stage"]
     assert {r["experiment"] for r in record["leaderboard"]} <= {a["name"] for a in study["arms"]}
     for figure_table in (out / "figures").glob("*.csv"):
-        assert len(record[figure_table.stem]) == len(pd.read_csv(figure_table))
+        assert len(record["tables"][figure_table.stem]) == len(pd.read_csv(figure_table))
 
 
 def test_study_results_names_a_folder_without_a_study(tmp_path, monkeypatch):
