@@ -142,18 +142,18 @@ def run_study_benchmark(study_path: Path, description: str, argv: list[str] | No
     return args, out, study, outputs
 
 
-def study_test_leaderboard(out: Path, n_boot: int):
-    """The leaderboard of a study's runs (``out/runs``) on their held-out **test** subjects
-    (the study's own ``leaderboard.*`` is the validation stage), also written as
-    ``out/leaderboard_test.csv``; ``None`` without runs."""
+def study_test_leaderboard(out: Path, n_boot: int, stage: str = "test"):
+    """The leaderboard of a study's runs (``out/runs``) on their ``stage`` subjects (default the
+    held-out **test** subjects; the study's own ``leaderboard.*`` is the validation stage), also
+    written as ``out/leaderboard_<stage>.csv``; ``None`` without runs."""
     from cogimg.io import atomic_write_text
     from cogimg.tracking.leaderboard import find_runs, leaderboard
 
-    runs, _ = find_runs(out / "runs", stage="test")
+    runs, _ = find_runs(out / "runs", stage=stage)
     if not runs:
         return None
     board = leaderboard(runs, n_boot=n_boot)
-    atomic_write_text(out / "leaderboard_test.csv", board.to_csv(index=False))
+    atomic_write_text(out / f"leaderboard_{stage}.csv", board.to_csv(index=False))
     return board
 
 

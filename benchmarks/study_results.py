@@ -4,7 +4,8 @@ Reads a folder that ``cogimg study`` finished — the resolved ``study.yaml``, `
 the runs' per-subject rows of the comparisons' stage (``test`` when any comparison uses it, else
 ``val``) and the study figures' tables (``figures/*.csv``, e.g. ``pruning.csv``, under
 ``tables``) — and writes ``results/<study>[_<preset>].json`` for ``benchmarks/render_results.py``;
-nothing is trained or re-scored, so the numbers are those of the run directories.
+nothing is trained or re-scored, so the numbers are those of the run directories (the
+leaderboard is also written as ``OUT/leaderboard_<stage>.csv``).
 ``headline``: the first four comparisons' differences with their 95 % CIs.
 
     cogimg study studies/pruning.yaml --out runs/studies/pruning
@@ -19,7 +20,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_result
+from _common import study_test_leaderboard, write_result
 
 HEADLINE_COMPARISONS = 4
 
@@ -44,7 +45,6 @@ def study_record(out: Path) -> tuple[str, dict]:
     """``(result name, payload)`` of the finished study folder ``out``."""
     import pandas as pd
 
-    from cogimg.tracking.leaderboard import find_runs, leaderboard
     from cogimg.tracking.study_spec import read_resolved
 
     study = read_resolved(out)
@@ -55,8 +55,7 @@ def study_record(out: Path) -> tuple[str, dict]:
         raise FileNotFoundError(f"{path} not found: the study in {out} did not finish")
     comparisons = pd.read_csv(path).to_dict("records") if path.is_file() else []
     stage = "test" if any(c.get("stage") == "test" for c in study.get("comparisons", [])) else "val"
-    runs, _ = find_runs(out / "runs", stage=stage)
-    board = leaderboard(runs, n_boot=int(study.get("n_boot") or 1000)) if runs else None
+    board = study_test_leaderboard(out, int(study.get("n_boot") or 1000), stage=stage)
     tables = {p.stem: pd.read_csv(p).to_dict("records") for p in sorted((out / "figures").glob("*.csv"))}
     name = study["name"] + (f"_{study['preset']}" if study.get("preset") else "")
     # the last `cogimg study` call on the folder: its file, wall time (s) per arm it ran, commit
