@@ -5,7 +5,8 @@ Each reads the study's run directories (``out/runs/<arm>/seed<k>/``) and its res
 
 * ``paired_differences`` — each comparison's difference b − a with its 95 % CI;
 * ``froc`` — FROC curve (sensitivity vs false positives per scan, log axis) of every
-  detection arm, scans of all seeds pooled, on the first comparison's stage (else ``val``);
+  detection arm, scans of all seeds pooled, on the first comparison's stage (else ``val``),
+  and ``froc.csv|md``: sensitivity at each standard rate and CPM per arm and compared stage;
 * ``dice_vs_time`` — validation Dice against training wall time (``result.json`` curves),
   one line per arm × seed;
 * ``label_fraction_curve`` — each arm's primary metric (mean ± std over seeds) against its
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from cogimg.tracking import figures
-from cogimg.tracking.study_registry import register_figure
+from cogimg.tracking.study_registry import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs, comparison_table
 
 
@@ -38,28 +39,79 @@ def paired_differences(out: Path, study: dict, figures_dir: Path) -> list[Path]:
                              figures_dir / "paired_differences", "difference b − a")]
 
 
+def _stages(study: dict) -> list[str]:
+    """The stages the study's comparisons score, in order of first use (else ``["val"]``)."""
+    return list(dict.fromkeys(c["stage"] for c in study.get("comparisons") or [])) or ["val"]
+
+
+def _detection_matches(out: Path, arm: str, stage: str) -> tuple[int, list]:
+    """``(seeds, ScanMatch per scan)`` of ``arm``'s detection runs on ``stage``, seeds pooled."""
+    from cogimg.metrics.detection import match_from_row
+
+    runs = [r for r in arm_runs(out, arm, stage) if r.kind == "detection"]
+    return len(runs), [match_from_row(row) for r in runs for row in r.subjects.to_dict("records")]
+
+
+def froc_table(out: Path, study: dict):
+    """One row per stage of the comparisons × detection arm: ``arm, stage, seeds, scans,
+    lesions``, the sensitivity at each rate of :data:`~cogimg.metrics.detection.FROC_FP_RATES`
+    (``sens_<rate>fp``, false positives per scan) and ``cpm``, from the scans of all seeds
+    pooled (one FROC over every (seed, scan)). Arms without a lesion on a stage are left out."""
+    import pandas as pd
+
+    from cogimg.metrics.detection import froc
+
+    rows = []
+    for stage in _stages(study):
+        for arm in (a["name"] for a in study["arms"]):
+            seeds, matches = _detection_matches(out, arm, stage)
+            lesions = sum(m.n_targets for m in matches)
+            if not lesions:
+                continue
+            scores = froc(matches)
+            rows.append({"arm": arm, "stage": stage, "seeds": seeds, "scans": len(matches),
+                         "lesions": lesions,
+                         **{f"sens_{rate:g}fp": s for rate, s in scores["sensitivity"].items()},
+                         "cpm": scores["cpm"]})
+    return pd.DataFrame(rows)
+
+
+def froc_markdown(table) -> str:
+    rates = [c for c in table.columns if c.startswith("sens_")]
+    head = ["arm", "stage", "seeds", "scans", "lesions",
+            *(f"sens. @ {c[5:-2]} FP" for c in rates), "CPM"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in table.to_dict("records"):
+        lines.append("| " + " | ".join([row["arm"], row["stage"], str(row["seeds"]), str(row["scans"]),
+                                        str(row["lesions"]),
+                                        *(f"{row[c]:.3f}" for c in rates), f"{row['cpm']:.3f}"]) + " |")
+    return "\n".join(lines) + ("\n\nSensitivity at each rate of false positives per scan (linear "
+                               "interpolation between operating points) and CPM, their mean, from one "
+                               "FROC over the scans of all seeds.\n")
+
+
 @register_figure("froc")
 def froc(out: Path, study: dict, figures_dir: Path) -> list[Path]:
+    """The FROC curve of every detection arm on the first comparison's stage; the numbers of
+    every compared stage go to ``froc.csv|md`` (:func:`froc_table`)."""
     import matplotlib.pyplot as plt
 
-    from cogimg.metrics.detection import froc_curve, match_from_row
+    from cogimg.metrics.detection import froc_curve
 
+    table = froc_table(out, study)
+    if table.empty:
+        return []
+    write_figure_table(figures_dir, "froc", table, froc_markdown(table))
     stage = _stage(study)
     fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 2.6))
-    drawn = 0
     for i, arm in enumerate(a["name"] for a in study["arms"]):
-        runs = [r for r in arm_runs(out, arm, stage) if r.kind == "detection"]
-        matches = [match_from_row(row) for r in runs for row in r.subjects.to_dict("records")]
-        if not matches or not any(m.n_targets for m in matches):
+        seeds, matches = _detection_matches(out, arm, stage)
+        if not any(m.n_targets for m in matches):
             continue
         fps, sensitivity, _ = froc_curve(matches)
         keep = fps > 0
         ax.plot(fps[keep], sensitivity[keep], lw=1, color=figures.OKABE_ITO[i % 8],
-                label=f"{arm} ({len(runs)} seed{'s' if len(runs) > 1 else ''})")
-        drawn += 1
-    if not drawn:
-        plt.close(fig)
-        return []
+                label=f"{arm} ({seeds} seed{'s' if seeds > 1 else ''})")
     ax.set_xscale("log")
     ax.set_xlim(1 / 8, 8)
     ax.set_ylim(0, 1)

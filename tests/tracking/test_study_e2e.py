@@ -74,6 +74,12 @@ def test_tiny_study_runs_end_to_end_and_resumes(name, tiny_cohort, tmp_path, mon
     assert "| arm a | arm b | metric |" in printed
     for figure in study["figures"]:
         assert (out / "figures" / f"{figure}.png").is_file(), figure
+    if "froc" in study["figures"]:  # its numbers: every detection arm on every compared stage
+        froc = pd.read_csv(out / "figures" / "froc.csv")
+        stages = list(dict.fromkeys(c["stage"] for c in study["comparisons"]))
+        assert sorted(zip(froc["stage"], froc["arm"])) == sorted(
+            (s, a["name"]) for s in stages for a in study["arms"])
+        assert froc["cpm"].between(0, 1).all()
     assert "Comparisons (b − a)" in (out / "report.html").read_text(encoding="utf-8")
     timing = yaml.safe_load((out / "study.json").read_text(encoding="utf-8"))
     assert set(timing["wall_s_per_arm"]) == {a["name"] for a in study["arms"]}

@@ -157,3 +157,45 @@ def test_segmentation_components_are_scored_as_detections_by_peak_probability():
                                           {**DEFAULTS, "threshold": 0.5})
     assert yaml.safe_load(rows_high[0]["scores"]) == pytest.approx([0.9])
     assert summary_high["cpm"] == pytest.approx(0.5)
+
+
+def test_froc_table_pools_the_scans_of_all_seeds_per_stage_and_arm(tmp_path):
+    from cogimg.metrics.detection import FROC_FP_RATES, match_scan, scan_row
+    from cogimg.tracking.study_figures import froc_markdown
+    from cogimg.tracking.study_registry import FIGURES
+    from tests.tracking.test_leaderboard import fake_run
+
+    lesion, elsewhere = np.array([[0, 0, 0, 4, 4, 4.0]]), np.array([[20, 20, 20, 24, 24, 24.0]])
+    nothing = (np.zeros((0, 6)), np.zeros(0))
+    task = "cogimg.tasks.detection.DetectionTask"
+
+    def detection_run(arm, seed, scans):
+        rows = [scan_row(f"m{i}", match_scan(*pred, lesion)) for i, pred in enumerate(scans)]
+        fake_run(tmp_path / "runs" / arm / f"seed{seed}", arm, arm, seed,
+                 pd.DataFrame(rows).to_dict("list"), task=task)
+
+    # 'good', pooled: 3 lesions; a false positive at 0.95 comes before hits at 0.9 and 0.8, so
+    # the curve is (0, 0) → (1/3 FP, 0) → (1/3, 1/3) → (1/3, 2/3): 0 at 1/8 and 1/4 FP per
+    # scan, 2/3 from 1/2 FP on
+    detection_run("good", 0, [(lesion, np.array([0.9])), nothing])
+    detection_run("good", 1, [(np.concatenate([lesion, elsewhere]), np.array([0.8, 0.95]))])
+    detection_run("poor", 0, [nothing])
+    fake_run(tmp_path / "runs" / "seg" / "seed0", "seg", "unet", 0,
+             {"subject_id": ["m0"], "dice": [0.5]})  # not a detection run: left out
+    study = {"arms": [{"name": n} for n in ("good", "poor", "seg")],
+             "comparisons": [{"a": "poor", "b": "good", "metric": "cpm", "stage": "val"}]}
+
+    written = FIGURES["froc"](tmp_path, study, tmp_path / "figures")
+    assert [p.name for p in written] == ["froc.png"]
+    table = pd.read_csv(tmp_path / "figures" / "froc.csv")
+    rates = [f"sens_{r:g}fp" for r in FROC_FP_RATES]
+    assert list(table.columns) == ["arm", "stage", "seeds", "scans", "lesions", *rates, "cpm"]
+    good, poor = (table.set_index("arm").loc[a] for a in ("good", "poor"))
+    assert list(table["arm"]) == ["good", "poor"] and set(table["stage"]) == {"val"}
+    assert (good["seeds"], good["scans"], good["lesions"]) == (2, 3, 3)
+    assert [good[r] for r in rates] == pytest.approx([0, 0, *[2 / 3] * 5])
+    assert good["cpm"] == pytest.approx(10 / 21)
+    assert (poor["seeds"], poor["scans"], poor["lesions"], poor["cpm"]) == (1, 1, 1, 0.0)
+    markdown = (tmp_path / "figures" / "froc.md").read_text(encoding="utf-8")
+    assert markdown == froc_markdown(table)
+    assert "| good | val | 2 | 3 | 3 | 0.000 | 0.000 | 0.667 |" in markdown
