@@ -92,7 +92,7 @@ def main() -> None:
     if args.quick:
         args.subjects = 10
 
-    from cogimg.data.bids import load_dataset
+    from cogimg.data.bids import forget_inspections, load_dataset
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.data
@@ -115,6 +115,7 @@ def main() -> None:
             ("full, 1 thread", {"num_workers": 1}),
             (f"full, {workers} threads", {"num_workers": workers}),
         ):
+            forget_inspections()  # each run reads every file (no per-process memo)
             t0 = time.perf_counter()
             ds = load_dataset(root, strict=False, **kwargs)
             timings[label] = time.perf_counter() - t0

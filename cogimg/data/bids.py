@@ -43,7 +43,7 @@ from cogimg.data.validation import (
 )
 from cogimg.diseases import normalise_diagnosis
 
-__all__ = ["BIDSDataset", "DatasetError", "Problem", "load_dataset"]
+__all__ = ["BIDSDataset", "DatasetError", "Problem", "forget_inspections", "load_dataset"]
 
 IMAGE_SUFFIXES = ("T1w", "T2w", "FLAIR", "T2starw", "dwi", "adc", "pet")
 #: Suffixes are matched in any case (ISLES'22 writes ``_flair``): lower case -> the key's spelling.
@@ -275,6 +275,12 @@ def _inspect(path: Path, is_label: bool, read_voxels: bool) -> NiftiSummary:
 def _inspect_unchanged(path: Path, is_label: bool, read_voxels: bool,
                        stamp: tuple[int, ...]) -> NiftiSummary:
     return inspect_nifti(path, is_label=is_label, read_voxels=read_voxels)
+
+
+def forget_inspections() -> None:
+    """Forget every file inspection this process remembers, so the next :func:`load_dataset`
+    reads each NIfTI again (what a benchmark of the reads needs)."""
+    _inspect_unchanged.cache_clear()
 
 
 def _usable_cpus() -> int:

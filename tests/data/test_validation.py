@@ -7,7 +7,7 @@ import gzip
 import numpy as np
 import pytest
 
-from cogimg.data.bids import DatasetError, load_dataset
+from cogimg.data.bids import DatasetError, forget_inspections, load_dataset
 from cogimg.data.nifti import inspect_nifti
 from cogimg.data.validation import Problem
 
@@ -49,6 +49,19 @@ def test_a_file_changed_after_a_clean_load_is_inspected_again(bids_root, nifti_w
     raw = (bids_root / T1_01).read_bytes()
     (bids_root / T1_01).write_bytes(raw[:100])
     assert only_error(bids_root).message.startswith("cannot read as NIfTI")
+
+
+def test_forgotten_inspections_are_read_again(bids_root, monkeypatch):
+    from cogimg.data import bids
+
+    reads = []
+    monkeypatch.setattr(bids, "inspect_nifti", lambda path, **kw: reads.append(path) or inspect_nifti(path, **kw))
+    forget_inspections()
+    assert errors_of(bids_root) == []
+    first = len(reads)
+    assert first > 0 and errors_of(bids_root) == [] and len(reads) == first  # remembered
+    forget_inspections()
+    assert errors_of(bids_root) == [] and len(reads) == 2 * first
 
 
 def test_truncated_uncompressed_nii(bids_root, nifti_writer):
