@@ -5,7 +5,8 @@ benchmark's numbers with the machine, commit and package versions to ``results/<
 A result file is a JSON object::
 
     {"benchmark": name, "date": UTC ISO-8601, "command": [argv...],
-     "machine": {"device", "cpu_model", "cpu_count", "threads", "platform", "cuda"},
+     "machine": {"device", "cpu_model", "cpu_count", "threads", "platform", "cuda",
+                 "load_average"},
      "git": {"commit", "dirty"}, "versions": {"python", "torch", ...},
      "headline": {label: number} (optional: what the README quotes), ...the numbers}
 
@@ -111,7 +112,10 @@ def environment(device: str | None = None) -> dict:
         "command": [Path(sys.executable).name, *sys.argv],
         "machine": {"device": device or ("cuda" if cuda else "cpu"), "cpu_model": cpu_model(),
                     "cpu_count": cpus, "threads": torch.get_num_threads(),
-                    "platform": platform.platform(), "cuda": cuda},
+                    "platform": platform.platform(), "cuda": cuda,
+                    # 1, 5 and 15 min averages when the file is written: other jobs on the
+                    # machine while the benchmark ran show here (None where the OS has none)
+                    "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "git": git_info(REPO),
         "versions": versions,
     }

@@ -131,7 +131,9 @@ def machine_line(record: dict) -> str:
     parts = [f"device {device}" if device else None,
              f"GPU {machine['cuda']}" if machine.get("cuda") else None,
              f"{cpu}, {machine.get('cpu_count', '?')} CPUs", f"{threads} torch threads"
-             if threads is not None else None, machine.get("platform")]
+             if threads is not None else None, machine.get("platform"),
+             "load average {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min) at the end".format(
+                 *machine["load_average"]) if machine.get("load_average") else None]
     return "; ".join(p for p in parts if p)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import sys
 from datetime import datetime, timedelta, timezone
@@ -63,6 +64,7 @@ def test_write_result_records_machine_commit_versions_and_command(tmp_path, monk
     machine = record["machine"]
     assert machine["device"] == "cpu" and machine["threads"] == torch.get_num_threads()
     assert machine["cpu_count"] >= 1
+    assert machine["load_average"] == pytest.approx(list(os.getloadavg()), abs=5.0)
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file() and "model name" in cpuinfo.read_text(errors="replace"):
         text = cpuinfo.read_text(errors="replace")
@@ -88,7 +90,8 @@ def test_render_writes_sections_and_headline_block_and_check_detects_drift(tmp_p
     (bench / "demo.py").write_text('"""Demo step time, side by side."""\n', encoding="utf-8")
     full = {"benchmark": "demo", "date": "2026-12-06T10:00:00+00:00",
             "command": ["python", "benchmarks/demo.py"],
-            "machine": {"device": "cpu", "cpu_model": "Test CPU", "cpu_count": 2, "threads": 1},
+            "machine": {"device": "cpu", "cpu_model": "Test CPU", "cpu_count": 2, "threads": 1,
+                        "load_average": [1.52, 1.2, 0.9]},
             "git": {"commit": "a" * 40, "dirty": True}, "versions": {"torch": "9.9"},
             "headline": {"step, s": 0.123456, "ratio": 2}, "settings": {"size": 64},
             "rows": [{"model": "unet", "step_s": 0.25}, {"model": "dynunet", "step_s": 1.5}],
@@ -122,6 +125,7 @@ def test_render_writes_sections_and_headline_block_and_check_detects_drift(tmp_p
     assert "- command: `python benchmarks/demo.py`" in demo
     assert f"- commit: `{'a' * 12}` (uncommitted changes)" in demo
     assert "Test CPU, 2 CPUs; 1 torch threads" in demo
+    assert "load average 1.5 / 1.2 / 0.9 (1 / 5 / 15 min) at the end" in demo
     assert "| settings.size | 64 |" in demo
     assert "| model | step_s |" in demo and "| dynunet | 1.5 |" in demo
     # raw measurements stay in the file: pointed to, not rendered
