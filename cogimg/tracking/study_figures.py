@@ -24,9 +24,14 @@ from cogimg.tracking.study_registry import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs, comparison_table
 
 
+def _stages(study: dict) -> list[str]:
+    """The stages the study's comparisons score, in order of first use (else ``["val"]``)."""
+    return list(dict.fromkeys(c["stage"] for c in study.get("comparisons") or [])) or ["val"]
+
+
 def _stage(study: dict) -> str:
-    comparisons = study.get("comparisons") or []
-    return comparisons[0]["stage"] if comparisons else "val"
+    """The first comparison's stage (else ``val``): the stage a study figure draws."""
+    return _stages(study)[0]
 
 
 @register_figure("paired_differences")
@@ -37,11 +42,6 @@ def paired_differences(out: Path, study: dict, figures_dir: Path) -> list[Path]:
     names = [f"{b} − {a} ({m})" for a, b, m in zip(table["arm_a"], table["arm_b"], table["metric"])]
     return [figures.dot_plot(names, table["difference"], table["ci_low"], table["ci_high"],
                              figures_dir / "paired_differences", "difference b − a")]
-
-
-def _stages(study: dict) -> list[str]:
-    """The stages the study's comparisons score, in order of first use (else ``["val"]``)."""
-    return list(dict.fromkeys(c["stage"] for c in study.get("comparisons") or [])) or ["val"]
 
 
 def _detection_matches(out: Path, arm: str, stage: str) -> tuple[int, list]:
