@@ -29,7 +29,7 @@ def _stages(study: dict) -> list[str]:
     return list(dict.fromkeys(c["stage"] for c in study.get("comparisons") or [])) or ["val"]
 
 
-def _stage(study: dict) -> str:
+def figure_stage(study: dict) -> str:
     """The first comparison's stage (else ``val``): the stage a study figure draws."""
     return _stages(study)[0]
 
@@ -102,7 +102,7 @@ def froc(out: Path, study: dict, figures_dir: Path) -> list[Path]:
     if table.empty:
         return []
     write_figure_table(figures_dir, "froc", table, froc_markdown(table))
-    stage = _stage(study)
+    stage = figure_stage(study)
     fig, ax = plt.subplots(figsize=(figures.ONE_COLUMN_IN, 2.6))
     for i, arm in enumerate(a["name"] for a in study["arms"]):
         seeds, matches = _detection_matches(out, arm, stage)
@@ -142,7 +142,7 @@ def label_fraction_curve(out: Path, study: dict, figures_dir: Path) -> list[Path
 
     from cogimg.tracking.leaderboard import KINDS
 
-    stage, points = _stage(study), []
+    stage, points = figure_stage(study), []
     for arm in study["arms"]:
         fraction = (arm.get("options") or {}).get("label_fraction")
         runs = arm_runs(out, arm["name"], stage)

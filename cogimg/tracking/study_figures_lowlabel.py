@@ -30,6 +30,7 @@ import pandas as pd
 
 from cogimg.metrics.bootstrap import bootstrap_distribution, percentile_interval
 from cogimg.tracking.leaderboard import KINDS
+from cogimg.tracking.study_figures import figure_stage
 from cogimg.tracking.study_registry import register_figure, write_figure_table
 from cogimg.tracking.study_stats import arm_runs, pooled_table
 
@@ -44,11 +45,6 @@ def recovery_share(low: float, arm: float, full: float) -> float:
     if not all(map(math.isfinite, (low, arm, full))) or gap == 0:
         return float("nan")
     return (arm - low) / gap
-
-
-def _stage(study: dict) -> str:
-    comparisons = study.get("comparisons") or []
-    return comparisons[0]["stage"] if comparisons else "val"
 
 
 def _metric(study: dict, kind) -> str:
@@ -99,7 +95,7 @@ def recovery_table(out: str | Path, study: dict) -> pd.DataFrame:
         if method == "supervised" or fraction >= top or fraction not in supervised:
             continue
         names = {"low": supervised[fraction], "arm": name, "full": supervised[top]}
-        stage = _stage(study)
+        stage = figure_stage(study)
         runs = {k: arm_runs(out, v, stage) for k, v in names.items()}
         if not all(runs.values()):
             continue
