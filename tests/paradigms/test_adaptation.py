@@ -97,10 +97,30 @@ def test_coral_loss_closed_form():
 
 def test_mmd_loss_closed_form_and_zero_for_identical_sets():
     a, b = torch.tensor([[0.0]]), torch.tensor([[1.0]])
-    assert float(mmd_loss(a, b, bandwidth=1.0, multipliers=(1.0,))) == pytest.approx(2 - 2 * math.exp(-1))
+    v = mmd_loss(a, b, bandwidth=1.0, multipliers=(1.0,), unbiased=False)
+    assert float(v) == pytest.approx(2 - 2 * math.exp(-1))
+    with pytest.raises(ValueError, match="≥ 2 samples"):
+        mmd_loss(a, b)
+    # U-statistic by hand, k(x, y) = exp(−(x − y)²): source {0, 1}, target {0, 3}
+    u = mmd_loss(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [3.0]]), bandwidth=1.0, multipliers=(1.0,))
+    e = math.exp
+    assert float(u) == pytest.approx(e(-1) + e(-9) - 2 * (1 + e(-9) + e(-1) + e(-4)) / 4)
     x = torch.randn(8, 3)
-    assert float(mmd_loss(x, x.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert float(mmd_loss(x, x.clone(), unbiased=False)) == pytest.approx(0.0, abs=1e-6)
     assert float(mmd_loss(x, x + 2.0)) > 0.1
+
+
+def test_unbiased_mmd_does_not_reward_pulling_each_domain_together():
+    """Two sites drawn from the same N(0, s² I₄), four samples each, k(x, y) = exp(−‖x − y‖²/4):
+    E[V-statistic] = (1/4 + 1/4)·(1 − E k) with E k = (1 + s²)⁻², which falls as the spread s
+    shrinks although the sites never differ; the U-statistic's expectation is 0 at every s."""
+    generator = torch.Generator().manual_seed(0)
+    for spread in (1.0, 0.3):
+        draws = [spread * torch.randn(8, 4, generator=generator) for _ in range(4000)]
+        v = torch.stack([mmd_loss(x[:4], x[4:], bandwidth=4.0, multipliers=(1.0,), unbiased=False) for x in draws])
+        u = torch.stack([mmd_loss(x[:4], x[4:], bandwidth=4.0, multipliers=(1.0,)) for x in draws])
+        assert float(v.mean()) == pytest.approx(0.5 * (1 - (1 + spread**2) ** -2), abs=0.01)
+        assert float(u.mean()) == pytest.approx(0.0, abs=0.01)
 
 
 def test_domain_alignment_averages_each_site_against_the_rest():
@@ -133,9 +153,9 @@ def test_alignment_compares_every_position_of_a_map_layer_normalised(method):
     fn = coral_loss if method == "coral" else mmd_loss
     expected = fn(rows[:12], rows[12:])
     loss, _ = head.domain_loss(maps, domains)
-    assert torch.allclose(loss, expected, rtol=1e-5)
+    assert torch.allclose(loss, expected, rtol=1e-5, atol=1e-6)
     for scale in (1e-2, 1e2):
-        assert torch.allclose(head.domain_loss(scale * maps, domains)[0], loss, rtol=1e-3)
+        assert torch.allclose(head.domain_loss(scale * maps, domains)[0], loss, rtol=1e-3, atol=1e-5)
 
 
 def test_adaptation_config_rejects_bad_options():

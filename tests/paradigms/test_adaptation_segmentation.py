@@ -154,7 +154,7 @@ def test_alignment_losses_train_with_target_patches(lso, tmp_path, method):
     trainer = _trainer(tmp_path, steps=1)
     trainer.fit(model, datamodule=_dm(lso))
     value = trainer.callback_metrics[f"train/{method}_loss"]
-    assert torch.isfinite(value) and float(value) >= 0.0
+    assert torch.isfinite(value) and (method == "mmd" or float(value) >= 0.0)  # MMD: the unbiased estimate
 
 
 def test_adaptation_errors_name_the_problem(lso, tmp_path):

@@ -85,7 +85,7 @@ def test_alignment_losses_train_across_training_and_target_sites(lso, tmp_path, 
     trainer = _trainer(tmp_path, steps=1)
     trainer.fit(model, datamodule=_dm(TargetSiteVolumeDataModule, lso))
     value = trainer.callback_metrics[f"train/{method}_loss"]
-    assert torch.isfinite(value) and float(value) >= 0.0
+    assert torch.isfinite(value) and (method == "mmd" or float(value) >= 0.0)  # MMD: the unbiased estimate
 
 
 def test_adaptation_errors_name_the_problem(lso, tmp_path):

@@ -206,7 +206,7 @@ class DomainAdaptation(TrainingAddon):
         features, domains = position_samples(features, domains)
         features = F.layer_norm(features, features.shape[-1:], eps=1e-8)  # eps ≪ the features' variance
         fn = coral_loss if method == "coral" else mmd_loss
-        return domain_alignment(features, domains, fn, minimum=2 if method == "coral" else 1), {}
+        return domain_alignment(features, domains, fn, minimum=2), {}
 
     # ---------------------------------------------------------------- training step
     def before_forward(self, step: TrainingStep) -> None:

@@ -22,14 +22,20 @@ def coral_loss(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def mmd_loss(source: torch.Tensor, target: torch.Tensor, bandwidth: float | None = None,
-             multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0)) -> torch.Tensor:
+             multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+             unbiased: bool = True) -> torch.Tensor:
     """Squared maximum mean discrepancy with a sum of Gaussian kernels (Long et al. 2015, DAN).
 
     ``k(x, y) = Σ_m exp(−‖x − y‖² / (m · σ²))`` over ``multipliers`` m; ``σ²`` = ``bandwidth``
     or, when ``None``, the mean squared distance between all pooled samples (detached, so the
-    bandwidth is not optimised). Biased (V-statistic) estimate, ≥ 0, and 0 for identical sets.
+    bandwidth is not optimised). ``unbiased`` (default): the U-statistic of Gretton et al.
+    (2012), which leaves out the ``k(x, x)`` terms (Ns, Nt ≥ 2; it can be slightly negative);
+    otherwise the biased V-statistic (≥ 0). The V-statistic's diagonal adds
+    ``(1/Ns + 1/Nt)·(k(x, x) − mean within-domain k)``, which a network lowers by pulling each
+    domain's samples together: with a few pooled vectors per site in a batch, that collapses
+    the class information (studies/leave_site_out.yaml).
     """
-    _check_pair(source, target, minimum=1, name="mmd_loss")
+    _check_pair(source, target, minimum=2 if unbiased else 1, name="mmd_loss")
     x = torch.cat([source, target]).float()
     sq = torch.cdist(x, x).pow(2)
     if bandwidth is None:
@@ -43,7 +49,12 @@ def mmd_loss(source: torch.Tensor, target: torch.Tensor, bandwidth: float | None
     kernel = sum(torch.exp(-sq / (m * sigma2)) for m in multipliers)
     ns = source.shape[0]
     k_ss, k_tt, k_st = kernel[:ns, :ns], kernel[ns:, ns:], kernel[:ns, ns:]
-    return k_ss.mean() + k_tt.mean() - 2.0 * k_st.mean()
+    if not unbiased:
+        return k_ss.mean() + k_tt.mean() - 2.0 * k_st.mean()
+    nt = k_tt.shape[0]
+    within = ((k_ss.sum() - k_ss.diagonal().sum()) / (ns * (ns - 1))
+              + (k_tt.sum() - k_tt.diagonal().sum()) / (nt * (nt - 1)))
+    return within - 2.0 * k_st.mean()
 
 
 def domain_alignment(features: torch.Tensor, domains: torch.Tensor,
