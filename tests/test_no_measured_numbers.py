@@ -2,7 +2,8 @@
 (``results/<name>.json``, run directories) rendered by ``benchmarks/render_results.py``.
 
 The rule (applied to each line of every docstring — module, class, function — and every
-``#`` comment of the ``.py`` files under ``cogimg/``, ``benchmarks/`` and ``studies/``):
+``#`` comment of the ``.py`` files under ``cogimg/``, ``benchmarks/`` and ``studies/``, and
+every ``#`` comment of the YAML configs under ``studies/``, ``experiments/`` and ``sweeps/``):
 
 1. **Table row.** A line with at least two decimal numbers (``\\d+\\.\\d+``) that is laid out
    as a table row: at least two ``|`` cells, or at least two column gaps (runs of 2+ spaces
@@ -41,6 +42,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ROOTS = ("cogimg", "benchmarks", "studies")
+YAML_ROOTS = ("studies", "experiments", "sweeps")
+YAML_COMMENT = re.compile(r"(?:^|\s)(#.*)$")
 
 #: Files not scanned yet, relative to the repository root. Only study scripts whose tables
 #: still live in their docstrings; each is being converted to a ``studies/`` config (issue 26)
@@ -133,8 +136,22 @@ def _could_violate(source: str) -> bool:
         for line in source.splitlines())
 
 
+def yaml_comment_blocks(source: str) -> list[list[tuple[int, str]]]:
+    """Blocks of consecutive lines with a ``#`` comment in a YAML file (a ``#`` at the start of
+    the line or after a space), each a list of ``(line number, comment)``."""
+    blocks: list[list[tuple[int, str]]] = []
+    for number, line in enumerate(source.splitlines(), start=1):
+        if match := YAML_COMMENT.search(line):
+            if blocks and blocks[-1][-1][0] == number - 1:
+                blocks[-1].append((number, match.group(1)))
+            else:
+                blocks.append([(number, match.group(1))])
+    return blocks
+
+
 def scan(path: Path) -> list[str]:
-    """``"path:line: rule: text"`` for every offending docstring or comment line of ``path``."""
+    """``"path:line: rule: text"`` for every offending docstring or comment line of ``path``
+    (a ``.py`` file, or a YAML config's comments)."""
     source = path.read_text(encoding="utf-8")
     if not _could_violate(source):
         return []
@@ -143,7 +160,8 @@ def scan(path: Path) -> list[str]:
     except ValueError:
         rel = str(path)
     problems = []
-    for block in paragraphs(source):
+    blocks = yaml_comment_blocks(source) if path.suffix == ".yaml" else paragraphs(source)
+    for block in blocks:
         reports = any(REPORT.search(text) for _, text in block)
         problems += [f"{rel}:{number}: {', '.join(rules)}: {text.strip()}"
                      for number, text in block if (rules := violations(text, reports))]
@@ -154,6 +172,8 @@ def scanned_files() -> list[Path]:
     files = []
     for root in ROOTS:
         files += sorted((REPO / root).rglob("*.py")) if (REPO / root).is_dir() else []
+    for root in YAML_ROOTS:
+        files += sorted((REPO / root).rglob("*.yaml")) if (REPO / root).is_dir() else []
     return [f for f in files if f.relative_to(REPO).as_posix() not in ALLOWLIST]
 
 
@@ -224,3 +244,16 @@ def test_scan_reports_each_planted_line_with_file_and_line(tmp_path):
     assert [p.split(":")[1] for p in problems] == ["3", "6", "7", "9", "14"]
     assert all(p.startswith(str(planted)) for p in problems)
     assert "reported measurement" in problems[0] and "metric value" in problems[3]
+
+
+def test_scan_reads_the_comments_of_yaml_configs(tmp_path):
+    config = tmp_path / "study.yaml"
+    config.write_text(
+        "kind: study  # a comment without numbers\n"
+        "overrides: [--trainer.max_epochs, '20']\n"
+        "# it sharpened the peaks (CPM 0.97 -> 1.0)\n"
+        "val_threshold: 0.5   # Dice ≥ 0.5 counts as a hit (a spec)\n"
+        "metric: {dice: 0.83, f1: 0.71}\n", encoding="utf-8")
+    problems = scan(config)
+    assert [p.split(":")[1] for p in problems] == ["3"]
+    assert "metric value" in problems[0]
