@@ -268,14 +268,19 @@ class _RelativeNoise(tio.RandomNoise):
 
 #: Randomisation recipes selectable by name (``PatchDataModule(randomise=...)``): the
 #: :class:`SynthStroke` arguments that differ from its defaults.
-RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0}}
+#: ``synthstroke_subacute`` widens the lesion's ADC margin down to 0 (ADC as low as its tissue's):
+#: DWI-defined lesions whose ADC has pseudo-normalised (subacute lesions, which ISLES'22 includes)
+#: or is diluted by partial volume in small lesions; the default's margin cannot draw them.
+RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0},
+                            "synthstroke_subacute": {"adc_margin": (0.0, 0.55)}}
 
 
 def randomisation(name: str, channels: Sequence[str], lesion_key: str,
                   clip_percentiles: tuple[float, float] | None = (0.5, 99.5)) -> tio.Compose:
     """The training transform of recipe ``name``: flip and affine on the labels, then
     :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring;
-    ``synthstroke_nomimics``: the same without lesion mimics, the ablation)."""
+    ``synthstroke_nomimics``: the same without lesion mimics, the ablation;
+    ``synthstroke_subacute``: lesion ADC down to its tissue's, see :data:`RECIPES`)."""
     if name not in RECIPES:
         raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {sorted(RECIPES)}")
     return tio.Compose([

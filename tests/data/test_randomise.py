@@ -13,6 +13,7 @@ from cogimg.data.randomise import (
     GM,
     LESION,
     MIMIC,
+    RECIPES,
     REGION,
     RIM,
     SCALP,
@@ -168,3 +169,22 @@ def test_missing_tissue_map_and_unknown_recipe_are_named():
         randomisation("nope", ("dwi", "adc"), "lesions_msk")
     with pytest.raises(ValueError, match="T1w"):
         SynthStroke(("dwi", "T1w"))
+
+
+def test_subacute_recipe_draws_lesion_adc_up_to_its_tissue_and_the_default_does_not():
+    """Lesion ADC / darker tissue's ADC over 400 draws of the means: the default margin keeps it
+    in [0.45, 0.85]; ``synthstroke_subacute`` reaches pseudo-normalised lesions (up to 1.0,
+    never above) and still draws the deep ones."""
+    def ratios(adc_margin):
+        torch.manual_seed(0)
+        out = []
+        for _ in range(400):
+            adc = draw_means("adc", (0.25, 1.5), adc_margin)
+            out.append(adc[LESION] / min(adc[GM], adc[WM]))
+        return np.array(out)
+
+    default = ratios(SynthStroke().adc_margin)
+    subacute = ratios(RECIPES["synthstroke_subacute"]["adc_margin"])
+    assert 0.45 <= default.min() and default.max() <= 0.85
+    assert 0.95 < subacute.max() <= 1.0 and subacute.min() < 0.5
+    assert (subacute > 0.85).mean() == pytest.approx(0.15 / 0.55, abs=0.06)
