@@ -1,7 +1,9 @@
 """How the synthetic stroke cohort differs from a real acute stroke scan (issue 30, part 1).
 
-Measures the same statistics on the real ISLES'22 case(s) and on a synthetic stroke cohort,
-prints them side by side and writes ``results/sim2real_calibration.json``:
+Measures the same statistics on the real ISLES'22 case(s), on a synthetic stroke cohort and
+on images drawn by each domain-randomisation recipe (``--recipes``) from that cohort's label
+maps before normalisation (brain = the tissue map), prints them side by side and writes
+``results/sim2real_calibration.json``:
 
 - **tissue intensities** per channel (DWI, ADC; FLAIR where present): 5/25/50/75/95th
   percentiles of CSF, normal parenchyma and lesion, each divided by the median of normal
@@ -26,7 +28,8 @@ prints them side by side and writes ``results/sim2real_calibration.json``:
 Usage::
 
     python benchmarks/sim2real_calibration.py --synth DATA/synth_stroke [--isles ../shared/data/isles22]
-        [--soop ../shared/data/soop_masks] [--soop-sample 150] [--out results/sim2real_calibration.json]
+        [--soop ../shared/data/soop_masks] [--soop-sample 150] [--recipes R ...] [--draws 20]
+        [--out results/sim2real_calibration.json]
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
-from cogimg.data.randomise import mirrored
+from cogimg.data.randomise import RECIPES, SynthStroke, mirrored
 
 PERCENTILES = (5, 25, 50, 75, 95)
 CSF_ADC_E6 = 1700.0
@@ -59,9 +62,12 @@ def adc_scale_to_e6(adc_brain: np.ndarray) -> tuple[float, str]:
     return 1.0, "1e-6 mm2/s"
 
 
-def tissue_masks(images: dict[str, np.ndarray], lesion: np.ndarray) -> dict[str, np.ndarray]:
-    """``brain``, ``csf``, ``parenchyma`` and ``lesion`` bool masks (X, Y, Z) of one scan."""
-    brain = (images["dwi"] != 0) & (images["adc"] != 0)
+def tissue_masks(images: dict[str, np.ndarray], lesion: np.ndarray,
+                 brain: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """``brain``, ``csf``, ``parenchyma`` and ``lesion`` bool masks (X, Y, Z) of one scan;
+    ``brain`` defaults to the non-zero voxels (skull-stripped scans)."""
+    if brain is None:
+        brain = (images["dwi"] != 0) & (images["adc"] != 0)
     scale, _ = adc_scale_to_e6(images["adc"][brain])
     csf = brain & (images["adc"] * scale > CSF_ADC_E6) & ~lesion
     near_lesion = ndimage.binary_dilation(lesion, iterations=1)
@@ -85,9 +91,9 @@ def noise_and_roughness(image: np.ndarray, region: np.ndarray) -> dict[str, floa
 
 
 def scan_statistics(images: dict[str, np.ndarray], lesion: np.ndarray,
-                    zooms: tuple[float, ...]) -> dict:
+                    zooms: tuple[float, ...], brain: np.ndarray | None = None) -> dict:
     """Every statistic of the module docstring for one scan (images on one grid)."""
-    masks = tissue_masks(images, lesion)
+    masks = tissue_masks(images, lesion, brain)
     # the lesion reflected across the brain's left-right midline (first voxel axis)
     contra = mirrored(masks["lesion"], 0, ndimage.center_of_mass(masks["brain"])[0]) & masks["parenchyma"]
     scale, unit = adc_scale_to_e6(images["adc"][masks["brain"]])
@@ -177,6 +183,35 @@ def synthetic_cases(root: Path, limit: int) -> list[dict]:
     return cases
 
 
+def randomised_cases(root: Path, recipe: str, draws: int) -> list[dict]:
+    """Statistics of ``draws`` images drawn by randomisation ``recipe`` from the label maps of
+    the synthetic cohort's stroke subjects (draw k: subject k mod n, ``torch`` seed k), before
+    normalisation (:meth:`SynthStroke.draw`); brain = the tissue map's labels."""
+    import torch
+
+    generator = SynthStroke(("dwi", "adc"), **RECIPES[recipe])
+    subjects = []
+    for tissue_path in sorted((root / "derivatives" / "truth").glob("sub-*/*_desc-tissue_dseg.nii.gz")):
+        pid = tissue_path.name.split("_desc-")[0]
+        mask_path = root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_msk.nii.gz"
+        if mask_path.exists():
+            subjects.append((tissue_path, mask_path))
+    if not subjects:
+        raise SystemExit(f"{root}: no stroke subject with a tissue map and a lesion mask")
+    cases = []
+    for k in range(draws):
+        tissue_path, mask_path = subjects[k % len(subjects)]
+        tissue = nib.load(tissue_path)
+        labels = np.asarray(tissue.dataobj).astype(np.uint8)
+        lesion = _load(mask_path)[0] > 0
+        torch.manual_seed(k)
+        images = generator.draw(labels, lesion.astype(np.uint8), tissue.affine).numpy()
+        cases.append({"case": f"{tissue_path.name.split('_desc-')[0]} draw {k}",
+                      **scan_statistics({"dwi": images[0], "adc": images[1]}, lesion,
+                                        tissue.header.get_zooms(), brain=labels > 0)})
+    return cases
+
+
 def soop_sizes(root: Path, sample: int, seed: int = 0) -> list[dict]:
     paths = sorted((root / "lesions").glob("sub-*_lesion.nii.gz"))
     rng = np.random.default_rng(seed)
@@ -247,6 +282,9 @@ def main(argv=None) -> int:
     parser.add_argument("--soop", type=Path, default=Path("../shared/data/soop_masks"))
     parser.add_argument("--soop-sample", type=int, default=150)
     parser.add_argument("--synth-limit", type=int, default=40)
+    parser.add_argument("--recipes", nargs="*", default=sorted(RECIPES),
+                        help="randomisation recipes whose draws are measured too")
+    parser.add_argument("--draws", type=int, default=20, help="images drawn per recipe")
     parser.add_argument("--out", type=Path, default=Path("results/sim2real_calibration.json"))
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
@@ -256,12 +294,15 @@ def main(argv=None) -> int:
     if not real or not synth:
         raise SystemExit(f"need real cases under {args.isles} and synthetic ones under {args.synth}")
     summaries = {"real (ISLES'22)": summarise(real), "synthetic": summarise(synth)}
+    randomised = {recipe: randomised_cases(args.synth, recipe, args.draws) for recipe in args.recipes}
+    summaries.update({f"randomised {recipe}": summarise(cases) for recipe, cases in randomised.items()})
     if soop:
         summaries["SOOP masks"] = summarise(soop)
     text = table(summaries)
     print(text)
     result = {"synthetic_cohort": str(args.synth), "summaries": summaries, "table": text.splitlines(),
-              "details": {"real_cases": real, "synthetic_cases": synth}}
+              "details": {"real_cases": real, "synthetic_cases": synth,
+                          "randomised_cases": randomised}}
     real_ceiling, synth_ceiling = (summaries[k]["voxel_rule_ceiling_dice"][2]
                                    for k in ("real (ISLES'22)", "synthetic"))
     write_result(args.out.name.removesuffix(".json"), result, results_dir=args.out.parent,

@@ -209,8 +209,24 @@ class SynthStroke(tio.Transform):
                                "needs the cohort's tissue classes (regenerate it with this "
                                "cogimg: derivatives/truth/*_desc-tissue_dseg.nii.gz)")
         tissue = subject[self.tissue_key].data[0].numpy()
-        lesion = subject[self.lesion_key].data[0].numpy()
         affine = subject[self.tissue_key].affine
+        images = self.draw(tissue, subject[self.lesion_key].data[0].numpy(), affine)
+        mask = torch.from_numpy(head_mask(images[self.channels.index("dwi")]))
+        if not bool(mask.any()):
+            mask = torch.from_numpy(tissue > 0)
+        images = normalise_in_mask(images, mask, self.clip_percentiles)
+        for k, channel in enumerate(self.channels):
+            image = tio.ScalarImage(tensor=images[k:k + 1], affine=affine)
+            if channel in subject:
+                subject.remove_image(channel)
+            subject.add_image(image, channel)
+        subject.remove_image(self.tissue_key)
+        return subject
+
+    def draw(self, tissue: np.ndarray, lesion: np.ndarray, affine: np.ndarray) -> torch.Tensor:
+        """Steps 1–3 of the module docstring: ``channels`` images (C, X, Y, Z) in scanner
+        units (ADC in 10⁻⁶ or 10⁻³ mm²/s), not yet normalised, from the tissue and lesion
+        label maps (X, Y, Z) of one subject on the grid ``affine``."""
         labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
         lr_axis = next(i for i, code in enumerate(nib.aff2axcodes(affine)) if code in "LR")
         add_mimics(labels, self.p_mimics, np.random.default_rng(int(torch.randint(2**31, (1,)).item())),
@@ -228,17 +244,7 @@ class SynthStroke(tio.Transform):
         images = torch.cat([work[c].data.float() for c in self.channels])
         if "adc" in self.channels and torch.rand(1).item() < 0.5:  # 10⁻³ mm²/s instead of 10⁻⁶
             images[self.channels.index("adc")] /= 1000.0
-        mask = torch.from_numpy(head_mask(images[self.channels.index("dwi")]))
-        if not bool(mask.any()):
-            mask = torch.from_numpy(tissue > 0)
-        images = normalise_in_mask(images, mask, self.clip_percentiles)
-        for k, channel in enumerate(self.channels):
-            image = tio.ScalarImage(tensor=images[k:k + 1], affine=affine)
-            if channel in subject:
-                subject.remove_image(channel)
-            subject.add_image(image, channel)
-        subject.remove_image(self.tissue_key)
-        return subject
+        return images
 
     def acquisition(self) -> tio.Compose:
         """Partial volume, thick slices, bias, gamma, noise, motion, ghosting (on images)."""

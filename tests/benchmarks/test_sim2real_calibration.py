@@ -34,3 +34,32 @@ def test_a_mimic_dark_on_adc_too_caps_the_ceiling_at_two_thirds():
     neither."""
     images, masks = phantom(mimic_adc=480.0)
     assert np.isclose(voxel_rule_ceiling(images, masks)["dice"], 2 * 64 / (128 + 64))
+
+
+def test_randomised_draws_are_measured_before_normalisation_and_the_subacute_recipe_is_fainter(tmp_path):
+    """Draws of both recipes from one phantom subject's label maps: the same seeds give the same
+    draws but for the lesion's ADC margin, which ``synthstroke_subacute`` draws in [0, 0.55]
+    instead of [0.15, 0.55] (so never deeper): its lesions are fainter on ADC, as bright on
+    DWI; ADC stays in 10⁻⁶ or 10⁻³ mm²/s (not z-scored)."""
+    import nibabel as nib
+
+    from benchmarks.sim2real_calibration import randomised_cases
+    from tests.data.test_randomise import AFFINE
+    from tests.data.test_randomise import phantom as tissue_phantom
+
+    tissue, lesion = tissue_phantom()
+    for sub, volume in (("truth/sub-0001/sub-0001_desc-tissue_dseg", tissue),
+                        ("lesions/sub-0001/anat/sub-0001_msk", lesion)):
+        path = tmp_path / "derivatives" / f"{sub}.nii.gz"
+        path.parent.mkdir(parents=True)
+        nib.save(nib.Nifti1Image(volume.astype(np.uint8), AFFINE), path)
+    default = randomised_cases(tmp_path, "synthstroke", 6)
+    subacute = randomised_cases(tmp_path, "synthstroke_subacute", 6)
+    assert [c["case"] for c in default] == [f"sub-0001 draw {k}" for k in range(6)]
+    adc = [(d["channels"]["adc"]["lesion_contrast"], s["channels"]["adc"]["lesion_contrast"])
+           for d, s in zip(default, subacute)]
+    dwi = [(d["channels"]["dwi"]["lesion_contrast"], s["channels"]["dwi"]["lesion_contrast"])
+           for d, s in zip(default, subacute)]
+    assert all(s > d for d, s in adc) and all(d < 1.0 for d, _ in adc)
+    assert all(d == s > 1.0 for d, s in dwi)  # DWI is drawn before ADC: the same numbers
+    assert all(400 < c["adc_parenchyma_median_e6"] < 1500 for c in default + subacute)
