@@ -31,8 +31,8 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    real data);
 3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
    (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
-   4–6 mm slices on a 2 mm grid), bias field, gamma, Rician-like noise, motion and ghosting
-   (TorchIO transforms);
+   4–6 mm slices on a 2 mm grid), bias field, Rician-like noise (more on ADC where
+   ``adc_noise`` asks), motion and ghosting (TorchIO transforms);
 4. **normalisation** as the real-scan preprocessing does it (``foreground="head"``,
    :mod:`cogimg.data.real_scan`): head mask from the DWI channel, percentile clip and
    z-score inside it.
@@ -176,6 +176,8 @@ class SynthStroke(tio.Transform):
             ADC (darker) against the brighter/darker of GM and WM.
         p_skull: probability of adding skull/scalp shells.
         p_mimics: probability of each kind of lesion mimic (:func:`add_mimics`); 0 = none.
+        adc_noise: range of extra noise on ADC alone (same units as the common noise): ADC
+            is a log ratio of DWI images and so noisier than they are; ``(0, 0)`` = none.
         slice_downsampling: ``tio.RandomAnisotropy`` range along the last axis.
         clip_percentiles: the final clip (the preset's), ``None`` = none.
     """
@@ -183,7 +185,7 @@ class SynthStroke(tio.Transform):
     def __init__(self, channels: Sequence[str] = ("dwi", "adc"), lesion_key: str = "lesions_msk",
                  tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
-                 p_mimics: float = 0.7,
+                 p_mimics: float = 0.7, adc_noise: tuple[float, float] = (0.0, 0.0),
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
         super().__init__(**kwargs)
@@ -195,11 +197,12 @@ class SynthStroke(tio.Transform):
             raise ValueError("SynthStroke needs a 'dwi' channel (its head mask normalises all)")
         self.channels, self.lesion_key, self.tissue_key = tuple(channels), lesion_key, tissue_key
         self.dwi_margin, self.adc_margin = tuple(dwi_margin), tuple(adc_margin)
-        self.p_skull, self.p_mimics = p_skull, p_mimics
+        self.p_skull, self.p_mimics, self.adc_noise = p_skull, p_mimics, tuple(adc_noise)
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "p_mimics", "slice_downsampling", "clip_percentiles"]
+                           "p_skull", "p_mimics", "adc_noise", "slice_downsampling",
+                           "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         sid = subject.get("subject_id")
@@ -247,12 +250,15 @@ class SynthStroke(tio.Transform):
         return images
 
     def acquisition(self) -> tio.Compose:
-        """Partial volume, thick slices, bias, gamma, noise, motion, ghosting (on images)."""
+        """Partial volume, thick slices, bias, noise, motion, ghosting (on images)."""
+        adc_noise = ([_RelativeNoise(std=self.adc_noise, include=["adc"])]
+                     if "adc" in self.channels and max(self.adc_noise) > 0 else [])
         return tio.Compose([
             tio.RandomBlur(std=(0.0, 1.5)),
             tio.RandomAnisotropy(axes=(2,), downsampling=self.slice_downsampling, p=0.7),
             RandomBiasFieldSeparable(coefficients=0.5, p=0.7),
             _RelativeNoise(std=(0.0, 0.12), p=0.9),
+            *adc_noise,
             tio.RandomMotion(degrees=5.0, translation=5.0, num_transforms=2, p=0.15),
             tio.RandomGhosting(num_ghosts=(2, 6), intensity=(0.2, 0.6), p=0.15),
         ])
@@ -277,8 +283,14 @@ class _RelativeNoise(tio.RandomNoise):
 #: ``synthstroke_subacute`` widens the lesion's ADC margin down to 0 (ADC as low as its tissue's):
 #: DWI-defined lesions whose ADC has pseudo-normalised (subacute lesions, which ISLES'22 includes)
 #: or is diluted by partial volume in small lesions; the default's margin cannot draw them.
+#: ``synthstroke_calibrated`` also draws fainter DWI lesions and noisier ADC, so that the draws'
+#: lesion contrast and noise overlap those measured on real scans
+#: (``benchmarks/sim2real_calibration.py`` prints both side by side).
 RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0},
-                            "synthstroke_subacute": {"adc_margin": (0.0, 0.55)}}
+                            "synthstroke_subacute": {"adc_margin": (0.0, 0.55)},
+                            "synthstroke_calibrated": {"adc_margin": (0.0, 0.55),
+                                                       "dwi_margin": (0.05, 1.2),
+                                                       "adc_noise": (0.05, 0.2)}}
 
 
 def randomisation(name: str, channels: Sequence[str], lesion_key: str,
@@ -286,7 +298,8 @@ def randomisation(name: str, channels: Sequence[str], lesion_key: str,
     """The training transform of recipe ``name``: flip and affine on the labels, then
     :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring;
     ``synthstroke_nomimics``: the same without lesion mimics, the ablation;
-    ``synthstroke_subacute``: lesion ADC down to its tissue's, see :data:`RECIPES`)."""
+    ``synthstroke_subacute``: lesion ADC down to its tissue's; ``synthstroke_calibrated``: that,
+    fainter DWI lesions and noisier ADC; see :data:`RECIPES`)."""
     if name not in RECIPES:
         raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {sorted(RECIPES)}")
     return tio.Compose([

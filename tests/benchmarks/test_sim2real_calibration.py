@@ -63,3 +63,14 @@ def test_randomised_draws_are_measured_before_normalisation_and_the_subacute_rec
     assert all(s > d for d, s in adc) and all(d < 1.0 for d, _ in adc)
     assert all(d == s > 1.0 for d, s in dwi)  # DWI is drawn before ADC: the same numbers
     assert all(400 < c["adc_parenchyma_median_e6"] < 1500 for c in default + subacute)
+    # synthstroke_calibrated: the DWI margin [0.05, 1.2] is below [0.25, 1.5] for every uniform
+    # draw, so each lesion is fainter on DWI; ADC gets extra noise, DWI none
+    calibrated = randomised_cases(tmp_path, "synthstroke_calibrated", 6)
+    assert all(c["channels"]["dwi"]["lesion_contrast"] < s["channels"]["dwi"]["lesion_contrast"]
+               for c, s in zip(calibrated, subacute))
+
+    def median_noise(cases, channel):
+        return np.median([c["channels"][channel]["noise_rel"] for c in cases])
+
+    assert median_noise(calibrated, "adc") > 1.3 * median_noise(subacute, "adc")
+    assert median_noise(calibrated, "dwi") < 1.3 * median_noise(subacute, "dwi")
