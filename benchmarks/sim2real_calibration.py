@@ -268,7 +268,7 @@ def table(summaries: dict[str, dict]) -> str:
                      "roughness"):
             rows.append((f"{ch}:{stat}", [med(summaries[n], ch, stat) for n in names]))
     width = max(len(r[0]) for r in rows) + 2
-    col = 28
+    col = max(28, *(len(n) + 2 for n in names))
     lines = ["statistic".ljust(width) + "".join(n.ljust(col) for n in names)]
     lines.append("median [25th, 75th] over scans")
     lines += [r[0].ljust(width) + "".join(v.ljust(col) for v in r[1]) for r in rows]
