@@ -40,6 +40,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -187,8 +188,6 @@ def randomised_cases(root: Path, recipe: str, draws: int) -> list[dict]:
     """Statistics of ``draws`` images drawn by randomisation ``recipe`` from the label maps of
     the synthetic cohort's stroke subjects (draw k: subject k mod n, ``torch`` seed k), before
     normalisation (:meth:`SynthStroke.draw`); brain = the tissue map's labels."""
-    import torch
-
     generator = SynthStroke(("dwi", "adc"), **RECIPES[recipe])
     subjects = []
     for tissue_path in sorted((root / "derivatives" / "truth").glob("sub-*/*_desc-tissue_dseg.nii.gz")):
@@ -202,13 +201,13 @@ def randomised_cases(root: Path, recipe: str, draws: int) -> list[dict]:
     for k in range(draws):
         tissue_path, mask_path = subjects[k % len(subjects)]
         tissue = nib.load(tissue_path)
-        labels = np.asarray(tissue.dataobj).astype(np.uint8)
+        tissue_map = np.asarray(tissue.dataobj).astype(np.uint8)
         lesion = _load(mask_path)[0] > 0
         torch.manual_seed(k)
-        images = generator.draw(labels, lesion.astype(np.uint8), tissue.affine).numpy()
+        images = generator.draw(tissue_map, lesion.astype(np.uint8), tissue.affine).numpy()
         cases.append({"case": f"{tissue_path.name.split('_desc-')[0]} draw {k}",
                       **scan_statistics({"dwi": images[0], "adc": images[1]}, lesion,
-                                        tissue.header.get_zooms(), brain=labels > 0)})
+                                        tissue.header.get_zooms(), brain=tissue_map > 0)})
     return cases
 
 
