@@ -32,7 +32,7 @@ MARKER = "<!-- main-command -->"
 
 def main_command(readme: Path) -> str:
     """The command on the line after the marker's code-fence line in ``readme``."""
-    lines = readme.read_text().splitlines()
+    lines = readme.read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if line.strip() == MARKER and i + 2 < len(lines):
             return lines[i + 2].strip()
