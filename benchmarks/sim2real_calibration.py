@@ -169,12 +169,17 @@ def real_cases(root: Path) -> list[dict]:
     return cases
 
 
+def lesion_mask_path(root: Path, pid: str) -> Path:
+    """The lesion mask a synthetic cohort writes for subject ``pid``."""
+    return root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_msk.nii.gz"
+
+
 def synthetic_cases(root: Path, limit: int) -> list[dict]:
     """Statistics of up to ``limit`` stroke subjects of a synthetic cohort."""
     cases = []
     for dwi_path in sorted(root.glob("sub-*/dwi/*_dwi.nii.gz"))[:limit]:
         pid = dwi_path.name.split("_dwi")[0]
-        mask_path = root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_msk.nii.gz"
+        mask_path = lesion_mask_path(root, pid)
         if not mask_path.exists():
             continue
         dwi, zooms = _load(dwi_path)
@@ -192,7 +197,7 @@ def randomised_cases(root: Path, recipe: str, draws: int) -> list[dict]:
     subjects = []
     for tissue_path in sorted((root / "derivatives" / "truth").glob("sub-*/*_desc-tissue_dseg.nii.gz")):
         pid = tissue_path.name.split("_desc-")[0]
-        mask_path = root / "derivatives" / "lesions" / pid / "anat" / f"{pid}_msk.nii.gz"
+        mask_path = lesion_mask_path(root, pid)
         if mask_path.exists():
             subjects.append((tissue_path, mask_path))
     if not subjects:
