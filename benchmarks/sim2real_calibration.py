@@ -192,7 +192,8 @@ def synthetic_cases(root: Path, limit: int) -> list[dict]:
 def randomised_cases(root: Path, recipe: str, draws: int) -> list[dict]:
     """Statistics of ``draws`` images drawn by randomisation ``recipe`` from the label maps of
     the synthetic cohort's stroke subjects (draw k: subject k mod n, ``torch`` seed k), before
-    normalisation (:meth:`SynthStroke.draw`); brain = the tissue map's labels."""
+    normalisation (:meth:`SynthStroke.draw`); brain = the tissue map's labels, lesion = the
+    drawn lesion mask (the cohort's plus any emboli)."""
     generator = SynthStroke(("dwi", "adc"), **RECIPES[recipe])
     subjects = []
     for tissue_path in sorted((root / "derivatives" / "truth").glob("sub-*/*_desc-tissue_dseg.nii.gz")):
@@ -209,9 +210,10 @@ def randomised_cases(root: Path, recipe: str, draws: int) -> list[dict]:
         tissue_map = np.asarray(tissue.dataobj).astype(np.uint8)
         lesion = _load(mask_path)[0] > 0
         torch.manual_seed(k)
-        images = generator.draw(tissue_map, lesion.astype(np.uint8), tissue.affine).numpy()
+        images, drawn_lesion = generator.draw(tissue_map, lesion.astype(np.uint8), tissue.affine)
+        images = images.numpy()
         cases.append({"case": f"{tissue_path.name.split('_desc-')[0]} draw {k}",
-                      **scan_statistics({"dwi": images[0], "adc": images[1]}, lesion,
+                      **scan_statistics({"dwi": images[0], "adc": images[1]}, drawn_lesion,
                                         tissue.header.get_zooms(), brain=tissue_map > 0)})
     return cases
 

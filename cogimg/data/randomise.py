@@ -18,7 +18,12 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    vasogenic lesions); 8, patches of a 1–3 voxel rim at the
    brain's surface, brighter on DWI with about normal ADC (cortical and susceptibility
    hyperintensity at the skull base and the convexity). An acute lesion is bright on DWI,
-   dark on ADC and one-sided, so a network must read both channels and the context;
+   dark on ADC and one-sided, so a network must read both channels and the context. With
+   probability ``p_emboli`` an **embolic shower** joins the lesion (:func:`add_emboli`):
+   ``emboli`` small lesions (radius 1–6 mm) in the GM/WM of one arterial-territory-sized
+   sphere (radius 20–60 mm), added to the lesion mask the network is trained on — the
+   cohort's lesions are one to a few large components, real embolic strokes dozens of tiny
+   ones;
 2. **intensities**: a Gaussian mixture per label (``tio.LabelsToImage``, the generator of
    ``tio.RandomLabelsToImage``), means drawn from physically plausible ranges per channel
    with the constraints that keep the task learnable — the lesion mean is
@@ -140,6 +145,34 @@ def add_mimics(labels: np.ndarray, p_mimics: float, rng: np.random.Generator,
     return labels
 
 
+def add_emboli(labels: np.ndarray, p_emboli: float, count: tuple[int, int],
+               rng: np.random.Generator, spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """With probability ``p_emboli``, add an embolic shower to ``labels`` in place (module
+    docstring, step 1): ``n ~ U{count}`` ellipsoids of ``LESION`` (radius 1–6 mm, each axis
+    scaled by 0.6–1.4), centred on GM/WM voxels within a sphere of radius 20–60 mm around one
+    GM/WM voxel and clipped to GM/WM. ``spacing_mm``: voxel size (X, Y, Z) of ``labels``."""
+    if not rng.random() < p_emboli:
+        return labels
+    tissue = np.isin(labels, (GM, WM))
+    coords = np.argwhere(tissue)
+    if not len(coords):
+        return labels
+    spacing = np.asarray(spacing_mm, float)
+    centre = coords[rng.integers(len(coords))]
+    near = coords[np.linalg.norm((coords - centre) * spacing, axis=1) < rng.uniform(20.0, 60.0)]
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
+        point = near[rng.integers(len(near))]
+        radii = rng.uniform(1.0, 6.0) * rng.uniform(0.6, 1.4, 3) / spacing  # voxels per axis
+        low = np.maximum(point - np.ceil(radii).astype(int), 0)
+        high = np.minimum(point + np.ceil(radii).astype(int) + 1, labels.shape)
+        box = tuple(slice(a, b) for a, b in zip(low, high))
+        grid = np.meshgrid(*[(np.arange(a, b) - c) / r for a, b, c, r in zip(low, high, point, radii)],
+                           indexing="ij")
+        blob = sum(g**2 for g in grid) <= 1.0
+        labels[box][blob & tissue[box]] = LESION
+    return labels
+
+
 def draw_means(channel: str, dwi_margin: tuple[float, float],
                adc_margin: tuple[float, float]) -> dict[int, float]:
     """Mean intensity per label for one channel, with the lesion and mimic constraints
@@ -176,6 +209,8 @@ class SynthStroke(tio.Transform):
             ADC (darker) against the brighter/darker of GM and WM.
         p_skull: probability of adding skull/scalp shells.
         p_mimics: probability of each kind of lesion mimic (:func:`add_mimics`); 0 = none.
+        p_emboli / emboli: probability of an embolic shower and its range of lesion counts
+            (:func:`add_emboli`); added to the subject's lesion mask. 0 = none.
         adc_noise: range of extra noise on ADC alone (same units as the common noise): ADC
             is a log ratio of DWI images and so noisier than they are; ``(0, 0)`` = none.
         slice_downsampling: ``tio.RandomAnisotropy`` range along the last axis.
@@ -185,7 +220,8 @@ class SynthStroke(tio.Transform):
     def __init__(self, channels: Sequence[str] = ("dwi", "adc"), lesion_key: str = "lesions_msk",
                  tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
-                 p_mimics: float = 0.7, adc_noise: tuple[float, float] = (0.0, 0.0),
+                 p_mimics: float = 0.7, p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40),
+                 adc_noise: tuple[float, float] = (0.0, 0.0),
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
         super().__init__(**kwargs)
@@ -198,10 +234,11 @@ class SynthStroke(tio.Transform):
         self.channels, self.lesion_key, self.tissue_key = tuple(channels), lesion_key, tissue_key
         self.dwi_margin, self.adc_margin = tuple(dwi_margin), tuple(adc_margin)
         self.p_skull, self.p_mimics, self.adc_noise = p_skull, p_mimics, tuple(adc_noise)
+        self.p_emboli, self.emboli = p_emboli, tuple(emboli)
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "p_mimics", "adc_noise", "slice_downsampling",
+                           "p_skull", "p_mimics", "p_emboli", "emboli", "adc_noise", "slice_downsampling",
                            "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -213,7 +250,8 @@ class SynthStroke(tio.Transform):
                                "cogimg: derivatives/truth/*_desc-tissue_dseg.nii.gz)")
         tissue = subject[self.tissue_key].data[0].numpy()
         affine = subject[self.tissue_key].affine
-        images = self.draw(tissue, subject[self.lesion_key].data[0].numpy(), affine)
+        images, lesion = self.draw(tissue, subject[self.lesion_key].data[0].numpy(), affine)
+        subject[self.lesion_key].set_data(torch.from_numpy(lesion[None]).to(subject[self.lesion_key].data.dtype))
         mask = torch.from_numpy(head_mask(images[self.channels.index("dwi")]))
         if not bool(mask.any()):
             mask = torch.from_numpy(tissue > 0)
@@ -226,14 +264,17 @@ class SynthStroke(tio.Transform):
         subject.remove_image(self.tissue_key)
         return subject
 
-    def draw(self, tissue: np.ndarray, lesion: np.ndarray, affine: np.ndarray) -> torch.Tensor:
-        """Steps 1–3 of the module docstring: ``channels`` images (C, X, Y, Z) in scanner
-        units (ADC in 10⁻⁶ or 10⁻³ mm²/s), not yet normalised, from the tissue and lesion
-        label maps (X, Y, Z) of one subject on the grid ``affine``."""
+    def draw(self, tissue: np.ndarray, lesion: np.ndarray, affine: np.ndarray
+             ) -> tuple[torch.Tensor, np.ndarray]:
+        """Steps 1–3 of the module docstring, from the tissue and lesion label maps (X, Y, Z)
+        of one subject on the grid ``affine``: ``channels`` images (C, X, Y, Z) in scanner
+        units (ADC in 10⁻⁶ or 10⁻³ mm²/s), not yet normalised, and the lesion mask (X, Y, Z)
+        bool they show (``lesion`` plus any emboli)."""
         labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
         lr_axis = next(i for i, code in enumerate(nib.aff2axcodes(affine)) if code in "LR")
-        add_mimics(labels, self.p_mimics, np.random.default_rng(int(torch.randint(2**31, (1,)).item())),
-                   lr_axis)
+        rng = np.random.default_rng(int(torch.randint(2**31, (1,)).item()))
+        add_mimics(labels, self.p_mimics, rng, lr_axis)
+        add_emboli(labels, self.p_emboli, self.emboli, rng, nib.affines.voxel_sizes(affine))
         work = tio.Subject(labels=tio.LabelMap(tensor=torch.from_numpy(labels)[None], affine=affine))
         for channel in self.channels:
             means = draw_means(channel, self.dwi_margin, self.adc_margin)
@@ -247,7 +288,7 @@ class SynthStroke(tio.Transform):
         images = torch.cat([work[c].data.float() for c in self.channels])
         if "adc" in self.channels and torch.rand(1).item() < 0.5:  # 10⁻³ mm²/s instead of 10⁻⁶
             images[self.channels.index("adc")] /= 1000.0
-        return images
+        return images, (lesion > 0) | (labels == LESION)
 
     def acquisition(self) -> tio.Compose:
         """Partial volume, thick slices, bias, noise, motion, ghosting (on images)."""
@@ -286,8 +327,12 @@ class _RelativeNoise(tio.RandomNoise):
 #: ``synthstroke_calibrated`` also draws fainter DWI lesions and noisier ADC, so that the draws'
 #: lesion contrast and noise overlap those measured on real scans
 #: (``benchmarks/sim2real_calibration.py`` prints both side by side).
+#: ``synthstroke_embolic`` is the subacute recipe with an embolic shower in half the draws:
+#: dozens of small lesions, as in the real case, where the cohort has one to a few large ones
+#: (the calibration benchmark's lesion component counts).
 RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0},
                             "synthstroke_subacute": {"adc_margin": (0.0, 0.55)},
+                            "synthstroke_embolic": {"adc_margin": (0.0, 0.55), "p_emboli": 0.5},
                             "synthstroke_calibrated": {"adc_margin": (0.0, 0.55),
                                                        "dwi_margin": (0.05, 1.2),
                                                        "adc_noise": (0.05, 0.2)}}
@@ -298,8 +343,9 @@ def randomisation(name: str, channels: Sequence[str], lesion_key: str,
     """The training transform of recipe ``name``: flip and affine on the labels, then
     :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring;
     ``synthstroke_nomimics``: the same without lesion mimics, the ablation;
-    ``synthstroke_subacute``: lesion ADC down to its tissue's; ``synthstroke_calibrated``: that,
-    fainter DWI lesions and noisier ADC; see :data:`RECIPES`)."""
+    ``synthstroke_subacute``: lesion ADC down to its tissue's; ``synthstroke_embolic``: that,
+    with embolic showers; ``synthstroke_calibrated``: subacute with fainter DWI lesions and
+    noisier ADC; see :data:`RECIPES`)."""
     if name not in RECIPES:
         raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {sorted(RECIPES)}")
     return tio.Compose([

@@ -21,6 +21,7 @@ from cogimg.data.randomise import (
     TISSUE_KEY,
     WM,
     SynthStroke,
+    add_emboli,
     add_mimics,
     draw_means,
     label_map,
@@ -188,3 +189,44 @@ def test_subacute_recipe_draws_lesion_adc_up_to_its_tissue_and_the_default_does_
     assert 0.45 <= default.min() and default.max() <= 0.85
     assert 0.95 < subacute.max() <= 1.0 and subacute.min() < 0.5
     assert (subacute > 0.85).mean() == pytest.approx(0.15 / 0.55, abs=0.06)
+
+
+def test_emboli_are_small_lesions_in_tissue_clustered_in_one_territory():
+    """An embolic shower: small LESION ellipsoids (radius ≤ 6 mm × 1.4) in GM/WM only, within
+    one sphere of at most 60 mm radius, the cohort's lesion kept; ``p_emboli=0`` changes nothing."""
+    tissue, lesion = phantom()
+    spacing = (2.0, 2.0, 2.0)
+    largest = 4 / 3 * np.pi * (6 * 1.4 / 2.0) ** 3  # voxels of the largest possible ellipsoid
+    sizes = []
+    for seed in range(30):
+        base = label_map(tissue, lesion, skull=False)
+        one = add_emboli(base.copy(), 1.0, (1, 1), np.random.default_rng(seed), spacing)
+        sizes.append(int(((one == LESION) & (base != LESION)).sum()))
+        labels = add_emboli(base.copy(), 1.0, (10, 20), np.random.default_rng(seed), spacing)
+        added = (labels == LESION) & (base != LESION)
+        assert np.isin(tissue[added], (GM, WM)).all() and (labels[base == LESION] == LESION).all()
+        assert ndimage.label(added, np.ones((3, 3, 3)))[1] >= 2, seed
+        centres = np.argwhere(added) * 2.0
+        assert np.linalg.norm(centres - centres.mean(0), axis=1).max() <= 2 * (60 + 6 * 1.4)
+    assert max(sizes) <= largest and np.median(sizes) < 0.25 * largest
+    untouched = label_map(tissue, lesion, skull=False)
+    np.testing.assert_array_equal(add_emboli(untouched.copy(), 0.0, (10, 20), np.random.default_rng(0)),
+                                  untouched)
+
+
+def test_embolic_recipe_trains_on_the_emboli_it_draws():
+    """The subject's lesion mask after the embolic recipe is exactly what the images show: the
+    cohort's lesion plus new components, which are brighter than tissue on DWI."""
+    tissue, lesion = phantom()
+    torch.manual_seed(1)
+    out = SynthStroke(("dwi", "adc"), p_emboli=1.0, emboli=(15, 15), p_mimics=0.0,
+                      p_skull=0.0, **{k: v for k, v in RECIPES["synthstroke_embolic"].items()
+                                      if k not in ("p_emboli",)})(subject())
+    drawn = out["lesions_msk"].data[0].numpy() > 0
+    assert drawn[lesion > 0].all() and drawn.sum() > lesion.sum()
+    new = drawn & ~(lesion > 0)
+    dwi = out["dwi"].data[0].numpy()
+    assert np.median(dwi[new]) > np.median(dwi[np.isin(tissue, (GM, WM)) & ~drawn])
+    torch.manual_seed(1)
+    default = SynthStroke(("dwi", "adc"))(subject())
+    np.testing.assert_array_equal(default["lesions_msk"].data[0].numpy(), lesion)
