@@ -51,8 +51,8 @@ def real_case_rows(out: Path, arms: list[str]) -> list[dict]:
 
 def headline(board, real_rows: list[dict]) -> dict:
     """Real-case Dice and volume ratio (mean over cases and seeds) of the ``randomised``,
-    ``randomised_subacute``, ``randomised_embolic`` and ``conventional`` models and their synthetic-test Dice; arms the
-    study lacks are left out."""
+    ``randomised_subacute``, ``randomised_embolic`` and ``conventional`` models and their
+    synthetic-test Dice; arms the study lacks are left out."""
     import numpy as np
 
     out = {}

@@ -238,8 +238,8 @@ class SynthStroke(tio.Transform):
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "p_mimics", "p_emboli", "emboli", "adc_noise", "slice_downsampling",
-                           "clip_percentiles"]
+                           "p_skull", "p_mimics", "p_emboli", "emboli", "adc_noise",
+                           "slice_downsampling", "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         sid = subject.get("subject_id")
@@ -251,7 +251,8 @@ class SynthStroke(tio.Transform):
         tissue = subject[self.tissue_key].data[0].numpy()
         affine = subject[self.tissue_key].affine
         images, lesion = self.draw(tissue, subject[self.lesion_key].data[0].numpy(), affine)
-        subject[self.lesion_key].set_data(torch.from_numpy(lesion[None]).to(subject[self.lesion_key].data.dtype))
+        target = subject[self.lesion_key]
+        target.set_data(torch.from_numpy(lesion[None]).to(target.data.dtype))
         mask = torch.from_numpy(head_mask(images[self.channels.index("dwi")]))
         if not bool(mask.any()):
             mask = torch.from_numpy(tissue > 0)

@@ -219,9 +219,8 @@ def test_embolic_recipe_trains_on_the_emboli_it_draws():
     cohort's lesion plus new components, which are brighter than tissue on DWI."""
     tissue, lesion = phantom()
     torch.manual_seed(1)
-    out = SynthStroke(("dwi", "adc"), p_emboli=1.0, emboli=(15, 15), p_mimics=0.0,
-                      p_skull=0.0, **{k: v for k, v in RECIPES["synthstroke_embolic"].items()
-                                      if k not in ("p_emboli",)})(subject())
+    out = SynthStroke(("dwi", "adc"), p_emboli=1.0, emboli=(15, 15), p_mimics=0.0, p_skull=0.0,
+                      adc_margin=RECIPES["synthstroke_embolic"]["adc_margin"])(subject())
     drawn = out["lesions_msk"].data[0].numpy() > 0
     assert drawn[lesion > 0].all() and drawn.sum() > lesion.sum()
     new = drawn & ~(lesion > 0)
