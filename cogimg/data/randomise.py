@@ -28,7 +28,9 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    ``tio.RandomLabelsToImage``), means drawn from physically plausible ranges per channel
    with the constraints that keep the task learnable — the lesion mean is
    ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)`` and ``min(GM, WM) · (1 - m)``
-   on ADC with ``m ~ U(adc_margin)``; FLAIR (when a channel) is
+   on ADC with ``m ~ U(adc_margin)`` (a negative margin draws raised lesion ADC: pseudo-
+   normalised lesions and small ones diluted by CSF; the lesion stays bright on DWI); FLAIR
+   (when a channel) is
    mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)`` (symmetric
    regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.3)``
    (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are
@@ -122,22 +124,32 @@ def symmetric_regions(tissue: np.ndarray, lr_axis: int, rng: np.random.Generator
     return tissue & (field > np.quantile(field[tissue], 1.0 - rng.uniform(0.03, 0.12)))
 
 
+MIMIC_KINDS = ("region", "blob", "rim")
+
+
+def _check_mimic_kinds(kinds: Sequence[str]) -> None:
+    unknown = sorted(set(kinds) - set(MIMIC_KINDS))
+    if unknown:
+        raise ValueError(f"unknown lesion mimic kind(s) {unknown}; expected some of {MIMIC_KINDS}")
+
+
 def add_mimics(labels: np.ndarray, p_mimics: float, rng: np.random.Generator,
-               lr_axis: int = 0) -> np.ndarray:
-    """Add lesion mimics to ``labels`` in place (module docstring, step 1), each kind with
-    probability ``p_mimics``: ``REGION`` (:func:`symmetric_regions`, left-right along the
-    voxel axis ``lr_axis``), ``MIMIC`` blobs covering 0.2–2 % of the remaining GM/WM (smooth
-    noise, σ 1–2.5 voxels, above a quantile) and ``RIM`` patches of the brain's outer 1–3
-    voxels (smooth noise, σ 3–8 voxels, about a third to two thirds of the rim). Lesion
-    voxels are never changed."""
+               lr_axis: int = 0, kinds: Sequence[str] = MIMIC_KINDS) -> np.ndarray:
+    """Add lesion mimics to ``labels`` in place (module docstring, step 1), each of ``kinds``
+    with probability ``p_mimics``: ``"region"``, label ``REGION`` (:func:`symmetric_regions`,
+    left-right along the voxel axis ``lr_axis``), ``"blob"``, label ``MIMIC``: blobs covering
+    0.2–2 % of the remaining GM/WM (smooth noise, σ 1–2.5 voxels, above a quantile) and
+    ``"rim"``, label ``RIM``: patches of the brain's outer 1–3 voxels (smooth noise, σ 3–8
+    voxels, about a third to two thirds of the rim). Lesion voxels are never changed."""
+    _check_mimic_kinds(kinds)
     tissue = np.isin(labels, (GM, WM))
-    if rng.random() < p_mimics and tissue.any():
+    if "region" in kinds and rng.random() < p_mimics and tissue.any():
         labels[symmetric_regions(tissue, lr_axis, rng)] = REGION
         tissue = np.isin(labels, (GM, WM))
-    if rng.random() < p_mimics and tissue.any():
+    if "blob" in kinds and rng.random() < p_mimics and tissue.any():
         field = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
         labels[tissue & (field > np.quantile(field[tissue], 1.0 - rng.uniform(0.002, 0.02)))] = MIMIC
-    if rng.random() < p_mimics:
+    if "rim" in kinds and rng.random() < p_mimics:
         brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC, REGION))
         rim = brain & ~ndimage.binary_erosion(brain, iterations=int(rng.integers(1, 4)))
         patches = _smooth_noise(labels.shape, rng.uniform(3.0, 8.0), rng, coarse=4) > rng.uniform(-0.4, 0.4)
@@ -209,6 +221,7 @@ class SynthStroke(tio.Transform):
             ADC (darker) against the brighter/darker of GM and WM.
         p_skull: probability of adding skull/scalp shells.
         p_mimics: probability of each kind of lesion mimic (:func:`add_mimics`); 0 = none.
+        mimic_kinds: the kinds of mimic drawn (some of :data:`MIMIC_KINDS`).
         p_emboli / emboli: probability of an embolic shower and its range of lesion counts
             (:func:`add_emboli`); added to the subject's lesion mask. 0 = none.
         adc_noise: range of extra noise on ADC alone (same units as the common noise): ADC
@@ -220,7 +233,8 @@ class SynthStroke(tio.Transform):
     def __init__(self, channels: Sequence[str] = ("dwi", "adc"), lesion_key: str = "lesions_msk",
                  tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
-                 p_mimics: float = 0.7, p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40),
+                 p_mimics: float = 0.7, mimic_kinds: Sequence[str] = MIMIC_KINDS,
+                 p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40),
                  adc_noise: tuple[float, float] = (0.0, 0.0),
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
@@ -234,11 +248,13 @@ class SynthStroke(tio.Transform):
         self.channels, self.lesion_key, self.tissue_key = tuple(channels), lesion_key, tissue_key
         self.dwi_margin, self.adc_margin = tuple(dwi_margin), tuple(adc_margin)
         self.p_skull, self.p_mimics, self.adc_noise = p_skull, p_mimics, tuple(adc_noise)
+        _check_mimic_kinds(mimic_kinds)
+        self.mimic_kinds = tuple(mimic_kinds)
         self.p_emboli, self.emboli = p_emboli, tuple(emboli)
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "p_mimics", "p_emboli", "emboli", "adc_noise",
+                           "p_skull", "p_mimics", "mimic_kinds", "p_emboli", "emboli", "adc_noise",
                            "slice_downsampling", "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -274,7 +290,7 @@ class SynthStroke(tio.Transform):
         labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
         lr_axis = next(i for i, code in enumerate(nib.aff2axcodes(affine)) if code in "LR")
         rng = np.random.default_rng(int(torch.randint(2**31, (1,)).item()))
-        add_mimics(labels, self.p_mimics, rng, lr_axis)
+        add_mimics(labels, self.p_mimics, rng, lr_axis, self.mimic_kinds)
         add_emboli(labels, self.p_emboli, self.emboli, rng, nib.affines.voxel_sizes(affine))
         work = tio.Subject(labels=tio.LabelMap(tensor=torch.from_numpy(labels)[None], affine=affine))
         for channel in self.channels:
@@ -331,12 +347,23 @@ class _RelativeNoise(tio.RandomNoise):
 #: ``synthstroke_embolic`` is the subacute recipe with an embolic shower in half the draws:
 #: dozens of small lesions, as in the real case, where the cohort has one to a few large ones
 #: (the calibration benchmark's lesion component counts).
+#: ``synthstroke_dwi`` draws DWI-defined lesions: ADC from well below its tissue's to slightly
+#: above it (``adc_margin`` down to -0.2), fainter DWI lesions, some extra ADC noise, embolic
+#: showers in half the draws and no ``"blob"`` mimics — which are labelled background for being
+#: bright on DWI with normal ADC, exactly what small lesions with pseudo-normal ADC look like.
+#: Small and subacute lesions' ADC is diluted by partial volume with CSF and tissue
+#: (the calibration benchmark's lesion ADC contrast of real scans lies above every other
+#: recipe's range). ``synthstroke_dwi_blobs`` keeps the blob mimics (the ablation).
+_DWI_DEFINED = {"adc_margin": (-0.45, 0.5), "dwi_margin": (0.1, 1.0), "adc_noise": (0.0, 0.15),
+                "p_emboli": 0.5, "mimic_kinds": ("region", "rim")}
 RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0},
                             "synthstroke_subacute": {"adc_margin": (0.0, 0.55)},
                             "synthstroke_embolic": {"adc_margin": (0.0, 0.55), "p_emboli": 0.5},
                             "synthstroke_calibrated": {"adc_margin": (0.0, 0.55),
                                                        "dwi_margin": (0.05, 1.2),
-                                                       "adc_noise": (0.05, 0.2)}}
+                                                       "adc_noise": (0.05, 0.2)},
+                            "synthstroke_dwi": _DWI_DEFINED,
+                            "synthstroke_dwi_blobs": {**_DWI_DEFINED, "mimic_kinds": MIMIC_KINDS}}
 
 
 def randomisation(name: str, channels: Sequence[str], lesion_key: str,

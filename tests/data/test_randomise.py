@@ -229,3 +229,37 @@ def test_embolic_recipe_trains_on_the_emboli_it_draws():
     torch.manual_seed(1)
     default = SynthStroke(("dwi", "adc"))(subject())
     np.testing.assert_array_equal(default["lesions_msk"].data[0].numpy(), lesion)
+
+
+def test_mimic_kinds_draw_only_the_kinds_asked_for():
+    """``kinds`` picks which mimics are drawn; the blob-free ``synthstroke_dwi`` recipe draws
+    symmetric regions and rim patches but never a ``MIMIC`` blob; unknown kinds are named."""
+    tissue, lesion = phantom()
+    for seed in range(4):
+        labels = add_mimics(label_map(tissue, lesion, skull=False), 1.0, np.random.default_rng(seed),
+                            kinds=RECIPES["synthstroke_dwi"]["mimic_kinds"])
+        assert (labels == REGION).any() and (labels == RIM).any() and not (labels == MIMIC).any()
+        only_blobs = add_mimics(label_map(tissue, lesion, skull=False), 1.0,
+                                np.random.default_rng(seed), kinds=("blob",))
+        assert set(np.unique(only_blobs)) - {0, CSF, GM, WM, LESION} == {MIMIC}
+    assert RECIPES["synthstroke_dwi_blobs"]["mimic_kinds"] == ("region", "blob", "rim")
+    with pytest.raises(ValueError, match="'spots'"):
+        SynthStroke(("dwi", "adc"), mimic_kinds=("region", "spots"))
+
+
+def test_dwi_defined_recipe_draws_lesion_adc_from_dark_to_raised_dwi_always_bright():
+    """``synthstroke_dwi``: lesion ADC / darker tissue's ADC spans 0.5–1.45 over 400 draws of
+    the means (dark, pseudo-normal and partial-volume-raised lesions), while on DWI the lesion
+    stays brighter than both tissues by 10–100 %."""
+    recipe = RECIPES["synthstroke_dwi"]
+    torch.manual_seed(0)
+    adc_ratio, dwi_ratio = [], []
+    for _ in range(400):
+        adc = draw_means("adc", recipe["dwi_margin"], recipe["adc_margin"])
+        dwi = draw_means("dwi", recipe["dwi_margin"], recipe["adc_margin"])
+        adc_ratio.append(adc[LESION] / min(adc[GM], adc[WM]))
+        dwi_ratio.append(dwi[LESION] / max(dwi[GM], dwi[WM]))
+    adc_ratio, dwi_ratio = np.array(adc_ratio), np.array(dwi_ratio)
+    assert 0.5 <= adc_ratio.min() < 0.55 and 1.4 < adc_ratio.max() <= 1.45
+    assert (adc_ratio > 1.0).mean() == pytest.approx(0.45 / 0.95, abs=0.07)
+    assert 1.1 <= dwi_ratio.min() and dwi_ratio.max() <= 2.0
