@@ -11,8 +11,8 @@ then writes ``results/sim2real[_<preset>].json`` from those directories alone:
   ``*_real`` run): Dice, lesion F1, AVD, predicted and true volume and their ratio, lesion
   counts, and the OOD score and flag ``cogimg clinical`` would give the scan;
 - ``comparisons``: the study's paired comparisons (bootstrap CIs over subjects);
-- ``headline``: real-case Dice and volume ratio of the randomised (default, subacute, embolic
-  and DWI-defined recipes) and conventional models and their synthetic-test Dice (the in-domain price).
+- ``headline``: real-case Dice and volume ratio of the randomised (default, subacute and
+  embolic recipes) and conventional models and their synthetic-test Dice (the in-domain price).
 
     python benchmarks/sim2real.py [--out runs/studies/sim2real] [--preset tiny|full]
 """
@@ -51,13 +51,12 @@ def real_case_rows(out: Path, arms: list[str]) -> list[dict]:
 
 def headline(board, real_rows: list[dict]) -> dict:
     """Real-case Dice and volume ratio (mean over cases and seeds) of the ``randomised``,
-    ``randomised_subacute``, ``randomised_embolic``, ``randomised_dwi`` and ``conventional``
-    models and their synthetic-test Dice; arms the study lacks are left out."""
+    ``randomised_subacute``, ``randomised_embolic`` and ``conventional`` models and their
+    synthetic-test Dice; arms the study lacks are left out."""
     import numpy as np
 
     out = {}
-    for model in ("randomised_dwi", "randomised_embolic", "randomised_subacute", "randomised",
-                  "conventional"):
+    for model in ("randomised_embolic", "randomised_subacute", "randomised", "conventional"):
         rows = [r for r in real_rows if r["arm"] == f"{model}_real"]
         if rows:
             out[f"real Dice ({model})"] = round(float(np.mean([r["dice"] for r in rows])), 3)

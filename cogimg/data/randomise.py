@@ -36,7 +36,8 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are
    in 10⁻⁶ mm²/s, then with probability 0.5 expressed in 10⁻³ mm²/s (both units occur in
    real data);
-3. **acquisition**: partial-volume blur (``tio.RandomBlur``), thick slices
+3. **acquisition**: with probability ``p_skull_base`` a bright skull base on DWI
+   (:func:`skull_base_gain`: EPI susceptibility pile-up, ADC untouched), partial-volume blur (``tio.RandomBlur``), thick slices
    (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
    4–6 mm slices on a 2 mm grid), bias field, Rician-like noise (more on ADC where
    ``adc_noise`` asks), motion and ghosting (TorchIO transforms);
@@ -185,6 +186,30 @@ def add_emboli(labels: np.ndarray, p_emboli: float, count: tuple[int, int],
     return labels
 
 
+def skull_base_gain(brain: np.ndarray, si_axis: int, superior_first: bool,
+                    rng: np.random.Generator) -> np.ndarray:
+    """Multiplicative DWI gain (X, Y, Z), float32 ≥ 1: the EPI susceptibility pile-up that makes
+    the skull base (inferior temporal lobes, cerebellum) bright on real DWI, with normal ADC.
+    Along the superior-inferior voxel axis ``si_axis`` (``superior_first``: index 0 is the
+    superior end) a sigmoid rises from 1 above a level at 15–45 % of the brain's height (``brain``
+    bool mask) to ``1 + a`` below it, ``a ~ U(0.3, 1.2)``, over 3–10 % of the height, and is
+    modulated by smooth noise (σ 3–8 voxels) so that the brightening is patchy."""
+    others = tuple(axis for axis in range(3) if axis != si_axis)
+    rows = np.flatnonzero(brain.any(axis=others))
+    if not len(rows):
+        return np.ones(brain.shape, np.float32)
+    height = (np.arange(brain.shape[si_axis]) - rows[0]) / max(rows[-1] - rows[0], 1)
+    if superior_first:
+        height = 1.0 - height
+    level, width, amplitude = rng.uniform(0.15, 0.45), rng.uniform(0.03, 0.1), rng.uniform(0.3, 1.2)
+    profile = amplitude / (1.0 + np.exp((height - level) / width))
+    shape = [1, 1, 1]
+    shape[si_axis] = -1
+    patches = np.clip(1.0 + 0.5 * _smooth_noise(brain.shape, rng.uniform(3.0, 8.0), rng, coarse=2),
+                      0.0, None)
+    return (1.0 + profile.reshape(shape) * patches).astype(np.float32)
+
+
 def draw_means(channel: str, dwi_margin: tuple[float, float],
                adc_margin: tuple[float, float]) -> dict[int, float]:
     """Mean intensity per label for one channel, with the lesion and mimic constraints
@@ -224,6 +249,7 @@ class SynthStroke(tio.Transform):
         mimic_kinds: the kinds of mimic drawn (some of :data:`MIMIC_KINDS`).
         p_emboli / emboli: probability of an embolic shower and its range of lesion counts
             (:func:`add_emboli`); added to the subject's lesion mask. 0 = none.
+        p_skull_base: probability of a bright skull base on DWI (:func:`skull_base_gain`).
         adc_noise: range of extra noise on ADC alone (same units as the common noise): ADC
             is a log ratio of DWI images and so noisier than they are; ``(0, 0)`` = none.
         slice_downsampling: ``tio.RandomAnisotropy`` range along the last axis.
@@ -234,7 +260,7 @@ class SynthStroke(tio.Transform):
                  tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
                  p_mimics: float = 0.7, mimic_kinds: Sequence[str] = MIMIC_KINDS,
-                 p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40),
+                 p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40), p_skull_base: float = 0.0,
                  adc_noise: tuple[float, float] = (0.0, 0.0),
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
@@ -250,11 +276,11 @@ class SynthStroke(tio.Transform):
         self.p_skull, self.p_mimics, self.adc_noise = p_skull, p_mimics, tuple(adc_noise)
         _check_mimic_kinds(mimic_kinds)
         self.mimic_kinds = tuple(mimic_kinds)
-        self.p_emboli, self.emboli = p_emboli, tuple(emboli)
+        self.p_emboli, self.emboli, self.p_skull_base = p_emboli, tuple(emboli), p_skull_base
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "p_mimics", "mimic_kinds", "p_emboli", "emboli", "adc_noise",
+                           "p_skull", "p_mimics", "mimic_kinds", "p_emboli", "emboli", "p_skull_base", "adc_noise",
                            "slice_downsampling", "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
@@ -301,6 +327,12 @@ class SynthStroke(tio.Transform):
             work = tio.LabelsToImage(label_key="labels", image_key=channel, mean=mean, std=std,
                                      copy=False)(work)
         work.remove_image("labels")
+        if self.p_skull_base > 0 and rng.random() < self.p_skull_base:
+            codes = nib.aff2axcodes(affine)
+            si_axis = next(i for i, code in enumerate(codes) if code in "SI")
+            brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC, RIM, REGION))
+            gain = skull_base_gain(brain, si_axis, codes[si_axis] == "I", rng)
+            work["dwi"].set_data(work["dwi"].data * torch.from_numpy(gain)[None])
         work = self.acquisition()(work)
         images = torch.cat([work[c].data.float() for c in self.channels])
         if "adc" in self.channels and torch.rand(1).item() < 0.5:  # 10⁻³ mm²/s instead of 10⁻⁶
@@ -347,33 +379,41 @@ class _RelativeNoise(tio.RandomNoise):
 #: ``synthstroke_embolic`` is the subacute recipe with an embolic shower in half the draws:
 #: dozens of small lesions, as in the real case, where the cohort has one to a few large ones
 #: (the calibration benchmark's lesion component counts).
-#: ``synthstroke_dwi`` draws DWI-defined lesions: ADC from well below its tissue's to slightly
-#: above it (``adc_margin`` down to -0.2), fainter DWI lesions, some extra ADC noise, embolic
+#: ``synthstroke_dwi`` draws DWI-defined lesions: ADC from half the darker tissue's to 1.45
+#: times it (``adc_margin`` down to -0.45), fainter DWI lesions, some extra ADC noise, embolic
 #: showers in half the draws and no ``"blob"`` mimics — which are labelled background for being
-#: bright on DWI with normal ADC, exactly what small lesions with pseudo-normal ADC look like.
-#: Small and subacute lesions' ADC is diluted by partial volume with CSF and tissue
-#: (the calibration benchmark's lesion ADC contrast of real scans lies above every other
-#: recipe's range). ``synthstroke_dwi_blobs`` keeps the blob mimics (the ablation).
+#: bright on DWI with normal ADC, what small lesions look like when partial volume with CSF
+#: and tissue dilutes their ADC (the calibration benchmark's lesion ADC contrast of the real
+#: case lies above the other recipes' ranges). ``synthstroke_dwi_blobs`` keeps the blob mimics.
+#: ``synthstroke_embolic_noblobs``: the embolic recipe without blob mimics;
+#: ``synthstroke_embolic_raisedadc``: that with the DWI-defined recipe's lesion ADC range;
+#: ``synthstroke_embolic_skullbase`` / ``synthstroke_embolic_noblobs_skullbase``: the embolic
+#: recipe with / without blob mimics and a bright skull base on DWI in half the draws.
+_NO_BLOBS = ("region", "rim")
+_SUBACUTE = {"adc_margin": (0.0, 0.55)}
+_EMBOLIC = {**_SUBACUTE, "p_emboli": 0.5}
 _DWI_DEFINED = {"adc_margin": (-0.45, 0.5), "dwi_margin": (0.1, 1.0), "adc_noise": (0.0, 0.15),
-                "p_emboli": 0.5, "mimic_kinds": ("region", "rim")}
-RECIPES: dict[str, dict] = {"synthstroke": {}, "synthstroke_nomimics": {"p_mimics": 0.0},
-                            "synthstroke_subacute": {"adc_margin": (0.0, 0.55)},
-                            "synthstroke_embolic": {"adc_margin": (0.0, 0.55), "p_emboli": 0.5},
-                            "synthstroke_calibrated": {"adc_margin": (0.0, 0.55),
-                                                       "dwi_margin": (0.05, 1.2),
-                                                       "adc_noise": (0.05, 0.2)},
-                            "synthstroke_dwi": _DWI_DEFINED,
-                            "synthstroke_dwi_blobs": {**_DWI_DEFINED, "mimic_kinds": MIMIC_KINDS}}
+                "p_emboli": 0.5, "mimic_kinds": _NO_BLOBS}
+RECIPES: dict[str, dict] = {
+    "synthstroke": {},
+    "synthstroke_nomimics": {"p_mimics": 0.0},
+    "synthstroke_subacute": _SUBACUTE,
+    "synthstroke_calibrated": {**_SUBACUTE, "dwi_margin": (0.05, 1.2), "adc_noise": (0.05, 0.2)},
+    "synthstroke_embolic": _EMBOLIC,
+    "synthstroke_embolic_noblobs": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS},
+    "synthstroke_embolic_raisedadc": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS,
+                                      "adc_margin": _DWI_DEFINED["adc_margin"]},
+    "synthstroke_embolic_skullbase": {**_EMBOLIC, "p_skull_base": 0.5},
+    "synthstroke_embolic_noblobs_skullbase": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS, "p_skull_base": 0.5},
+    "synthstroke_dwi": _DWI_DEFINED,
+    "synthstroke_dwi_blobs": {**_DWI_DEFINED, "mimic_kinds": MIMIC_KINDS},
+}
 
 
 def randomisation(name: str, channels: Sequence[str], lesion_key: str,
                   clip_percentiles: tuple[float, float] | None = (0.5, 99.5)) -> tio.Compose:
-    """The training transform of recipe ``name``: flip and affine on the labels, then
-    :class:`SynthStroke` (``synthstroke``: the defaults of the module docstring;
-    ``synthstroke_nomimics``: the same without lesion mimics, the ablation;
-    ``synthstroke_subacute``: lesion ADC down to its tissue's; ``synthstroke_embolic``: that,
-    with embolic showers; ``synthstroke_calibrated``: subacute with fainter DWI lesions and
-    noisier ADC; see :data:`RECIPES`)."""
+    """The training transform of recipe ``name`` (one of :data:`RECIPES`): flip and affine on
+    the labels, then :class:`SynthStroke` with the recipe's arguments."""
     if name not in RECIPES:
         raise ValueError(f"unknown randomisation recipe {name!r}; expected one of {sorted(RECIPES)}")
     return tio.Compose([

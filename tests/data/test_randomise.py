@@ -27,6 +27,7 @@ from cogimg.data.randomise import (
     label_map,
     mirrored,
     randomisation,
+    skull_base_gain,
     symmetric_regions,
 )
 
@@ -263,3 +264,41 @@ def test_dwi_defined_recipe_draws_lesion_adc_from_dark_to_raised_dwi_always_brig
     assert 0.5 <= adc_ratio.min() < 0.55 and 1.4 < adc_ratio.max() <= 1.45
     assert (adc_ratio > 1.0).mean() == pytest.approx(0.45 / 0.95, abs=0.07)
     assert 1.1 <= dwi_ratio.min() and dwi_ratio.max() <= 2.0
+
+
+def test_skull_base_gain_brightens_the_inferior_brain_only():
+    """The gain is never below 1, above 1.2 at the bottom of the brain, falls from there to the
+    middle and again to the top (near 1), on either orientation of the superior-inferior axis."""
+    brain = phantom()[0] > 0
+    first, last = np.flatnonzero(brain.any((0, 1)))[[0, -1]]
+    for seed in range(6):
+        for superior_first, (bottom, top) in ((False, (first, last)), (True, (last, first))):
+            gain = skull_base_gain(brain, 2, superior_first, np.random.default_rng(seed))
+            assert gain.min() >= 1.0 and gain.dtype == np.float32
+            by_height = [float(np.mean(gain[..., z][brain[..., z]])) for z in (bottom, (first + last) // 2, top)]
+            assert by_height[0] > 1.2 and by_height[0] > by_height[1] > by_height[2], seed
+            assert by_height[2] < 1.1, seed
+    np.testing.assert_array_equal(skull_base_gain(np.zeros_like(brain), 2, False,
+                                                  np.random.default_rng(0)), 1.0)
+
+
+def test_skull_base_recipe_brightens_inferior_dwi_and_leaves_adc_and_lesion():
+    """With ``p_skull_base=1`` the inferior brain is brighter on DWI relative to the superior
+    brain than in the same draw without it; ADC and the lesion mask are unchanged."""
+    tissue, lesion = phantom()
+    brain = tissue > 0
+    rows = np.flatnonzero(brain.any((0, 1)))
+    low, high = brain.copy(), brain.copy()
+    low[..., rows[0] + 4:] = False
+    high[..., :(rows[0] + rows[-1]) // 2 + 2] = False
+
+    def draw_with(p):
+        torch.manual_seed(5)
+        return SynthStroke(("dwi", "adc"), p_skull_base=p, p_mimics=0.0, p_skull=0.0,
+                           slice_downsampling=(1.0, 1.0))(subject())
+
+    plain, bright = draw_with(0.0), draw_with(1.0)
+    ratio = [np.median(s["dwi"].data[0].numpy()[low]) - np.median(s["dwi"].data[0].numpy()[high])
+             for s in (plain, bright)]
+    assert ratio[1] > ratio[0] + 0.3
+    np.testing.assert_array_equal(plain["lesions_msk"].data, bright["lesions_msk"].data)
