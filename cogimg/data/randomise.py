@@ -30,14 +30,14 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)`` and ``min(GM, WM) · (1 - m)``
    on ADC with ``m ~ U(adc_margin)`` (a negative margin draws raised lesion ADC: pseudo-
    normalised lesions and small ones diluted by CSF; the lesion stays bright on DWI); FLAIR
-   (when a channel) is
-   mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)`` (symmetric
+   (when a channel) is mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)`` (symmetric
    regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.3)``
    (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are
    in 10⁻⁶ mm²/s, then with probability 0.5 expressed in 10⁻³ mm²/s (both units occur in
    real data);
 3. **acquisition**: with probability ``p_skull_base`` a bright skull base on DWI
-   (:func:`skull_base_gain`: EPI susceptibility pile-up, ADC untouched), partial-volume blur (``tio.RandomBlur``), thick slices
+   (:func:`skull_base_gain`: EPI susceptibility pile-up, ADC untouched), partial-volume blur
+   (``tio.RandomBlur``), thick slices
    (``tio.RandomAnisotropy`` along the last axis: resample down by 2–3× then back up, i.e.
    4–6 mm slices on a 2 mm grid), bias field, Rician-like noise (more on ADC where
    ``adc_noise`` asks), motion and ghosting (TorchIO transforms);
@@ -260,7 +260,8 @@ class SynthStroke(tio.Transform):
                  tissue_key: str = TISSUE_KEY, dwi_margin: tuple[float, float] = (0.25, 1.5),
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
                  p_mimics: float = 0.7, mimic_kinds: Sequence[str] = MIMIC_KINDS,
-                 p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40), p_skull_base: float = 0.0,
+                 p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40),
+                 p_skull_base: float = 0.0,
                  adc_noise: tuple[float, float] = (0.0, 0.0),
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
@@ -280,8 +281,8 @@ class SynthStroke(tio.Transform):
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
-                           "p_skull", "p_mimics", "mimic_kinds", "p_emboli", "emboli", "p_skull_base", "adc_noise",
-                           "slice_downsampling", "clip_percentiles"]
+                           "p_skull", "p_mimics", "mimic_kinds", "p_emboli", "emboli",
+                           "p_skull_base", "adc_noise", "slice_downsampling", "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         sid = subject.get("subject_id")
