@@ -30,8 +30,8 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    ``max(GM, WM) · (1 + m)`` on DWI with ``m ~ U(dwi_margin)`` and ``min(GM, WM) · (1 - m)``
    on ADC with ``m ~ U(adc_margin)`` (a negative margin draws raised lesion ADC: pseudo-
    normalised lesions and small ones diluted by CSF; the lesion stays bright on DWI); FLAIR
-   (when a channel) is mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)`` (symmetric
-   regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.3)``
+   (when a channel) is mildly bright (``max · U(1.0, 1.3)``). Mimics: DWI ``max · U(1.1, 2.4)``
+   (symmetric regions), as the lesion (blobs) or ``max · U(1.0, 1.8)`` (rim); ADC ``min · U(0.75, 1.3)``
    (regions), ``max · U(1.0, 1.6)`` (blobs) or ``GM · U(0.95, 1.4)`` (rim). ADC means are
    in 10⁻⁶ mm²/s, then with probability 0.5 expressed in 10⁻³ mm²/s (both units occur in
    real data);
@@ -66,6 +66,8 @@ from cogimg.data.real_scan import head_mask, normalise_in_mask
 
 TISSUE_KEY = "truth_tissue_dseg"
 BACKGROUND, CSF, GM, WM, LESION, SHELL, SCALP, MIMIC, RIM, REGION = range(10)
+#: The labels inside the brain (everything but background and the skull/scalp shells).
+BRAIN_LABELS = (CSF, GM, WM, LESION, MIMIC, RIM, REGION)
 
 #: Mean ranges per channel and label (DWI: relative units; ADC: 10⁻⁶ mm²/s; FLAIR: relative).
 MEAN_RANGES: dict[str, dict[int, tuple[float, float]]] = {
@@ -151,7 +153,7 @@ def add_mimics(labels: np.ndarray, p_mimics: float, rng: np.random.Generator,
         field = _smooth_noise(labels.shape, rng.uniform(1.0, 2.5), rng)
         labels[tissue & (field > np.quantile(field[tissue], 1.0 - rng.uniform(0.002, 0.02)))] = MIMIC
     if "rim" in kinds and rng.random() < p_mimics:
-        brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC, REGION))
+        brain = np.isin(labels, BRAIN_LABELS)
         rim = brain & ~ndimage.binary_erosion(brain, iterations=int(rng.integers(1, 4)))
         patches = _smooth_noise(labels.shape, rng.uniform(3.0, 8.0), rng, coarse=4) > rng.uniform(-0.4, 0.4)
         labels[rim & patches & (labels != LESION)] = RIM
@@ -315,7 +317,8 @@ class SynthStroke(tio.Transform):
         units (ADC in 10⁻⁶ or 10⁻³ mm²/s), not yet normalised, and the lesion mask (X, Y, Z)
         bool they show (``lesion`` plus any emboli)."""
         labels = label_map(tissue, lesion, skull=bool(torch.rand(1).item() < self.p_skull))
-        lr_axis = next(i for i, code in enumerate(nib.aff2axcodes(affine)) if code in "LR")
+        codes = nib.aff2axcodes(affine)
+        lr_axis = next(i for i, code in enumerate(codes) if code in "LR")
         rng = np.random.default_rng(int(torch.randint(2**31, (1,)).item()))
         add_mimics(labels, self.p_mimics, rng, lr_axis, self.mimic_kinds)
         add_emboli(labels, self.p_emboli, self.emboli, rng, nib.affines.voxel_sizes(affine))
@@ -329,10 +332,9 @@ class SynthStroke(tio.Transform):
                                      copy=False)(work)
         work.remove_image("labels")
         if self.p_skull_base > 0 and rng.random() < self.p_skull_base:
-            codes = nib.aff2axcodes(affine)
             si_axis = next(i for i, code in enumerate(codes) if code in "SI")
-            brain = np.isin(labels, (CSF, GM, WM, LESION, MIMIC, RIM, REGION))
-            gain = skull_base_gain(brain, si_axis, codes[si_axis] == "I", rng)
+            gain = skull_base_gain(np.isin(labels, BRAIN_LABELS), si_axis, codes[si_axis] == "I",
+                                   rng)
             work["dwi"].set_data(work["dwi"].data * torch.from_numpy(gain)[None])
         work = self.acquisition()(work)
         images = torch.cat([work[c].data.float() for c in self.channels])
@@ -405,7 +407,8 @@ RECIPES: dict[str, dict] = {
     "synthstroke_embolic_raisedadc": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS,
                                       "adc_margin": _DWI_DEFINED["adc_margin"]},
     "synthstroke_embolic_skullbase": {**_EMBOLIC, "p_skull_base": 0.5},
-    "synthstroke_embolic_noblobs_skullbase": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS, "p_skull_base": 0.5},
+    "synthstroke_embolic_noblobs_skullbase": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS,
+                                              "p_skull_base": 0.5},
     "synthstroke_dwi": _DWI_DEFINED,
     "synthstroke_dwi_blobs": {**_DWI_DEFINED, "mimic_kinds": MIMIC_KINDS},
 }
