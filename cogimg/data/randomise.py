@@ -188,6 +188,27 @@ def add_emboli(labels: np.ndarray, p_emboli: float, count: tuple[int, int],
     return labels
 
 
+def add_sulci(labels: np.ndarray, p_sulci: float, rng: np.random.Generator,
+              spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
+    """With probability ``p_sulci``, fold the cortex of ``labels`` in place (module docstring,
+    step 1): one-voxel sheets of ``CSF`` along the zero level set of a smooth random field
+    (σ 2–4 mm, so sulci lie about 9–18 mm apart), within 6–16 mm of the brain's surface, each
+    lined with GM (WM voxels touching a sheet become GM). Only GM and WM voxels change. The
+    template-based tissue maps are an average brain's, whose thin sulci are smoothed away;
+    real scans show a cortical ribbon folded around sulcal CSF. ``spacing_mm``: voxel size
+    (X, Y, Z) of ``labels``."""
+    if not rng.random() < p_sulci:
+        return labels
+    spacing = np.asarray(spacing_mm, float)
+    brain = np.isin(labels, BRAIN_LABELS)
+    band = ndimage.distance_transform_edt(brain, sampling=spacing) < rng.uniform(6.0, 16.0)
+    positive = _smooth_noise(labels.shape, rng.uniform(2.0, 4.0) / spacing.mean(), rng) > 0
+    sulci = positive & ~ndimage.binary_erosion(positive) & band & np.isin(labels, (GM, WM))
+    labels[sulci] = CSF
+    labels[ndimage.binary_dilation(sulci) & (labels == WM)] = GM
+    return labels
+
+
 def skull_base_gain(brain: np.ndarray, si_axis: int, superior_first: bool,
                     rng: np.random.Generator) -> np.ndarray:
     """Multiplicative DWI gain (X, Y, Z), float32 ≥ 1: the EPI susceptibility pile-up that makes
@@ -252,6 +273,7 @@ class SynthStroke(tio.Transform):
         p_emboli / emboli: probability of an embolic shower and its range of lesion counts
             (:func:`add_emboli`); added to the subject's lesion mask. 0 = none.
         p_skull_base: probability of a bright skull base on DWI (:func:`skull_base_gain`).
+        p_sulci: probability of folding the cortex (:func:`add_sulci`) before the mimics.
         adc_noise: range of extra noise on ADC alone (same units as the common noise): ADC
             is a log ratio of DWI images and so noisier than they are; ``(0, 0)`` = none.
         slice_downsampling: ``tio.RandomAnisotropy`` range along the last axis.
@@ -263,7 +285,7 @@ class SynthStroke(tio.Transform):
                  adc_margin: tuple[float, float] = (0.15, 0.55), p_skull: float = 0.5,
                  p_mimics: float = 0.7, mimic_kinds: Sequence[str] = MIMIC_KINDS,
                  p_emboli: float = 0.0, emboli: tuple[int, int] = (3, 40),
-                 p_skull_base: float = 0.0,
+                 p_skull_base: float = 0.0, p_sulci: float = 0.0,
                  adc_noise: tuple[float, float] = (0.0, 0.0),
                  slice_downsampling: tuple[float, float] = (2.0, 3.0),
                  clip_percentiles: tuple[float, float] | None = (0.5, 99.5), **kwargs):
@@ -280,11 +302,13 @@ class SynthStroke(tio.Transform):
         _check_mimic_kinds(mimic_kinds)
         self.mimic_kinds = tuple(mimic_kinds)
         self.p_emboli, self.emboli, self.p_skull_base = p_emboli, tuple(emboli), p_skull_base
+        self.p_sulci = p_sulci
         self.slice_downsampling = tuple(slice_downsampling)
         self.clip_percentiles = clip_percentiles
         self.args_names = ["channels", "lesion_key", "tissue_key", "dwi_margin", "adc_margin",
                            "p_skull", "p_mimics", "mimic_kinds", "p_emboli", "emboli",
-                           "p_skull_base", "adc_noise", "slice_downsampling", "clip_percentiles"]
+                           "p_skull_base", "p_sulci", "adc_noise", "slice_downsampling",
+                           "clip_percentiles"]
 
     def apply_transform(self, subject: tio.Subject) -> tio.Subject:
         sid = subject.get("subject_id")
@@ -320,8 +344,11 @@ class SynthStroke(tio.Transform):
         codes = nib.aff2axcodes(affine)
         lr_axis = next(i for i, code in enumerate(codes) if code in "LR")
         rng = np.random.default_rng(int(torch.randint(2**31, (1,)).item()))
+        spacing = nib.affines.voxel_sizes(affine)
+        if self.p_sulci > 0:  # no draw at all when off: the other recipes' streams stay the same
+            add_sulci(labels, self.p_sulci, rng, spacing)
         add_mimics(labels, self.p_mimics, rng, lr_axis, self.mimic_kinds)
-        add_emboli(labels, self.p_emboli, self.emboli, rng, nib.affines.voxel_sizes(affine))
+        add_emboli(labels, self.p_emboli, self.emboli, rng, spacing)
         work = tio.Subject(labels=tio.LabelMap(tensor=torch.from_numpy(labels)[None], affine=affine))
         for channel in self.channels:
             means = draw_means(channel, self.dwi_margin, self.adc_margin)
@@ -409,7 +436,9 @@ RECIPES: dict[str, dict] = {
     "synthstroke_embolic_skullbase": {**_EMBOLIC, "p_skull_base": 0.5},
     "synthstroke_embolic_noblobs_skullbase": {**_EMBOLIC, "mimic_kinds": _NO_BLOBS,
                                               "p_skull_base": 0.5},
+    "synthstroke_embolic_sulci": {**_EMBOLIC, "p_sulci": 0.8},
     "synthstroke_dwi": _DWI_DEFINED,
+    "synthstroke_dwi_sulci": {**_DWI_DEFINED, "p_sulci": 0.8},
     "synthstroke_dwi_blobs": {**_DWI_DEFINED, "mimic_kinds": MIMIC_KINDS},
 }
 

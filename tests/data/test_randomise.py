@@ -23,6 +23,7 @@ from cogimg.data.randomise import (
     SynthStroke,
     add_emboli,
     add_mimics,
+    add_sulci,
     draw_means,
     label_map,
     mirrored,
@@ -302,3 +303,58 @@ def test_skull_base_recipe_brightens_inferior_dwi_and_keeps_the_lesion():
              for s in (plain, bright)]
     assert gap[1] > gap[0] + 0.3
     np.testing.assert_array_equal(plain["lesions_msk"].data, bright["lesions_msk"].data)
+
+
+def test_sulci_are_thin_csf_sheets_lined_with_grey_matter_near_the_surface():
+    """``add_sulci`` turns only GM/WM into CSF (and WM into GM): one-voxel sheets (nothing
+    survives an erosion) within 16 mm of the brain's surface, some open to it, covering 5–35 %
+    of that band, with no WM left touching a sheet; the lesion is untouched; ``p_sulci=0``
+    changes nothing. On 1 mm and 2 mm grids alike (depths in mm)."""
+    tissue, lesion = phantom()
+    brain = tissue > 0
+    for spacing in (1.0, 2.0):
+        depth = ndimage.distance_transform_edt(brain, sampling=(spacing,) * 3)
+        for seed in range(5):
+            base = label_map(tissue, lesion, skull=False)
+            labels = add_sulci(base.copy(), 1.0, np.random.default_rng(seed), (spacing,) * 3)
+            changed = labels != base
+            assert np.isin(base[changed], (GM, WM)).all() and np.isin(labels[changed], (CSF, GM)).all()
+            sulci = changed & (labels == CSF)
+            assert not ndimage.binary_erosion(sulci).any()
+            assert depth[sulci].max() < 16.0 and (sulci & ~ndimage.binary_erosion(brain)).any()
+            assert 0.05 < sulci.sum() / (brain & (depth < 16.0)).sum() < 0.35, (spacing, seed)
+            assert not (ndimage.binary_dilation(sulci) & (labels == WM)).any()
+            assert (labels[lesion > 0] == LESION).all()
+    untouched = label_map(tissue, lesion, skull=False)
+    np.testing.assert_array_equal(add_sulci(untouched.copy(), 0.0, np.random.default_rng(0)),
+                                  untouched)
+
+
+def test_sulci_recipe_shows_csf_near_the_surface_and_leaves_other_recipes_unchanged():
+    """Over seeded draws, ``p_sulci=1`` puts ventricle-like (CSF) ADC in more of the brain's
+    outer 4 voxels than the same draws without folding; ``p_sulci=0`` draws exactly what the
+    default draws (the other recipes' random streams are unchanged); the folded recipes are
+    their unfolded recipes plus ``p_sulci``."""
+    tissue, lesion = phantom()
+    brain = tissue > 0
+    band = brain & (ndimage.distance_transform_edt(brain) <= 4)
+    tissue_voxels = np.isin(tissue, (GM, WM)) & (lesion == 0)
+
+    def csf_like_share(**kwargs) -> float:
+        shares = []
+        for seed in range(6):
+            torch.manual_seed(seed)
+            adc = SynthStroke(("dwi", "adc"), p_mimics=0.0, p_skull=0.0, slice_downsampling=(1.0, 1.0),
+                              **kwargs).draw(tissue, lesion, AFFINE)[0][1].numpy()
+            threshold = 0.5 * (np.median(adc[tissue_voxels]) + np.median(adc[tissue == CSF]))
+            shares.append(float((adc[band] > threshold).mean()))
+        return float(np.mean(shares))
+
+    assert csf_like_share(p_sulci=1.0) > csf_like_share(p_sulci=0.0) + 0.08
+    torch.manual_seed(3)
+    default = SynthStroke(("dwi", "adc")).draw(tissue, lesion, AFFINE)[0]
+    torch.manual_seed(3)
+    np.testing.assert_array_equal(SynthStroke(("dwi", "adc"), p_sulci=0.0).draw(tissue, lesion, AFFINE)[0],
+                                  default)
+    for name in ("synthstroke_embolic", "synthstroke_dwi"):
+        assert RECIPES[f"{name}_sulci"] == {**RECIPES[name], "p_sulci": 0.8}

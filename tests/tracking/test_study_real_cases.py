@@ -160,3 +160,24 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
     assert rows[0]["volume_ratio"] == pytest.approx(p.sum() / t.sum())
     report = json.loads((tmp_path / "pred" / "sub-strokecase0099_ses-0001_pred.json").read_text())
     assert report["metrics"]["dice"] == pytest.approx(rows[0]["dice"])
+
+
+@pytest.mark.parametrize("preset", [None, "tiny", "full"])
+def test_sulci_follow_up_pairs_each_recipe_with_its_folded_twin(preset):
+    """``studies/sim2real_sulci.yaml``: every fit arm trains a recipe the datamodule knows,
+    every real arm applies a fit arm of the study, and each comparison pairs a recipe with its
+    folded (``_sulci``) twin, once on the synthetic test set and once on the real cases."""
+    from cogimg.data.randomise import RECIPES
+
+    study = load_study(REPO / "studies" / "sim2real_sulci.yaml", preset)
+    arms = {a["name"]: a for a in study["arms"]}
+    fits = {n for n, a in arms.items() if a.get("runner") != "real_cases"}
+    for name in fits:
+        overrides = arms[name]["overrides"]
+        recipe = overrides[overrides.index("--data.init_args.randomise") + 1]
+        assert recipe == name.replace("randomised", "synthstroke") and recipe in RECIPES
+    assert {arms[n]["options"]["model_from"] for n in arms if n not in fits} == fits
+    for comparison in study["comparisons"]:
+        assert comparison["b"] == comparison["a"].replace("_real", "") + "_sulci" + \
+            ("_real" if comparison["a"].endswith("_real") else "")
+    assert len(study["comparisons"]) == (4 if preset is None else 2 if preset == "tiny" else 4)
