@@ -9,7 +9,10 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
 
 1. **labels**: 0 background, 1 CSF, 2 GM, 3 WM, 4 lesion (inside the brain), and with
    probability ``p_skull`` two shells around the brain (5: CSF/bone, 1–3 voxels; 6: scalp,
-   1–4 voxels more), otherwise a bare skull-stripped brain; then the **lesion mimics** that
+   1–4 voxels more), otherwise a bare skull-stripped brain; with probability ``p_sulci`` a
+   **folded cortex** (:func:`add_sulci`: sulcal CSF lined with GM in the outer 6–16 mm and a
+   subarachnoid CSF layer, which the template-based tissue maps smooth away); then the
+   **lesion mimics** that
    real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 9, large
    left-right symmetric regions of GM/WM, brighter on DWI with ADC from mildly low to raised
    (physiological regional contrast such as the posterior fossa's, and EPI susceptibility
@@ -191,21 +194,26 @@ def add_emboli(labels: np.ndarray, p_emboli: float, count: tuple[int, int],
 def add_sulci(labels: np.ndarray, p_sulci: float, rng: np.random.Generator,
               spacing_mm: Sequence[float] = (1.0, 1.0, 1.0)) -> np.ndarray:
     """With probability ``p_sulci``, fold the cortex of ``labels`` in place (module docstring,
-    step 1): one-voxel sheets of ``CSF`` along the zero level set of a smooth random field
-    (σ 2–4 mm, so sulci lie about 9–18 mm apart), within 6–16 mm of the brain's surface, each
-    lined with GM (WM voxels touching a sheet become GM). Only GM and WM voxels change. The
-    template-based tissue maps are an average brain's, whose thin sulci are smoothed away;
-    real scans show a cortical ribbon folded around sulcal CSF. ``spacing_mm``: voxel size
-    (X, Y, Z) of ``labels``."""
+    step 1) and widen its CSF spaces as ageing does: sulci of ``CSF`` along the zero level set
+    of a smooth random field (σ 2–4 mm, so sulci lie about 9–18 mm apart) within 6–16 mm of
+    the brain's surface, each 1 voxel plus 0–6 mm wide; the brain's outer 0–4 mm becomes CSF
+    (subarachnoid space); WM voxels touching new CSF become GM (the cortical ribbon). Only GM
+    and WM voxels change. The template-based tissue maps are an average brain's, whose thin
+    sulci are smoothed away, while real scans of stroke-age patients show a folded cortex and
+    wide sulci (the calibration benchmark's CSF share of the outer brain). ``spacing_mm``:
+    voxel size (X, Y, Z) of ``labels``."""
     if not rng.random() < p_sulci:
         return labels
     spacing = np.asarray(spacing_mm, float)
-    brain = np.isin(labels, BRAIN_LABELS)
-    band = ndimage.distance_transform_edt(brain, sampling=spacing) < rng.uniform(6.0, 16.0)
+    tissue = np.isin(labels, (GM, WM))
+    depth = ndimage.distance_transform_edt(np.isin(labels, BRAIN_LABELS), sampling=spacing)
     positive = _smooth_noise(labels.shape, rng.uniform(2.0, 4.0) / spacing.mean(), rng) > 0
-    sulci = positive & ~ndimage.binary_erosion(positive) & band & np.isin(labels, (GM, WM))
-    labels[sulci] = CSF
-    labels[ndimage.binary_dilation(sulci) & (labels == WM)] = GM
+    sheets = positive & ~ndimage.binary_erosion(positive)
+    near_sheet = ndimage.distance_transform_edt(~sheets, sampling=spacing) <= rng.uniform(0.0, 3.0)
+    csf = tissue & ((near_sheet & (depth < rng.uniform(6.0, 16.0)))
+                    | (depth <= rng.uniform(0.0, 4.0)))
+    labels[csf] = CSF
+    labels[ndimage.binary_dilation(csf) & (labels == WM)] = GM
     return labels
 
 
@@ -419,6 +427,8 @@ class _RelativeNoise(tio.RandomNoise):
 #: ``synthstroke_embolic_raisedadc``: that with the DWI-defined recipe's lesion ADC range;
 #: ``synthstroke_embolic_skullbase`` / ``synthstroke_embolic_noblobs_skullbase``: the embolic
 #: recipe with / without blob mimics and a bright skull base on DWI in half the draws.
+#: ``synthstroke_embolic_sulci`` / ``synthstroke_dwi_sulci``: the embolic / DWI-defined recipe
+#: with a folded cortex (:func:`add_sulci`) in 80 % of the draws.
 _NO_BLOBS = ("region", "rim")
 _SUBACUTE = {"adc_margin": (0.0, 0.55)}
 _EMBOLIC = {**_SUBACUTE, "p_emboli": 0.5}
