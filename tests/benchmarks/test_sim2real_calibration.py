@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.sim2real_calibration import voxel_rule_ceiling
+from benchmarks.sim2real_calibration import outer_csf_share, voxel_rule_ceiling
 
 
 def phantom(mimic_adc: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -35,6 +35,18 @@ def test_a_mimic_dark_on_adc_too_caps_the_ceiling_at_two_thirds():
     neither."""
     images, masks = phantom(mimic_adc=480.0)
     assert np.isclose(voxel_rule_ceiling(images, masks)["dice"], 2 * 64 / (128 + 64))
+
+
+def test_outer_csf_share_counts_the_outer_10_mm_in_millimetres():
+    """A 30³ cube brain (one background voxel around it) whose outer 2 voxels are CSF: at 1 mm
+    the outer 10 mm leaves a 10³ core, at 2 mm a 20³ core (depth = distance to background)."""
+    brain = np.zeros((32,) * 3, bool)
+    brain[1:31, 1:31, 1:31] = True
+    csf = brain.copy()
+    csf[3:29, 3:29, 3:29] = False
+    masks = {"brain": brain, "csf": csf}
+    assert outer_csf_share(masks, (1.0, 1.0, 1.0)) == (30**3 - 26**3) / (30**3 - 10**3)
+    assert outer_csf_share(masks, (2.0, 2.0, 2.0)) == (30**3 - 26**3) / (30**3 - 20**3)
 
 
 def test_randomised_draws_are_measured_before_normalisation_and_the_subacute_recipe_is_fainter(tmp_path):
@@ -80,3 +92,7 @@ def test_randomised_draws_are_measured_before_normalisation_and_the_subacute_rec
     embolic = randomised_cases(tmp_path, "synthstroke_embolic", 6)
     pairs = [(s["lesion_components"], e["lesion_components"]) for s, e in zip(subacute, embolic)]
     assert all(e >= s for s, e in pairs) and any(e >= s + 3 for s, e in pairs)
+    # synthstroke_embolic_sulci: the embolic recipe with a folded, atrophic cortex (add_sulci)
+    folded = randomised_cases(tmp_path, "synthstroke_embolic_sulci", 6)
+    assert (np.median([c["outer_csf_share"] for c in folded])
+            > np.median([c["outer_csf_share"] for c in embolic]) + 0.05)
