@@ -335,7 +335,8 @@ class PatchDataModule(_CachedDataModule):
             mask of :mod:`cogimg.data.real_scan`, stored in the checkpoint for prediction).
         randomise: domain-randomisation recipe (:data:`cogimg.data.randomise.RECIPES`):
             training images are redrawn from the tissue/lesion label maps instead of augmented;
-            validation and test keep the cohort's images. ``None`` = off.
+            validation and test keep the cohort's images, and the OOD check's training summary
+            is of seeded draws (:func:`cogimg.data.ood.summarise_inputs`). ``None`` = off.
 
     Batches: ``image`` (B, C, X, Y, Z) float32, ``label`` (B, 1, X, Y, Z) int64,
     ``subject_id``, ``cache_entry`` (+ ``location`` for training patches); validation and
@@ -406,6 +407,10 @@ class PatchDataModule(_CachedDataModule):
             raise ValueError(f"randomise={self.randomise!r} needs the {TISSUE_KEY!r} label map "
                              f"(derivatives/truth/*_desc-tissue_dseg.nii.gz, written by cogimg "
                              f"synth); {self.data_root} lacks it for {lacking[:5]}")
+        if self.randomise:  # the OOD check's reference: the draws the network trains on
+            train = self.subjects["train"]
+            self.input_summary = summarise_inputs(train, self.modalities_present(train),
+                                                  transform=self.train_transform(), seed=self.seed)
 
     def _label_keys(self) -> tuple[str, ...]:
         keys = (self.label_key,) if self.label_key else ()

@@ -1,7 +1,8 @@
 """Out-of-distribution check: is a new scan far from what the model was trained on?
 
 At fit time the datamodule summarises its training inputs (:func:`summarise_inputs`, stored
-in every checkpoint as ``input_summary``); at inference the same features of the new scan
+in every checkpoint as ``input_summary``; for domain-randomised training, seeded draws of the
+training transform, since the cached images are never what the network sees); at inference the same features of the new scan
 are compared with that summary (:func:`ood_report`). Features, per scan:
 
 - per modality, **after preprocessing** (what the network sees), inside the foreground
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 
 from cogimg.data.cache import read_meta
+from cogimg.data.sampling import SeededSubjectsDataset
 
 SUMMARY_VERSION = 1
 DEFAULT_THRESHOLD = 6.0
@@ -121,14 +123,32 @@ def summarise_features(rows: Sequence[dict[str, float]], threshold: float = DEFA
             "features": features}
 
 
+def drawn_features(subject, modalities: Sequence[str], entry) -> dict[str, float]:
+    """:func:`scan_features` of an in-memory ``subject`` whose images a training transform
+    redrew from the cached scan ``entry`` (a domain-randomised draw): intensity features of
+    its images, geometry of the cached scan (the draw keeps its grid)."""
+    out = scan_features(entry, ())
+    for m in modalities:
+        if m in subject:
+            out.update(_intensity_features(subject[m].data[0], m))
+    return out
+
+
 def summarise_inputs(subjects: Sequence, modalities: Sequence[str],
-                     max_subjects: int = MAX_SUBJECTS) -> dict:
+                     max_subjects: int = MAX_SUBJECTS, transform=None, seed: int = 0) -> dict:
     """Summary of cached, preprocessed training subjects (at most ``max_subjects``, evenly
-    spaced in the given order)."""
+    spaced in the given order). With ``transform``, a training transform that redraws the
+    images (domain randomisation: the cached images are never what the network sees), the
+    summary is of one draw per subject instead, the k-th under torch seed ``seed + k`` (the
+    caller's random state is left as it was)."""
     picked = list(subjects)
     if len(picked) > max_subjects:
         picked = [picked[int(i)] for i in np.linspace(0, len(picked) - 1, max_subjects)]
-    return summarise_features([scan_features(s, modalities) for s in picked])
+    if transform is None:
+        return summarise_features([scan_features(s, modalities) for s in picked])
+    draws = SeededSubjectsDataset(picked, transform=transform)
+    return summarise_features([drawn_features(draws[(k, seed + k)], modalities, s)
+                               for k, s in enumerate(picked)])
 
 
 def describe(name: str) -> str:

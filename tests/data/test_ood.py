@@ -96,3 +96,48 @@ def test_datamodule_checkpoint_state_holds_the_training_summary(tmp_path):
     assert summary["features"]["geometry:spacing_max_mm"]["median"] == pytest.approx(2.0)
     torch.save({"state": dm.state_dict()}, tmp_path / "s.pt")  # weights-only loadable
     assert torch.load(tmp_path / "s.pt", weights_only=True)["state"]["input_summary"] == summary
+
+
+def test_randomised_training_summarises_the_draws_the_network_sees(tmp_path):
+    """With ``randomise`` the checkpoint's summary is of seeded draws of the training transform
+    (not of the cached images, which the network never sees): the same for two setups, equal
+    to summarising the draws directly, leaving the caller's torch RNG as it was, and wider in
+    intensity than the cached images' summary, which draws from random contrasts must be."""
+    from cogimg.data.datamodules import PatchDataModule
+    from cogimg.data.ood import summarise_inputs
+    from cogimg.data.randomise import CSF, GM, WM
+    from tests.conftest import write_nifti
+    from tests.tasks.conftest import AFFINE as TREE_AFFINE
+    from tests.tasks.conftest import SHAPE as TREE_SHAPE
+    from tests.tasks.conftest import sphere
+
+    root = build_easy_stroke_tree(tmp_path / "tree", n=6)
+    tissue = np.zeros(TREE_SHAPE, np.uint8)
+    tissue[sphere(TREE_SHAPE, (32, 20, 20), 18)] = GM
+    tissue[sphere(TREE_SHAPE, (32, 20, 20), 13)] = WM
+    tissue[sphere(TREE_SHAPE, (32, 20, 20), 4)] = CSF
+    for k in range(1, 7):
+        pid = f"sub-{k:02d}"
+        write_nifti(root / "derivatives" / "truth" / pid / f"{pid}_desc-tissue_dseg.nii.gz",
+                    tissue, TREE_AFFINE)
+
+    def setup(randomise):
+        dm = PatchDataModule(root, preset="stroke", cache_dir=tmp_path / "cache",
+                             patch_size=(24, 24, 24), n_folds=3, test_fraction=0.2,
+                             augmentation="none", seed=0, randomise=randomise)
+        dm.setup("fit")
+        return dm
+
+    plain = setup(None).input_summary
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    dm = setup("synthstroke")
+    assert torch.equal(torch.get_rng_state(), before)
+    drawn = dm.input_summary
+    assert drawn == setup("synthstroke").input_summary
+    train = dm.subjects["train"]
+    assert drawn == summarise_inputs(train, ["dwi", "adc"], transform=dm.train_transform(), seed=0)
+    assert drawn["n_subjects"] == len(train) == plain["n_subjects"]
+    assert drawn["features"]["geometry:fov_max_mm"] == plain["features"]["geometry:fov_max_mm"]
+    for feature in ("dwi:p05", "dwi:p50", "dwi:p95", "dwi:roughness", "adc:p05", "adc:p50"):
+        assert drawn["features"][feature]["scale"] > 1.5 * plain["features"][feature]["scale"], feature
