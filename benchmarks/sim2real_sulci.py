@@ -1,7 +1,8 @@
 """Does folding the cortex of the randomised label maps help real ISLES'22 scans (issue 30)?
 
 Runs ``studies/sim2real_sulci.yaml`` (the embolic and DWI-defined randomisation recipes, each
-with and without ``p_sulci``: :func:`cogimg.data.randomise.add_sulci`) exactly as
+with and without ``p_sulci``: :func:`cogimg.data.randomise.add_sulci`; the folded DWI-defined
+recipe also with a bright skull base) exactly as
 ``benchmarks/sim2real.py`` runs ``studies/sim2real.yaml``, and writes
 ``results/sim2real_sulci[_<preset>].json`` with the same fields, its headline quoting every
 model of the study.
@@ -19,7 +20,8 @@ from sim2real import REPO
 from sim2real import main as run_sim2real
 
 STUDY = REPO / "studies" / "sim2real_sulci.yaml"
-MODELS = ("randomised_embolic", "randomised_embolic_sulci", "randomised_dwi", "randomised_dwi_sulci")
+MODELS = ("randomised_embolic", "randomised_embolic_sulci", "randomised_dwi", "randomised_dwi_sulci",
+          "randomised_dwi_sulci_skullbase")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,8 +165,9 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
 @pytest.mark.parametrize("preset", [None, "tiny", "full"])
 def test_sulci_follow_up_pairs_each_recipe_with_its_folded_twin(preset):
     """``studies/sim2real_sulci.yaml``: every fit arm trains a recipe the datamodule knows,
-    every real arm applies a fit arm of the study, and each comparison pairs a recipe with its
-    folded (``_sulci``) twin, once on the synthetic test set and once on the real cases."""
+    every real arm applies a fit arm of the study, and each comparison pairs a recipe with the
+    same recipe plus one setting (``_sulci``: folded cortex, ``_skullbase``: bright skull base),
+    on the synthetic test set or on the real cases alike."""
     from cogimg.data.randomise import RECIPES
 
     study = load_study(REPO / "studies" / "sim2real_sulci.yaml", preset)
@@ -178,6 +179,8 @@ def test_sulci_follow_up_pairs_each_recipe_with_its_folded_twin(preset):
         assert recipe == name.replace("randomised", "synthstroke") and recipe in RECIPES
     assert {arms[n]["options"]["model_from"] for n in arms if n not in fits} == fits
     for comparison in study["comparisons"]:
-        assert comparison["b"] == comparison["a"].replace("_real", "") + "_sulci" + \
-            ("_real" if comparison["a"].endswith("_real") else "")
-    assert len(study["comparisons"]) == (4 if preset is None else 2 if preset == "tiny" else 4)
+        a, b = comparison["a"], comparison["b"]
+        assert a.endswith("_real") == b.endswith("_real")
+        added = b.removesuffix("_real").removeprefix(a.removesuffix("_real"))
+        assert added in ("_sulci", "_skullbase") and b.startswith(a.removesuffix("_real")), comparison
+    assert len(study["comparisons"]) == (2 if preset == "tiny" else 6)
