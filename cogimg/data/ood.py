@@ -2,8 +2,9 @@
 
 At fit time the datamodule summarises its training inputs (:func:`summarise_inputs`, stored
 in every checkpoint as ``input_summary``; for domain-randomised training, seeded draws of the
-training transform, since the cached images are never what the network sees); at inference the same features of the new scan
-are compared with that summary (:func:`ood_report`). Features, per scan:
+training transform, since the cached images are never what the network sees); at inference
+the same features of the new scan are compared with that summary (:func:`ood_report`).
+Features, per scan:
 
 - per modality, **after preprocessing** (what the network sees), inside the foreground
   (voxels above the image mean, TorchIO's heuristic): the 5th, 25th, 50th, 75th and 95th

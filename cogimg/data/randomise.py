@@ -12,8 +12,7 @@ real scans. :class:`SynthStroke` draws, per subject and channel:
    1–4 voxels more), otherwise a bare skull-stripped brain; with probability ``p_sulci`` a
    **folded cortex** (:func:`add_sulci`: sulcal CSF lined with GM in the outer 6–16 mm and a
    subarachnoid CSF layer, which the template-based tissue maps smooth away); then the
-   **lesion mimics** that
-   real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 9, large
+   **lesion mimics** that real DWI is full of, each with probability ``p_mimics`` (:func:`add_mimics`): 9, large
    left-right symmetric regions of GM/WM, brighter on DWI with ADC from mildly low to raised
    (physiological regional contrast such as the posterior fossa's, and EPI susceptibility
    artefacts at the skull base: what is symmetric is not a lesion); 7, small blobs in GM/WM
