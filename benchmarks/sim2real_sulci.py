@@ -2,7 +2,7 @@
 
 Runs ``studies/sim2real_sulci.yaml`` (the embolic and DWI-defined randomisation recipes, each
 with and without ``p_sulci``: :func:`cogimg.data.randomise.add_sulci`; the folded DWI-defined
-recipe also with a bright skull base) exactly as
+recipe also with a bright skull base or with blob mimics) exactly as
 ``benchmarks/sim2real.py`` runs ``studies/sim2real.yaml``, and writes
 ``results/sim2real_sulci[_<preset>].json`` with the same fields, its headline quoting every
 model of the study.
@@ -21,7 +21,7 @@ from sim2real import main as run_sim2real
 
 STUDY = REPO / "studies" / "sim2real_sulci.yaml"
 MODELS = ("randomised_embolic", "randomised_embolic_sulci", "randomised_dwi", "randomised_dwi_sulci",
-          "randomised_dwi_sulci_skullbase")
+          "randomised_dwi_sulci_skullbase", "randomised_dwi_sulci_blobs")
 
 
 def main(argv: list[str] | None = None) -> int:

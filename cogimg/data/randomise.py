@@ -428,7 +428,8 @@ class _RelativeNoise(tio.RandomNoise):
 #: recipe with / without blob mimics and a bright skull base on DWI in half the draws.
 #: ``synthstroke_embolic_sulci`` / ``synthstroke_dwi_sulci``: the embolic / DWI-defined recipe
 #: with a folded cortex (:func:`add_sulci`) in 80 % of the draws;
-#: ``synthstroke_dwi_sulci_skullbase``: that DWI-defined recipe with a bright skull base too.
+#: ``synthstroke_dwi_sulci_skullbase`` / ``synthstroke_dwi_sulci_blobs``: that DWI-defined
+#: recipe with a bright skull base / with the blob mimics too.
 _NO_BLOBS = ("region", "rim")
 _SUBACUTE = {"adc_margin": (0.0, 0.55)}
 _EMBOLIC = {**_SUBACUTE, "p_emboli": 0.5}
@@ -450,6 +451,7 @@ RECIPES: dict[str, dict] = {
     "synthstroke_dwi": _DWI_DEFINED,
     "synthstroke_dwi_sulci": {**_DWI_DEFINED, "p_sulci": 0.8},
     "synthstroke_dwi_sulci_skullbase": {**_DWI_DEFINED, "p_sulci": 0.8, "p_skull_base": 0.5},
+    "synthstroke_dwi_sulci_blobs": {**_DWI_DEFINED, "p_sulci": 0.8, "mimic_kinds": MIMIC_KINDS},
     "synthstroke_dwi_blobs": {**_DWI_DEFINED, "mimic_kinds": MIMIC_KINDS},
 }
 

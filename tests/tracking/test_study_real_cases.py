@@ -166,7 +166,8 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
 def test_sulci_follow_up_pairs_each_recipe_with_its_folded_twin(preset):
     """``studies/sim2real_sulci.yaml``: every fit arm trains a recipe the datamodule knows,
     every real arm applies a fit arm of the study, and each comparison pairs a recipe with the
-    same recipe plus one setting (``_sulci``: folded cortex, ``_skullbase``: bright skull base),
+    same recipe plus one setting (``_sulci``: folded cortex, ``_skullbase``: bright skull base,
+    ``_blobs``: blob mimics),
     on the synthetic test set or on the real cases alike."""
     from cogimg.data.randomise import RECIPES
 
@@ -182,5 +183,5 @@ def test_sulci_follow_up_pairs_each_recipe_with_its_folded_twin(preset):
         a, b = comparison["a"], comparison["b"]
         assert a.endswith("_real") == b.endswith("_real")
         added = b.removesuffix("_real").removeprefix(a.removesuffix("_real"))
-        assert added in ("_sulci", "_skullbase") and b.startswith(a.removesuffix("_real")), comparison
-    assert len(study["comparisons"]) == (2 if preset == "tiny" else 6)
+        assert added in ("_sulci", "_skullbase", "_blobs") and b.startswith(a.removesuffix("_real")), comparison
+    assert len(study["comparisons"]) == (2 if preset == "tiny" else 8)
