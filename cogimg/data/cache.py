@@ -166,8 +166,12 @@ class VolumeCache:
 
     # ----------------------------------------------------------------- writing
     def preprocess(self, subject: tio.Subject) -> tio.Subject:
-        """Run the preprocessing on ``subject`` (reads its files); no caching."""
-        return self.config.build()(subject)
+        """Run the preprocessing on ``subject`` (reads its files); no caching. The caller's
+        torch random state is left alone: TorchIO draws a number at every transform call, even
+        a deterministic one, and a run's random stream must not depend on whether the cache
+        was warm."""
+        with torch.random.fork_rng(devices=[]):
+            return self.config.build()(subject)
 
     def _publish(self, subject: tio.Subject, entry: Path, sources: dict, stale: bool) -> None:
         sid = entry.name

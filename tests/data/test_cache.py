@@ -78,6 +78,14 @@ def test_miss_computes_once_then_hits(tmp_path, subject, counted):
     assert counted == ["sub-01"]
 
 
+def test_a_miss_leaves_the_global_rng_alone(tmp_path, subject):
+    # TorchIO draws from torch's generator at every transform call: a run's random stream
+    # must not depend on whether the cache was warm.
+    state = torch.random.get_rng_state()
+    VolumeCache(tmp_path / "cache", CONFIG).get(subject)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
 def test_cached_arrays_are_memory_mappable_float16_and_uint8(tmp_path, subject):
     cached = VolumeCache(tmp_path, CONFIG).get(subject)
     entry = cached["cache_entry"]
