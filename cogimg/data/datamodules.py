@@ -183,9 +183,10 @@ class _CachedDataModule(L.LightningDataModule):
         by_id = {s["subject_id"]: s for s in everything}
         self.subjects = {subset: [by_id[s["subject_id"]] for s in members] for subset, members in raw.items()}
         self.cache = cache
-        self.input_summary = summarise_inputs(self.subjects["train"],
-                                              self.modalities_present(self.subjects["train"]))
         self._after_prepare()
+        train = self.subjects["train"]
+        self.input_summary = summarise_inputs(train, self.modalities_present(train),
+                                              transform=self._summary_transform(), seed=self.seed)
 
     def modalities_present(self, subjects) -> list[str]:
         return [m for m in self.modalities if any(m in s for s in subjects)]
@@ -220,6 +221,12 @@ class _CachedDataModule(L.LightningDataModule):
 
     def _after_prepare(self) -> None:
         """Subclasses: fit train-set statistics once the cached subjects are known."""
+
+    def _summary_transform(self):
+        """The transform whose seeded draws the OOD summary describes (``None``: the cached
+        training images themselves, which is what the network sees unless a subclass redraws
+        them)."""
+        return None
 
     # ------------------------------------------------------------ training streams
     def stream_loaders(self) -> dict[str, Callable[[int | None], DataLoader]]:
@@ -407,10 +414,9 @@ class PatchDataModule(_CachedDataModule):
             raise ValueError(f"randomise={self.randomise!r} needs the {TISSUE_KEY!r} label map "
                              f"(derivatives/truth/*_desc-tissue_dseg.nii.gz, written by cogimg "
                              f"synth); {self.data_root} lacks it for {lacking[:5]}")
-        if self.randomise:  # the OOD check's reference: the draws the network trains on
-            train = self.subjects["train"]
-            self.input_summary = summarise_inputs(train, self.modalities_present(train),
-                                                  transform=self.train_transform(), seed=self.seed)
+
+    def _summary_transform(self):
+        return self.train_transform() if self.randomise else None  # the draws it trains on
 
     def _label_keys(self) -> tuple[str, ...]:
         keys = (self.label_key,) if self.label_key else ()
