@@ -36,7 +36,10 @@ def _volume_ml(text: str) -> float:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint of a cogimg task")
+    parser.add_argument("--ckpt", required=True, nargs="+",
+                        help="Lightning checkpoint of a cogimg task; several segmentation "
+                             "checkpoints (e.g. seeds or folds) = an ensemble that averages "
+                             "their probabilities")
     parser.add_argument("--input", required=True,
                         help="a NIfTI file or DICOM series folder (single-modality models), a case folder of "
                              "modality-named NIfTI files / DICOM series, a BIDS subject folder or tree")

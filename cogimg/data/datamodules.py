@@ -222,7 +222,7 @@ class _CachedDataModule(L.LightningDataModule):
     def _after_prepare(self) -> None:
         """Subclasses: fit train-set statistics once the cached subjects are known."""
 
-    def _summary_transform(self):
+    def _summary_transform(self) -> Callable | None:
         """The transform whose seeded draws the OOD summary describes (``None``: the cached
         training images themselves, which is what the network sees unless a subclass redraws
         them)."""
@@ -415,7 +415,7 @@ class PatchDataModule(_CachedDataModule):
                              f"(derivatives/truth/*_desc-tissue_dseg.nii.gz, written by cogimg "
                              f"synth); {self.data_root} lacks it for {lacking[:5]}")
 
-    def _summary_transform(self):
+    def _summary_transform(self) -> Callable | None:
         return self.train_transform() if self.randomise else None  # the draws it trains on
 
     def _label_keys(self) -> tuple[str, ...]:

@@ -11,6 +11,8 @@
   overrides.
 - :mod:`~cogimg.inference.postprocess`: the lesion-size threshold chosen on a run's validation
   subjects (``cogimg postprocess``), written beside the checkpoint and read by ``predict``.
+- :mod:`~cogimg.inference.ensemble`: several segmentation checkpoints as one model (mean
+  probabilities).
 - :mod:`~cogimg.inference.predict`: :func:`predict_dataset`, the loop behind ``cogimg predict``.
 
 The sliding-window primitive that tasks call is below the tasks, in
@@ -24,6 +26,7 @@ from cogimg.inference.checkpoint import (
     preprocessing_config,
     read_checkpoint,
 )
+from cogimg.inference.ensemble import load_ensemble, predict_ensemble_case
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
 from cogimg.inference.postprocess import choice_path, choose_for_checkpoint, read_choice
@@ -40,9 +43,11 @@ __all__ = [
     "choose_for_checkpoint",
     "detection_report",
     "lesion_report",
+    "load_ensemble",
     "load_task",
     "mask_report",
     "predict_dataset",
+    "predict_ensemble_case",
     "preprocessed_subjects",
     "preprocessing_config",
     "read_checkpoint",

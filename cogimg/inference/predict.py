@@ -19,6 +19,7 @@ and centroid in mm per lesion; ISLES'22 metrics when a ground-truth mask exists)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,8 @@ import torch
 
 from cogimg.data.cache import read_meta
 from cogimg.diseases import get_preset
-from cogimg.inference.checkpoint import load_task, preprocessing_config
+from cogimg.inference.checkpoint import preprocessing_config
+from cogimg.inference.ensemble import checkpoint_list, load_ensemble, predict_ensemble_case
 from cogimg.inference.inputs import subjects_from_input
 from cogimg.inference.native import preprocessed_subjects, to_native
 from cogimg.inference.reports import detection_report, mask_report
@@ -34,22 +36,31 @@ from cogimg.inference.settings import apply_inference_settings
 from cogimg.io import atomic_save_nifti, atomic_write_text
 
 
-def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | Path,
+def predict_dataset(ckpt: str | Path | Sequence[str | Path], input_path: str | Path,
+                    output_dir: str | Path,
                     device: str = "cpu", overwrite: bool = False, tta: str | None = None,
                     overlap: float | None = None,
                     sw_batch_size: int | None = None,
                     min_lesion_ml: float | None = None) -> list[dict]:
     """Predict every subject of ``input_path``; returns the per-subject reports.
 
+    ``ckpt``: one checkpoint, or several segmentation checkpoints that read the same inputs
+    (an ensemble, :mod:`~cogimg.inference.ensemble`: their probabilities are averaged; the
+    reports list them under ``checkpoints``).
     ``tta`` (``"none"`` or ``"flip"``: mirroring over all three axes), ``overlap``,
     ``sw_batch_size`` and ``min_lesion_ml`` override the checkpoint's own settings
     (:func:`~cogimg.inference.settings.apply_inference_settings`, which also applies a
     ``cogimg postprocess`` choice beside the checkpoint); ``None`` keeps them. Mask reports
     record the ``min_lesion_ml`` used.
     """
-    task, data = load_task(ckpt)
-    apply_inference_settings(task, ckpt, tta, overlap, sw_batch_size, min_lesion_ml)
-    task.to(device)
+    ckpts = checkpoint_list(ckpt)
+    tasks, data = load_ensemble(ckpts)
+    for member, path in zip(tasks, ckpts):
+        apply_inference_settings(member, path, tta, overlap, sw_batch_size, min_lesion_ml)
+        member.to(device)
+    task = tasks[0]
+    source = ({"checkpoint": str(ckpts[0])} if len(ckpts) == 1
+              else {"checkpoints": [str(c) for c in ckpts]})
     preset = get_preset(data["preset"])
     modalities = tuple(data["modalities"])
     out = Path(output_dir)
@@ -63,21 +74,21 @@ def predict_dataset(ckpt: str | Path, input_path: str | Path, output_dir: str | 
         if not overwrite and (mask_path.exists() or json_path.exists()):
             raise FileExistsError(f"{mask_path} exists; pass --overwrite to replace it")
         with torch.inference_mode():
-            prediction = task.predict_case(image, spacing_mm=processed[modalities[0]].spacing)
+            prediction = predict_ensemble_case(tasks, image, processed[modalities[0]].spacing)
         if "detections" in prediction:  # a detector: boxes, no mask
             reports.append(_predict_boxes(task, prediction["detections"], subject, processed, out,
-                                          overwrite, {"checkpoint": str(ckpt), "preset": preset.name,
+                                          overwrite, {**source, "preset": preset.name,
                                                       "modalities": list(modalities)}))
             continue
         if "values" in prediction:  # case-level outputs: numbers, no mask
-            report = {"subject_id": sid, "checkpoint": str(ckpt), "preset": preset.name,
+            report = {"subject_id": sid, **source, "preset": preset.name,
                       "modalities": list(modalities), "kind": task.kind,
                       **{k: float(v) for k, v in prediction["values"].items()}}
             atomic_write_text(json_path, json.dumps(report, indent=2))
             reports.append(report)
             continue
         native = to_native(prediction["mask"].to(torch.uint8).cpu(), processed, is_label=True)
-        report = {"subject_id": sid, "checkpoint": str(ckpt), "preset": preset.name,
+        report = {"subject_id": sid, **source, "preset": preset.name,
                   "modalities": list(modalities), "mask": mask_path.name,
                   "min_lesion_ml": float(task.hparams.get("min_lesion_ml", 0.0)),
                   **mask_report(native, subject, preset.label_keys)}

@@ -31,6 +31,14 @@ case is predicted by the fine-tuned weights through the same inference path; its
 manifest and ``metrics.json`` say so under ``finetune`` (and the runner prints it), and the
 rows carry only the zero-shot scores — no fine-tuned column is invented.
 
+``options.model_from`` may list several fit arms: their checkpoints for the same seed are one
+ensemble (:mod:`cogimg.inference.ensemble`: mean probabilities; the OOD score is against the
+first member's training inputs; no fine-tuning). ``options.ensemble_seeds: true``: the
+members are those arms' checkpoints for every seed of the study (a seed ensemble, as nnU-Net
+ensembles its folds); each seed's run then scores that same ensemble, so that comparisons pair
+it with each single-seed model. ``options.tta``: ``none`` or ``flip``
+(``cogimg predict --tta``; default: each checkpoint's own setting).
+
 Other options: ``max_cases`` (0 = all; the first cases with a mask by subject ID),
 ``finetune_batch`` (default 2), ``presets: {<preset>: {option: value}}`` (options that replace
 these under that study preset, e.g. a tiny ``cases``). Inference and fine-tuning run on the GPU
@@ -166,22 +174,30 @@ def finetune(ckpt: Path, cases: list[tuple[torch.Tensor, torch.Tensor]], steps: 
     return out
 
 
-def evaluate_cases(ckpt: Path, cases: Path, out: Path, finetune_steps: int = 0, seed: int = 0,
-                   max_cases: int = 0, lr: float | None = None, batch: int = 2,
-                   device: str = "cpu") -> tuple[list[dict], dict]:
+def evaluate_cases(ckpt: Path | list[Path], cases: Path, out: Path, finetune_steps: int = 0,
+                   seed: int = 0, max_cases: int = 0, lr: float | None = None, batch: int = 2,
+                   device: str = "cpu", tta: str | None = None) -> tuple[list[dict], dict]:
     """Rows (:func:`case_row`; with ``finetune_steps > 0`` and at least 2 cases also the
     ``finetuned_<metric>`` columns of leave-one-case-out fine-tuning) of the cases under
     ``cases`` that have a lesion mask (the first ``max_cases`` by subject ID; 0 = all),
     predictions written to ``out``; and ``{"finetune": note, "unscored": [cases without a
-    mask]}``. ``device``: where inference and fine-tuning run (``cpu``, ``cuda``)."""
+    mask]}``. ``ckpt``: one checkpoint or an ensemble's list (OOD against the first; no
+    fine-tuning). ``device``: where inference and fine-tuning run (``cpu``, ``cuda``);
+    ``tta``: :func:`~cogimg.inference.predict_dataset`'s."""
     from cogimg.inference import predict_dataset
 
+    members = ckpt if isinstance(ckpt, list) else [ckpt]
+    if finetune_steps > 0 and len(members) > 1:
+        raise ValueError("fine-tuning applies to one checkpoint, not an ensemble of "
+                         f"{len(members)}")
+    ckpt = members[0]
     subjects, unscored, oods, tensors = _cases(ckpt, cases, max_cases)
     by_id = {str(s["subject_id"]): s for s in subjects}
     chosen = sorted(by_id)
     reports = []
     for folder in dict.fromkeys(_case_input(cases, by_id[sid]) for sid in chosen):
-        reports += [r for r in predict_dataset(ckpt, folder, out, device, overwrite=True)
+        reports += [r for r in predict_dataset(members, folder, out, device, overwrite=True,
+                                               tta=tta)
                     if str(r["subject_id"]) in by_id]
     rows = [{"subject_id": str(r["subject_id"]),
              **{k: v for k, v in case_row(r, oods.get(str(r["subject_id"]))).items()
@@ -202,7 +218,8 @@ def evaluate_cases(ckpt: Path, cases: Path, out: Path, finetune_steps: int = 0, 
             tuned = finetune(ckpt, [tensors[s] for s in chosen if s != held], finetune_steps,
                              seed, Path(scratch) / "finetuned.ckpt", lr, batch, device)
             found = [r for r in predict_dataset(tuned, _case_input(cases, by_id[held]),
-                                                Path(scratch) / "pred", device, overwrite=True)
+                                                Path(scratch) / "pred", device, overwrite=True,
+                                                tta=tta)
                      if str(r["subject_id"]) == held]
             tuned_row = case_row(found[0], None)
             row.update({f"finetuned_{k}": tuned_row[k] for k in SCORED})
@@ -227,23 +244,31 @@ def real_cases_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext
     from cogimg.tracking.study_spec import read_resolved
 
     options = dict(arm.get("options") or {})
-    preset = (read_resolved(context.out) or {}).get("preset")
+    resolved = read_resolved(context.out) or {}
+    preset = resolved.get("preset")
     options.update((options.pop("presets", None) or {}).get(preset) or {})
     where = f"arm {arm['name']!r}: options"
     source = options.get("model_from")
     if not source:
         raise ValueError(f"{where}.model_from: name the fit arm whose checkpoint is evaluated")
+    sources = [source] if isinstance(source, str) else list(source)
     cases = cases_folder(options.get("cases"), context.data, f"{where}.cases")
-    folder = Path(context.out) / "runs" / source / f"seed{seed}"
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{where}.model_from {source!r} has no run for seed {seed} "
-                                f"({folder}); list that arm before this one")
-    checkpoint = last_checkpoint(folder)
+    seeds = resolved.get("seeds", [seed]) if options.get("ensemble_seeds") else [seed]
+    checkpoints = []
+    for name in sources:
+        for member_seed in seeds:
+            folder = Path(context.out) / "runs" / name / f"seed{member_seed}"
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{where}.model_from {name!r} has no run for seed "
+                                        f"{member_seed} ({folder}); list that arm before this one")
+            checkpoints.append(last_checkpoint(folder))
+    checkpoint = checkpoints if len(checkpoints) > 1 else checkpoints[0]
     steps = int(options.get("finetune_steps", 0))
     start = time.perf_counter()
     rows, info = evaluate_cases(checkpoint, cases, run_dir / "predictions", steps, seed,
                                 int(options.get("max_cases", 0)), options.get("finetune_lr"),
-                                int(options.get("finetune_batch", 2)), _device(context))
+                                int(options.get("finetune_batch", 2)), _device(context),
+                                options.get("tta"))
     if not rows:
         raise ValueError(f"{where}.cases: no case with a lesion mask under {cases}")
     metrics = {"test": {f"test/{k}": float(np.nanmean([r[k] for r in rows]))
@@ -252,10 +277,13 @@ def real_cases_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext
     note = info.get("finetune") or {}
     if note:
         metrics["finetune"] = note
-    task, _ = load_task(checkpoint)
+    task, _ = load_task(checkpoints[0])
     return write_run(run_dir, task, experiment=arm["name"],
                      variant="real_cases", seed=seed,
-                     subjects={"test": rows}, metrics=metrics, checkpoint=str(checkpoint),
+                     subjects={"test": rows}, metrics=metrics,
+                     checkpoint=str(checkpoints[0]) if len(checkpoints) == 1
+                     else [str(c) for c in checkpoints],
                      model_from=source, cases=str(cases), finetune=note or None,
+                     tta=options.get("tta"),
                      unscored=info["unscored"],
                      eval_s=round(time.perf_counter() - start, 1))

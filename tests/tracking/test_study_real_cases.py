@@ -185,3 +185,63 @@ def test_sulci_follow_up_pairs_each_recipe_with_its_folded_twin(preset):
         added = b.removesuffix("_real").removeprefix(a.removesuffix("_real"))
         assert added in ("_sulci", "_skullbase", "_blobs") and b.startswith(a.removesuffix("_real")), comparison
     assert len(study["comparisons"]) == (2 if preset == "tiny" else 8)
+
+
+@pytest.mark.study
+@pytest.mark.slow  # 8 subjects synthesised, four two-step fits, ten real-case arms: ~40 s idle core
+def test_seeds_follow_up_scores_recipe_and_seed_ensembles(tmp_path, monkeypatch):
+    """``studies/sim2real_seeds.yaml``'s tiny preset: a real arm of two fit arms scores their
+    same-seed ensemble, ``ensemble_seeds`` the ensemble of every seed (the same rows under each
+    seed), ``tta`` is recorded, and each Dice is that of the mask the ensemble wrote."""
+    from cogimg.inference import predict_dataset
+
+    monkeypatch.setenv("COGIMG_WANDB", "off")
+    path, out = REPO / "studies" / "sim2real_seeds.yaml", tmp_path / "seeds"
+    assert main(["study", str(path), "--out", str(out), "--preset", "tiny",
+                 "--accelerator", "cpu", "--workers", "1"]) == 0
+
+    def run(arm, seed):
+        (found,), _ = find_runs(out / "runs" / arm / f"seed{seed}", stage="test")
+        return found
+
+    fits = ("randomised_dwi", "randomised_dwi_sulci")
+    last = {(arm, seed): run(f"{arm}_real", seed).manifest["checkpoint"]
+            for arm in fits for seed in (0, 1)}
+    for seed in (0, 1):
+        pair = run("recipe_ensemble_real", seed)
+        assert pair.manifest["checkpoint"] == [last[arm, seed] for arm in fits]
+        assert pair.manifest["tta"] is None and run("recipe_ensemble_flip_real", seed).manifest["tta"] == "flip"
+        assert run("seed_ensemble_real", seed).manifest["checkpoint"] == [
+            last[arm, s] for arm in fits for s in (0, 1)]
+    pd.testing.assert_frame_equal(run("seed_ensemble_real", 0).subjects,
+                                  run("seed_ensemble_real", 1).subjects)
+    pair = run("recipe_ensemble_real", 1)
+    reports = predict_dataset(pair.manifest["checkpoint"], out / "data", tmp_path / "again")
+    by_id = {r["subject_id"]: r for r in reports}
+    for sid, value in zip(pair.subjects["subject_id"], pair.subjects["dice"]):
+        assert by_id[sid]["metrics"]["dice"] == pytest.approx(value)
+        written = nib.load(pair.path / "predictions" / f"{sid}_pred_msk.nii.gz").get_fdata()
+        again = nib.load(tmp_path / "again" / f"{sid}_pred_msk.nii.gz").get_fdata()
+        np.testing.assert_array_equal(written, again)
+    table = pd.read_csv(out / "comparisons.csv")
+    assert len(table) == 6 and table["note"].isna().all(), table["note"].tolist()
+    with pytest.raises(ValueError, match="not an ensemble of 2"):
+        evaluate_cases([Path(c) for c in pair.manifest["checkpoint"]], out / "data",
+                       tmp_path / "tuned", finetune_steps=2)
+
+
+@pytest.mark.parametrize("preset", [None, "full"])
+def test_seeds_follow_up_trains_three_seeds_of_the_two_dwi_recipes(preset):
+    """``studies/sim2real_seeds.yaml``: three seeds; its fit arms are sim2real_sulci's DWI-defined
+    pair, unchanged (so seed 0 reproduces those runs); every real arm applies fit arms of the
+    study."""
+    study = load_study(REPO / "studies" / "sim2real_seeds.yaml", preset)
+    sulci = {a["name"]: a for a in load_study(REPO / "studies" / "sim2real_sulci.yaml", preset)["arms"]}
+    assert study["seeds"] == [0, 1, 2]
+    fits = [a for a in study["arms"] if a["runner"] == "fit"]
+    assert [a["name"] for a in fits] == ["randomised_dwi", "randomised_dwi_sulci"]
+    assert all(a == sulci[a["name"]] for a in fits)
+    for arm in study["arms"]:
+        if arm["runner"] == "real_cases":
+            source = arm["options"]["model_from"]
+            assert set([source] if isinstance(source, str) else source) <= {a["name"] for a in fits}

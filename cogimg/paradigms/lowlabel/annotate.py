@@ -26,7 +26,7 @@ import torch
 
 from cogimg.diseases import get_preset
 from cogimg.inference import (
-    load_task,
+    load_ensemble,
     mask_report,
     preprocessed_subjects,
     preprocessing_config,
@@ -46,19 +46,15 @@ REVIEW_LIST = "review_list.csv"
 
 
 def load_members(ckpts: list[str | Path], mc_samples: int, device: str) -> tuple[list, dict, list[int]]:
-    """Tasks of ``ckpts`` (same preset, modalities and preprocessing), each in eval mode with
-    dropout active when ``mc_samples`` > 1; returns ``(tasks, data settings, samples each)``."""
-    tasks, data = [], None
-    for ckpt in ckpts:
-        task, settings = load_task(ckpt)
+    """Tasks of ``ckpts`` (same preset, modalities and preprocessing:
+    :func:`~cogimg.inference.load_ensemble`), each in eval mode with dropout active when
+    ``mc_samples`` > 1; returns ``(tasks, data settings, samples each)``."""
+    tasks, data = load_ensemble(ckpts)
+    for ckpt, task in zip(ckpts, tasks):
         if task.kind != "segmentation":
             raise ValueError(f"{ckpt}: annotate needs a segmentation checkpoint, got a "
                              f"{task.kind or type(task).__name__} one")
-        if data is not None and settings != data:
-            raise ValueError(f"{ckpt}: preset, modalities or preprocessing differ from {ckpts[0]}; "
-                             "ensemble members must read the same inputs")
-        tasks.append(task.to(device))
-        data = settings
+        task.to(device)
     samples = [mc_samples if mc_samples > 1 and enable_mc_dropout(t.model) else 1 for t in tasks]
     if sum(samples) < 2:
         raise ValueError("uncertainty needs ≥ 2 samples: pass several --ckpt (an ensemble) or a "
