@@ -54,8 +54,9 @@ HEADLINE_MODELS = ("randomised_embolic", "randomised_subacute", "randomised", "c
 
 
 def headline(board, real_rows: list[dict], models=HEADLINE_MODELS) -> dict:
-    """Real-case Dice and volume ratio (mean over cases and seeds) of each of ``models`` and
-    their synthetic-test Dice; models the study lacks are left out."""
+    """Real-case Dice and volume ratio (mean over cases and seeds; with several seeds also the
+    lowest and highest seed's mean Dice) of each of ``models`` and their synthetic-test Dice;
+    models the study lacks are left out."""
     import numpy as np
 
     out = {}
@@ -63,6 +64,11 @@ def headline(board, real_rows: list[dict], models=HEADLINE_MODELS) -> dict:
         rows = [r for r in real_rows if r["arm"] == f"{model}_real"]
         if rows:
             out[f"real Dice ({model})"] = round(float(np.mean([r["dice"] for r in rows])), 3)
+            seeds = sorted({r["seed"] for r in rows})
+            if len(seeds) > 1:
+                per_seed = [np.mean([r["dice"] for r in rows if r["seed"] == s]) for s in seeds]
+                out[f"real Dice seed range ({model})"] = [round(float(min(per_seed)), 3),
+                                                          round(float(max(per_seed)), 3)]
             out[f"real volume ratio ({model})"] = round(
                 float(np.nanmean([r["volume_ratio"] for r in rows])), 2)
         fit = board[board["experiment"] == model] if board is not None else []

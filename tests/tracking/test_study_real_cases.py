@@ -229,6 +229,21 @@ def test_seeds_follow_up_scores_recipe_and_seed_ensembles(tmp_path, monkeypatch)
         evaluate_cases([Path(c) for c in pair.manifest["checkpoint"]], out / "data",
                        tmp_path / "tuned", finetune_steps=2)
 
+    # benchmarks/sim2real_seeds.py on the same folder: each model's per-seed range
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    sys.modules.pop("sim2real_seeds", None)
+    import sim2real_seeds
+
+    results = tmp_path / "results"
+    assert sim2real_seeds.main(["--preset", "tiny", "--out", str(out),
+                                "--results-dir", str(results)]) == 0
+    headline = json.loads((results / "sim2real_seeds_tiny.json").read_text())["headline"]
+    means = [run("randomised_dwi_real", s).subjects["dice"].mean() for s in (0, 1)]
+    assert headline["real Dice seed range (randomised_dwi)"] == pytest.approx(
+        [min(means), max(means)], abs=5e-4)
+    assert headline["real Dice (randomised_dwi)"] == pytest.approx(np.mean(means), abs=5e-4)
+    assert "real Dice seed range (seed_ensemble)" in headline
+
 
 @pytest.mark.parametrize("preset", [None, "full"])
 def test_seeds_follow_up_trains_three_seeds_of_the_two_dwi_recipes(preset):
