@@ -110,7 +110,7 @@ def test_detector_learns_to_find_small_cubes(name):
     before, _ = sensitivity_and_false_positives()
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3)
     net.train()
-    for _ in range(150):
+    for _ in range(200):
         images, targets = _dark_cubes(generator, 2)
         loss = sum(net.loss(images, targets).values())
         optimizer.zero_grad()
