@@ -49,7 +49,8 @@ from scipy import ndimage
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import write_result
 
-from cogimg.data.randomise import RECIPES, SynthStroke, mirrored
+from cogimg.data.label_maps import mirrored
+from cogimg.data.randomise import RECIPES, SynthStroke
 
 PERCENTILES = (5, 25, 50, 75, 95)
 CSF_ADC_E6 = 1700.0

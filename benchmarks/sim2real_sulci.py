@@ -1,7 +1,7 @@
 """Does folding the cortex of the randomised label maps help real ISLES'22 scans (issue 30)?
 
 Runs ``studies/sim2real_sulci.yaml`` (the embolic and DWI-defined randomisation recipes, each
-with and without ``p_sulci``: :func:`cogimg.data.randomise.add_sulci`; the folded DWI-defined
+with and without ``p_sulci``: :func:`cogimg.data.label_maps.add_sulci`; the folded DWI-defined
 recipe also with a bright skull base or with blob mimics) exactly as
 ``benchmarks/sim2real.py`` runs ``studies/sim2real.yaml``, and writes
 ``results/sim2real_sulci[_<preset>].json`` with the same fields, its headline quoting every

@@ -104,8 +104,8 @@ def test_randomised_training_summarises_the_draws_the_network_sees(tmp_path):
     to summarising the draws directly, leaving the caller's torch RNG as it was, and wider in
     intensity than the cached images' summary, which draws from random contrasts must be."""
     from cogimg.data.datamodules import PatchDataModule
+    from cogimg.data.label_maps import CSF, GM, WM
     from cogimg.data.ood import summarise_inputs
-    from cogimg.data.randomise import CSF, GM, WM
     from tests.conftest import write_nifti
     from tests.tasks.conftest import AFFINE as TREE_AFFINE
     from tests.tasks.conftest import SHAPE as TREE_SHAPE

@@ -1,4 +1,5 @@
-"""Domain-randomised stroke images (cogimg.data.randomise): constraints, seeding, variety."""
+"""Domain-randomised stroke images (cogimg.data.randomise) and the label maps they are drawn
+from (cogimg.data.label_maps): constraints, seeding, variety."""
 
 from __future__ import annotations
 
@@ -8,28 +9,30 @@ import torch
 import torchio as tio
 from scipy import ndimage
 
-from cogimg.data.randomise import (
+from cogimg.data.label_maps import (
     CSF,
     GM,
     LESION,
     MIMIC,
-    RECIPES,
     REGION,
     RIM,
     SCALP,
     SHELL,
-    TISSUE_KEY,
     WM,
-    SynthStroke,
     add_emboli,
     add_mimics,
     add_sulci,
-    draw_means,
     label_map,
     mirrored,
+    symmetric_regions,
+)
+from cogimg.data.randomise import (
+    RECIPES,
+    TISSUE_KEY,
+    SynthStroke,
+    draw_means,
     randomisation,
     skull_base_gain,
-    symmetric_regions,
 )
 
 SHAPE = (40, 40, 28)
