@@ -85,3 +85,20 @@ def test_members_must_read_the_same_inputs(members, tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match="no checkpoint"):
         predict_dataset([], case, tmp_path / "out")
+
+
+def test_members_may_differ_in_their_training_random_states(members, tmp_path):
+    """Trained checkpoints store their training streams' random states (tensors) beside the
+    data settings; they differ between any two runs and do not stop an ensemble (nor
+    ``cogimg annotate``'s)."""
+    from cogimg.paradigms.lowlabel.annotate import load_members
+
+    case, paths, expected = members
+    for k, path in enumerate(paths):
+        state = torch.load(path, weights_only=True)
+        state["PatchDataModule"]["training_streams"] = [{"labelled": {"state": torch.arange(k, k + 4)}}]
+        torch.save(state, path)
+    predict_dataset(paths, case, tmp_path / "out")
+    np.testing.assert_array_equal(_mask(tmp_path / "out"), expected["mean"])
+    tasks, _, samples = load_members(paths, mc_samples=1, device="cpu")
+    assert len(tasks) == 2 and samples == [1, 1]
