@@ -262,10 +262,9 @@ def real_cases_runner(arm: dict, seed: int, run_dir: Path, context: StudyContext
                 raise FileNotFoundError(f"{where}.model_from {name!r} has no run for seed "
                                         f"{member_seed} ({folder}); list that arm before this one")
             checkpoints.append(last_checkpoint(folder))
-    checkpoint = checkpoints if len(checkpoints) > 1 else checkpoints[0]
     steps = int(options.get("finetune_steps", 0))
     start = time.perf_counter()
-    rows, info = evaluate_cases(checkpoint, cases, run_dir / "predictions", steps, seed,
+    rows, info = evaluate_cases(checkpoints, cases, run_dir / "predictions", steps, seed,
                                 int(options.get("max_cases", 0)), options.get("finetune_lr"),
                                 int(options.get("finetune_batch", 2)), _device(context),
                                 options.get("tta"))
