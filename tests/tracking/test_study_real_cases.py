@@ -260,3 +260,19 @@ def test_seeds_follow_up_trains_three_seeds_of_the_two_dwi_recipes(preset):
         if arm["runner"] == "real_cases":
             source = arm["options"]["model_from"]
             assert set([source] if isinstance(source, str) else source) <= {a["name"] for a in fits}
+
+
+@pytest.mark.parametrize("preset", [None, "full"])
+def test_cohort_follow_up_changes_only_the_number_of_label_maps(preset):
+    """``studies/sim2real_cohort.yaml``: sim2real_seeds' folded-cortex fit arm and training
+    settings, unchanged, on a cohort four times as large (otherwise the same), with seeds that
+    sim2real_seeds also ran, so that the two result files compare like with like."""
+    study = load_study(REPO / "studies" / "sim2real_cohort.yaml", preset)
+    seeds = load_study(REPO / "studies" / "sim2real_seeds.yaml", preset)
+    fits = [a for a in study["arms"] if a["runner"] == "fit"]
+    assert fits == [a for a in seeds["arms"] if a["name"] == "randomised_dwi_sulci"]
+    assert set(study["seeds"]) <= set(seeds["seeds"])
+    assert study["cohort"] == {**seeds["cohort"], "subjects": 4 * seeds["cohort"]["subjects"]}
+    real = [a for a in study["arms"] if a["runner"] == "real_cases"]
+    assert {a["options"]["model_from"] for a in real} == {"randomised_dwi_sulci"}
+    assert [bool(a["options"].get("ensemble_seeds")) for a in real] == [False, True]
