@@ -27,10 +27,11 @@ not depend on (or change) the global RNG (see :mod:`cogimg.data.sampling`).
 Exact resume: the datamodule's ``state_dict`` (stored in every checkpoint) holds, per process,
 the state of each training stream's queue or sampler and, mid-epoch, its position in the
 epoch; ``load_state_dict`` restores them into the loaders (all
-:class:`~cogimg.data.resumable.ResumableLoader`) that the next ``train_dataloader`` builds, so
-the rest of an interrupted epoch and the epochs after it draw what they would have drawn (a
-queue re-draws the patches of its interrupted pass up to there; a sampler skips the items
-already handed out without loading them).
+:class:`~cogimg.data.resumable.ResumableLoader`) that the next ``train_dataloader`` builds
+(:class:`~cogimg.data.streams.TrainingStreams`), so the rest of an interrupted epoch and the
+epochs after it draw what they would have drawn (a queue re-draws the patches of its
+interrupted pass up to there; a sampler skips the items already handed out without loading
+them).
 """
 
 from __future__ import annotations
@@ -46,7 +47,6 @@ import lightning as L
 import pandas as pd
 import torch
 import torchio as tio
-from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import (
     DataLoader,
     RandomSampler,
@@ -61,7 +61,7 @@ from cogimg.data.label_fractions import labelled_subset
 from cogimg.data.ood import summarise_inputs
 from cogimg.data.participants import participants_hash, sessions_table, subjects_for
 from cogimg.data.randomise import RECIPES, TISSUE_KEY, randomisation
-from cogimg.data.resumable import ResumableLoader, per_rank, this_rank
+from cogimg.data.resumable import ResumableLoader
 from cogimg.data.sampling import (
     LabelPatchSampler,
     SeededQueue,
@@ -70,7 +70,7 @@ from cogimg.data.sampling import (
     SubjectCollate,
 )
 from cogimg.data.splits import check_leakage, load_split, make_kfold_split, save_split
-from cogimg.data.streams import LABELLED, Cycled, PatchStream, distributed_subjects
+from cogimg.data.streams import LABELLED, PatchStream, TrainingStreams, distributed_subjects
 from cogimg.data.tabular import TabularEncoder
 from cogimg.data.transforms import PreprocessingConfig, fit_histogram_landmarks
 from cogimg.diseases import get_preset
@@ -113,45 +113,29 @@ class _CachedDataModule(L.LightningDataModule):
         self.subjects: dict[str, list[tio.Subject]] = {}
         self.split_path: Path | None = None
         self.input_summary: dict | None = None
-        self._streams: dict[str, int | None] = {}
-        self._train_loaders: dict[str, ResumableLoader] = {}  # the resumable training streams
-        self._stream_states: list[dict] | None = None  # loaded (per rank), for train_dataloader
+        self._streams: dict[str, int | None] = {}  # requested extra streams → batch size
+        self.training_streams = TrainingStreams()
 
     # ------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
         """Stored in every checkpoint: what ``cogimg predict`` needs to preprocess a new scan
         exactly as in training (preset, input modalities in channel order, preprocessing),
-        and ``training_streams``: per process (a list indexed by rank; gathered, so every rank
-        must call this, as Lightning does), for each training stream the random state of its
-        queue or sampler (``state``) and, mid-epoch, the batches it has handed out in this
-        epoch (``batches``; 0 at an epoch end, where every stream starts a new pass)."""
+        the training inputs' summary (the OOD check's reference) and ``training_streams``
+        (:meth:`TrainingStreams.state <cogimg.data.streams.TrainingStreams.state>`)."""
         state = {"preset": self.preset.name, "modalities": list(self.modalities),
                  "preprocessing": self.config.to_dict()}
-        if self.input_summary is not None:  # training-input statistics: the OOD check's reference
+        if self.input_summary is not None:
             state["input_summary"] = self.input_summary
-        if self._train_loaders:
-            mid_epoch = self._mid_epoch()
-            state["training_streams"] = per_rank({
-                name: {"state": loader.source.state_dict(),
-                       "batches": loader.state_dict()["batches"] if mid_epoch else 0}
-                for name, loader in self._train_loaders.items()})
-        return state
-
-    def _mid_epoch(self) -> bool:
-        """Whether the labelled stream has handed out fewer batches than the epoch has."""
-        loader = self._train_loaders.get(LABELLED)
-        if loader is None:
-            return False
         trainer = getattr(self, "trainer", None)
-        epoch = getattr(trainer, "num_training_batches", None) if trainer is not None else None
-        if not isinstance(epoch, int):
-            epoch = len(loader)
-        return 0 < loader.state_dict()["batches"] < epoch
+        streams = self.training_streams.state(getattr(trainer, "num_training_batches", None))
+        if streams is not None:
+            state["training_streams"] = streams
+        return state
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Keep this process's training-stream states for the next :meth:`train_dataloader`
         (the rest is rebuilt from the config)."""
-        self._stream_states = state_dict.get("training_streams")
+        self.training_streams.load(state_dict.get("training_streams"))
 
     # ------------------------------------------------------------ preparation
     def prepare_data(self) -> None:
@@ -248,25 +232,12 @@ class _CachedDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         """The labelled loader, or — with requested streams — one ``CombinedLoader`` whose
-        epoch is the labelled loader's and whose other streams cycle."""
+        epoch is the labelled loader's and whose other streams cycle; a checkpoint's stream
+        states restored into them."""
         factories = self.stream_loaders()
-        loaders = {LABELLED: self.labelled_dataloader(),
-                   **{name: factories[name](size) for name, size in self._streams.items()}}
-        self._train_loaders = {name: loader for name, loader in loaders.items()
-                               if isinstance(loader, ResumableLoader) and loader.source is not None}
-        states = this_rank(self._stream_states, "training-stream state") or {}
-        self._stream_states = None
-        for name, state in states.items():
-            if name not in self._train_loaders:
-                raise ValueError(f"the checkpoint holds the state of training stream {name!r}, which "
-                                 f"this run does not have (it has {sorted(self._train_loaders)})")
-            self._train_loaders[name].source.load_state_dict(state["state"])
-            # Mid-epoch: the next pass is the rest of the interrupted one.
-            self._train_loaders[name].load_state_dict({"batches": state["batches"]})
-        if not self._streams:
-            return loaders[LABELLED]
-        streams = {name: Cycled(loader) for name, loader in loaders.items() if name != LABELLED}
-        return CombinedLoader({LABELLED: loaders[LABELLED], **streams}, mode="min_size")
+        return self.training_streams.combine(
+            {LABELLED: self.labelled_dataloader(),
+             **{name: factories[name](size) for name, size in self._streams.items()}})
 
     def labelled_dataloader(self) -> DataLoader:
         raise NotImplementedError
