@@ -1,8 +1,8 @@
 """Does a larger label-map cohort help domain-randomised training on real scans (issue 30)?
 
-Runs ``studies/sim2real_cohort.yaml`` (the folded-cortex DWI-defined recipe on four times
-sim2real_seeds' cohort, same compute; on the real cases each seed's model alone and the ensemble
-of every seed) exactly as ``benchmarks/sim2real.py`` runs ``studies/sim2real.yaml``, and writes
+Runs ``studies/sim2real_cohort.yaml`` (sim2real_seeds' two DWI-defined recipes on four times
+its cohort, same compute; on the real cases each model alone, the two recipes' same-seed
+ensemble and the ensemble of every checkpoint) exactly as ``benchmarks/sim2real.py`` runs ``studies/sim2real.yaml``, and writes
 ``results/sim2real_cohort[_<preset>].json`` with the same fields; compare it with
 ``results/sim2real_seeds.json``.
 
@@ -19,7 +19,7 @@ from sim2real import REPO
 from sim2real import main as run_sim2real
 
 STUDY = REPO / "studies" / "sim2real_cohort.yaml"
-MODELS = ("randomised_dwi_sulci", "seed_ensemble")
+MODELS = ("randomised_dwi", "randomised_dwi_sulci", "recipe_ensemble", "seed_ensemble")
 
 
 def main(argv: list[str] | None = None) -> int:
