@@ -265,14 +265,13 @@ def test_seeds_follow_up_trains_three_seeds_of_the_two_dwi_recipes(preset):
 @pytest.mark.parametrize("preset", [None, "full"])
 def test_cohort_follow_up_changes_only_the_number_of_label_maps(preset):
     """``studies/sim2real_cohort.yaml``: sim2real_seeds' fit arms and training settings,
-    unchanged, on a cohort four times as large (otherwise the same), seeds that sim2real_seeds
-    also ran and real arms that it has too, so that the two result files compare like with
-    like."""
+    unchanged, on a cohort four times as large (otherwise the same), with the same seeds and
+    real arms that it has too, so that the two result files compare like with like."""
     study = load_study(REPO / "studies" / "sim2real_cohort.yaml", preset)
     seeds = load_study(REPO / "studies" / "sim2real_seeds.yaml", preset)
     fits = [a for a in study["arms"] if a["runner"] == "fit"]
     assert fits == [a for a in seeds["arms"] if a["runner"] == "fit"]
-    assert set(study["seeds"]) <= set(seeds["seeds"])
+    assert study["seeds"] == seeds["seeds"]
     assert study["cohort"] == {**seeds["cohort"], "subjects": 4 * seeds["cohort"]["subjects"]}
     real = [a for a in study["arms"] if a["runner"] == "real_cases"]
     assert len(real) == 4 and all(a in seeds["arms"] for a in real)
