@@ -2,9 +2,9 @@
 
 Runs ``studies/sim2real_cohort.yaml`` (sim2real_seeds' two DWI-defined recipes on four times
 its cohort, same compute; on the real cases each model alone, the two recipes' same-seed
-ensemble and the ensemble of every checkpoint) exactly as ``benchmarks/sim2real.py`` runs ``studies/sim2real.yaml``, and writes
-``results/sim2real_cohort[_<preset>].json`` with the same fields; compare it with
-``results/sim2real_seeds.json``.
+ensemble and the ensemble of every checkpoint) exactly as ``benchmarks/sim2real.py`` runs
+``studies/sim2real.yaml``, and writes ``results/sim2real_cohort[_<preset>].json`` with the
+same fields; compare it with ``results/sim2real_seeds.json``.
 
     python benchmarks/sim2real_cohort.py [--out runs/studies/sim2real_cohort] [--preset tiny|full]
 """
