@@ -275,3 +275,33 @@ def test_cohort_follow_up_changes_only_the_number_of_label_maps(preset):
     assert study["cohort"] == {**seeds["cohort"], "subjects": 4 * seeds["cohort"]["subjects"]}
     real = [a for a in study["arms"] if a["runner"] == "real_cases"]
     assert len(real) == 4 and all(a in seeds["arms"] for a in real)
+
+
+def _settings(overrides: list[str]) -> dict[str, str]:
+    """The value each ``--key value`` pair of ``overrides`` leaves (the last one wins)."""
+    return dict(zip(overrides[::2], overrides[1::2]))
+
+
+@pytest.mark.parametrize("preset", [None, "tiny", "full"])
+def test_steps_follow_up_changes_only_the_training_budget(preset):
+    """``studies/sim2real_steps.yaml``: its 2000-step arm trains what sim2real_cohort's
+    folded-cortex arm trains (every setting equal, so the same runs), its long arm differs in
+    ``max_steps`` alone (4000, or the preset's size, which wins over both arms'), and each
+    comparison pairs the two budgets."""
+    study = load_study(REPO / "studies" / "sim2real_steps.yaml", preset)
+    cohort = load_study(REPO / "studies" / "sim2real_cohort.yaml", preset)
+    arms = {a["name"]: a for a in study["arms"]}
+    short, long = (_settings(arms[n]["overrides"]) for n in
+                   ("randomised_dwi_sulci", "randomised_dwi_sulci_long"))
+    reference = next(a for a in cohort["arms"] if a["name"] == "randomised_dwi_sulci")
+    if preset != "full":  # the full presets differ on purpose: here both arms keep their steps
+        assert short == _settings(reference["overrides"])
+        assert arms["randomised_dwi_sulci"]["config"] == reference["config"]
+    assert study["cohort"] == cohort["cohort"]
+    assert set(study["seeds"]) <= set(cohort["seeds"])
+    steps = {"tiny": ("2", "2"), "full": ("2000", "4000"), None: ("2000", "4000")}[preset]
+    assert (short.pop("--trainer.max_steps"), long.pop("--trainer.max_steps")) == steps
+    assert short == long
+    for comparison in study["comparisons"]:
+        assert comparison["b"] == comparison["a"].replace("_real", "_long_real") \
+            if comparison["a"].endswith("_real") else comparison["b"] == comparison["a"] + "_long"
