@@ -3,8 +3,9 @@
 A cogimg checkpoint (``trainer.save_checkpoint`` of a task fitted on a cogimg datamodule)
 holds the task class path (``state["cogimg"]["task"]``), its hyper-parameters and weights, and
 the datamodule's settings: disease preset, modalities and preprocessing (what
-``_CachedDataModule.state_dict`` stores). :func:`read_checkpoint` turns it back into a task in
-eval mode plus those settings, so that a new scan can be preprocessed exactly as in training.
+:meth:`~cogimg.data.datamodules.base.CachedDataModule.state_dict` stores).
+:func:`read_checkpoint` turns it back into a task in eval mode plus those settings, so that a
+new scan can be preprocessed exactly as in training.
 """
 
 from __future__ import annotations
@@ -44,10 +45,11 @@ def read_checkpoint(ckpt: str | Path, map_location: str = "cpu") -> Checkpoint:
 
     The file is read with ``torch.load(weights_only=True)`` (no pickled code runs), the task
     class must live in ``cogimg.tasks`` and the data settings are those the datamodule stored
-    (see ``_CachedDataModule.state_dict``). ``calibration``: the temperature fitted on the
-    validation logits (classification, :mod:`cogimg.metrics.calibration`); ``input_summary``:
-    the training inputs' statistics for :func:`cogimg.data.ood.ood_report`. Both are ``None``
-    in checkpoints written before they existed.
+    (:meth:`~cogimg.data.datamodules.base.CachedDataModule.state_dict`). ``calibration``: the
+    temperature fitted on the validation logits (classification,
+    :mod:`cogimg.metrics.calibration`); ``input_summary``: the training inputs' statistics for
+    :func:`cogimg.data.ood.ood_report`. Both are ``None`` in checkpoints written before they
+    existed.
     """
     ckpt = Path(ckpt)
     try:
