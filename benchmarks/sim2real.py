@@ -9,7 +9,8 @@ then writes ``results/sim2real[_<preset>].json`` from those directories alone:
   test split, the ``*_real`` arms on the real cases (ISLES'22 Dice, lesion F1, AVD, HD95);
 - ``real_cases``: one row per real case, arm and seed (``subjects_test.csv`` of each
   ``*_real`` run): Dice, lesion F1, AVD, predicted and true volume and their ratio, lesion
-  counts, and the OOD score and flag ``cogimg clinical`` would give the scan;
+  counts, the OOD score and flag ``cogimg clinical`` would give the scan, and where the errors
+  lie (false-positive and missed volume in mL, true and found lesions per lesion-volume bin);
 - ``comparisons``: the study's paired comparisons (bootstrap CIs over subjects);
 - ``headline``: real-case Dice and volume ratio of the randomised (default, subacute and
   embolic recipes) and conventional models and their synthetic-test Dice (the in-domain price).
@@ -25,12 +26,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_study_benchmark, study_test_leaderboard, write_result
 
+from cogimg.metrics.segmentation import volume_bin_names
+
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "sim2real.yaml"
 #: Columns of a real case's row that the result file keeps.
 REAL_COLUMNS = ("subject_id", "dice", "lesion_f1", "absolute_volume_difference_ml",
                 "volume_pred_ml", "volume_truth_ml", "volume_ratio", "n_lesions_pred",
                 "n_lesions_truth", "ood_score", "ood_flag")
+#: Where the errors lie (:func:`cogimg.metrics.segmentation.detection_by_volume`): kept where
+#: the rows have them (real-case runs scored before these columns existed lack them).
+ERROR_COLUMNS = ("false_positive_ml", "missed_ml",
+                 *(f"{kind}_lesions_{size}" for size in volume_bin_names() for kind in ("true", "found")))
 
 
 def real_case_rows(out: Path, arms: list[str]) -> list[dict]:
@@ -44,7 +51,8 @@ def real_case_rows(out: Path, arms: list[str]) -> list[dict]:
             missing = [c for c in REAL_COLUMNS if c not in frame]
             if missing:
                 raise KeyError(f"{table}: no column(s) {missing}")
-            for row in frame[list(REAL_COLUMNS)].to_dict("records"):
+            kept = list(REAL_COLUMNS) + [c for c in ERROR_COLUMNS if c in frame]
+            for row in frame[kept].to_dict("records"):
                 rows.append({"arm": arm, "seed": table.parent.name, **row})
     return rows
 

@@ -11,7 +11,7 @@ import numpy as np
 import torchio as tio
 
 from cogimg.data.boxes import boxes_from_mask, mm_box_to_voxel, voxel_box_to_mm
-from cogimg.metrics.segmentation import segmentation_report
+from cogimg.metrics.segmentation import detection_by_volume, segmentation_report
 
 
 def lesion_report(mask: nib.Nifti1Image) -> dict:
@@ -26,15 +26,17 @@ def lesion_report(mask: nib.Nifti1Image) -> dict:
 
 
 def mask_report(native: nib.Nifti1Image, subject: tio.Subject, label_keys: tuple[str, ...]) -> dict:
-    """:func:`lesion_report` of a native mask, plus ISLES'22 ``metrics`` when ``subject`` has a
-    ground-truth mask under one of ``label_keys``."""
+    """:func:`lesion_report` of a native mask, plus ISLES'22 ``metrics`` and the errors'
+    ``detection_by_volume`` (:func:`~cogimg.metrics.segmentation.detection_by_volume`) when
+    ``subject`` has a ground-truth mask under one of ``label_keys``."""
     report = lesion_report(native)
     truth_key = next((k for k in label_keys if k in subject), None)
     if truth_key is not None:
         truth = np.asarray(nib.load(subject[truth_key].path).dataobj) > 0
-        report["metrics"] = segmentation_report(
-            np.asarray(native.dataobj) > 0, truth, native.header.get_zooms()[:3],
-            subject_id=subject["subject_id"])
+        pred, spacing = np.asarray(native.dataobj) > 0, native.header.get_zooms()[:3]
+        report["metrics"] = segmentation_report(pred, truth, spacing,
+                                                subject_id=subject["subject_id"])
+        report["detection_by_volume"] = detection_by_volume(pred, truth, spacing)
     return report
 
 

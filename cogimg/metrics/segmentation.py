@@ -41,6 +41,7 @@ import math
 import os
 import warnings
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,47 @@ def hausdorff95_mm(pred: Any, truth: Any, spacing_mm: Sequence[float]) -> float:
     """
     pred_mask, truth_mask = _binary_pair(pred, truth)
     return _hausdorff95_mm(pred_mask, truth_mask, _spacing(spacing_mm))
+
+
+#: Lesion-volume bin edges (mL) of :func:`detection_by_volume`.
+LESION_VOLUME_EDGES_ML: tuple[float, ...] = (0.1, 1.0)
+
+
+def volume_bin_names(edges_ml: Sequence[float] = LESION_VOLUME_EDGES_ML) -> list[str]:
+    """Names of the lesion-volume bins that ``edges_ml`` (increasing, mL) cut:
+    ``under_0.1ml``, ``0.1_to_1ml``, ``1ml_or_more`` for the default edges."""
+    edges = [f"{e:g}" for e in edges_ml]
+    return ([f"under_{edges[0]}ml"] + [f"{a}_to_{b}ml" for a, b in pairwise(edges)]
+            + [f"{edges[-1]}ml_or_more"])
+
+
+def detection_by_volume(pred: Any, truth: Any, spacing_mm: Sequence[float],
+                        edges_ml: Sequence[float] = LESION_VOLUME_EDGES_ML) -> dict[str, float | int]:
+    """Where a prediction's errors lie: ``false_positive_ml`` (predicted volume outside the
+    truth) and ``missed_ml`` (true volume not predicted), both in mL, so that ``Dice = 2·TP /
+    (2·TP + FP + FN)`` splits into its two error terms; and per bin of true-lesion volume
+    (26-connected components of ``truth``; bins cut at ``edges_ml``, named by
+    :func:`volume_bin_names`) ``true_lesions_<bin>`` and ``found_lesions_<bin>``: how many
+    true lesions of that size there are and how many of them the prediction touches (ISLES'22's
+    lesion-wise true positive: any voxel in common). Counts, not recalls, so that cases can be
+    pooled."""
+    pred_mask, truth_mask = _binary_pair(pred, truth)
+    edges = np.asarray(edges_ml, dtype=np.float64)
+    if edges.ndim != 1 or not len(edges) or np.any(np.diff(edges) <= 0) or edges[0] <= 0:
+        raise ValueError(f"edges_ml must be positive and increasing, got {list(edges_ml)}")
+    voxel_ml = voxel_volume_ml(spacing_mm)
+    row: dict[str, float | int] = {
+        "false_positive_ml": int((pred_mask & ~truth_mask).sum()) * voxel_ml,
+        "missed_ml": int((truth_mask & ~pred_mask).sum()) * voxel_ml}
+    labels, n = lesion_components(truth_mask)
+    voxels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    found = np.bincount(labels[pred_mask], minlength=n + 1)[1:] > 0
+    # bin k: edges[k-1] <= volume < edges[k], in voxels with a tolerance for 0.1 / 0.001 etc.
+    bins = np.searchsorted(edges / voxel_ml - 1e-6, voxels, side="right")
+    for k, name in enumerate(volume_bin_names(edges_ml)):
+        row[f"true_lesions_{name}"] = int((bins == k).sum())
+        row[f"found_lesions_{name}"] = int((found & (bins == k)).sum())
+    return row
 
 
 # --------------------------------------------------------------------------- per subject

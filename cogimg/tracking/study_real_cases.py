@@ -15,10 +15,12 @@ one error naming it.
 Per case (one row of ``subjects_test.csv``, native grid, ISLES'22 definitions of
 :mod:`cogimg.metrics.segmentation`): the segmentation scorer's columns (Dice, absolute volume
 difference in mL, lesion count difference, lesion-wise F1, HD95 in mm, predicted and true
-volume in mL, lesion counts), ``volume_ratio`` (predicted / true volume; ``nan`` for an empty
-truth), and cogimg's out-of-distribution score of the scan against the checkpoint's training
-inputs (``ood_score`` in robust SDs, ``ood_flag`` 1/0: :func:`cogimg.data.ood.ood_report`, what
-``cogimg clinical`` flags). Cases without a lesion mask cannot be scored: they are listed in
+volume in mL, lesion counts), where the errors lie
+(:func:`~cogimg.metrics.segmentation.detection_by_volume`: false-positive and missed volume in
+mL, true and found lesions per lesion-volume bin), ``volume_ratio`` (predicted / true volume;
+``nan`` for an empty truth), and cogimg's out-of-distribution score of the scan against the
+checkpoint's training inputs (``ood_score`` in robust SDs, ``ood_flag`` 1/0:
+:func:`cogimg.data.ood.ood_report`, what ``cogimg clinical`` flags). Cases without a lesion mask cannot be scored: they are listed in
 the manifest under ``unscored``. The run directory is of kind ``segmentation``, so leaderboards
 and comparisons rank real-case arms like any segmentation run (stage ``test``).
 
@@ -79,12 +81,13 @@ def cases_folder(cases: str | Path, data: str | Path | None = None, where: str =
 def case_row(report: dict, ood: dict | None) -> dict:
     """One case's row from a :func:`~cogimg.inference.predict_dataset` report (its ISLES'22
     ``metrics``: :func:`~cogimg.metrics.segmentation.segmentation_report`) and its OOD report:
-    the metrics, ``volume_ratio`` (pred / true volume, ``nan`` for an empty truth),
+    the metrics, its ``detection_by_volume`` counts and volumes (where the report has them),
+    ``volume_ratio`` (pred / true volume, ``nan`` for an empty truth),
     ``ood_score`` (robust SDs) and ``ood_flag`` (1/0; ``nan`` without a training summary)."""
     if "metrics" not in report:
         raise ValueError(f"{report.get('subject_id')}: no ground-truth mask found, so no "
                          "metrics (a real case needs its lesion mask)")
-    row = dict(report["metrics"])
+    row = {**report["metrics"], **report.get("detection_by_volume", {})}
     truth = float(row["volume_truth_ml"])
     row["volume_ratio"] = float(row["volume_pred_ml"]) / truth if truth > 0 else math.nan
     row["ood_score"] = float(ood["score"]) if ood else math.nan

@@ -14,6 +14,7 @@ from scipy import ndimage
 from cogimg.metrics.segmentation import (
     METRIC_KEYS,
     absolute_volume_difference_ml,
+    detection_by_volume,
     dice,
     hausdorff95_mm,
     lesion_components,
@@ -21,6 +22,7 @@ from cogimg.metrics.segmentation import (
     lesion_f1,
     segmentation_report,
     summarise,
+    volume_bin_names,
     voxel_volume_ml,
     write_subject_csv,
 )
@@ -380,3 +382,35 @@ def test_isles22_expert_mask_against_itself():
     eroded = mask.copy()
     eroded[tuple(np.argwhere(labels == largest)[0])] = 0
     assert absolute_volume_difference_ml(eroded, mask, spacing) == pytest.approx(0.008)
+
+
+def test_detection_by_volume_counts_found_lesions_per_size_and_splits_the_errors():
+    """Three true lesions at 2 mm (8 µL voxels): 5 voxels (0.04 mL), 20 (0.16 mL) and 150
+    (1.2 mL); the prediction touches the two larger ones with one voxel each and adds a
+    7-voxel false positive. Hand counts per bin, and the two error volumes give Dice back."""
+    truth = np.zeros((30, 30, 30), bool)
+    truth[1:6, 1, 1] = True                      # 5 voxels
+    truth[10:15, 10:14, 10] = True               # 20 voxels
+    truth[18:28, 18:23, 18:21] = True            # 150 voxels
+    pred = np.zeros_like(truth)
+    pred[12, 11, 10] = pred[20, 20, 20] = True   # one voxel in each of the two larger lesions
+    pred[1:8, 25, 25] = True                     # 7 voxels, no lesion
+    row = detection_by_volume(pred, truth, (2.0, 2.0, 2.0))
+    assert volume_bin_names() == ["under_0.1ml", "0.1_to_1ml", "1ml_or_more"]
+    assert {k: v for k, v in row.items() if "lesions" in k} == {
+        "true_lesions_under_0.1ml": 1, "found_lesions_under_0.1ml": 0,
+        "true_lesions_0.1_to_1ml": 1, "found_lesions_0.1_to_1ml": 1,
+        "true_lesions_1ml_or_more": 1, "found_lesions_1ml_or_more": 1}
+    assert row["false_positive_ml"] == pytest.approx(7 * 0.008)
+    assert row["missed_ml"] == pytest.approx((175 - 2) * 0.008)
+    tp_ml = 2 * 0.008
+    assert 2 * tp_ml / (2 * tp_ml + row["false_positive_ml"] + row["missed_ml"]) == pytest.approx(
+        dice(pred, truth))
+    # a lesion exactly at an edge falls in the upper bin: 100 voxels of 1 mm³ = 0.1 mL
+    edge = np.zeros((10, 10, 10), bool)
+    edge[:10, :10, 0] = True
+    at_edge = detection_by_volume(np.zeros_like(edge), edge, (1.0, 1.0, 1.0))
+    assert (at_edge["true_lesions_under_0.1ml"], at_edge["true_lesions_0.1_to_1ml"]) == (0, 1)
+    assert volume_bin_names((0.5,)) == ["under_0.5ml", "0.5ml_or_more"]
+    with pytest.raises(ValueError, match="positive and increasing"):
+        detection_by_volume(pred, truth, (1.0, 1.0, 1.0), edges_ml=(1.0, 0.1))

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from cogimg.cli import main
-from cogimg.metrics.segmentation import dice, segmentation_report
+from cogimg.metrics.segmentation import detection_by_volume, dice, segmentation_report
 from cogimg.tracking.leaderboard import find_runs
 from cogimg.tracking.study_real_cases import (
     REPO,
@@ -42,7 +42,11 @@ def test_case_row_adds_volume_ratio_and_ood_to_the_segmentation_metrics():
     pred[3:5, 2:4, 2:4] = True                         # 8 voxels, 4 shared
     pred[8, 8, 8] = True                               # a false-positive lesion: 9 voxels
     metrics = segmentation_report(pred, truth, (2.0, 2.0, 2.0), subject_id="sub-x")
-    row = case_row({"subject_id": "sub-x", "metrics": metrics}, {"score": 7.5, "flag": True})
+    errors = detection_by_volume(pred, truth, (2.0, 2.0, 2.0))
+    row = case_row({"subject_id": "sub-x", "metrics": metrics, "detection_by_volume": errors},
+                   {"score": 7.5, "flag": True})
+    assert row["false_positive_ml"] == pytest.approx(5 * 8 / 1000)
+    assert (row["true_lesions_under_0.1ml"], row["found_lesions_under_0.1ml"]) == (1, 1)
     assert row["dice"] == pytest.approx(2 * 4 / (9 + 8)) == pytest.approx(dice(pred, truth))
     assert row["volume_pred_ml"] == pytest.approx(9 * 8 / 1000)  # 2 mm voxels: 8 µL each
     assert row["volume_ratio"] == pytest.approx(9 / 8)
@@ -119,6 +123,10 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
         pred = np.asarray(nib.load(real.path / "predictions" / f"{sid}_pred_msk.nii.gz").dataobj)
         truth = nib.load(out / "data" / "derivatives" / "lesions" / sid / "anat" / f"{sid}_msk.nii.gz")
         assert value == pytest.approx(dice(pred > 0, np.asarray(truth.dataobj) > 0))
+        row = rows.set_index("subject_id").loc[sid]
+        errors = detection_by_volume(pred > 0, np.asarray(truth.dataobj) > 0, truth.header.get_zooms())
+        assert {k: row[k] for k in errors} == pytest.approx(errors)
+        assert sum(v for k, v in errors.items() if k.startswith("true_")) == row["n_lesions_truth"]
 
     table = pd.read_csv(out / "comparisons.csv")
     assert len(table) == len(study["comparisons"]) == 2
@@ -141,6 +149,7 @@ def test_tiny_preset_end_to_end_resumes_and_scores_an_isles22_case(tmp_path, mon
     recorded = [r for r in record["real_cases"] if r["arm"] == "randomised_real"]
     assert [r["subject_id"] for r in recorded] == list(rows["subject_id"])
     assert [r["dice"] for r in recorded] == pytest.approx(list(rows["dice"]))
+    assert [r["missed_ml"] for r in recorded] == pytest.approx(list(rows["missed_ml"]))
     assert record["headline"]["real Dice (randomised)"] == pytest.approx(rows["dice"].mean(), abs=5e-4)
     assert {"real Dice (conventional)", "synthetic test Dice (randomised)",
             "synthetic test Dice (conventional)"} <= set(record["headline"])
