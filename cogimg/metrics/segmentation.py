@@ -32,6 +32,9 @@ not penalise merging or fragmentation — the lesion count difference does.
 
 HD95 is not an ISLES'22 metric; it is MONAI's symmetric 95th-percentile Hausdorff
 distance, ``max(p95(d(P→T)), p95(d(T→P)))`` over boundary voxels, in mm.
+:func:`detection_by_volume` is not one either: it splits a prediction's errors into
+false-positive and missed volume and counts the true lesions found per lesion-volume bin,
+with ISLES'22's lesion-wise true positive.
 """
 
 from __future__ import annotations
