@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import run_study_benchmark, study_test_leaderboard, write_result
 
-from cogimg.metrics.segmentation import volume_bin_names
+from cogimg.metrics.segmentation import detection_keys
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = REPO / "studies" / "sim2real.yaml"
@@ -36,8 +36,7 @@ REAL_COLUMNS = ("subject_id", "dice", "lesion_f1", "absolute_volume_difference_m
                 "n_lesions_truth", "ood_score", "ood_flag")
 #: Where the errors lie (:func:`cogimg.metrics.segmentation.detection_by_volume`): kept where
 #: the rows have them (real-case runs scored before these columns existed lack them).
-ERROR_COLUMNS = ("false_positive_ml", "missed_ml",
-                 *(f"{kind}_lesions_{size}" for size in volume_bin_names() for kind in ("true", "found")))
+ERROR_COLUMNS = detection_keys()
 
 
 def real_case_rows(out: Path, arms: list[str]) -> list[dict]:

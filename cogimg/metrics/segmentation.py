@@ -238,6 +238,13 @@ def volume_bin_names(edges_ml: Sequence[float] = LESION_VOLUME_EDGES_ML) -> list
             + [f"{edges[-1]}ml_or_more"])
 
 
+def detection_keys(edges_ml: Sequence[float] = LESION_VOLUME_EDGES_ML) -> tuple[str, ...]:
+    """The keys of :func:`detection_by_volume`'s row for ``edges_ml``, in its order."""
+    return ("false_positive_ml", "missed_ml",
+            *(f"{kind}_lesions_{size}" for size in volume_bin_names(edges_ml)
+              for kind in ("true", "found")))
+
+
 def detection_by_volume(pred: Any, truth: Any, spacing_mm: Sequence[float],
                         edges_ml: Sequence[float] = LESION_VOLUME_EDGES_ML) -> dict[str, float | int]:
     """Where a prediction's errors lie: ``false_positive_ml`` (predicted volume outside the

@@ -15,6 +15,7 @@ from cogimg.metrics.segmentation import (
     METRIC_KEYS,
     absolute_volume_difference_ml,
     detection_by_volume,
+    detection_keys,
     dice,
     hausdorff95_mm,
     lesion_components,
@@ -397,6 +398,7 @@ def test_detection_by_volume_counts_found_lesions_per_size_and_splits_the_errors
     pred[1:8, 25, 25] = True                     # 7 voxels, no lesion
     row = detection_by_volume(pred, truth, (2.0, 2.0, 2.0))
     assert volume_bin_names() == ["under_0.1ml", "0.1_to_1ml", "1ml_or_more"]
+    assert tuple(row) == detection_keys()
     assert {k: v for k, v in row.items() if "lesions" in k} == {
         "true_lesions_under_0.1ml": 1, "found_lesions_under_0.1ml": 0,
         "true_lesions_0.1_to_1ml": 1, "found_lesions_0.1_to_1ml": 1,
