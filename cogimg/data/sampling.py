@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 import torchio as tio
+from scipy import ndimage
 from torch.utils.data import RandomSampler, Sampler
 
 from cogimg.data.cache import load_subject
@@ -253,16 +254,23 @@ class LabelPatchSampler(tio.LabelSampler):
     region rather than always at its centre, as nnU-Net's foreground oversampling does.
     Without it a network can learn "the lesion is in the middle of the patch", a cue that
     sliding-window inference does not have.
+
+    ``balance_components``: the centre of a patch drawn for a non-zero label value is a voxel
+    of one of that value's connected components (26-connected, as the ISLES'22 lesion-wise
+    metrics count lesions) chosen uniformly, so that a 10-voxel lesion is as often a patch
+    centre as a 1000-voxel one; off, each voxel is equally likely (``tio.LabelSampler``) and
+    a subject's large lesions take almost all lesion-centred patches.
     """
 
     def __init__(self, patch_size, label_name=None, label_probabilities=None,
-                 centre_jitter: int = 0) -> None:
+                 centre_jitter: int = 0, balance_components: bool = False) -> None:
         super().__init__(patch_size, label_name=label_name, label_probabilities=label_probabilities)
         most = int((min(self.patch_size) - 1) // 2)  # the drawn voxel stays inside the patch
         if not 0 <= centre_jitter <= most:
             raise ValueError(f"centre_jitter={centre_jitter} must be in [0, {most}] voxels for "
                              f"patch size {tuple(int(p) for p in self.patch_size)}")
         self.centre_jitter = int(centre_jitter)
+        self.balance_components = bool(balance_components)
 
     #: Values covering at least this fraction of the region are drawn by rejection.
     REJECTION_FRACTION = 0.05
@@ -272,8 +280,9 @@ class LabelPatchSampler(tio.LabelSampler):
         ``tio.Subject`` of ``patch_size`` voxels with ``tio.LOCATION`` (6,) = start + end."""
         label = self.get_probability_map_image(subject).data
         if self.label_probabilities_dict is None or label.shape[0] != 1:
-            if self.centre_jitter:
-                raise ValueError("centre_jitter needs label_probabilities and a one-channel label map")
+            if self.centre_jitter or self.balance_components:
+                raise ValueError("centre_jitter and balance_components need label_probabilities "
+                                 "and a one-channel label map")
             return super().__call__(subject, num_patches)
         subject.check_consistent_space()
         if np.any(self.patch_size > subject.spatial_shape):
@@ -294,11 +303,17 @@ class LabelPatchSampler(tio.LabelSampler):
         weights = np.array([float(self.label_probabilities_dict[v]) for v in present])
         cumulative = np.cumsum(weights / weights.sum())
         voxels: dict[int, torch.Tensor] = {}
+        components: dict[int, list[torch.Tensor]] = {}
         left = num_patches
         while left is None or left > 0:
             draw = float(torch.rand(1))  # torch RNG: SeededQueue seeds it at each refill
             value = present[min(int(np.searchsorted(cumulative, draw, side="right")), len(present) - 1)]
-            if counts[value] >= self.REJECTION_FRACTION * region.numel():
+            if self.balance_components and value != 0:
+                if value not in components:
+                    components[value] = _components(region == value)
+                chosen = components[value][int(torch.randint(len(components[value]), (1,)))]
+                ini = chosen[int(torch.randint(len(chosen), (1,)))].tolist()
+            elif counts[value] >= self.REJECTION_FRACTION * region.numel():
                 ini = self._draw_by_rejection(region, value)
             else:
                 if value not in voxels:
@@ -335,6 +350,16 @@ class LabelPatchSampler(tio.LabelSampler):
         patch = tio.Subject(items)
         patch[tio.LOCATION] = torch.as_tensor(ini.tolist() + fin.tolist())
         return patch
+
+
+def _components(mask: torch.Tensor) -> list[torch.Tensor]:
+    """The voxel indices ``(n_k, 3)`` of each 26-connected component of a 3-D bool mask."""
+    labels, _ = ndimage.label(mask.numpy(), structure=np.ones((3, 3, 3), dtype=bool))
+    voxels = np.argwhere(labels)
+    ids = labels[tuple(voxels.T)]
+    order = np.argsort(ids, kind="stable")
+    sizes = np.bincount(ids)[1:]
+    return [torch.from_numpy(chunk) for chunk in np.split(voxels[order], np.cumsum(sizes)[:-1])]
 
 
 # --------------------------------------------------------------------------- batches

@@ -83,6 +83,37 @@ def test_centre_jitter_must_keep_the_voxel_in_the_patch():
         LabelPatchSampler((12, 12, 12), "lab", {0: 0.5, 1: 0.5}, centre_jitter=-1)
 
 
+def test_balance_components_centres_each_lesion_equally_often_whatever_its_size():
+    label = torch.zeros(1, 40, 40, 40, dtype=torch.uint8)
+    label[0, 8:18, 8:18, 8:18] = 1  # lesion A: 1000 voxels
+    label[0, 25:27, 25:27, 25:27] = 1  # lesion B: 8 voxels
+    label[0, 30, 10, 10] = label[0, 31, 11, 11] = 1  # lesion C: 2 voxels touching at a corner
+    subject = tio.Subject(img=tio.ScalarImage(tensor=torch.randn(1, 40, 40, 40), affine=np.eye(4)),
+                          lab=tio.LabelMap(tensor=label, affine=np.eye(4)), subject_id="x")
+
+    def lesion_shares(balance, seed=0):
+        sampler = LabelPatchSampler((12, 12, 12), "lab", {0: 0.25, 1: 0.75},
+                                    balance_components=balance)
+        centres = _starts(sampler, subject, 3000, seed) + 6  # the drawn voxel is mid-patch
+        lesion = np.array([int(label[(0, *c)]) for c in centres.tolist()])
+        which = np.select([centres[:, 0] < 20, centres[:, 0] < 29], [0, 1], 2)[lesion == 1]
+        return lesion.mean(), np.bincount(which, minlength=3) / len(which), centres
+
+    lesion_share, shares, centres = lesion_shares(True)
+    assert abs(lesion_share - 0.75) < 0.03  # the label probabilities are kept
+    np.testing.assert_allclose(shares, [1 / 3] * 3, atol=0.04)  # C is one 26-connected lesion
+    assert torch.equal(centres, lesion_shares(True)[2])  # seeded: reproducible
+    _, voxel_shares, _ = lesion_shares(False)
+    assert voxel_shares[0] > 0.97  # per voxel, the large lesion takes nearly every patch
+
+
+def test_balance_components_needs_a_one_channel_label_map():
+    subject = _one_voxel_subject((20, 20, 20))
+    sampler = LabelPatchSampler((12, 12, 12), "lab", None, balance_components=True)
+    with pytest.raises(ValueError, match="balance_components need label_probabilities"):
+        next(iter(sampler(subject, 1)))
+
+
 def _subjects(n=6, size=20):
     out = []
     for i in range(n):

@@ -51,6 +51,9 @@ class PatchDataModule(CachedDataModule):
         centre_jitter: patches are shifted by up to this many voxels per axis from the drawn
             centre, so lesions are not always mid-patch (see
             :class:`~cogimg.data.sampling.LabelPatchSampler`).
+        balance_components: a lesion-centred patch is centred on each lesion (connected
+            component) equally often, whatever its size, instead of on each lesion voxel
+            equally often (see :class:`~cogimg.data.sampling.LabelPatchSampler`).
         augmentation: strength of :func:`~cogimg.data.augmentation.augmentation` for the task.
         normalization / crop_to_brain / histogram_standardization: see
             :func:`~cogimg.data.transforms.preprocessing` (landmarks fitted on the train fold);
@@ -87,6 +90,7 @@ class PatchDataModule(CachedDataModule):
         num_workers: int = 0,
         label_probabilities: dict[int, float] | None = None,
         centre_jitter: int = 0,
+        balance_components: bool = False,
         augmentation: str = "default",
         normalization: str = "zscore",
         crop_to_brain: bool = False,
@@ -116,6 +120,7 @@ class PatchDataModule(CachedDataModule):
         self.batch_size = batch_size
         self.label_probabilities = dict(label_probabilities or {0: 0.5, 1: 0.5})
         self.centre_jitter = int(centre_jitter)
+        self.balance_components = bool(balance_components)
         self.task = preset_obj.task if preset_obj.task in ("segmentation", "detection") else "segmentation"
         self.save_hyperparameters()
         self.label_key: str | None = None
@@ -160,7 +165,8 @@ class PatchDataModule(CachedDataModule):
                                         transform=self.train_transform())
         sampler = LabelPatchSampler(self.patch_size, label_name=self.label_key,
                                     label_probabilities=self.label_probabilities,
-                                    centre_jitter=self.centre_jitter)
+                                    centre_jitter=self.centre_jitter,
+                                    balance_components=self.balance_components)
         queue = SeededQueue(dataset, self.queue_length, self.samples_per_volume, sampler,
                             subject_sampler=distributed_subjects(len(dataset), self.seed),
                             num_workers=self.num_workers, seed=self.seed)
