@@ -314,3 +314,26 @@ def test_steps_follow_up_changes_only_the_training_budget(preset):
     for comparison in study["comparisons"]:
         assert comparison["b"] == comparison["a"].replace("_real", "_long_real") \
             if comparison["a"].endswith("_real") else comparison["b"] == comparison["a"] + "_long"
+
+
+@pytest.mark.parametrize("preset", [None, "tiny", "full"])
+def test_components_follow_up_changes_only_the_lesion_sampling(preset):
+    """``studies/sim2real_components.yaml``: its per-voxel arm is sim2real_steps' 4000-step arm
+    (every setting equal, so the same runs), its balanced arm differs in ``balance_components``
+    alone, and each comparison pairs the two samplings, real arms with real arms."""
+    study = load_study(REPO / "studies" / "sim2real_components.yaml", preset)
+    steps = load_study(REPO / "studies" / "sim2real_steps.yaml", preset)
+    arms = {a["name"]: a for a in study["arms"]}
+    reference = next(a for a in steps["arms"] if a["name"] == "randomised_dwi_sulci_long")
+    assert arms["randomised_dwi_sulci_long"] == reference
+    assert (study["cohort"], study["seeds"]) == (steps["cohort"], steps["seeds"])
+    voxel, balanced = (_settings(arms[n]["overrides"]) for n in
+                       ("randomised_dwi_sulci_long", "balanced_components"))
+    assert balanced.pop("--data.init_args.balance_components") == "true"
+    assert balanced == voxel and arms["balanced_components"]["config"] == reference["config"]
+    pairs = {(c["a"], c["b"]) for c in study["comparisons"]}
+    assert pairs == {("randomised_dwi_sulci_long", "balanced_components"),
+                     ("randomised_dwi_sulci_long_real", "balanced_components_real"),
+                     ("seed_ensemble_long_real", "seed_ensemble_balanced_real")}
+    for name in ("balanced_components_real", "seed_ensemble_balanced_real"):
+        assert arms[name]["options"]["model_from"] == "balanced_components"
