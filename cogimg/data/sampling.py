@@ -259,7 +259,8 @@ class LabelPatchSampler(tio.LabelSampler):
     of one of that value's connected components (26-connected, as the ISLES'22 lesion-wise
     metrics count lesions) chosen uniformly, so that a 10-voxel lesion is as often a patch
     centre as a 1000-voxel one; off, each voxel is equally likely (``tio.LabelSampler``) and
-    a subject's large lesions take almost all lesion-centred patches.
+    a subject's large lesions take almost all lesion-centred patches. Components are those
+    of the region where a patch centre fits (a lesion cut by its edge counts as its parts).
     """
 
     def __init__(self, patch_size, label_name=None, label_probabilities=None,
