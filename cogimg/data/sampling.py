@@ -21,6 +21,7 @@ import torchio as tio
 from scipy import ndimage
 from torch.utils.data import RandomSampler, Sampler
 
+from cogimg.data.boxes import label_components
 from cogimg.data.cache import load_subject
 
 
@@ -355,12 +356,9 @@ class LabelPatchSampler(tio.LabelSampler):
 
 def _components(mask: torch.Tensor) -> list[torch.Tensor]:
     """The voxel indices ``(n_k, 3)`` of each 26-connected component of a 3-D bool mask."""
-    labels, _ = ndimage.label(mask.numpy(), structure=np.ones((3, 3, 3), dtype=bool))
-    voxels = np.argwhere(labels)
-    ids = labels[tuple(voxels.T)]
-    order = np.argsort(ids, kind="stable")
-    sizes = np.bincount(ids)[1:]
-    return [torch.from_numpy(chunk) for chunk in np.split(voxels[order], np.cumsum(sizes)[:-1])]
+    instances, _ = label_components(mask.numpy())
+    return [torch.from_numpy(np.stack(index, axis=1))
+            for index in ndimage.value_indices(instances, ignore_value=0).values()]
 
 
 # --------------------------------------------------------------------------- batches
